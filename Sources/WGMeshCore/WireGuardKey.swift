@@ -1,0 +1,83 @@
+import Crypto
+import Foundation
+
+/// A 32-byte WireGuard (Curve25519) key, public or private; base64 in and out.
+public struct WireGuardKey: Sendable, Hashable, Comparable, CustomStringConvertible {
+    /// Length of every WireGuard key in bytes.
+    public static let byteCount = 32
+    public let bytes: [UInt8]
+
+    /// A key from exactly 32 raw bytes.
+    public init(bytes: some Collection<UInt8>) throws(KeyError) {
+        guard bytes.count == Self.byteCount else { throw .wrongLength(bytes.count) }
+        self.bytes = Array(bytes)
+    }
+
+    /// A key from standard base64 (44 characters with one `=`), as `wg` prints it.
+    public init(base64 text: some StringProtocol) throws(KeyError) {
+        let s = String(text)
+        guard s.count == 44, s.hasSuffix("="), !s.dropLast().contains("="),
+              let data = Data(base64Encoded: s) else { throw .malformedBase64(WireGuardKey.redact(s)) }
+        // Reject non-canonical encodings: the last character may only carry 4 meaningful bits.
+        guard data.base64EncodedString() == s else { throw .malformedBase64(WireGuardKey.redact(s)) }
+        try self.init(bytes: data)
+    }
+
+    /// The all-zero key, which the kernel reads as "no key".
+    public static let zero = try! WireGuardKey(bytes: [UInt8](repeating: 0, count: byteCount))
+    public var isZero: Bool { bytes.allSatisfy { $0 == 0 } }
+
+    public var base64: String { Data(bytes).base64EncodedString() }
+    public var description: String { base64 }
+
+    public static func < (a: WireGuardKey, b: WireGuardKey) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
+
+    /// For error messages: never echo what may be a private key in full.
+    static func redact(_ s: String) -> String { s.count <= 8 ? s : String(s.prefix(4)) + "…(\(s.count) chars)" }
+}
+
+/// A WireGuard private key and its public key.
+public struct WireGuardKeyPair: Sendable {
+    public let privateKey: WireGuardKey
+    public let publicKey: WireGuardKey
+
+    /// A fresh random keypair.
+    public static func generate() -> WireGuardKeyPair {
+        let priv = Curve25519.KeyAgreement.PrivateKey()
+        return try! WireGuardKeyPair(privateKey: WireGuardKey(bytes: priv.rawRepresentation))
+    }
+
+    /// The keypair for a given private key (its public key derived).
+    public init(privateKey: WireGuardKey) throws(KeyError) {
+        self.privateKey = privateKey
+        self.publicKey = try WireGuardKeyPair.publicKey(for: privateKey)
+    }
+
+    /// The public key of a private key, as `wg pubkey` computes it (clamping included).
+    public static func publicKey(for privateKey: WireGuardKey) throws(KeyError) -> WireGuardKey {
+        do {
+            let priv = try Curve25519.KeyAgreement.PrivateKey(rawRepresentation: privateKey.bytes)
+            return try WireGuardKey(bytes: priv.publicKey.rawRepresentation)
+        } catch {
+            throw .notACurve25519Key
+        }
+    }
+}
+
+/// Why a key was rejected.
+public enum KeyError: Error, Equatable, CustomStringConvertible {
+    case wrongLength(Int)
+    case malformedBase64(String)
+    case notACurve25519Key
+
+    public var description: String {
+        switch self {
+        case .wrongLength(let n):
+            return "a WireGuard key is 32 bytes, this one is \(n): generate one with `wg genkey` (or `wg pubkey` for the public half)"
+        case .malformedBase64(let s):
+            return "\"\(s)\" is not a base64 WireGuard key: expected 44 characters of standard base64 ending in \"=\", as `wg genkey` prints"
+        case .notACurve25519Key:
+            return "the key is not a valid Curve25519 private key"
+        }
+    }
+}
