@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Run every kernel-dependent test in one VM guest whose kernel has WireGuard. On the host these
+# tests skip themselves; here WGMESH_REQUIRE_KERNEL=1 turns a missing kernel feature into a failure.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+swift build --build-tests >/dev/null
+bundle="$root/.build/debug/wgmeshPackageTests.xctest"
+# The test classes that need the kernel; keep in step with Tests/*/ (grep KernelSupport.require).
+kernel_tests=$(grep -l 'KernelSupport.require' Tests/*/*.swift | xargs grep -ho '^final class [A-Za-z]*Tests' \
+  | awk '{print $3}' | while read -r c; do
+      dir=$(grep -l "final class $c" Tests/*/*.swift | head -n1 | cut -d/ -f2); echo "$dir.$c"; done | paste -sd, -)
+echo "vm-test: running in the VM: $kernel_tests"
+set +e
+bash scripts/vm-run.sh "WGMESH_REQUIRE_KERNEL=1 $bundle $kernel_tests" | tee "$root/.vm/vm-test.log"
+rc=${PIPESTATUS[0]}
+set -e
+if grep -q ' skipped' "$root/.vm/vm-test.log"; then
+  echo "vm-test: a kernel test was skipped inside the VM; that is a failure" >&2
+  exit 1
+fi
+exit "$rc"
