@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Boot the WireGuard-capable Debian kernel once (virtme-ng under qemu, see ../shared/kernel-vm.md
 # and scripts/vm-setup.sh) and run one shell command in it as root, with the host's file system.
-# Prints the guest's output and exits with the guest command's exit status.
+# Prints the guest's output and exits with the guest command's exit status. The command may write
+# files to $WGMESH_VM_OUT (.vm/out), the one folder of the host the guest can write.
 # Usage: scripts/vm-run.sh 'command'
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +17,7 @@ swift_bin=$(dirname "$(command -v swift)")
 # guest writes both into the shared folder $out, and the host reads them from there.
 cat > "$out/guest.sh" <<GUEST
 export PATH="$swift_bin:\$PATH"
+export WGMESH_VM_OUT="$out"   # the only folder the guest can write
 cd "$root"
 modprobe wireguard
 ( $1 ) > "$out/log" 2>&1

@@ -1,0 +1,48 @@
+/// The smallest set of changes that turns the actual interface and routes into the plan.
+public struct MeshDiff: Sendable, Hashable {
+    /// Peer additions, field-level updates (update-only) and removals; the listen port if it differs.
+    public var device: DeviceConfig
+    public var routesToAdd: [Route]
+    public var routesToReplace: [Route]
+    public var routesToDelete: [Route]
+
+    public var isEmpty: Bool { device.isEmpty && routesToAdd.isEmpty && routesToReplace.isEmpty && routesToDelete.isEmpty }
+
+    /// - Parameters:
+    ///   - privateKey: the key the interface must run, when the caller knows it (opened from the sealed box).
+    public init(plan: MeshPlan, actual: DeviceState, actualRoutes: [Route], privateKey: WireGuardKey? = nil) {
+        device = DeviceConfig()
+        if let privateKey, actual.privateKey != privateKey { device.privateKey = privateKey }
+        if actual.listenPort != plan.listenPort { device.listenPort = plan.listenPort }
+
+        let current = Dictionary(actual.peers.map { ($0.publicKey, $0) }, uniquingKeysWith: { a, _ in a })
+        let wanted = Set(plan.peers.map(\.publicKey))
+        for want in plan.peers {
+            guard let have = current[want.publicKey] else {
+                device.peers.append(PeerConfig(publicKey: want.publicKey, endpoint: want.endpoint,
+                                               persistentKeepalive: want.persistentKeepalive,
+                                               allowedIPs: want.allowedIPs, replaceAllowedIPs: true))
+                continue
+            }
+            var change = PeerConfig(publicKey: want.publicKey, updateOnly: true)
+            if have.endpoint != want.endpoint { change.endpoint = want.endpoint }
+            if have.persistentKeepalive != want.persistentKeepalive { change.persistentKeepalive = want.persistentKeepalive }
+            if Set(have.allowedIPs.map(\.canonical)) != Set(want.allowedIPs) {
+                change.allowedIPs = want.allowedIPs
+                change.replaceAllowedIPs = true
+            }
+            // wgmesh uses no preshared keys: one left by hand is cleared.
+            if have.presharedKey != nil { change.presharedKey = .zero }
+            if change != PeerConfig(publicKey: want.publicKey, updateOnly: true) { device.peers.append(change) }
+        }
+        for have in actual.peers where !wanted.contains(have.publicKey) {
+            device.peers.append(.removal(of: have.publicKey))
+        }
+
+        let desiredByKey = Dictionary(plan.routes.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+        let actualByKey = Dictionary(actualRoutes.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+        routesToAdd = plan.routes.filter { actualByKey[$0.key] == nil }
+        routesToReplace = plan.routes.filter { r in actualByKey[r.key].map { $0 != r } ?? false }
+        routesToDelete = actualRoutes.filter { desiredByKey[$0.key] == nil }
+    }
+}

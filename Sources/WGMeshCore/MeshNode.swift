@@ -1,0 +1,172 @@
+import Foundation
+
+/// The `wgmesh.dev/` Node annotations: the whole contract between controller and agents.
+public enum Annotation {
+    public static let prefix = "wgmesh.dev/"
+    public static let podCIDRs = prefix + "pod-cidrs"
+    public static let publicKey = prefix + "public-key"
+    public static let sealedPrivateKey = prefix + "sealed-private-key"
+    public static let keyGeneration = prefix + "key-generation"
+    public static let keyIssuedAt = prefix + "key-issued-at"
+    public static let nextPublicKey = prefix + "next-public-key"
+    public static let nextSealedPrivateKey = prefix + "next-sealed-private-key"
+    public static let endpoint = prefix + "endpoint"
+    public static let endpointOverride = prefix + "endpoint-override"
+    public static let rotateRequestedAt = prefix + "rotate-requested-at"
+    public static let enrollmentKey = prefix + "enrollment-key"
+    public static let appliedKeyGeneration = prefix + "applied-key-generation"
+
+    /// Every key of the contract.
+    public static let all = [podCIDRs, publicKey, sealedPrivateKey, keyGeneration, keyIssuedAt, nextPublicKey,
+                             nextSealedPrivateKey, endpoint, endpointOverride, rotateRequestedAt, enrollmentKey, appliedKeyGeneration]
+}
+
+/// A Node as wgmesh sees it: its name and its `wgmesh.dev/` annotations, typed and validated.
+public struct MeshNode: Sendable, Hashable {
+    public var name: String
+    /// At most one per IP family.
+    public var podCIDRs: [IPPrefix] = []
+    public var publicKey: WireGuardKey?
+    public var sealedPrivateKey: SealedKey?
+    public var keyGeneration: UInt64?
+    public var keyIssuedAt: Date?
+    public var nextPublicKey: WireGuardKey?
+    public var nextSealedPrivateKey: SealedKey?
+    public var endpoint: Endpoint?
+    public var endpointOverride: Endpoint?
+    public var rotateRequestedAt: Date?
+    public var enrollmentKey: WireGuardKey?
+    public var appliedKeyGeneration: UInt64?
+
+    public init(name: String) { self.name = name }
+
+    /// The endpoint peers dial: the admin's override wins over the controller's choice.
+    public var effectiveEndpoint: Endpoint? { endpointOverride ?? endpoint }
+
+    /// Reads the annotations of Node `name`; any malformed `wgmesh.dev/` value is an error naming it,
+    /// and other annotations are ignored.
+    public init(name: String, annotations: [String: String]) throws(AnnotationError) {
+        self.name = name
+        func value(_ key: String) -> String? { annotations[key].flatMap { $0.isEmpty ? nil : $0 } }
+        func fail(_ key: String, _ v: String, _ why: String) -> AnnotationError {
+            AnnotationError(node: name, key: key, value: v, reason: why)
+        }
+        func key(_ k: String) throws(AnnotationError) -> WireGuardKey? {
+            guard let v = value(k) else { return nil }
+            do { return try WireGuardKey(base64: v) } catch { throw fail(k, v, "\(error)") }
+        }
+        func sealed(_ k: String) throws(AnnotationError) -> SealedKey? {
+            guard let v = value(k) else { return nil }
+            do { return try SealedKey(base64: v) } catch { throw fail(k, v, "\(error)") }
+        }
+        func integer(_ k: String) throws(AnnotationError) -> UInt64? {
+            guard let v = value(k) else { return nil }
+            guard v.allSatisfy({ $0.isASCII && $0.isNumber }), let n = UInt64(v) else {
+                throw fail(k, v, "expected a non-negative decimal integer")
+            }
+            return n
+        }
+        func time(_ k: String) throws(AnnotationError) -> Date? {
+            guard let v = value(k) else { return nil }
+            guard let d = RFC3339.parse(v) else { throw fail(k, v, "expected an RFC 3339 time such as 2026-11-27T10:00:00Z") }
+            return d
+        }
+        func endpoint(_ k: String) throws(AnnotationError) -> Endpoint? {
+            guard let v = value(k) else { return nil }
+            do { return try Endpoint(v) } catch { throw fail(k, v, "\(error)") }
+        }
+
+        if let v = value(Annotation.podCIDRs) {
+            var cidrs: [IPPrefix] = []
+            for item in v.split(separator: ",", omittingEmptySubsequences: false) {
+                let text = item.trimmingWhitespace
+                let cidr: IPPrefix
+                do { cidr = try IPPrefix(text) } catch { throw fail(Annotation.podCIDRs, v, "\(error)") }
+                guard cidr.isCanonical else { throw fail(Annotation.podCIDRs, v, "\(cidr) has host bits set; write \(cidr.canonical)") }
+                guard !cidrs.contains(where: { $0.family == cidr.family }) else {
+                    throw fail(Annotation.podCIDRs, v, "more than one \(cidr.family) CIDR; give one per IP family")
+                }
+                cidrs.append(cidr)
+            }
+            podCIDRs = cidrs
+        }
+        publicKey = try key(Annotation.publicKey)
+        sealedPrivateKey = try sealed(Annotation.sealedPrivateKey)
+        keyGeneration = try integer(Annotation.keyGeneration)
+        keyIssuedAt = try time(Annotation.keyIssuedAt)
+        nextPublicKey = try key(Annotation.nextPublicKey)
+        nextSealedPrivateKey = try sealed(Annotation.nextSealedPrivateKey)
+        self.endpoint = try endpoint(Annotation.endpoint)
+        endpointOverride = try endpoint(Annotation.endpointOverride)
+        rotateRequestedAt = try time(Annotation.rotateRequestedAt)
+        enrollmentKey = try key(Annotation.enrollmentKey)
+        appliedKeyGeneration = try integer(Annotation.appliedKeyGeneration)
+
+        // Fields that only make sense together.
+        if (publicKey == nil) != (sealedPrivateKey == nil) || (publicKey != nil && keyGeneration == nil) {
+            throw fail(Annotation.publicKey, value(Annotation.publicKey) ?? "", "public-key, sealed-private-key and key-generation must be set together; the controller re-issues the keypair")
+        }
+        if (nextPublicKey == nil) != (nextSealedPrivateKey == nil) {
+            throw fail(Annotation.nextPublicKey, value(Annotation.nextPublicKey) ?? "", "next-public-key and next-sealed-private-key must be set together")
+        }
+        if let next = nextPublicKey, next == publicKey {
+            throw fail(Annotation.nextPublicKey, next.base64, "the next key equals the current key")
+        }
+    }
+
+    /// The `wgmesh.dev/` annotations that describe this node (absent fields are left out).
+    public var annotations: [String: String] {
+        var a: [String: String] = [:]
+        if !podCIDRs.isEmpty { a[Annotation.podCIDRs] = podCIDRs.map(\.description).joined(separator: ",") }
+        a[Annotation.publicKey] = publicKey?.base64
+        a[Annotation.sealedPrivateKey] = sealedPrivateKey?.base64
+        a[Annotation.keyGeneration] = keyGeneration.map(String.init)
+        a[Annotation.keyIssuedAt] = keyIssuedAt.map(RFC3339.format)
+        a[Annotation.nextPublicKey] = nextPublicKey?.base64
+        a[Annotation.nextSealedPrivateKey] = nextSealedPrivateKey?.base64
+        a[Annotation.endpoint] = endpoint?.description
+        a[Annotation.endpointOverride] = endpointOverride?.description
+        a[Annotation.rotateRequestedAt] = rotateRequestedAt.map(RFC3339.format)
+        a[Annotation.enrollmentKey] = enrollmentKey?.base64
+        a[Annotation.appliedKeyGeneration] = appliedKeyGeneration.map(String.init)
+        return a
+    }
+}
+
+/// A malformed `wgmesh.dev/` annotation: the node is left out of the mesh until it is fixed.
+public struct AnnotationError: Error, Equatable, CustomStringConvertible {
+    public var node: String
+    public var key: String
+    public var value: String
+    public var reason: String
+
+    public init(node: String, key: String, value: String, reason: String) {
+        self.node = node
+        self.key = key
+        self.value = value
+        self.reason = reason
+    }
+
+    public var description: String {
+        let shown = value.count > 60 ? String(value.prefix(24)) + "…(\(value.count) chars)" : value
+        return "node \(node): annotation \(key)=\"\(shown)\" is invalid: \(reason); the node is left out of the mesh until it is fixed"
+    }
+}
+
+/// RFC 3339 times as Kubernetes writes them (`2026-11-27T10:00:00Z`, optional fraction and offset).
+public enum RFC3339 {
+    public static func parse(_ s: String) -> Date? {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime]
+        if let d = f.date(from: s) { return d }
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.date(from: s)
+    }
+
+    /// Seconds precision, UTC, as the API server's own `metav1.Time`.
+    public static func format(_ d: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime]
+        return f.string(from: d)
+    }
+}

@@ -1,0 +1,92 @@
+import XCTest
+import WGMeshCore
+
+final class MeshDiffTests: XCTestCase {
+    let settings = ClusterSettings(clusterCIDRs: [try! IPPrefix("10.0.0.0/8")])
+
+    func planState(_ plan: MeshPlan) -> [PeerState] {
+        plan.peers.map { PeerState(publicKey: $0.publicKey, endpoint: $0.endpoint, persistentKeepalive: $0.persistentKeepalive, allowedIPs: $0.allowedIPs) }
+    }
+
+    func assertConverges(_ plan: MeshPlan, from actual: DeviceState, routes: [Route], file: StaticString = #filePath, line: UInt = #line) {
+        let diff = MeshDiff(plan: plan, actual: actual, actualRoutes: routes)
+        let after = KernelModel.apply(diff.device, to: actual)
+        XCTAssertEqual(after.listenPort, plan.listenPort, file: file, line: line)
+        let want = Dictionary(uniqueKeysWithValues: planState(plan).map { ($0.publicKey, $0) })
+        let got = Dictionary(uniqueKeysWithValues: after.peers.map { ($0.publicKey, $0) })
+        XCTAssertEqual(Set(got.keys), Set(want.keys), file: file, line: line)
+        for (k, w) in want {
+            XCTAssertEqual(got[k]?.endpoint, w.endpoint, file: file, line: line)
+            XCTAssertEqual(got[k]?.persistentKeepalive, w.persistentKeepalive, file: file, line: line)
+            XCTAssertEqual(Set(got[k]?.allowedIPs ?? []), Set(w.allowedIPs), file: file, line: line)
+            XCTAssertNil(got[k]?.presharedKey, file: file, line: line)
+        }
+        XCTAssertEqual(KernelModel.apply(diff, to: routes), plan.routes.sorted(), file: file, line: line)
+        // Converged: a second diff is empty.
+        XCTAssertTrue(MeshDiff(plan: plan, actual: after, actualRoutes: KernelModel.apply(diff, to: routes)).isEmpty, file: file, line: line)
+    }
+
+    func testRandomActualStatesConvergeToRandomPlans() throws {
+        var rng = SystemRandomNumberGenerator()
+        let keys = (0..<30).map { _ in WireGuardKeyPair.generate().publicKey }
+        for _ in 0..<200 {
+            // A random cluster: some nodes, some of them rotating.
+            let count = Int.random(in: 0..<12, using: &rng)
+            var nodes = [node("local", 0)]
+            for i in 1...max(1, count) {
+                var n = node("n\(i)", i, key: keys[i], endpoint: "192.0.2.\(Int.random(in: 1..<4, using: &rng)):\(Int.random(in: 51820..<51823, using: &rng))")
+                if Bool.random(using: &rng) { n.podCIDRs.append(try IPPrefix("fd00:\(i)::/64")) }
+                if Int.random(in: 0..<4, using: &rng) == 0 { n.nextPublicKey = keys[i + 15] }
+                nodes.append(n)
+            }
+            var s = settings
+            s.clusterCIDRs.append(try IPPrefix("fd00::/16"))
+            s.persistentKeepalive = UInt16.random(in: 0..<2, using: &rng) * 25
+            s.strict = Bool.random(using: &rng)
+            let plan = MeshPlan(localNode: "local", settings: s, nodes: nodes, interfaceIndex: 3)
+            XCTAssertEqual(plan.excluded, [])
+
+            // A random actual state: stale peers, wrong fields, stray allowed IPs, a preshared key, stale routes.
+            var actual = DeviceState(name: "wgmesh0", listenPort: UInt16.random(in: 51819..<51821, using: &rng))
+            for k in keys.shuffled(using: &rng).prefix(Int.random(in: 0..<20, using: &rng)) {
+                actual.peers.append(PeerState(
+                    publicKey: k, presharedKey: Bool.random(using: &rng) ? keys[0] : nil,
+                    endpoint: Bool.random(using: &rng) ? try Endpoint("192.0.2.9:1") : nil,
+                    persistentKeepalive: UInt16.random(in: 0..<2, using: &rng) * 25,
+                    allowedIPs: (0..<Int.random(in: 0..<3, using: &rng)).map { _ in try! IPPrefix("10.\(Int.random(in: 0..<3, using: &rng)).\(Int.random(in: 0..<200, using: &rng)).0/24") }))
+            }
+            var routes: [Route] = []
+            for r in plan.routes.shuffled(using: &rng).prefix(Int.random(in: 0..<(plan.routes.count + 1), using: &rng)) {
+                routes.append(Bool.random(using: &rng) ? r : Route(destination: r.destination, interfaceIndex: 99, table: r.table, metric: r.metric))
+            }
+            if Bool.random(using: &rng) { routes.append(Route(destination: try IPPrefix("10.200.0.0/24"), interfaceIndex: 3)) }
+            assertConverges(plan, from: actual, routes: routes)
+        }
+    }
+
+    func testTenThousandPeerStatesDifferingInOnePeerGiveOneOperation() throws {
+        let nodes = [node("local", 0, cidrs: ["10.255.255.0/24"])] + (0..<10_000).map { i in
+            node("n\(i)", i, cidrs: ["10.\(i / 256).\(i % 256).0/24"], endpoint: "192.0.2.\(i % 250 + 1):\(20000 + i % 1000)")
+        }
+        let plan = MeshPlan(localNode: "local", settings: settings, nodes: nodes, interfaceIndex: 3)
+        XCTAssertEqual(plan.peers.count, 10_000)
+        var actual = DeviceState(name: "wgmesh0", listenPort: plan.listenPort, peers: planState(plan))
+        let routes = plan.routes
+        XCTAssertTrue(MeshDiff(plan: plan, actual: actual, actualRoutes: routes).isEmpty)
+
+        actual.peers[4321].endpoint = try Endpoint("198.51.100.1:1")
+        let diff = MeshDiff(plan: plan, actual: actual, actualRoutes: routes)
+        XCTAssertEqual(diff.device.peers.count, 1)
+        XCTAssertEqual(diff.device.peers[0], PeerConfig(publicKey: actual.peers[4321].publicKey, endpoint: plan.peers[4321].endpoint, updateOnly: true),
+                       "only the changed field, update-only")
+        XCTAssertTrue(diff.routesToAdd.isEmpty && diff.routesToReplace.isEmpty && diff.routesToDelete.isEmpty)
+    }
+
+    func testPrivateKeyChangeIsPartOfTheDiff() throws {
+        let plan = MeshPlan(localNode: "local", settings: settings, nodes: [node("local", 0)], interfaceIndex: 3)
+        let key = WireGuardKeyPair.generate().privateKey
+        let diff = MeshDiff(plan: plan, actual: DeviceState(name: "wgmesh0", listenPort: 51820), actualRoutes: plan.routes, privateKey: key)
+        XCTAssertEqual(diff.device.privateKey, key)
+        XCTAssertNil(diff.device.listenPort)
+    }
+}

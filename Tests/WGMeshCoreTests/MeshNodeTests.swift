@@ -1,0 +1,83 @@
+import XCTest
+import WGMeshCore
+
+final class MeshNodeTests: XCTestCase {
+    static func fullNode() throws -> MeshNode {
+        let enrollment = WireGuardKeyPair.generate()
+        let keys = WireGuardKeyPair.generate(), next = WireGuardKeyPair.generate()
+        var n = MeshNode(name: "node-a")
+        n.podCIDRs = [try IPPrefix("10.244.3.0/24"), try IPPrefix("fd00:10:244:3::/64")]
+        n.publicKey = keys.publicKey
+        n.sealedPrivateKey = try SealedKey.seal(keys.privateKey, to: enrollment.publicKey, nodeName: "node-a", generation: 2)
+        n.keyGeneration = 2
+        n.keyIssuedAt = RFC3339.parse("2026-11-27T10:00:00Z")
+        n.nextPublicKey = next.publicKey
+        n.nextSealedPrivateKey = try SealedKey.seal(next.privateKey, to: enrollment.publicKey, nodeName: "node-a", generation: 3)
+        n.endpoint = try Endpoint("192.0.2.3:51820")
+        n.endpointOverride = try Endpoint("[2001:db8::3]:51820")
+        n.rotateRequestedAt = RFC3339.parse("2026-11-27T11:00:00Z")
+        n.enrollmentKey = enrollment.publicKey
+        n.appliedKeyGeneration = 2
+        return n
+    }
+
+    func testRoundTripOfEveryField() throws {
+        let n = try Self.fullNode()
+        var annotations = n.annotations
+        XCTAssertEqual(Set(annotations.keys), Set(Annotation.all))
+        annotations["kubernetes.io/hostname"] = "node-a"  // others are ignored
+        XCTAssertEqual(try MeshNode(name: "node-a", annotations: annotations), n)
+        XCTAssertEqual(n.effectiveEndpoint, try Endpoint("[2001:db8::3]:51820"), "the override wins")
+        XCTAssertEqual(try MeshNode(name: "fresh", annotations: [:]), MeshNode(name: "fresh"))
+    }
+
+    func testEveryMalformedAnnotationIsATypedErrorNamingNodeKeyAndValue() throws {
+        let good = try Self.fullNode().annotations
+        let bad: [(String, String)] = [
+            (Annotation.podCIDRs, "10.244.3.0/33"),
+            (Annotation.podCIDRs, "10.244.3.1/24"),
+            (Annotation.podCIDRs, "10.244.3.0/24,10.244.4.0/24"),
+            (Annotation.podCIDRs, "10.244.3.0/24,"),
+            (Annotation.publicKey, "AAAA"),
+            (Annotation.sealedPrivateKey, "c2hvcnQ="),
+            (Annotation.keyGeneration, "-1"),
+            (Annotation.keyGeneration, "two"),
+            (Annotation.keyIssuedAt, "yesterday"),
+            (Annotation.nextPublicKey, "!!notbase64!!notbase64!!notbase64!!notbase64"),
+            (Annotation.nextSealedPrivateKey, "%%%"),
+            (Annotation.endpoint, "192.0.2.3"),
+            (Annotation.endpointOverride, "fd00::1:51820"),
+            (Annotation.rotateRequestedAt, "2026-13-40T00:00:00Z"),
+            (Annotation.enrollmentKey, String(repeating: "A", count: 43) + "B="),
+            (Annotation.appliedKeyGeneration, "1.5"),
+        ]
+        for (key, value) in bad {
+            var a = good
+            a[key] = value
+            XCTAssertThrowsError(try MeshNode(name: "node-a", annotations: a), "\(key)=\(value)") { error in
+                guard let e = error as? AnnotationError else { return XCTFail("\(error)") }
+                XCTAssertEqual(e.node, "node-a")
+                XCTAssertEqual(e.key, key)
+                XCTAssertEqual(e.value, value)
+                XCTAssertTrue("\(e)".contains("node node-a") && "\(e)".contains(key), "\(e)")
+            }
+        }
+    }
+
+    func testFieldsThatBelongTogether() throws {
+        var a = try Self.fullNode().annotations
+        a[Annotation.sealedPrivateKey] = nil
+        XCTAssertThrowsError(try MeshNode(name: "node-a", annotations: a)) { XCTAssertEqual(($0 as? AnnotationError)?.key, Annotation.publicKey) }
+        a = try Self.fullNode().annotations
+        a[Annotation.nextSealedPrivateKey] = nil
+        XCTAssertThrowsError(try MeshNode(name: "node-a", annotations: a)) { XCTAssertEqual(($0 as? AnnotationError)?.key, Annotation.nextPublicKey) }
+        a = try Self.fullNode().annotations
+        a[Annotation.nextPublicKey] = a[Annotation.publicKey]
+        XCTAssertThrowsError(try MeshNode(name: "node-a", annotations: a))
+    }
+
+    func testLongValuesAreShortenedInMessages() {
+        let e = AnnotationError(node: "n", key: Annotation.sealedPrivateKey, value: String(repeating: "x", count: 200), reason: "r")
+        XCTAssertFalse("\(e)".contains(String(repeating: "x", count: 100)))
+    }
+}

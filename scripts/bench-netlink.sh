@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Benchmark: configure N peers from scratch through wgmesh's netlink code and through `wg setconf`,
+# on the same wg(8) file, in the VM kernel; then change one peer of 10,000. Prints times and ours/wg.
+# Usage: scripts/bench-netlink.sh [repetitions]   (default 3; the median is reported)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+reps=${1:-3}
+command -v wg >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends wireguard-tools >/dev/null; }
+swift build -c release --product wgmesh >/dev/null
+bin="$root/.build/release/wgmesh"
+work="$root/.vm/bench"
+mkdir -p "$work"
+python3 - "$work" <<'PY'
+import base64, os, sys
+work = sys.argv[1]
+def key(): return base64.b64encode(os.urandom(32)).decode()
+for n in (1000, 10000):
+    lines = ["[Interface]", "PrivateKey = " + key(), "ListenPort = 51820", ""]
+    for i in range(n):
+        lines += ["[Peer]", "PublicKey = " + key(),
+                  "Endpoint = 192.0.2.%d:%d" % (i % 250 + 1, 20000 + i % 1000),
+                  "AllowedIPs = 10.%d.%d.0/24, fd00:10:244:%x::/64" % (i // 256 % 256, i % 256, i), ""]
+    open(os.path.join(work, "peers-%d.conf" % n), "w").write("\n".join(lines))
+PY
+
+cat > "$work/guest.sh" <<GUEST
+set -e
+ns() { date +%s%N; }
+median() { sort -n | awk '{a[NR]=\$1} END {print a[int((NR+1)/2)]}'; }
+fresh() { ip link del wgb 2>/dev/null || true; ip link add wgb type wireguard; }
+for n in 1000 10000; do
+  for tool in wg ours; do
+    for r in \$(seq $reps); do
+      fresh
+      t0=\$(ns)
+      if [ \$tool = wg ]; then wg setconf wgb $work/peers-\$n.conf; else $bin wg setconf wgb $work/peers-\$n.conf; fi
+      t1=\$(ns)
+      [ "\$(wg show wgb peers | wc -l)" = \$n ] || { echo "\$tool set \$(wg show wgb peers | wc -l) peers, not \$n"; exit 1; }
+      echo \$(( (t1 - t0) / 1000000 ))
+    done | median > \$WGMESH_VM_OUT/\$tool-\$n.ms
+  done
+done
+$bin wg setconf --stats wgb $work/peers-10000.conf > \$WGMESH_VM_OUT/ours-10000.msgs
+key=\$(wg show wgb peers | sed -n 5000p)
+for tool in wg ours; do
+  for r in \$(seq $reps); do
+    t0=\$(ns)
+    if [ \$tool = wg ]; then wg set wgb peer \$key allowed-ips 10.250.\$r.0/24; else $bin wg set-peer wgb \$key --allowed-ips 10.250.\$r.0/24; fi
+    t1=\$(ns)
+    echo \$(( (t1 - t0) / 1000000 ))
+  done | median > \$WGMESH_VM_OUT/\$tool-one.ms
+done
+$bin wg set-peer --stats wgb \$key --allowed-ips 10.251.0.0/24 > \$WGMESH_VM_OUT/ours-one.msgs
+wg show wgb allowed-ips | grep -q "^\$key.10.251.0.0/24\$"
+GUEST
+
+bash scripts/vm-run.sh "sh $work/guest.sh"
+res="$root/.vm/out"
+r() { awk -v a="$(cat "$res/ours-$1.ms")" -v b="$(cat "$res/wg-$1.ms")" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+echo "wgmesh netlink vs wg(8), VM kernel $(ls "$root"/.vm/kernel/boot/ | sed 's/vmlinuz-//'), qemu TCG, median of $reps"
+printf '%-34s %10s %10s %8s\n' "case" "wg ms" "ours ms" "ours/wg"
+printf '%-34s %10s %10s %8s\n' "1,000 peers from scratch" "$(cat "$res/wg-1000.ms")" "$(cat "$res/ours-1000.ms")" "$(r 1000)"
+printf '%-34s %10s %10s %8s\n' "10,000 peers from scratch" "$(cat "$res/wg-10000.ms")" "$(cat "$res/ours-10000.ms")" "$(r 10000)"
+printf '%-34s %10s %10s %8s\n' "change 1 peer of 10,000" "$(cat "$res/wg-one.ms")" "$(cat "$res/ours-one.ms")" "$(r one)"
+echo "ours: $(cat "$res/ours-10000.msgs"); one-peer change: $(cat "$res/ours-one.msgs")"

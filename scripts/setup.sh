@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install what a fresh Debian machine lacks to build and test wgmesh (idempotent; run as root).
+set -euo pipefail
+pkgs=()
+command -v pkg-config >/dev/null || pkgs+=(pkg-config)
+pkg-config --exists libmnl 2>/dev/null || pkgs+=(libmnl-dev)
+command -v wg >/dev/null || pkgs+=(wireguard-tools)
+command -v ip >/dev/null || pkgs+=(iproute2)
+command -v qemu-system-x86_64 >/dev/null || pkgs+=(qemu-system-x86)
+command -v depmod >/dev/null || pkgs+=(kmod)
+python3 -m venv --help >/dev/null 2>&1 || pkgs+=(python3-venv)
+if [ ${#pkgs[@]} -gt 0 ]; then
+  echo "setup: installing ${pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+fi
