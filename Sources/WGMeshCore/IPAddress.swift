@@ -82,51 +82,81 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
         (a.family, a.value) < (b.family, b.value) ? true : false
     }
 
-    static func parseV4(_ s: Substring) -> UInt32? {
-        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
-        var v: UInt32 = 0
-        for p in parts {
-            // No signs, no leading zeros (they mean octal to some parsers), at most 3 digits.
-            guard (1...3).contains(p.count), p.allSatisfy({ $0.isASCII && $0.isNumber }),
-                  p.count == 1 || p.first != "0", let n = UInt8(p) else { return nil }
-            v = v << 8 | UInt32(n)
+    static func parseV4(_ s: Substring) -> UInt32? { parseV4(bytes: s.utf8) }
+
+    /// Dotted quad from ASCII bytes: no signs, no leading zeros (octal to some parsers), each part 0-255.
+    static func parseV4<C: Collection<UInt8>>(bytes: C) -> UInt32? {
+        var value: UInt32 = 0, part: UInt32 = 0, digits = 0, parts = 0, leadingZero = false
+        for c in bytes {
+            if c == UInt8(ascii: ".") {
+                guard digits > 0 else { return nil }
+                value = value << 8 | part
+                parts += 1
+                part = 0; digits = 0
+                continue
+            }
+            guard c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9"), !leadingZero || digits == 0 else { return nil }
+            if digits == 0 { leadingZero = c == UInt8(ascii: "0") } else if leadingZero { return nil }
+            part = part * 10 + UInt32(c - UInt8(ascii: "0"))
+            digits += 1
+            guard part <= 255 else { return nil }
         }
-        return v
+        guard digits > 0, parts == 3 else { return nil }
+        return value << 8 | part
     }
 
+    /// RFC 4291 text from ASCII bytes: eight groups, or fewer around one `::`, optionally ending in IPv4.
     static func parseV6(_ s: Substring) -> UInt128? {
-        var groups: [UInt16] = []
-        var tailV4: UInt32?
-        let halves = s.components(separatedBy: "::")
-        guard halves.count <= 2 else { return nil }
-        func parseGroups(_ part: String, allowV4Tail: Bool) -> [UInt16]? {
+        let b = Array(s.utf8)
+        let colon = UInt8(ascii: ":")
+        var gap: Int?
+        var i = 0
+        while i + 1 < b.count {
+            if b[i] == colon, b[i + 1] == colon {
+                guard gap == nil else { return nil }
+                gap = i
+                i += 2
+            } else { i += 1 }
+        }
+        func groups(_ part: ArraySlice<UInt8>, allowV4Tail: Bool) -> [UInt16]? {
             if part.isEmpty { return [] }
             var out: [UInt16] = []
-            let items = part.split(separator: ":", omittingEmptySubsequences: false)
-            for (i, item) in items.enumerated() {
-                if allowV4Tail, i == items.count - 1, item.contains(".") {
-                    guard let v4 = parseV4(item) else { return nil }
-                    tailV4 = v4
+            let items = part.split(separator: colon, omittingEmptySubsequences: false)
+            for (n, item) in items.enumerated() {
+                if allowV4Tail, n == items.count - 1, item.contains(UInt8(ascii: ".")) {
+                    guard let v4 = parseV4(bytes: item) else { return nil }
                     out.append(UInt16(v4 >> 16)); out.append(UInt16(v4 & 0xffff))
                     continue
                 }
-                guard (1...4).contains(item.count), item.allSatisfy(\.isHexDigit), let g = UInt16(item, radix: 16) else { return nil }
+                guard (1...4).contains(item.count) else { return nil }
+                var g: UInt16 = 0
+                for c in item {
+                    guard let d = hexValue(c) else { return nil }
+                    g = g << 4 | UInt16(d)
+                }
                 out.append(g)
             }
             return out
         }
-        if halves.count == 2 {
-            guard let head = parseGroups(halves[0], allowV4Tail: false),
-                  let tail = parseGroups(halves[1], allowV4Tail: true),
+        let all: [UInt16]
+        if let gap {
+            guard let head = groups(b[..<gap], allowV4Tail: false), let tail = groups(b[(gap + 2)...], allowV4Tail: true),
                   head.count + tail.count <= 7 else { return nil }
-            groups = head + Array(repeating: 0, count: 8 - head.count - tail.count) + tail
+            all = head + Array(repeating: 0, count: 8 - head.count - tail.count) + tail
         } else {
-            guard let all = parseGroups(halves[0], allowV4Tail: true), all.count == 8 else { return nil }
-            groups = all
+            guard let g = groups(b[...], allowV4Tail: true), g.count == 8 else { return nil }
+            all = g
         }
-        _ = tailV4
-        return groups.reduce(UInt128(0)) { $0 << 16 | UInt128($1) }
+        return all.reduce(UInt128(0)) { $0 << 16 | UInt128($1) }
+    }
+
+    static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+        default: return nil
+        }
     }
 }
 

@@ -11,7 +11,7 @@ public enum WireGuardConfigFile {
             peer = nil
         }
         for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = String(rawLine.prefix { $0 != "#" }).trimmingWhitespace
+            let line = (rawLine.utf8.firstIndex(of: UInt8(ascii: "#")).map { rawLine[..<$0] } ?? rawLine[...]).trimmingWhitespace
             if line.isEmpty { continue }
             let lineNumber = number + 1
             if line.hasPrefix("[") {
@@ -84,7 +84,14 @@ public enum ConfigFileError: Error, Equatable, CustomStringConvertible {
 }
 
 extension StringProtocol {
+    /// Without leading and trailing ASCII whitespace.
     var trimmingWhitespace: String {
-        String(drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
+        let s = Substring(self)
+        let u = s.utf8
+        func space(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0d || c == 0x0a }
+        var start = u.startIndex, end = u.endIndex
+        while start < end, space(u[start]) { start = u.index(after: start) }
+        while end > start, space(u[u.index(before: end)]) { end = u.index(before: end) }
+        return String(s[start..<end])
     }
 }

@@ -13,14 +13,37 @@ public struct WireGuardKey: Sendable, Hashable, Comparable, CustomStringConverti
         self.bytes = Array(bytes)
     }
 
-    /// A key from standard base64 (44 characters with one `=`), as `wg` prints it.
+    /// A key from standard base64 (44 characters with one `=`), as `wg` prints it; only the canonical
+    /// encoding is accepted (the last character's two spare bits must be zero).
     public init(base64 text: some StringProtocol) throws(KeyError) {
-        let s = String(text)
-        guard s.count == 44, s.hasSuffix("="), !s.dropLast().contains("="),
-              let data = Data(base64Encoded: s) else { throw .malformedBase64(WireGuardKey.redact(s)) }
-        // Reject non-canonical encodings: the last character may only carry 4 meaningful bits.
-        guard data.base64EncodedString() == s else { throw .malformedBase64(WireGuardKey.redact(s)) }
-        try self.init(bytes: data)
+        guard let bytes = WireGuardKey.decodeBase64(Substring(text).utf8) else { throw .malformedBase64(WireGuardKey.redact(String(text))) }
+        try self.init(bytes: bytes)
+    }
+
+    static func decodeBase64(_ text: Substring.UTF8View) -> [UInt8]? {
+        guard text.count == 44, text.last == UInt8(ascii: "=") else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(byteCount)
+        var acc: UInt32 = 0, bits = 0
+        for c in text.dropLast() {
+            let v: UInt8
+            switch c {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"): v = c - UInt8(ascii: "A")
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): v = c - UInt8(ascii: "a") + 26
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = c - UInt8(ascii: "0") + 52
+            case UInt8(ascii: "+"): v = 62
+            case UInt8(ascii: "/"): v = 63
+            default: return nil
+            }
+            acc = (acc << 6 | UInt32(v)) & 0x3fff
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                out.append(UInt8(truncatingIfNeeded: acc >> bits))
+            }
+        }
+        guard acc & ((1 << bits) - 1) == 0 else { return nil }
+        return out
     }
 
     /// The all-zero key, which the kernel reads as "no key".

@@ -14,10 +14,10 @@ struct WireGuardCommand: ParsableCommand {
     struct Show: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print an interface's configuration and peers (private key hidden).")
         @Argument(help: "The WireGuard interface, for example wgmesh0.") var interface: String
-        @Option(help: "Open the interface inside this network namespace (a path such as /run/netns/NAME).") var netns: String?
+        @OptionGroup var namespace: NamespaceOption
 
         func run() throws {
-            let d = try KernelWireGuard(namespacePath: netns).device(named: interface)
+            let d = try KernelWireGuard(namespacePath: namespace.netns).device(named: interface)
             print("interface: \(d.name)")
             if let key = d.publicKey { print("  public key: \(key)") }
             print("  private key: \(d.privateKey == nil ? "(none)" : "(hidden)")")
@@ -41,7 +41,7 @@ struct WireGuardCommand: ParsableCommand {
             abstract: "Replace an interface's configuration with a wg(8) configuration file, as `wg setconf` does.")
         @Argument(help: "The WireGuard interface.") var interface: String
         @Argument(help: "A wg(8) configuration file ([Interface] and [Peer] sections).") var file: String
-        @Option(help: "Open the interface inside this network namespace (a path such as /run/netns/NAME).") var netns: String?
+        @OptionGroup var namespace: NamespaceOption
         @Flag(help: "Print how many netlink messages were sent.") var stats = false
 
         func run() throws {
@@ -52,7 +52,7 @@ struct WireGuardCommand: ParsableCommand {
             do { config = try WireGuardConfigFile.parse(String(decoding: data, as: UTF8.self)) } catch {
                 throw ValidationError("\(file): \(error)")
             }
-            let wg = try KernelWireGuard(namespacePath: netns)
+            let wg = try KernelWireGuard(namespacePath: namespace.netns)
             try wg.configure(interface, config)
             if stats { print("\(config.peers.count) peers in \(wg.setMessagesSent) netlink messages") }
         }
@@ -69,7 +69,7 @@ struct WireGuardCommand: ParsableCommand {
         @Option(help: "Persistent keepalive in seconds (0 turns it off).") var persistentKeepalive: UInt16?
         @Flag(help: "Change the peer only if it exists.") var updateOnly = false
         @Flag(help: "Remove the peer.") var remove = false
-        @Option(help: "Open the interface inside this network namespace (a path such as /run/netns/NAME).") var netns: String?
+        @OptionGroup var namespace: NamespaceOption
         @Flag(help: "Print how many netlink messages were sent.") var stats = false
 
         func run() throws {
@@ -80,9 +80,14 @@ struct WireGuardCommand: ParsableCommand {
                 peer.allowedIPs = try allowedIPs.split(separator: ",").map { try IPPrefix($0.trimmingCharacters(in: .whitespaces)) }
                 peer.replaceAllowedIPs = true
             }
-            let wg = try KernelWireGuard(namespacePath: netns)
+            let wg = try KernelWireGuard(namespacePath: namespace.netns)
             try wg.configure(interface, DeviceConfig(peers: [peer]))
             if stats { print("1 peer in \(wg.setMessagesSent) netlink message\(wg.setMessagesSent == 1 ? "" : "s")") }
         }
     }
+}
+
+/// `--netns`, shared by every `wgmesh wg` command.
+struct NamespaceOption: ParsableArguments {
+    @Option(help: "Open the interface inside this network namespace (a path such as /run/netns/NAME).") var netns: String?
 }
