@@ -41,16 +41,9 @@ final class WireGuardMessagesTests: XCTestCase {
         }
     }
 
-    static func key(_ i: Int) -> WireGuardKey {
-        var b = [UInt8](repeating: 0, count: 32)
-        withUnsafeBytes(of: UInt64(i + 1).bigEndian) { b.replaceSubrange(24..<32, with: $0) }
-        b[0] = 0x5a
-        return try! WireGuardKey(bytes: b)
-    }
-
     static func peers(_ n: Int) -> [PeerConfig] {
         (0..<n).map { i in
-            PeerConfig(publicKey: key(i),
+            PeerConfig(publicKey: testKey(i),
                        endpoint: Endpoint(address: IPAddress(family: .v4, value: UInt128(0xC633_6400 + UInt32(i % 250))), port: 51820),
                        persistentKeepalive: 25,
                        allowedIPs: [try! IPPrefix("10.\(i / 256 % 256).\(i % 256).0/24"),
@@ -60,7 +53,7 @@ final class WireGuardMessagesTests: XCTestCase {
     }
 
     func testTenThousandPeersSplitAcrossMessagesAndReassemble() throws {
-        let config = DeviceConfig(privateKey: Self.key(99_999), listenPort: 51820, replacePeers: true, peers: Self.peers(10_000))
+        let config = DeviceConfig(privateKey: testKey(99_999), listenPort: 51820, replacePeers: true, peers: Self.peers(10_000))
         let messages = try WireGuardMessages.setDevice(family: 0x20, name: "wgmesh0", config: config)
         XCTAssertGreaterThan(messages.count, 1)
         let fragments = try messages.map(decode)
@@ -87,7 +80,7 @@ final class WireGuardMessagesTests: XCTestCase {
 
     func testPeerWithManyAllowedIPsIsContinuedWithoutRepeatingItsFlags() throws {
         let many = (0..<5000).map { try! IPPrefix("10.\($0 / 256).\($0 % 256).1/32") }
-        let peer = PeerConfig(publicKey: Self.key(1), presharedKey: Self.key(2), allowedIPs: many, replaceAllowedIPs: true)
+        let peer = PeerConfig(publicKey: testKey(1), presharedKey: testKey(2), allowedIPs: many, replaceAllowedIPs: true)
         let messages = try WireGuardMessages.setDevice(family: 0x20, name: "wgmesh0",
                                                        config: DeviceConfig(peers: [Self.peers(1)[0], peer, Self.peers(3)[2]]),
                                                        capacity: 4096)
@@ -103,11 +96,11 @@ final class WireGuardMessagesTests: XCTestCase {
             XCTAssertNil(later.presharedKey)
         }
         XCTAssertEqual(forPeer.flatMap(\.0.allowedIPs), many)
-        XCTAssertEqual(entries.map(\.0.publicKey).filter { $0 != peer.publicKey }, [Self.key(0), Self.key(2)])
+        XCTAssertEqual(entries.map(\.0.publicKey).filter { $0 != peer.publicKey }, [testKey(0), testKey(2)])
     }
 
     func testOnePeerChangeIsOneSmallMessage() throws {
-        let change = PeerConfig(publicKey: Self.key(7), endpoint: try Endpoint("[fd00::7]:51820"), updateOnly: true)
+        let change = PeerConfig(publicKey: testKey(7), endpoint: try Endpoint("[fd00::7]:51820"), updateOnly: true)
         let messages = try WireGuardMessages.setDevice(family: 0x20, name: "wgmesh0", config: DeviceConfig(peers: [change]))
         XCTAssertEqual(messages.count, 1)
         XCTAssertLessThan(messages[0].length, 128)
@@ -117,7 +110,7 @@ final class WireGuardMessagesTests: XCTestCase {
     }
 
     func testRemovalCarriesNoAllowedIPs() throws {
-        var removal = PeerConfig.removal(of: Self.key(3))
+        var removal = PeerConfig.removal(of: testKey(3))
         removal.allowedIPs = [try IPPrefix("10.0.0.0/8")]
         let f = try decode(try WireGuardMessages.setDevice(family: 0x20, name: "wgmesh0", config: DeviceConfig(peers: [removal]))[0])
         XCTAssertEqual(f.peers.first?.flags, WG.peerFlagRemoveMe)
