@@ -4,7 +4,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup.sh
-echo "== host: swift test (kernel tests skip themselves here and run in the VM below)"
-swift test 2>&1 | grep -vE "^Test (Case|Suite) .* started at"
+echo "== host: swift test (XCTest) (kernel tests skip themselves here and run in the VM below)"
+swift test --disable-swift-testing 2>&1 | grep -vE "^Test (Case|Suite) .* started at"
 echo "== VM kernel: scripts/vm-test.sh"
 bash scripts/vm-test.sh 2>&1 | grep -vE "^Test (Case|Suite) .* started at"

@@ -11,11 +11,14 @@ kernel_tests=$(grep -l 'KernelSupport.require' Tests/*/*.swift | xargs grep -ho 
   | awk '{print $3}' | while read -r c; do
       dir=$(grep -l "final class $c" Tests/*/*.swift | head -n1 | cut -d/ -f2); echo "$dir.$c"; done | paste -sd, -)
 echo "vm-test: running in the VM: $kernel_tests"
+log="$root/.vm/vm-test.log"
+mkdir -p "$root/.vm"
 set +e
-bash scripts/vm-run.sh "WGMESH_REQUIRE_KERNEL=1 $bundle $kernel_tests" | tee "$root/.vm/vm-test.log"
+bash scripts/vm-run.sh "WGMESH_REQUIRE_KERNEL=1 $bundle $kernel_tests" | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
-if grep -q ' skipped' "$root/.vm/vm-test.log"; then
+[ -s "$log" ] || { echo "vm-test: no output from the guest" >&2; exit 1; }
+if grep -q ' skipped' "$log"; then
   echo "vm-test: a kernel test was skipped inside the VM; that is a failure" >&2
   exit 1
 fi
