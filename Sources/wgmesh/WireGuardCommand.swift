@@ -43,6 +43,7 @@ struct WireGuardCommand: ParsableCommand {
         @Argument(help: "A wg(8) configuration file ([Interface] and [Peer] sections).") var file: String
         @OptionGroup var namespace: NamespaceOption
         @Flag(help: "Print how many netlink messages were sent.") var stats = false
+        @Option(help: ArgumentHelp("Largest netlink message in bytes (for benchmarks).", visibility: .hidden)) var messageCapacity = KernelWireGuard.defaultMessageCapacity
 
         func run() throws {
             guard let data = FileManager.default.contents(atPath: file) else {
@@ -52,7 +53,7 @@ struct WireGuardCommand: ParsableCommand {
             do { config = try WireGuardConfigFile.parse(String(decoding: data, as: UTF8.self)) } catch {
                 throw ValidationError("\(file): \(error)")
             }
-            let wg = try KernelWireGuard(namespacePath: namespace.netns)
+            let wg = try KernelWireGuard(namespacePath: namespace.netns, messageCapacity: messageCapacity)
             try wg.configure(interface, config)
             if stats { print("\(config.peers.count) peers in \(wg.setMessagesSent) netlink messages") }
         }
