@@ -38,12 +38,12 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
 
     /// Parses dotted-quad IPv4 or RFC 4291 IPv6 text (with `::` and an embedded IPv4 tail).
     public init(_ text: some StringProtocol) throws(AddressError) {
-        let s = String(text)
-        if s.contains(":") {
-            guard let v = IPAddress.parseV6(Substring(s)) else { throw .malformed(s) }
+        let s = Substring(text)
+        if s.utf8.contains(UInt8(ascii: ":")) {
+            guard let v = IPAddress.parseV6(s) else { throw .malformed(String(s)) }
             self.init(family: .v6, value: v)
         } else {
-            guard let v = IPAddress.parseV4(Substring(s)) else { throw .malformed(s) }
+            guard let v = IPAddress.parseV4(s) else { throw .malformed(String(s)) }
             self.init(family: .v4, value: UInt128(v))
         }
     }

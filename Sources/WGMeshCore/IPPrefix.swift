@@ -14,18 +14,20 @@ public struct IPPrefix: Sendable, Hashable, Comparable, CustomStringConvertible 
 
     /// Parses `addr/len`; a bare address is a host prefix (/32 or /128).
     public init(_ text: some StringProtocol) throws(AddressError) {
-        let s = String(text)
-        let parts = s.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count <= 2, let first = parts.first else { throw .malformed(s) }
-        let address = try IPAddress(first)
-        var length = address.family.bitWidth
-        if parts.count == 2 {
-            guard (1...3).contains(parts[1].count), parts[1].allSatisfy({ $0.isASCII && $0.isNumber }),
-                  let n = Int(parts[1]) else { throw .malformed(s) }
-            guard n <= address.family.bitWidth else { throw .badPrefixLength(s, max: address.family.bitWidth) }
-            length = n
+        let s = Substring(text)
+        guard let slash = s.utf8.firstIndex(of: UInt8(ascii: "/")) else {
+            let address = try IPAddress(s)
+            try self.init(address: address, length: address.family.bitWidth)
+            return
         }
-        try self.init(address: address, length: length)
+        let address = try IPAddress(s[..<slash])
+        let digits = s.utf8[s.utf8.index(after: slash)...]
+        guard (1...3).contains(digits.count), digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
+            throw .malformed(String(s))
+        }
+        let n = digits.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
+        guard n <= address.family.bitWidth else { throw .badPrefixLength(String(s), max: address.family.bitWidth) }
+        try self.init(address: address, length: n)
     }
 
     public var family: IPFamily { address.family }

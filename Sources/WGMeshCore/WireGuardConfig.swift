@@ -10,20 +10,23 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses `host:port`, IPv6 in brackets (`[fd00::1]:51820`).
     public init(_ text: some StringProtocol) throws(EndpointError) {
-        let s = String(text)
+        let s = Substring(text)
+        let u = s.utf8
         let host: Substring, portText: Substring
-        if s.hasPrefix("[") {
-            guard let close = s.firstIndex(of: "]"), s[s.index(after: close)...].hasPrefix(":") else { throw .malformed(s) }
-            host = s[s.index(after: s.startIndex)..<close]
-            portText = s[s.index(close, offsetBy: 2)...]
+        if u.first == UInt8(ascii: "[") {
+            guard let close = u.firstIndex(of: UInt8(ascii: "]")), u[u.index(after: close)...].first == UInt8(ascii: ":") else { throw .malformed(String(s)) }
+            host = s[u.index(after: u.startIndex)..<close]
+            portText = s[u.index(close, offsetBy: 2)...]
         } else {
-            guard let colon = s.lastIndex(of: ":"), !s[..<colon].contains(":") else { throw .malformed(s) }
+            guard let colon = u.lastIndex(of: UInt8(ascii: ":")), !u[..<colon].contains(UInt8(ascii: ":")) else { throw .malformed(String(s)) }
             host = s[..<colon]
-            portText = s[s.index(after: colon)...]
+            portText = s[u.index(after: colon)...]
         }
-        guard let address = try? IPAddress(host) else { throw .malformed(s) }
-        if s.hasPrefix("[") != (address.family == .v6) { throw .malformed(s) }
-        guard portText.allSatisfy({ $0.isASCII && $0.isNumber }), let port = UInt16(portText), port != 0 else { throw .badPort(s) }
+        guard let address = try? IPAddress(host) else { throw .malformed(String(s)) }
+        if (u.first == UInt8(ascii: "[")) != (address.family == .v6) { throw .malformed(String(s)) }
+        guard portText.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }), let port = UInt16(portText), port != 0 else {
+            throw .badPort(String(s))
+        }
         self.init(address: address, port: port)
     }
 
