@@ -31,7 +31,7 @@ median() { sort -n | awk '{a[NR]=\$1} END {print a[int((NR+1)/2)]}'; }
 # A new link for every run: deleting one with 10,000 peers costs the kernel minutes under emulation
 # (an RCU grace period per peer), and the guest is thrown away afterwards anyway.
 # The counter lives in a file: the runs below are in pipelines, that is in subshells.
-fresh() { n=\$((\$(cat /tmp/wgb-count 2>/dev/null || echo 0) + 1)); echo \$n > /tmp/wgb-count; dev=wgb\$n; ip link add \$dev type wireguard; }
+fresh() { links=\$((\$(cat /tmp/wgb-count 2>/dev/null || echo 0) + 1)); echo \$links > /tmp/wgb-count; dev=wgb\$links; ip link add \$dev type wireguard; }
 for n in 1000 10000; do
   for tool in wg ours; do
     for r in \$(seq $reps); do
@@ -56,15 +56,28 @@ for tool in wg ours; do
   done | median > \$WGMESH_VM_OUT/\$tool-one.ms
 done
 $bin wg set-peer --stats \$dev \$key --allowed-ips 10.251.0.0/24 > \$WGMESH_VM_OUT/ours-one.msgs
+# Process start alone (no netlink, no parsing): what every whole-command time above includes.
+for tool in wg ours; do
+  for r in \$(seq $reps); do
+    t0=\$(ns)
+    if [ \$tool = wg ]; then wg --version; else $bin --version; fi > /dev/null
+    t1=\$(ns)
+    echo \$(( (t1 - t0) / 1000000 ))
+  done | median > \$WGMESH_VM_OUT/\$tool-start.ms
+done
 wg show \$dev allowed-ips | grep -q "^\$key.10.251.0.0/24\$"
 GUEST
 
 bash scripts/vm-run.sh "sh $work/guest.sh"
 res="$root/.vm/out"
+for f in wg-1000 ours-1000 wg-10000 ours-10000 wg-one ours-one wg-start ours-start; do
+  [ -s "$res/$f.ms" ] && [ "$(cat "$res/$f.ms")" -gt 0 ] || { echo "bench-netlink: no result for $f; the guest said:" >&2; cat "$res/log" >&2; exit 1; }
+done
 r() { awk -v a="$(cat "$res/ours-$1.ms")" -v b="$(cat "$res/wg-$1.ms")" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
-echo "wgmesh netlink vs wg(8), VM kernel $(ls "$root"/.vm/kernel/boot/ | sed 's/vmlinuz-//'), qemu TCG, median of $reps"
+echo "wgmesh netlink vs wg(8), VM kernel $(basename "$(ls "$root"/.vm/kernel/boot/vmlinuz-*)" | sed 's/vmlinuz-//'), qemu TCG, median of $reps"
 printf '%-34s %10s %10s %8s\n' "case" "wg ms" "ours ms" "ours/wg"
 printf '%-34s %10s %10s %8s\n' "1,000 peers from scratch" "$(cat "$res/wg-1000.ms")" "$(cat "$res/ours-1000.ms")" "$(r 1000)"
 printf '%-34s %10s %10s %8s\n' "10,000 peers from scratch" "$(cat "$res/wg-10000.ms")" "$(cat "$res/ours-10000.ms")" "$(r 10000)"
 printf '%-34s %10s %10s %8s\n' "change 1 peer of 10,000" "$(cat "$res/wg-one.ms")" "$(cat "$res/ours-one.ms")" "$(r one)"
+printf '%-34s %10s %10s %8s\n' "process start only (--version)" "$(cat "$res/wg-start.ms")" "$(cat "$res/ours-start.ms")" "$(r start)"
 echo "ours: $(cat "$res/ours-10000.msgs"); one-peer change: $(cat "$res/ours-one.msgs")"

@@ -1,4 +1,9 @@
+// FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The controller's per-node key rotation, two-phase (../shared/design.md): stage the next key so every
 /// peer accepts it, wait the grace period, then switch.

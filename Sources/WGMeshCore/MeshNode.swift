@@ -1,4 +1,9 @@
+// FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The `wgmesh.dev/` Node annotations: the whole contract between controller and agents.
 public enum Annotation {
@@ -156,17 +161,11 @@ public struct AnnotationError: Error, Equatable, CustomStringConvertible {
 /// RFC 3339 times as Kubernetes writes them (`2026-11-27T10:00:00Z`, optional fraction and offset).
 public enum RFC3339 {
     public static func parse(_ s: String) -> Date? {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        if let d = f.date(from: s) { return d }
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.date(from: s)
+        (try? Date.ISO8601FormatStyle().parse(s)) ?? (try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(s))
     }
 
     /// Seconds precision, UTC, as the API server's own `metav1.Time`.
     public static func format(_ d: Date) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        return f.string(from: d)
+        Date.ISO8601FormatStyle().format(d)
     }
 }

@@ -1,5 +1,10 @@
 import Crypto
+// FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// A WireGuard private key sealed to one node's enrollment key with HPKE (RFC 9180, base mode).
 ///

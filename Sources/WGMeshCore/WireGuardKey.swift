@@ -1,5 +1,10 @@
 import Crypto
+// FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// A 32-byte WireGuard (Curve25519) key, public or private; base64 in and out.
 public struct WireGuardKey: Sendable, Hashable, Comparable, CustomStringConvertible {

@@ -1,5 +1,10 @@
 import ArgumentParser
+// FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Netlink
 import WGMeshCore
 
@@ -78,7 +83,7 @@ struct WireGuardCommand: ParsableCommand {
                                   remove: remove, updateOnly: updateOnly)
             if let endpoint { peer.endpoint = try Endpoint(endpoint) }
             if let allowedIPs {
-                peer.allowedIPs = try allowedIPs.split(separator: ",").map { try IPPrefix($0.trimmingCharacters(in: .whitespaces)) }
+                peer.allowedIPs = try allowedIPs.split(separator: ",").map { try IPPrefix($0.filter { $0 != " " }) }
                 peer.replaceAllowedIPs = true
             }
             let wg = try KernelWireGuard(namespacePath: namespace.netns)

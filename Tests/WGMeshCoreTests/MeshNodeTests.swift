@@ -76,6 +76,14 @@ final class MeshNodeTests: XCTestCase {
         XCTAssertThrowsError(try MeshNode(name: "node-a", annotations: a))
     }
 
+    func testRFC3339AsKubernetesWritesIt() throws {
+        let base = try XCTUnwrap(RFC3339.parse("2026-11-27T10:00:00Z"))
+        XCTAssertEqual(RFC3339.parse("2026-11-27T12:00:00+02:00"), base)
+        XCTAssertEqual(try XCTUnwrap(RFC3339.parse("2026-11-27T10:00:00.250000Z")).timeIntervalSince(base), 0.25, accuracy: 1e-6)
+        XCTAssertEqual(RFC3339.format(base), "2026-11-27T10:00:00Z")
+        for bad in ["2026-11-27", "2026-13-01T00:00:00Z", "yesterday", "2026-11-27 10:00:00Z"] { XCTAssertNil(RFC3339.parse(bad), bad) }
+    }
+
     func testLongValuesAreShortenedInMessages() {
         let e = AnnotationError(node: "n", key: Annotation.sealedPrivateKey, value: String(repeating: "x", count: 200), reason: "r")
         XCTAssertFalse("\(e)".contains(String(repeating: "x", count: 100)))
