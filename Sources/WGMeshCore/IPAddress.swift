@@ -79,7 +79,7 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
     }
 
     public static func < (a: IPAddress, b: IPAddress) -> Bool {
-        (a.family, a.value) < (b.family, b.value) ? true : false
+        (a.family, a.value) < (b.family, b.value)
     }
 
     static func parseV4(_ s: Substring) -> UInt32? { parseV4(bytes: s.utf8) }

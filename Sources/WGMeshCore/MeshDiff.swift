@@ -46,3 +46,15 @@ public struct MeshDiff: Sendable, Hashable {
         routesToDelete = actualRoutes.filter { desiredByKey[$0.key] == nil }
     }
 }
+
+extension MeshDiff {
+    /// Applies the diff through the seams: peers first (so a new Pod CIDR has its peer before its
+    /// route), then stale routes out, changed routes replaced, new routes in. Stops at the first error;
+    /// what was applied stays, and the next diff picks up from the state the kernel then reports.
+    public func apply(interface: String, wireGuard: some WireGuardDevice, routes: some RouteTable) throws {
+        if !device.isEmpty { try wireGuard.configure(interface, device) }
+        for r in routesToDelete { try routes.delete(r) }
+        for r in routesToReplace { try routes.replace(r) }
+        for r in routesToAdd { try routes.add(r) }
+    }
+}

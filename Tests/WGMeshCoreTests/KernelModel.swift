@@ -1,6 +1,30 @@
 import WGMeshCore
 
-/// A model of the kernel's WG_CMD_SET_DEVICE and route semantics, to check diffs without a kernel.
+/// A test double of the kernel's WireGuard and route table, with the semantics of WG_CMD_SET_DEVICE
+/// and RTM_NEWROUTE/RTM_DELROUTE, to check diffs without a kernel.
+final class ModelKernel: WireGuardDevice, RouteTable {
+    var state: DeviceState
+    var table: [Route]
+
+    init(state: DeviceState, routes: [Route]) {
+        self.state = state
+        self.table = routes
+    }
+
+    func device(named name: String) throws -> DeviceState { state }
+    func configure(_ name: String, _ config: DeviceConfig) throws { state = KernelModel.apply(config, to: state) }
+    func routes(family: IPFamily?) throws -> [Route] { table.filter { family == nil || $0.destination.family == family }.sorted() }
+    func add(_ route: Route) throws {
+        precondition(!table.contains { $0.key == route.key }, "add of an existing route would fail with EEXIST")
+        table.append(route)
+    }
+    func replace(_ route: Route) throws { table.removeAll { $0.key == route.key }; table.append(route) }
+    func delete(_ route: Route) throws {
+        precondition(table.contains { $0.key == route.key }, "delete of a missing route would fail with ESRCH")
+        table.removeAll { $0.key == route.key }
+    }
+}
+
 enum KernelModel {
     static func apply(_ config: DeviceConfig, to state: DeviceState) -> DeviceState {
         var s = state
@@ -30,14 +54,4 @@ enum KernelModel {
         return s
     }
 
-    static func apply(_ diff: MeshDiff, to routes: [Route]) -> [Route] {
-        var r = routes
-        r.removeAll { old in diff.routesToDelete.contains { $0.key == old.key } }
-        for new in diff.routesToReplace { r.removeAll { $0.key == new.key }; r.append(new) }
-        for new in diff.routesToAdd {
-            precondition(!r.contains { $0.key == new.key }, "add of an existing route would fail with EEXIST")
-            r.append(new)
-        }
-        return r.sorted()
-    }
 }

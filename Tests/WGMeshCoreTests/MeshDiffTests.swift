@@ -10,7 +10,9 @@ final class MeshDiffTests: XCTestCase {
 
     func assertConverges(_ plan: MeshPlan, from actual: DeviceState, routes: [Route], file: StaticString = #filePath, line: UInt = #line) {
         let diff = MeshDiff(plan: plan, actual: actual, actualRoutes: routes)
-        let after = KernelModel.apply(diff.device, to: actual)
+        let kernel = ModelKernel(state: actual, routes: routes)
+        XCTAssertNoThrow(try diff.apply(interface: "wgmesh0", wireGuard: kernel, routes: kernel), file: file, line: line)
+        let after = kernel.state
         XCTAssertEqual(after.listenPort, plan.listenPort, file: file, line: line)
         let want = Dictionary(uniqueKeysWithValues: planState(plan).map { ($0.publicKey, $0) })
         let got = Dictionary(uniqueKeysWithValues: after.peers.map { ($0.publicKey, $0) })
@@ -21,9 +23,9 @@ final class MeshDiffTests: XCTestCase {
             XCTAssertEqual(Set(got[k]?.allowedIPs ?? []), Set(w.allowedIPs), file: file, line: line)
             XCTAssertNil(got[k]?.presharedKey, file: file, line: line)
         }
-        XCTAssertEqual(KernelModel.apply(diff, to: routes), plan.routes.sorted(), file: file, line: line)
+        XCTAssertEqual(kernel.table.sorted(), plan.routes.sorted(), file: file, line: line)
         // Converged: a second diff is empty.
-        XCTAssertTrue(MeshDiff(plan: plan, actual: after, actualRoutes: KernelModel.apply(diff, to: routes)).isEmpty, file: file, line: line)
+        XCTAssertTrue(MeshDiff(plan: plan, actual: after, actualRoutes: kernel.table).isEmpty, file: file, line: line)
     }
 
     func testRandomActualStatesConvergeToRandomPlans() throws {
