@@ -59,8 +59,13 @@ struct WireGuardCommand: ParsableCommand {
                 throw ValidationError("\(file): \(error)")
             }
             let wg = try KernelWireGuard(namespacePath: namespace.netns, messageCapacity: messageCapacity)
+            let started = ContinuousClock.now
             try wg.configure(interface, config)
-            if stats { print("\(config.peers.count) peers in \(wg.setMessagesSent) netlink messages") }
+            let elapsed = ContinuousClock.now - started
+            if stats {
+                let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+                print("\(config.peers.count) peers in \(wg.setMessagesSent) netlink messages, \(Int(ms)) ms in netlink")
+            }
         }
     }
 
