@@ -23,7 +23,7 @@ public final class KernelNetwork: LinkTable, RouteTable {
 
     public func link(named name: String) throws -> LinkState? {
         let operation = "get link \"\(name)\""
-        try WireGuardMessages.validate(interfaceName: name, operation: operation)
+        try InterfaceName.validate(name, operation: operation)
         let m = MessageBuilder(capacity: 512, type: UInt16(RTM_GETLINK), flags: 0)
         m.putHeader(ifinfomsg())
         m.put(UInt16(IFLA_IFNAME), string: name)
@@ -38,7 +38,7 @@ public final class KernelNetwork: LinkTable, RouteTable {
 
     public func createWireGuardLink(named name: String, mtu: UInt32?) throws -> LinkState {
         let operation = "create wireguard link \"\(name)\""
-        try WireGuardMessages.validate(interfaceName: name, operation: operation)
+        try InterfaceName.validate(name, operation: operation)
         if let mtu, !(1280...65535).contains(mtu) {
             throw NetlinkError.invalid(operation, "MTU \(mtu) is outside 1280...65535 (WireGuard needs IPv6's minimum of 1280)")
         }

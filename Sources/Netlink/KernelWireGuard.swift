@@ -23,7 +23,7 @@ public final class KernelWireGuard: WireGuardDevice {
 
     public func device(named name: String) throws -> DeviceState {
         let operation = "get wireguard device \"\(name)\""
-        try WireGuardMessages.validate(interfaceName: name, operation: operation)
+        try InterfaceName.validate(name, operation: operation)
         let m = MessageBuilder(capacity: 256, type: familyID, flags: 0)
         m.putHeader(genlmsghdr(cmd: WG.cmdGetDevice, version: WG.version, reserved: 0))
         m.put(WG.deviceIfname, string: name)

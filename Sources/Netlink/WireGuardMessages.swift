@@ -19,40 +19,18 @@ enum WG {
 
     static let allowedIPFamily: UInt16 = 1, allowedIPAddress: UInt16 = 2, allowedIPCidrMask: UInt16 = 3
 
-    /// Longest interface name: IFNAMSIZ - 1.
-    static let maxNameLength = 15
-}
-
-/// Linux address family numbers as they appear on the wire.
-enum AddressFamily {
-    static let inet: UInt16 = 2
-    static let inet6: UInt16 = 10
-
-    static func of(_ family: IPFamily) -> UInt16 { family == .v4 ? inet : inet6 }
-    static func ipFamily(_ value: UInt16) -> IPFamily? { value == inet ? .v4 : value == inet6 ? .v6 : nil }
 }
 
 /// Builds and reads WG_CMD_SET_DEVICE / WG_CMD_GET_DEVICE messages.
 enum WireGuardMessages {
     static let defaultCapacity = KernelWireGuard.defaultMessageCapacity
 
-    /// Checks an interface name the way the kernel will, before anything is sent.
-    static func validate(interfaceName name: String, operation: String) throws {
-        if name.isEmpty { throw NetlinkError.invalid(operation, "the interface name is empty: give a name such as wgmesh0") }
-        if name.utf8.count > WG.maxNameLength {
-            throw NetlinkError.invalid(operation, "interface name \"\(name)\" is \(name.utf8.count) bytes; Linux allows at most \(WG.maxNameLength)")
-        }
-        if name == "." || name == ".." || name.contains("/") || name.contains(":") || name.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value == 0 }) {
-            throw NetlinkError.invalid(operation, "interface name \"\(name)\" contains a character Linux forbids ('/', ':', whitespace) or is '.'/'..'")
-        }
-    }
-
     /// Encodes `config` for device `name` as one or more SET messages of at most `capacity` bytes each.
     /// Later messages carry only the interface name and the remaining peers; a peer whose allowed IPs
     /// do not fit even in a message of its own continues in the next message with only its key and the rest of its allowed IPs,
     /// so replace-peers and replace-allowed-ips act once, in the first fragment (see `wireguard.h`).
     static func setDevice(family: UInt16, name: String, config: DeviceConfig, capacity: Int = defaultCapacity) throws -> [MessageBuilder] {
-        try validate(interfaceName: name, operation: "set wireguard device \"\(name)\"")
+        try InterfaceName.validate(name, operation: "set wireguard device \"\(name)\"")
         precondition(capacity >= 1024 && capacity < 65536, "message capacity must fit a peer and a 16-bit nest length")
         var messages: [MessageBuilder] = []
         var peerIndex = 0, ipIndex = 0
