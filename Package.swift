@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "wgmesh",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "wgmesh", targets: ["wgmesh"]),
     ],
@@ -11,6 +11,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         .systemLibrary(
@@ -26,6 +27,10 @@ let package = Package(
             name: "Netlink",
             dependencies: ["CMnl", "WGMeshCore"]
         ),
+        .target(
+            name: "Kube",
+            dependencies: [.product(name: "Yams", package: "Yams")]
+        ),
         .executableTarget(
             name: "wgmesh",
             dependencies: [
@@ -36,5 +41,6 @@ let package = Package(
         ),
         .testTarget(name: "WGMeshCoreTests", dependencies: ["WGMeshCore"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WGMeshCore", "CMnl"]),
+        .testTarget(name: "KubeTests", dependencies: ["Kube"]),
     ]
 )
