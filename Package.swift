@@ -31,6 +31,10 @@ let package = Package(
             name: "Kube",
             dependencies: [.product(name: "Yams", package: "Yams")]
         ),
+        .target(
+            name: "KubeTestSupport",
+            dependencies: ["Kube"]
+        ),
         .executableTarget(
             name: "wgmesh",
             dependencies: [
@@ -41,6 +45,6 @@ let package = Package(
         ),
         .testTarget(name: "WGMeshCoreTests", dependencies: ["WGMeshCore"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WGMeshCore", "CMnl"]),
-        .testTarget(name: "KubeTests", dependencies: ["Kube"]),
+        .testTarget(name: "KubeTests", dependencies: ["Kube", "KubeTestSupport"]),
     ]
 )

@@ -70,3 +70,7 @@ public enum JSON: Sendable, Hashable, Codable, CustomStringConvertible {
         object?.compactMapValues(\.string) ?? [:]
     }
 }
+
+extension JSON: ExpressibleByStringLiteral {
+    public init(stringLiteral value: String) { self = .string(value) }
+}
