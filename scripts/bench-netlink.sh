@@ -6,7 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 reps=${1:-3}
-command -v wg >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends wireguard-tools >/dev/null; }
+bash scripts/setup.sh
 swift build -c release --product wgmesh >/dev/null
 bin="$root/.build/release/wgmesh"
 work="$root/.vm/bench"

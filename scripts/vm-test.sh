@@ -7,9 +7,9 @@ cd "$root"
 swift build --build-tests >/dev/null
 bundle="$root/.build/debug/wgmeshPackageTests.xctest"
 # The test classes that need the kernel; keep in step with Tests/*/ (grep KernelSupport.require).
-kernel_tests=$(grep -l 'KernelSupport.require' Tests/*/*.swift | xargs grep -ho '^final class [A-Za-z]*Tests' \
-  | awk '{print $3}' | while read -r c; do
-      dir=$(grep -l "final class $c" Tests/*/*.swift | head -n1 | cut -d/ -f2); echo "$dir.$c"; done | paste -sd, -)
+kernel_tests=$(for f in $(grep -l 'KernelSupport.require' Tests/*/*.swift); do
+  grep -o '^final class [A-Za-z]*Tests' "$f" | awk -v module="$(basename "$(dirname "$f")")" '{print module "." $3}'
+done | paste -sd, -)
 echo "vm-test: running in the VM: $kernel_tests"
 log="$root/.vm/vm-test.log"
 mkdir -p "$root/.vm"

@@ -95,7 +95,7 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
                 part = 0; digits = 0
                 continue
             }
-            guard c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9"), !leadingZero || digits == 0 else { return nil }
+            guard c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9") else { return nil }
             if digits == 0 { leadingZero = c == UInt8(ascii: "0") } else if leadingZero { return nil }
             part = part * 10 + UInt32(c - UInt8(ascii: "0"))
             digits += 1

@@ -24,7 +24,8 @@ public struct MeshDiff: Sendable, Hashable {
                                                allowedIPs: want.allowedIPs, replaceAllowedIPs: true))
                 continue
             }
-            var change = PeerConfig(publicKey: want.publicKey, updateOnly: true)
+            let unchanged = PeerConfig(publicKey: want.publicKey, updateOnly: true)
+            var change = unchanged
             if have.endpoint != want.endpoint { change.endpoint = want.endpoint }
             if have.persistentKeepalive != want.persistentKeepalive { change.persistentKeepalive = want.persistentKeepalive }
             if Set(have.allowedIPs.map(\.canonical)) != Set(want.allowedIPs) {
@@ -33,7 +34,7 @@ public struct MeshDiff: Sendable, Hashable {
             }
             // wgmesh uses no preshared keys: one left by hand is cleared.
             if have.presharedKey != nil { change.presharedKey = .zero }
-            if change != PeerConfig(publicKey: want.publicKey, updateOnly: true) { device.peers.append(change) }
+            if change != unchanged { device.peers.append(change) }
         }
         for have in actual.peers where !wanted.contains(have.publicKey) {
             device.peers.append(.removal(of: have.publicKey))

@@ -66,8 +66,9 @@ public struct MeshPlan: Sendable, Hashable {
             candidates.append(node)
         }
         // Conflicts: the local node's own key or CIDR counts too, but only the remote side is dropped.
+        let claimants = candidates + (local.map { [$0] } ?? [])
         var keyOwners: [WireGuardKey: [String]] = [:]
-        for n in candidates + (local.map { [$0] } ?? []) {
+        for n in claimants {
             for k in [n.publicKey, n.nextPublicKey].compactMap({ $0 }) { keyOwners[k, default: []].append(n.name) }
         }
         var conflicted: [String: String] = [:]
@@ -76,8 +77,8 @@ public struct MeshPlan: Sendable, Hashable {
         }
         // Overlaps in O(n log n): in (address, length) order, prefixes that overlap form a containment
         // chain, so a stack of still-open prefixes finds every containing one.
-        let claims = (candidates + (local.map { [$0] } ?? [])).flatMap { n in n.podCIDRs.map { (cidr: $0.canonical, node: n.name) } }
-            .sorted { ($0.cidr.address, $0.cidr.length) < ($1.cidr.address, $1.cidr.length) }
+        let claims = claimants.flatMap { n in n.podCIDRs.map { (cidr: $0.canonical, node: n.name) } }
+            .sorted { $0.cidr < $1.cidr }
         var open: [(cidr: IPPrefix, node: String)] = []
         for claim in claims {
             while let top = open.last, !top.cidr.contains(claim.cidr) { open.removeLast() }
