@@ -41,7 +41,7 @@ public enum JSON: Sendable, Hashable, Codable, CustomStringConvertible {
     }
 
     /// Parses JSON text.
-    public static func parse(_ data: some DataProtocol) throws -> JSON {
+    public static func parse(_ data: some Sequence<UInt8>) throws -> JSON {
         try JSONDecoder().decode(JSON.self, from: Data(data))
     }
 

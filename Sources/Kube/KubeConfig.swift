@@ -26,6 +26,19 @@ public struct KubeConfig: Sendable {
     public var credentials: Credentials
     /// The context's namespace, or the Pod's.
     public var namespace: String?
+    /// Where this came from (the kubeconfig's path, or the service-account folder), for error messages.
+    public var source: String
+
+    public init(server: String, certificateAuthorityPEM: [UInt8]? = nil, insecureSkipTLSVerify: Bool = false,
+                tlsServerName: String? = nil, credentials: Credentials = .none, namespace: String? = nil, source: String) {
+        self.server = server
+        self.certificateAuthorityPEM = certificateAuthorityPEM
+        self.insecureSkipTLSVerify = insecureSkipTLSVerify
+        self.tlsServerName = tlsServerName
+        self.credentials = credentials
+        self.namespace = namespace
+        self.source = source
+    }
 
     // MARK: kubeconfig
 
@@ -72,7 +85,7 @@ public struct KubeConfig: Sendable {
                                 certificateAuthorityPEM: try bytes(data: cluster.certificateAuthorityData, file: cluster.certificateAuthority,
                                                                    field: "clusters[\(ctx.cluster)].cluster.certificate-authority"),
                                 insecureSkipTLSVerify: cluster.insecureSkipTLSVerify ?? false,
-                                tlsServerName: cluster.tlsServerName, credentials: .none, namespace: ctx.namespace)
+                                tlsServerName: cluster.tlsServerName, credentials: .none, namespace: ctx.namespace, source: path)
         if let userName = ctx.user {
             guard let user = file.users?.first(where: { $0.name == userName })?.user else {
                 throw .field(path, "users", "has no user \"\(userName)\", which context \"\(name)\" names")
@@ -108,7 +121,8 @@ public struct KubeConfig: Sendable {
         let namespace = FileManager.default.contents(atPath: folder + "/namespace").map { String(decoding: $0, as: UTF8.self).trimmingSpaces }
         let hostPart = host.contains(":") ? "[\(host)]" : host
         return KubeConfig(server: "https://\(hostPart):\(port)", certificateAuthorityPEM: Array(caData), insecureSkipTLSVerify: false,
-                          tlsServerName: nil, credentials: .tokenFile(try TokenFile(path: folder + "/token")), namespace: namespace)
+                          tlsServerName: nil, credentials: .tokenFile(try TokenFile(path: folder + "/token")), namespace: namespace,
+                          source: folder)
     }
 }
 

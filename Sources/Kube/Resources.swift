@@ -110,6 +110,27 @@ public struct Status: Sendable, Hashable, Error, CustomStringConvertible {
     public var reason: String?
     public var message: String?
     public var causes: [Cause]
+    /// `details` as sent: name, group, kind, causes.
+    public var details: JSON?
+
+    /// A failure the server did not describe with a Status body (a proxy's 502 page, say).
+    public init(code: Int, reason: String?, message: String?) {
+        self.code = code
+        status = "Failure"
+        self.reason = reason
+        self.message = message
+        causes = []
+    }
+
+    /// The Status as the API sends it.
+    public var json: JSON {
+        var body: [String: JSON] = ["kind": "Status", "apiVersion": "v1", "metadata": .object([:]), "code": .integer(Int64(code))]
+        body["status"] = status.map(JSON.string)
+        body["reason"] = reason.map(JSON.string)
+        body["message"] = message.map(JSON.string)
+        body["details"] = details
+        return .object(body)
+    }
 
     public init(json: JSON) throws(KubeDecodingError) {
         guard json["kind"]?.string == "Status" else { throw .unexpectedKind(expected: "Status", got: json["kind"]?.string) }
@@ -117,6 +138,7 @@ public struct Status: Sendable, Hashable, Error, CustomStringConvertible {
         status = json["status"]?.string
         reason = json["reason"]?.string
         message = json["message"]?.string
+        details = json["details"]
         causes = json["details"]?["causes"]?.array?.map {
             Cause(reason: $0["reason"]?.string, message: $0["message"]?.string, field: $0["field"]?.string)
         } ?? []

@@ -19,27 +19,32 @@ public struct APIStore: Sendable {
         var previous: JSON?
     }
 
-    public let kind: String
-    public let apiVersion: String
+    public let resource: APIResource
+    public var kind: String { resource.kind }
+    public var apiVersion: String { resource.apiVersion }
     private(set) public var resourceVersion: Int64
     private var objects: [String: JSON] = [:]
     private var window: [Change] = []
     /// Oldest version a watch or a continue token may start from; older ones get 410 Expired.
-    private var windowStart: Int64
+    private(set) public var windowStart: Int64
     private let windowSize: Int
 
-    public init(kind: String, apiVersion: String = "v1", firstResourceVersion: Int64 = 100, windowSize: Int = 1000) {
-        self.kind = kind
-        self.apiVersion = apiVersion
+    public init(resource: APIResource, firstResourceVersion: Int64 = 100, windowSize: Int = 1000) {
+        self.resource = resource
         resourceVersion = firstResourceVersion
         windowStart = firstResourceVersion
         self.windowSize = windowSize
     }
 
+    /// Whether the type has a `status` subresource (Node does; Lease and Event do not).
+    public var hasStatus: Bool { resource.kind == "Node" }
+
     // MARK: reads
 
     public func get(_ name: String) throws(Status) -> JSON {
-        guard let o = objects[name] else { throw APIStore.status(404, "NotFound", "\(kind.lowercased())s \"\(name)\" not found") }
+        guard let o = objects[name] else {
+            throw status(404, "NotFound", "\(resource.qualifiedName) \"\(name)\" not found", name: name)
+        }
         return o
     }
 
@@ -55,17 +60,17 @@ public struct APIStore: Sendable {
                 throw APIStore.status(410, "Expired", "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
             }
             at = rv
-            after = start
+            after = String(start.dropFirst())
         }
         let snapshot = self.snapshot(at: at).filter { $0.key > after }.sorted { $0.key < $1.key }
         let page = limit.map { Array(snapshot.prefix(max(1, $0))) } ?? snapshot
         var meta: [String: JSON] = ["resourceVersion": .string(String(at))]
         if page.count < snapshot.count, let last = page.last {
-            meta["continue"] = .string(APIStore.encodeContinue(rv: at, start: last.key))
+            meta["continue"] = .string(APIStore.encodeContinue(rv: at, start: "/" + last.key))
             meta["remainingItemCount"] = .integer(Int64(snapshot.count - page.count))
         }
         return .object(["kind": .string(kind + "List"), "apiVersion": .string(apiVersion), "metadata": .object(meta),
-                        "items": .array(page.map(\.value))])
+                        "items": .array(page.map { APIStore.withoutType($0.value) })])
     }
 
     /// The changes after `resourceVersion`, oldest first; 410 Expired when it has left the window.
@@ -73,7 +78,13 @@ public struct APIStore: Sendable {
         guard rv >= windowStart else {
             throw APIStore.status(410, "Expired", "too old resource version: \(rv) (\(windowStart))")
         }
-        return window.filter { $0.resourceVersion > rv }
+        // The window is in resourceVersion order: find the first later change by binary search.
+        var low = 0, high = window.count
+        while low < high {
+            let mid = (low + high) / 2
+            if window[mid].resourceVersion > rv { high = mid } else { low = mid + 1 }
+        }
+        return Array(window[low...])
     }
 
     /// The objects as they were at `rv`: today's, with the later changes undone.
@@ -88,33 +99,53 @@ public struct APIStore: Sendable {
 
     // MARK: writes
 
+    /// POST. A `generateName` without a name gets five random characters appended, as the API does.
     public mutating func create(_ object: JSON) throws(Status) -> JSON {
-        let meta = ObjectMeta(object["metadata"])
-        guard !meta.name.isEmpty else { throw APIStore.invalid("metadata.name", "name or generateName is required") }
+        var object = object
+        var meta = ObjectMeta(object["metadata"])
+        if meta.name.isEmpty, let prefix = object["metadata"]?["generateName"]?.string {
+            // The prefix must itself be valid: a trailing "-" is fine, a trailing "." is not.
+            guard APIStore.isDNSSubdomain(prefix.hasSuffix("-") ? prefix + "a" : prefix) else {
+                throw invalid("metadata.generateName", "Invalid value: \"\(prefix)\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character", name: prefix)
+            }
+            meta.name = prefix + String((0..<5).map { _ in "bcdfghjklmnpqrstvwxz2456789".randomElement()! })
+            object = APIStore.mergePatch(object, .object(["metadata": .object(["name": .string(meta.name)])]))
+        }
+        guard !meta.name.isEmpty else { throw invalid("metadata.name", "Required value: name or generateName is required", name: "") }
+        guard APIStore.isDNSSubdomain(meta.name) else {
+            throw invalid("metadata.name", "Invalid value: \"\(meta.name)\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'", name: meta.name)
+        }
+        try validateAnnotations(object, name: meta.name)
         guard objects[meta.name] == nil else {
-            throw APIStore.status(409, "AlreadyExists", "\(kind.lowercased())s \"\(meta.name)\" already exists")
+            throw status(409, "AlreadyExists", "\(resource.qualifiedName) \"\(meta.name)\" already exists", name: meta.name)
         }
         return commit(.added, name: meta.name, object: object, previous: nil)
     }
 
-    /// PUT: the body's resourceVersion, when set, must be the current one (409 Conflict otherwise).
-    public mutating func update(_ object: JSON) throws(Status) -> JSON {
-        let meta = ObjectMeta(object["metadata"])
-        let current = try get(meta.name)
-        try checkPrecondition(meta.resourceVersion, current: current, name: meta.name)
-        return commit(.modified, name: meta.name, object: object, previous: current)
+    /// PUT, of the object or of its `status` subresource. The body's resourceVersion, when set, must be
+    /// the current one (409 Conflict otherwise).
+    public mutating func update(_ object: JSON, subresource: String? = nil) throws(Status) -> JSON {
+        let name = ObjectMeta(object["metadata"]).name
+        let current = try get(name)
+        return try write(name, current: current, proposed: object, subresource: subresource)
     }
 
-    /// JSON merge patch (RFC 7386). A `metadata.resourceVersion` in the patch is a precondition.
-    public mutating func mergePatch(_ name: String, _ patch: JSON) throws(Status) -> JSON {
+    /// PATCH, of the object or of its `status` subresource. A `metadata.resourceVersion` the patch sets
+    /// is a precondition, whatever the patch type.
+    public mutating func patch(_ name: String, _ patch: Patch, subresource: String? = nil) throws(Status) -> JSON {
         let current = try get(name)
-        try checkPrecondition(patch["metadata"]?["resourceVersion"]?.string, current: current, name: name)
-        for key in (patch["metadata"]?["annotations"]?.object ?? [:]).keys where !APIStore.isQualifiedName(key) {
-            throw APIStore.invalid("metadata.annotations", "Invalid value: \"\(key)\": a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")
+        let proposed: JSON
+        switch patch {
+        case .merge(let p): proposed = APIStore.mergePatch(current, p)
+        case .strategicMerge(let p): proposed = APIStore.strategicMergePatch(current, p)
+        case .json(let ops): proposed = try applyJSONPatch(current, ops, name: name)
         }
-        let merged = APIStore.mergePatch(current, patch)
-        guard ObjectMeta(merged["metadata"]).name == name else { throw APIStore.invalid("metadata.name", "field is immutable") }
-        return commit(.modified, name: name, object: merged, previous: current)
+        return try write(name, current: current, proposed: proposed, subresource: subresource)
+    }
+
+    /// JSON merge patch (RFC 7386); see `patch`.
+    public mutating func mergePatch(_ name: String, _ patch: JSON) throws(Status) -> JSON {
+        try self.patch(name, .merge(patch))
     }
 
     public mutating func delete(_ name: String) throws(Status) -> JSON {
@@ -129,10 +160,39 @@ public struct APIStore: Sendable {
         windowStart = (window.first?.resourceVersion).map { $0 - 1 } ?? resourceVersion
     }
 
-    private func checkPrecondition(_ expected: String?, current: JSON, name: String) throws(Status) {
-        guard let expected else { return }
-        guard expected == ObjectMeta(current["metadata"]).resourceVersion else {
-            throw APIStore.status(409, "Conflict", "Operation cannot be fulfilled on \(kind.lowercased())s \"\(name)\": the object has been modified; please apply your changes to the latest version and try again")
+    /// Validates and stores a new state. The main resource cannot change status, the status
+    /// subresource can change only status (the registry's status strategies).
+    private mutating func write(_ name: String, current: JSON, proposed: JSON, subresource: String?) throws(Status) -> JSON {
+        if let subresource {
+            guard subresource == "status", hasStatus else {
+                throw status(404, "NotFound", "the server could not find the requested resource", name: name)
+            }
+        }
+        let expected = ObjectMeta(proposed["metadata"]).resourceVersion
+        if let expected, expected != ObjectMeta(current["metadata"]).resourceVersion {
+            throw status(409, "Conflict", "Operation cannot be fulfilled on \(resource.qualifiedName) \"\(name)\": the object has been modified; please apply your changes to the latest version and try again", name: name)
+        }
+        guard ObjectMeta(proposed["metadata"]).name == name else {
+            throw invalid("metadata.name", "Invalid value: \"\(ObjectMeta(proposed["metadata"]).name)\": field is immutable", name: name)
+        }
+        try validateAnnotations(proposed, name: name)
+        var next = proposed.object ?? [:]
+        if subresource == "status" {
+            next = current.object ?? [:]
+            next["status"] = proposed["status"]
+        } else if hasStatus {
+            next["status"] = current["status"]
+        }
+        // Server-owned metadata is not the client's to change.
+        var meta = next["metadata"]?.object ?? [:]
+        for key in ["uid", "creationTimestamp"] { meta[key] = current["metadata"]?[key] }
+        next["metadata"] = .object(meta)
+        return commit(.modified, name: name, object: .object(next), previous: current)
+    }
+
+    private func validateAnnotations(_ object: JSON, name: String) throws(Status) {
+        for key in (object["metadata"]?["annotations"]?.object ?? [:]).keys.sorted() where !APIStore.isQualifiedName(key) {
+            throw invalid("metadata.annotations", "Invalid value: \"\(key)\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')", name: name)
         }
     }
 
@@ -155,6 +215,27 @@ public struct APIStore: Sendable {
         return stored
     }
 
+    // MARK: failures
+
+    /// The Status body kube-apiserver sends with a failure of this resource.
+    public func status(_ code: Int, _ reason: String, _ message: String, name: String, causes: [JSON] = []) -> Status {
+        // As captured: a conflict or not-found names the resource (and group); an invalid object, its kind.
+        var details: [String: JSON] = ["name": .string(name)]
+        if causes.isEmpty {
+            details["kind"] = .string(resource.plural)
+            if !resource.group.isEmpty { details["group"] = .string(resource.group) }
+        } else {
+            details["kind"] = .string(kind)
+            details["causes"] = .array(causes)
+        }
+        return APIStore.status(code, reason, message, details: .object(details))
+    }
+
+    func invalid(_ field: String, _ message: String, name: String) -> Status {
+        status(422, "Invalid", "\(kind) \"\(name)\" is invalid: \(field): \(message)", name: name,
+               causes: [.object(["reason": "FieldValueInvalid", "message": .string(message), "field": .string(field)])])
+    }
+
     // MARK: helpers
 
     /// RFC 7386: objects merge key by key, `null` deletes, anything else replaces.
@@ -167,16 +248,127 @@ public struct APIStore: Sendable {
         return .object(t)
     }
 
-    /// The Status body kube-apiserver sends with a failure.
-    public static func status(_ code: Int, _ reason: String, _ message: String, causes: [JSON] = []) -> Status {
+    /// A Status body as kube-apiserver sends it.
+    public static func status(_ code: Int, _ reason: String, _ message: String, details: JSON? = nil) -> Status {
         var body: [String: JSON] = ["kind": "Status", "apiVersion": "v1", "metadata": .object([:]), "status": "Failure",
                                     "message": .string(message), "reason": .string(reason), "code": .integer(Int64(code))]
-        if !causes.isEmpty { body["details"] = .object(["causes": .array(causes)]) }
+        body["details"] = details
         return try! Status(json: .object(body))
     }
 
-    static func invalid(_ field: String, _ message: String) -> Status {
-        status(422, "Invalid", "\(field): \(message)", causes: [.object(["reason": "FieldValueInvalid", "message": .string(message), "field": .string(field)])])
+    /// An item of a typed list: the API leaves out each item's kind and apiVersion.
+    public static func withoutType(_ object: JSON) -> JSON {
+        var o = object.object ?? [:]
+        o["kind"] = nil
+        o["apiVersion"] = nil
+        return .object(o)
+    }
+
+    /// Lists that a strategic merge patch merges element by element, and the key that identifies an
+    /// element (the `patchMergeKey` of the Go types wgmesh patches).
+    static let strategicMergeKeys = ["conditions": "type", "addresses": "type", "taints": "key"]
+
+    /// Kubernetes strategic merge patch, for the fields wgmesh patches: RFC 7386, except that the
+    /// lists in `strategicMergeKeys` merge by their key instead of being replaced.
+    public static func strategicMergePatch(_ target: JSON, _ patch: JSON) -> JSON {
+        guard case .object(let p) = patch else { return patch }
+        var t = target.object ?? [:]
+        for (k, v) in p {
+            if v == .null {
+                t[k] = nil
+            } else if let key = strategicMergeKeys[k], case .array(let patchItems) = v, case .array(var items)? = t[k] {
+                for item in patchItems {
+                    if let i = items.firstIndex(where: { $0[key] != nil && $0[key] == item[key] }) {
+                        items[i] = strategicMergePatch(items[i], item)
+                    } else {
+                        items.append(item)
+                    }
+                }
+                t[k] = .array(items)
+            } else {
+                t[k] = strategicMergePatch(t[k] ?? .null, v)
+            }
+        }
+        return .object(t)
+    }
+
+    /// RFC 6902 JSON patch: add, remove, replace and test, with RFC 6901 pointers.
+    func applyJSONPatch(_ target: JSON, _ ops: [JSON], name: String) throws(Status) -> JSON {
+        var doc = target
+        for op in ops {
+            guard let kind = op["op"]?.string, let path = op["path"]?.string else {
+                throw status(400, "BadRequest", "the JSON patch operation \(op) has no op or path", name: name)
+            }
+            let tokens = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+                .map { String($0.replacing("~1", with: "/").replacing("~0", with: "~")) }
+            switch kind {
+            case "add", "replace":
+                guard let value = op["value"], let next = APIStore.setting(doc, Array(tokens)[...], to: value, mustExist: kind == "replace") else {
+                    throw status(422, "Invalid", "jsonpatch \(kind) operation does not apply: doc is missing path: \"\(path)\"", name: name)
+                }
+                doc = next
+            case "remove":
+                guard let next = APIStore.setting(doc, Array(tokens)[...], to: nil, mustExist: true) else {
+                    throw status(422, "Invalid", "jsonpatch remove operation does not apply: doc is missing path: \"\(path)\"", name: name)
+                }
+                doc = next
+            case "test":
+                guard APIStore.value(doc, Array(tokens)[...]) == op["value"] else {
+                    throw status(422, "Invalid", "testing value \(path) failed: test failed", name: name)
+                }
+            default:
+                throw status(400, "BadRequest", "unsupported JSON patch operation \"\(kind)\"", name: name)
+            }
+        }
+        return doc
+    }
+
+    static func value(_ doc: JSON, _ path: ArraySlice<String>) -> JSON? {
+        guard let first = path.first else { return doc }
+        switch doc {
+        case .object(let o): return o[first].flatMap { value($0, path.dropFirst()) }
+        case .array(let a): return Int(first).flatMap { a.indices.contains($0) ? value(a[$0], path.dropFirst()) : nil }
+        default: return nil
+        }
+    }
+
+    /// `doc` with the value at `path` set (nil: removed); nil when the path does not lead anywhere.
+    static func setting(_ doc: JSON, _ path: ArraySlice<String>, to value: JSON?, mustExist: Bool) -> JSON? {
+        guard let first = path.first else { return value }
+        let last = path.count == 1
+        switch doc {
+        case .object(var o):
+            if last {
+                if mustExist && o[first] == nil { return nil }
+                o[first] = value
+            } else {
+                guard let child = o[first], let next = setting(child, path.dropFirst(), to: value, mustExist: mustExist) else { return nil }
+                o[first] = next
+            }
+            return .object(o)
+        case .array(var a):
+            if last, first == "-", !mustExist, let value { a.append(value); return .array(a) }
+            guard let i = Int(first), i >= 0, i <= a.count, !(mustExist && i == a.count) else { return nil }
+            if last {
+                if let value { if mustExist { a[i] = value } else { a.insert(value, at: i) } } else { a.remove(at: i) }
+            } else {
+                guard i < a.count, let next = setting(a[i], path.dropFirst(), to: value, mustExist: mustExist) else { return nil }
+                a[i] = next
+            }
+            return .array(a)
+        default:
+            return nil
+        }
+    }
+
+    /// An RFC 1123 subdomain: lowercase alphanumerics, '-' and '.', at most 253 characters.
+    static func isDNSSubdomain(_ s: String) -> Bool {
+        guard (1...253).contains(s.utf8.count) else { return false }
+        return s.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            guard let f = label.utf8.first, let l = label.utf8.last else { return false }
+            func alnum(_ c: UInt8) -> Bool { (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) }
+            return alnum(f) && alnum(l) && label.utf8.allSatisfy { alnum($0) || $0 == UInt8(ascii: "-") }
+        }
     }
 
     /// A Kubernetes qualified name: an optional DNS-subdomain prefix and `/`, then a name of at most 63 characters.

@@ -11,7 +11,7 @@ final class APIStoreTests: XCTestCase {
     func rv(_ o: JSON) -> String { ObjectMeta(o["metadata"]).resourceVersion ?? "" }
 
     func testResourceVersionsIncreaseAndConflictsAre409() throws {
-        var store = APIStore(kind: "Node")
+        var store = APIStore(resource: .nodes)
         let a = try store.create(node("a"))
         let b = try store.create(node("b"))
         XCTAssertLessThan(Int(rv(a))!, Int(rv(b))!)
@@ -37,7 +37,7 @@ final class APIStoreTests: XCTestCase {
     }
 
     func testPagedListIsAConsistentSnapshot() throws {
-        var store = APIStore(kind: "Node")
+        var store = APIStore(resource: .nodes)
         for i in 0..<5 { _ = try store.create(node("node-\(i)")) }
         let first = try ObjectList(json: try store.list(limit: 2))
         XCTAssertEqual(first.items.map(\.metadata.name), ["node-0", "node-1"])
@@ -57,7 +57,7 @@ final class APIStoreTests: XCTestCase {
     }
 
     func testWatchWindowAnd410() throws {
-        var store = APIStore(kind: "Node", windowSize: 3)
+        var store = APIStore(resource: .nodes, windowSize: 3)
         let start = store.resourceVersion
         for i in 0..<3 { _ = try store.create(node("n\(i)")) }
         XCTAssertEqual(try store.changes(after: start).map(\.type), [.added, .added, .added])
@@ -89,7 +89,7 @@ final class APIStoreTests: XCTestCase {
 
     func testListThenWatchReproducesTheStateAfterRandomWrites() throws {
         var rng = SystemRandomNumberGenerator()
-        var store = APIStore(kind: "Node", windowSize: 10_000)
+        var store = APIStore(resource: .nodes, windowSize: 10_000)
         var snapshots: [(rv: Int64, items: [String: JSON])] = []
         for step in 0..<400 {
             let name = "n\(Int.random(in: 0..<15, using: &rng))"
@@ -108,7 +108,7 @@ final class APIStoreTests: XCTestCase {
             var state = items
             for change in try store.changes(after: rv) {
                 let name = ObjectMeta(change.object["metadata"]).name
-                state[name] = change.type == .deleted ? nil : change.object
+                state[name] = change.type == .deleted ? nil : APIStore.withoutType(change.object)
             }
             XCTAssertEqual(state.keys.sorted().map { state[$0]! }, now, "list at \(rv) + watch from \(rv) == now")
         }

@@ -1,0 +1,71 @@
+/// Why an API request failed, with the request named (`PATCH /api/v1/nodes/node-1`).
+public enum KubeError: Error, CustomStringConvertible {
+    /// The server answered with a failure Status (404, 409, 410, 422, 500, …).
+    case api(request: String, Status)
+    /// No usable answer: refused, reset, TLS, timeout.
+    case transport(request: String, String)
+    /// An answer that is not what the API documents.
+    case decoding(request: String, KubeDecodingError)
+    /// Credentials could not be read (a token file that vanished).
+    case credentials(KubeConfigError)
+
+    /// The HTTP status code of an API failure.
+    public var code: Int? {
+        if case .api(_, let s) = self { return s.code }
+        return nil
+    }
+
+    public var status: Status? {
+        if case .api(_, let s) = self { return s }
+        return nil
+    }
+
+    /// 409 Conflict: a resourceVersion precondition failed; read again and retry.
+    public var isConflict: Bool { code == 409 && status?.reason == "Conflict" }
+    public var isNotFound: Bool { code == 404 }
+    /// Worth retrying unchanged after a pause: the server or the path to it is struggling.
+    public var isTransient: Bool {
+        switch self {
+        case .transport: return true
+        case .api(_, let s): return s.code == 429 || s.code >= 500
+        case .decoding, .credentials: return false
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .api(let r, let s): return "\(r): \(s)"
+        case .transport(let r, let why): return "\(r): \(why)"
+        case .decoding(let r, let e): return "\(r): \(e)"
+        case .credentials(let e): return "credentials: \(e)"
+        }
+    }
+}
+
+/// Exponential backoff with jitter, so that many clients retrying do not retry in step.
+public struct Backoff: Sendable {
+    public var initial: Duration
+    public var maximum: Duration
+    public var factor: Double
+    /// Each delay is stretched by a random fraction up to this.
+    public var jitter: Double
+    private var current: Duration
+
+    public init(initial: Duration = .milliseconds(500), maximum: Duration = .seconds(30), factor: Double = 2, jitter: Double = 0.5) {
+        self.initial = initial
+        self.maximum = maximum
+        self.factor = factor
+        self.jitter = jitter
+        current = initial
+    }
+
+    /// The next delay; each is `factor` times the last, capped at `maximum`, plus jitter.
+    public mutating func next() -> Duration {
+        let d = current
+        current = min(maximum, current * factor)
+        return d * (1 + Double.random(in: 0...jitter))
+    }
+
+    /// After a success: start again from `initial`.
+    public mutating func reset() { current = initial }
+}
