@@ -51,16 +51,29 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
+        .target(
+            name: "Controller",
+            dependencies: ["WGMeshCore", "Kube", .product(name: "Logging", package: "swift-log")]
+        ),
         .executableTarget(
             name: "wgmesh",
             dependencies: [
-                "WGMeshCore", "Netlink",
+                "WGMeshCore", "Netlink", "Controller", "Kube",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Not shipped: the controller benchmark against the test API server (scripts/bench-controller.sh).
+        .executableTarget(
+            name: "BenchController",
+            dependencies: ["Controller", "Kube", "KubeTestSupport", "WGMeshCore", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(name: "WGMeshCoreTests", dependencies: ["WGMeshCore"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WGMeshCore", "CMnl"]),
+        .testTarget(name: "ControllerTests", dependencies: [
+            "Controller", "WGMeshCore", "Kube", "KubeTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "KubeTests", dependencies: [
             "Kube", "KubeTestSupport",
             .product(name: "Logging", package: "swift-log"),

@@ -20,10 +20,14 @@ public enum Annotation {
     public static let rotateRequestedAt = prefix + "rotate-requested-at"
     public static let enrollmentKey = prefix + "enrollment-key"
     public static let appliedKeyGeneration = prefix + "applied-key-generation"
+    /// The enrollment key the sealed keys are sealed to: when the node publishes a different one, the
+    /// controller issues a new keypair.
+    public static let sealedTo = prefix + "sealed-to"
 
     /// Every key of the contract.
     public static let all = [podCIDRs, publicKey, sealedPrivateKey, keyGeneration, keyIssuedAt, nextPublicKey,
-                             nextSealedPrivateKey, endpoint, endpointOverride, rotateRequestedAt, enrollmentKey, appliedKeyGeneration]
+                             nextSealedPrivateKey, endpoint, endpointOverride, rotateRequestedAt, enrollmentKey, appliedKeyGeneration,
+                             sealedTo]
 }
 
 /// A Node as wgmesh sees it: its name and its `wgmesh.dev/` annotations, typed and validated.
@@ -42,6 +46,7 @@ public struct MeshNode: Sendable, Hashable {
     public var rotateRequestedAt: Date?
     public var enrollmentKey: WireGuardKey?
     public var appliedKeyGeneration: UInt64?
+    public var sealedTo: WireGuardKey?
 
     public init(name: String) { self.name = name }
 
@@ -106,6 +111,7 @@ public struct MeshNode: Sendable, Hashable {
         rotateRequestedAt = try time(Annotation.rotateRequestedAt)
         enrollmentKey = try key(Annotation.enrollmentKey)
         appliedKeyGeneration = try integer(Annotation.appliedKeyGeneration)
+        sealedTo = try key(Annotation.sealedTo)
 
         // Fields that only make sense together.
         if (publicKey == nil) != (sealedPrivateKey == nil) || (publicKey != nil && keyGeneration == nil) {
@@ -134,6 +140,7 @@ public struct MeshNode: Sendable, Hashable {
         a[Annotation.rotateRequestedAt] = rotateRequestedAt.map(RFC3339.format)
         a[Annotation.enrollmentKey] = enrollmentKey?.base64
         a[Annotation.appliedKeyGeneration] = appliedKeyGeneration.map(String.init)
+        a[Annotation.sealedTo] = sealedTo?.base64
         return a
     }
 }

@@ -61,6 +61,10 @@ public struct SealedKey: Sendable, Hashable, CustomStringConvertible {
     public static func seal(_ privateKey: WireGuardKey, to enrollmentKey: WireGuardKey, nodeName: String, generation: UInt64) throws(SealError) -> SealedKey {
         do {
             let recipient = try Curve25519.KeyAgreement.PublicKey(rawRepresentation: enrollmentKey.bytes)
+            // RFC 9180 7.1.4: a low-order point gives an all-zero shared secret, which anyone can
+            // compute; swift-crypto's HPKE does not refuse it, so refuse it here.
+            let probe = try Curve25519.KeyAgreement.PrivateKey().sharedSecretFromKeyAgreement(with: recipient)
+            guard probe.withUnsafeBytes({ $0.contains { $0 != 0 } }) else { throw SealError.badEnrollmentKey }
             var sender = try HPKE.Sender(recipientKey: recipient, ciphersuite: .Curve25519_SHA256_ChachaPoly,
                                          info: info(nodeName: nodeName, generation: generation))
             let enc = Array(sender.encapsulatedKey)

@@ -18,6 +18,7 @@ final class MeshNodeTests: XCTestCase {
         n.rotateRequestedAt = RFC3339.parse("2026-11-27T11:00:00Z")
         n.enrollmentKey = enrollment.publicKey
         n.appliedKeyGeneration = 2
+        n.sealedTo = enrollment.publicKey
         return n
     }
 
@@ -50,6 +51,7 @@ final class MeshNodeTests: XCTestCase {
             (Annotation.rotateRequestedAt, "2026-13-40T00:00:00Z"),
             (Annotation.enrollmentKey, String(repeating: "A", count: 43) + "B="),
             (Annotation.appliedKeyGeneration, "1.5"),
+            (Annotation.sealedTo, "short"),
         ]
         for (key, value) in bad {
             var a = good

@@ -55,4 +55,28 @@ final class SealedKeyTests: XCTestCase {
         }
         XCTAssertThrowsError(try SealedKey(base64: "not base64!")) { XCTAssertEqual($0 as? SealError, .malformedBase64) }
     }
+
+    func testLowOrderEnrollmentKeysAreRefused() throws {
+        // X25519 points of small order: every shared secret with them is all zeros, so a key sealed to
+        // one would be readable by anyone.
+        let lowOrder = [
+            String(repeating: "00", count: 32),
+            "01" + String(repeating: "00", count: 31),
+            "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+            "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+        ]
+        let secret = WireGuardKeyPair.generate().privateKey
+        for hex in lowOrder {
+            var bytes: [UInt8] = []
+            var i = hex.startIndex
+            while i < hex.endIndex {
+                let j = hex.index(i, offsetBy: 2)
+                bytes.append(UInt8(hex[i..<j], radix: 16)!)
+                i = j
+            }
+            XCTAssertThrowsError(try SealedKey.seal(secret, to: try WireGuardKey(bytes: bytes), nodeName: "n", generation: 1), hex) {
+                XCTAssertEqual($0 as? SealError, .badEnrollmentKey)
+            }
+        }
+    }
 }

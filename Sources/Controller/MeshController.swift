@@ -1,0 +1,346 @@
+import Kube
+import Logging
+import Synchronization
+import WGMeshCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The controller's work while it leads: watches Nodes, and for each one writes what
+/// `NodeIssuance.decide` asks for in one annotation patch with a resourceVersion precondition,
+/// making keypairs on the way. All state is rebuilt from the Nodes' annotations when it starts,
+/// so a restart or a failover never hands out a CIDR twice or changes a node's CIDR.
+public final class MeshController: Sendable {
+    public struct Configuration: Sendable {
+        /// Empty when CIDRs come only from `spec.podCIDRs`.
+        public var clusterCIDRs: [IPPrefix]
+        public var nodeMaskIPv4: Int
+        public var nodeMaskIPv6: Int
+        public var policy: ControllerPolicy
+        public var maxConcurrentRotations: Int
+        /// This replica, for Events.
+        public var identity: String
+
+        public init(clusterCIDRs: [IPPrefix], nodeMaskIPv4: Int = 24, nodeMaskIPv6: Int = 64, policy: ControllerPolicy = .init(),
+                    maxConcurrentRotations: Int = 1, identity: String) {
+            self.clusterCIDRs = clusterCIDRs
+            self.nodeMaskIPv4 = nodeMaskIPv4
+            self.nodeMaskIPv6 = nodeMaskIPv6
+            self.policy = policy
+            self.maxConcurrentRotations = maxConcurrentRotations
+            self.identity = identity
+        }
+    }
+
+    /// What happened, for tests and the benchmark.
+    public struct Statistics: Sendable, Hashable {
+        public var patches = 0
+        public var conflicts = 0
+        public var failures = 0
+        public var keysIssued = 0
+    }
+
+    public let configuration: Configuration
+    let api: any KubeAPI
+    let events: EventRecorder
+    let logger: Logger
+    let informerConfiguration: Informer.Configuration
+    let now: @Sendable () -> Date
+    let stats = Mutex(Statistics())
+
+    /// Refuses a configuration that cannot work (overlapping cluster CIDRs, a bad mask, no CIDR source).
+    public init(api: any KubeAPI, configuration: Configuration, logger: Logger,
+                informer: Informer.Configuration = .init(), now: @escaping @Sendable () -> Date = Date.init) throws(IPAMError) {
+        if !configuration.clusterCIDRs.isEmpty {
+            _ = try PodCIDRAllocator(clusterCIDRs: configuration.clusterCIDRs, nodeMaskIPv4: configuration.nodeMaskIPv4,
+                                     nodeMaskIPv6: configuration.nodeMaskIPv6)
+        } else if configuration.policy.cidrSource == .wgmesh {
+            throw .noClusterCIDR
+        }
+        self.api = api
+        self.configuration = configuration
+        self.logger = logger
+        self.informerConfiguration = informer
+        self.now = now
+        events = EventRecorder(api: api, reportingController: "wgmesh.dev/controller", reportingInstance: configuration.identity, logger: logger)
+    }
+
+    public var statistics: Statistics { stats.withLock { $0 } }
+
+    /// The state one term of leadership builds from the annotations and keeps in memory.
+    struct State {
+        var allocator: PodCIDRAllocator?
+        /// When this term staged each node's next key (lost on restart: the grace restarts).
+        var stagedAt: [String: Date] = [:]
+        /// Nodes with a rotation in progress, for `maxConcurrentRotations`.
+        var rotating: Set<String> = []
+        /// Warnings already reported per node, so that a resync does not repeat them.
+        var reported: [String: Set<String>] = [:]
+        var retries: [String: Int] = [:]
+        /// Nodes refused a CIDR because the pools are full: looked at again when one is freed.
+        var waitingForCIDR: Set<String> = []
+        /// Nodes due for rotation while the concurrent-rotation limit is reached.
+        var waitingForRotation: Set<String> = []
+        /// Events go out in order from their own task: the next node need not wait for them.
+        var eventQueue: AsyncStream<PendingEvent>.Continuation?
+    }
+
+    struct PendingEvent: Sendable {
+        var object: KubeObject
+        var notice: NodeIssuance.Notice
+        var at: Date
+    }
+
+    enum Work: Sendable {
+        case node(String)
+        case deleted(KubeObject)
+    }
+
+    /// Runs until cancelled (leadership lost or shutdown).
+    public func run() async {
+        let informer = Informer(api: api, resource: .nodes, configuration: informerConfiguration, logger: logger)
+        let (work, queue) = AsyncStream<Work>.makeStream()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await informer.run() }
+            let (pending, eventQueue) = AsyncStream<PendingEvent>.makeStream()
+            group.addTask {
+                for await e in pending {
+                    await self.events.record(about: e.object, warning: e.notice.warning, reason: e.notice.reason,
+                                             action: Self.action(e.notice.reason), note: e.notice.note, at: e.at)
+                }
+            }
+            await informer.waitUntilSynced()
+            var state = rebuild(from: informer.list(), eventQueue: eventQueue)
+            group.addTask {
+                for await event in informer.events {
+                    if case .deleted(let o) = event { queue.yield(.deleted(o)) } else { queue.yield(.node(event.object.metadata.name)) }
+                }
+                queue.finish()
+            }
+            let timers = Timers(queue: queue)
+            for await item in work {
+                if Task.isCancelled { break }
+                switch item {
+                case .deleted(let object):
+                    forget(object, &state, timers)
+                case .node(let name):
+                    guard let object = informer.get(name) else { continue }
+                    await reconcile(object, &state, timers)
+                }
+            }
+            timers.cancelAll()
+            // The Events already decided still go out; then everything stops.
+            eventQueue.finish()
+            group.cancelAll()
+        }
+    }
+
+    /// Restores every annotated allocation before anything new is handed out.
+    func rebuild(from nodes: [KubeObject], eventQueue: AsyncStream<PendingEvent>.Continuation?) -> State {
+        let c = configuration
+        var state = State(allocator: c.clusterCIDRs.isEmpty ? nil
+                          : try? PodCIDRAllocator(clusterCIDRs: c.clusterCIDRs, nodeMaskIPv4: c.nodeMaskIPv4, nodeMaskIPv6: c.nodeMaskIPv6),
+                          eventQueue: eventQueue)
+        // Oldest first: when two nodes claim one CIDR, the one that had it first keeps it.
+        for object in nodes.sorted(by: { ($0.metadata.creationTimestamp ?? "", $0.metadata.name) < ($1.metadata.creationTimestamp ?? "", $1.metadata.name) }) {
+            let name = object.metadata.name
+            let annotations = object.metadata.annotations
+            let claimed = annotations[Annotation.podCIDRs].flatMap { try? MeshNode(name: name, annotations: [Annotation.podCIDRs: $0]).podCIDRs } ?? []
+            if annotations[Annotation.nextPublicKey] != nil { state.rotating.insert(name) }
+            guard !claimed.isEmpty, state.allocator != nil else { continue }
+            do {
+                try state.allocator!.restore(node: name, cidrs: claimed)
+            } catch .outsideClusterCIDRs where c.policy.cidrSource != .wgmesh {
+                // CIDRs the cluster assigned from elsewhere (spec.podCIDRs): not ours to track.
+            } catch {
+                logger.error("node's Pod CIDR cannot be restored", metadata: ["node": "\(name)", "error": "\(error)"])
+                state.reported[name, default: []].insert("PodCIDRConflict")
+                eventQueue?.yield(PendingEvent(object: object, notice: .init(warning: true, reason: "PodCIDRConflict", note: "\(error)"), at: now()))
+            }
+        }
+        logger.info("state rebuilt from annotations", metadata: ["nodes": "\(nodes.count)", "allocations": "\(state.allocator?.count ?? 0)",
+                                                                 "rotating": "\(state.rotating.count)"])
+        return state
+    }
+
+    func forget(_ object: KubeObject, _ state: inout State, _ timers: Timers) {
+        let name = object.metadata.name
+        // Freed only now that the Node is gone: a CIDR is never reused while its node exists.
+        if let cidrs = state.allocator?.allocation(of: name) {
+            state.allocator?.release(node: name)
+            logger.info("node deleted, Pod CIDRs freed", metadata: ["node": "\(name)", "cidrs": "\(cidrs.map(\.description).joined(separator: ","))"])
+            let now = self.now()
+            for waiting in state.waitingForCIDR { timers.schedule(waiting, at: now, now: now) }
+        }
+        state.waitingForCIDR.remove(name)
+        state.stagedAt[name] = nil
+        state.rotating.remove(name)
+        state.reported[name] = nil
+        state.retries[name] = nil
+        timers.cancel(name)
+    }
+
+    func reconcile(_ object: KubeObject, _ state: inout State, _ timers: Timers) async {
+        let name = object.metadata.name
+        let node = Node(object)
+        let facts = NodeFacts(name: name, annotations: object.metadata.annotations,
+                              addresses: node.addresses.map { .init(type: $0.type, address: $0.address) }, specPodCIDRs: node.podCIDRs)
+        let now = self.now()
+        var decision = NodeIssuance.decide(facts, allocator: &state.allocator, policy: configuration.policy, stagedAt: state.stagedAt[name],
+                                           mayStartRotation: state.rotating.count < configuration.maxConcurrentRotations || state.rotating.contains(name),
+                                           now: now)
+        if decision.restartGrace { state.stagedAt[name] = now }
+        for (reason, waiting) in [("PodCIDRExhausted", \State.waitingForCIDR), ("RotationQueued", \State.waitingForRotation)] {
+            if decision.notices.contains(where: { $0.reason == reason }) {
+                state[keyPath: waiting].insert(name)
+            } else {
+                state[keyPath: waiting].remove(name)
+            }
+        }
+        var issued: String?
+        switch decision.key {
+        case .issue(let generation, let enrollment)?:
+            issued = seal(name, generation, enrollment, now, into: &decision, current: true)
+        case .stage(let generation, let enrollment)?:
+            issued = seal(name, generation, enrollment, now, into: &decision, current: false)
+        case nil:
+            break
+        }
+        // When the write landed: the staging time, and the time of the Events, so that they show the
+        // grace period exactly as it was kept.
+        var written = now
+        if !decision.annotations.isEmpty {
+            let changes = decision.annotations
+            var patch: [String: JSON] = [:]
+            for (k, v) in changes { patch[k] = v.map(JSON.string) ?? .null }
+            let body = Patch.merge(.object(["metadata": .object(["annotations": .object(patch)])]))
+            do {
+                _ = try await api.patch(.nodes, namespace: nil, name: name, body.precondition(resourceVersion: object.metadata.resourceVersion ?? ""),
+                                        subresource: nil)
+            } catch {
+                retry(name, error, &state, timers)
+                return
+            }
+            written = self.now()
+            stats.withLock { s in
+                s.patches += 1
+                if issued != nil { s.keysIssued += 1 }
+            }
+            state.retries[name] = nil
+            if case .stage? = decision.key {
+                state.rotating.insert(name)
+                state.stagedAt[name] = written
+                decision.revisitAt = written.addingTimeInterval(configuration.policy.rotation.grace)
+            } else if changes.keys.contains(Annotation.nextPublicKey) {
+                // A rotation ended (switched, or replaced by a new keypair): a slot is free.
+                state.rotating.remove(name)
+                state.stagedAt[name] = nil
+                for waiting in state.waitingForRotation { timers.schedule(waiting, at: written, now: written) }
+            }
+            logger.info("node updated", metadata: ["node": "\(name)", "annotations": "\(changes.keys.sorted().joined(separator: ","))",
+                                                   "generation": "\(issued ?? "-")"])
+        }
+        for notice in decision.notices {
+            let key = notice.reason + ":" + notice.note
+            if decision.annotations.isEmpty || notice.warning {
+                // Notices without a write repeat on every resync; report each one once.
+                guard state.reported[name, default: []].insert(key).inserted else { continue }
+            }
+            if notice.warning {
+                logger.warning("\(notice.reason)", metadata: ["node": "\(name)", "note": "\(notice.note)"])
+            } else {
+                logger.info("\(notice.reason)", metadata: ["node": "\(name)", "note": "\(notice.note)"])
+            }
+            state.eventQueue?.yield(PendingEvent(object: object, notice: notice, at: written))
+        }
+        if let at = decision.revisitAt { timers.schedule(name, at: at, now: self.now()) }
+    }
+
+    /// Makes a keypair, seals its private key to the node's enrollment key, and puts the public key
+    /// and the sealed key into the patch. The private key lives only inside this call.
+    func seal(_ name: String, _ generation: UInt64, _ enrollment: WireGuardKey, _ now: Date,
+              into decision: inout NodeIssuance, current: Bool) -> String? {
+        let pair = WireGuardKeyPair.generate()
+        let sealed: SealedKey
+        do {
+            sealed = try SealedKey.seal(pair.privateKey, to: enrollment, nodeName: name, generation: generation)
+        } catch {
+            decision.key = nil
+            decision.notices.removeAll { $0.reason == "KeyIssued" || $0.reason == "KeyRotationStaged" }
+            decision.notices.append(.init(warning: true, reason: "EnrollmentKeyInvalid",
+                                          note: "node \(name): no keypair issued: \(error) (enrollment key \(enrollment.base64))"))
+            return nil
+        }
+        if current {
+            decision.annotations[Annotation.publicKey] = pair.publicKey.base64
+            decision.annotations[Annotation.sealedPrivateKey] = sealed.base64
+            decision.annotations[Annotation.keyGeneration] = String(generation)
+            decision.annotations[Annotation.keyIssuedAt] = RFC3339.format(now)
+            decision.annotations[Annotation.sealedTo] = enrollment.base64
+        } else {
+            decision.annotations[Annotation.nextPublicKey] = pair.publicKey.base64
+            decision.annotations[Annotation.nextSealedPrivateKey] = sealed.base64
+        }
+        return String(generation)
+    }
+
+    /// A write failed. The node's allocation stays reserved for it (the write may even have landed),
+    /// and the node is looked at again: at once after a conflict, which the watch is about to explain,
+    /// later after other failures.
+    func retry(_ name: String, _ error: KubeError, _ state: inout State, _ timers: Timers) {
+        if error.isNotFound { return }
+        let attempt = state.retries[name, default: 0] + 1
+        state.retries[name] = attempt
+        let delay: TimeInterval
+        if error.isConflict {
+            stats.withLock { $0.conflicts += 1 }
+            delay = 0.05
+        } else {
+            stats.withLock { $0.failures += 1 }
+            delay = min(30, 0.2 * Double(1 << min(attempt, 8))) * Double.random(in: 1...1.5)
+        }
+        logger.warning("node update failed, retrying", metadata: ["node": "\(name)", "error": "\(error)", "attempt": "\(attempt)",
+                                                                  "delay": "\(delay)"])
+        let now = self.now()
+        timers.schedule(name, at: now.addingTimeInterval(delay), now: now)
+    }
+
+    static func action(_ reason: String) -> String {
+        switch reason {
+        case "PodCIDRAllocated", "PodCIDRAssigned", "PodCIDRExhausted", "PodCIDRPending", "PodCIDRInvalid": return "AllocatePodCIDR"
+        case "PodCIDRConflict": return "Restore"
+        case "KeyRotationStaged", "KeyRotated", "RotationQueued": return "RotateKey"
+        case "EndpointUnknown": return "ChooseEndpoint"
+        default: return "IssueKey"
+        }
+    }
+}
+
+/// One pending wake-up per node, delivered into the work queue.
+final class Timers: Sendable {
+    let queue: AsyncStream<MeshController.Work>.Continuation
+    let tasks = Mutex<[String: Task<Void, Never>]>([:])
+
+    init(queue: AsyncStream<MeshController.Work>.Continuation) { self.queue = queue }
+
+    func schedule(_ name: String, at date: Date, now: Date) {
+        let delay = max(0, date.timeIntervalSince(now))
+        let queue = self.queue
+        let task = Task {
+            try? await Task.sleep(for: .milliseconds(Int64(delay * 1000)))
+            if !Task.isCancelled { queue.yield(.node(name)) }
+        }
+        tasks.withLock { $0.updateValue(task, forKey: name)?.cancel() }
+    }
+
+    func cancel(_ name: String) { tasks.withLock { $0.removeValue(forKey: name)?.cancel() } }
+
+    func cancelAll() {
+        tasks.withLock { t in
+            for task in t.values { task.cancel() }
+            t = [:]
+        }
+    }
+}

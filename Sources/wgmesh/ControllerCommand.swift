@@ -1,0 +1,178 @@
+import ArgumentParser
+import Controller
+import Dispatch
+import Kube
+import Logging
+import WGMeshCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `wgmesh controller`: Pod CIDRs, sealed keypairs, endpoints and key rotation for every Node.
+struct ControllerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "controller",
+        abstract: "Give every Node a Pod CIDR, a WireGuard keypair sealed to it, and an endpoint; rotate keys without a gap.",
+        discussion: """
+        Runs as a Deployment with two replicas: one leads through a Lease, the other waits. All state lives in \
+        Node annotations (wgmesh.dev/...) and is rebuilt from them on start, so a restart or a failover never \
+        hands out a CIDR twice. SIGTERM releases the Lease for an immediate handover.
+        """
+    )
+
+    @OptionGroup var kube: KubeOptions
+
+    @Option(name: .customLong("cluster-cidr"), help: "A range to allocate Pod CIDRs from; repeat for more ranges or for IPv6 (e.g. 10.244.0.0/16, fd00:10:244::/48).")
+    var clusterCIDRs: [String] = []
+
+    @Option(name: .customLong("node-cidr-mask-size-ipv4"), help: "The size of each node's IPv4 Pod CIDR.")
+    var nodeMaskIPv4 = 24
+
+    @Option(name: .customLong("node-cidr-mask-size-ipv6"), help: "The size of each node's IPv6 Pod CIDR.")
+    var nodeMaskIPv6 = 64
+
+    @Option(help: "Where Pod CIDRs come from: node-spec (spec.podCIDRs, kube-controller-manager --allocate-node-cidrs), wgmesh (--cluster-cidr), or auto (spec.podCIDRs when set).")
+    var cidrSource: String = "auto"
+
+    @Option(help: "Node address types to publish as the endpoint, in order of preference.")
+    var endpointAddressType: String = "InternalIP,ExternalIP"
+
+    @Option(help: "The WireGuard port every node listens on.")
+    var listenPort: UInt16 = 51820
+
+    @Option(help: "How long peers get to pre-stage a node's next key before it switches (e.g. 10s).")
+    var rotationGrace: String = "10s"
+
+    @Option(help: "Rotate keys older than this (e.g. 720h); off by default.")
+    var maxKeyAge: String?
+
+    @Option(help: "How many nodes may be in a rotation at once.")
+    var maxConcurrentRotations = 1
+
+    @Option(help: "Namespace of the leader-election Lease (default: $POD_NAMESPACE, else wgmesh-system).")
+    var leaseNamespace: String?
+
+    @Option(help: "Name of the leader-election Lease.")
+    var leaseName = "wgmesh-controller"
+
+    @Option(help: "This replica's name in the Lease and in Events (default: $POD_NAME, else the host name).")
+    var identity: String?
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        let env = ProcessInfo.processInfo.environment
+        guard let source = ControllerPolicy.CIDRSource(rawValue: cidrSource) else {
+            throw ValidationError("--cidr-source \(cidrSource) is not one of auto, node-spec, wgmesh")
+        }
+        var cidrs: [IPPrefix] = []
+        for text in clusterCIDRs {
+            do { cidrs.append(try IPPrefix(text)) } catch { throw ValidationError("--cluster-cidr \(text): \(error)") }
+        }
+        let grace = try Self.seconds(rotationGrace, flag: "--rotation-grace")
+        let maxAge = try maxKeyAge.map { try Self.seconds($0, flag: "--max-key-age") }
+        guard maxConcurrentRotations >= 1 else { throw ValidationError("--max-concurrent-rotations must be at least 1") }
+        let types = endpointAddressType.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !types.isEmpty else { throw ValidationError("--endpoint-address-type needs at least one type, e.g. InternalIP") }
+        let identity = identity ?? env["POD_NAME"] ?? ProcessInfo.processInfo.hostName
+        let logger = makeLogger("wgmesh.controller", level: logLevel, identity: identity)
+
+        let client = try kube.client(userAgent: "wgmesh-controller/\(identity)")
+        let controller: MeshController
+        do {
+            controller = try MeshController(api: client, configuration: .init(
+                clusterCIDRs: cidrs, nodeMaskIPv4: nodeMaskIPv4, nodeMaskIPv6: nodeMaskIPv6,
+                policy: ControllerPolicy(cidrSource: source, endpointAddressTypes: types, listenPort: listenPort,
+                                         rotation: .init(grace: grace, maxKeyAge: maxAge)),
+                maxConcurrentRotations: maxConcurrentRotations, identity: identity), logger: logger)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let elector = LeaderElector(api: client, configuration: .init(
+            namespace: leaseNamespace ?? env["POD_NAMESPACE"] ?? "wgmesh-system", name: leaseName, identity: identity), logger: logger)
+        logger.info("starting", metadata: ["clusterCIDRs": "\(clusterCIDRs.joined(separator: ","))", "cidrSource": "\(cidrSource)"])
+        try await runUntilSignalled {
+            try await elector.run { await controller.run() }
+        }
+        try await client.shutdown()
+    }
+
+    /// `10s`, `5m`, `720h`, `1h30m`, or plain seconds.
+    static func seconds(_ text: String, flag: String) throws -> TimeInterval {
+        if let plain = Double(text) { return plain }
+        var total = 0.0, number = ""
+        for c in text {
+            if c.isNumber || c == "." {
+                number.append(c)
+                continue
+            }
+            let unit: Double
+            switch c {
+            case "s": unit = 1
+            case "m": unit = 60
+            case "h": unit = 3600
+            default: throw ValidationError("\(flag) \(text): use a duration such as 10s, 5m or 720h")
+            }
+            guard let n = Double(number) else { throw ValidationError("\(flag) \(text): use a duration such as 10s, 5m or 720h") }
+            total += n * unit
+            number = ""
+        }
+        guard number.isEmpty, total > 0 else { throw ValidationError("\(flag) \(text): use a duration such as 10s, 5m or 720h") }
+        return total
+    }
+}
+
+/// How to reach the API server: a kubeconfig, or the Pod's service account.
+struct KubeOptions: ParsableArguments {
+    @Option(help: "Kubeconfig file (default: the service account inside a Pod, else $KUBECONFIG, else ~/.kube/config).")
+    var kubeconfig: String?
+
+    @Option(help: "Kubeconfig context (default: current-context).")
+    var context: String?
+
+    func client(userAgent: String) throws -> KubeClient {
+        let env = ProcessInfo.processInfo.environment
+        let config: KubeConfig
+        if let kubeconfig {
+            config = try KubeConfig.load(kubeconfig: kubeconfig, context: context)
+        } else if env["KUBERNETES_SERVICE_HOST"] != nil {
+            config = try KubeConfig.inCluster()
+        } else {
+            let path = env["KUBECONFIG"]?.split(separator: ":").first.map(String.init) ?? (env["HOME"] ?? "") + "/.kube/config"
+            config = try KubeConfig.load(kubeconfig: path, context: context)
+        }
+        return try KubeClient(config: config, userAgent: userAgent)
+    }
+}
+
+func makeLogger(_ label: String, level: String, identity: String) -> Logger {
+    var logger = Logger(label: label)
+    logger.logLevel = Logger.Level(rawValue: level) ?? .info
+    logger[metadataKey: "replica"] = "\(identity)"
+    return logger
+}
+
+/// Runs `body` until it returns or SIGTERM/SIGINT arrives; then cancels it and waits for it to wind
+/// down (the leader releases its Lease on the way out).
+func runUntilSignalled(_ body: @escaping @Sendable () async throws -> Void) async throws {
+    let task = Task { try await body() }
+    var sources: [DispatchSourceSignal] = []
+    for sig in [SIGTERM, SIGINT] {
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler { task.cancel() }
+        source.resume()
+        sources.append(source)
+    }
+    defer { sources.forEach { $0.cancel() } }
+    do {
+        try await task.value
+    } catch is CancellationError {
+    }
+}
