@@ -646,3 +646,14 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
         return String(decoding: bytes, as: UTF8.self)
     }
 }
+
+/// Checks `condition` every `interval` until it holds (true) or `timeout` has passed (false): for
+/// tests waiting on state that travels through the network.
+public func poll(timeout: Duration, interval: Duration = .milliseconds(50), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: interval)
+    }
+    return false
+}

@@ -139,7 +139,11 @@ public struct NodeIssuance: Sendable, Equatable {
             }
             if spec.isEmpty {
                 notices.append(Notice(warning: true, reason: "PodCIDRPending", note: "the Node has no spec.podCIDRs yet (--cidr-source=node-spec): start kube-controller-manager with --allocate-node-cidrs, or use --cidr-source=wgmesh"))
-            } else if spec != node.podCIDRs {
+            } else {
+                // Ranges the cluster assigned inside wgmesh's pools are taken, so no other node gets them.
+                try? allocator?.restore(node: node.name, cidrs: spec)
+            }
+            if !spec.isEmpty, spec != node.podCIDRs {
                 annotations[Annotation.podCIDRs] = spec.map(\.description).joined(separator: ",")
                 notices.append(Notice(warning: false, reason: "PodCIDRAssigned", note: "Pod CIDRs \(spec.map(\.description).joined(separator: ", ")) from spec.podCIDRs"))
             }

@@ -156,14 +156,9 @@ final class TestCluster: @unchecked Sendable {
     }
 }
 
-/// Polls until `condition` holds, failing after `timeout`.
+/// Fails the test unless `condition` holds within `timeout`.
 func eventually(_ what: String, timeout: Duration = .seconds(60), file: StaticString = #filePath, line: UInt = #line,
                 _ condition: () async throws -> Bool) async rethrows {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        // Not too often: each look takes the test server's lock.
-        try? await Task.sleep(for: .milliseconds(250))
-    }
-    XCTFail("timed out waiting until \(what)", file: file, line: line)
+    // Not too often: each look takes the test server's lock.
+    if try await !poll(timeout: timeout, interval: .milliseconds(250), condition) { XCTFail("timed out waiting until \(what)", file: file, line: line) }
 }

@@ -47,13 +47,9 @@ let testLogger: Logger = {
     return l
 }()
 
-/// Polls until `condition` holds, failing after `timeout`; for state reached through the network.
+/// Fails the test unless `condition` holds within `timeout`.
 func eventually(_ what: String, timeout: Duration = .seconds(20), file: StaticString = #filePath, line: UInt = #line,
                 _ condition: () async throws -> Bool) async rethrows {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try? await Task.sleep(for: .milliseconds(20))
-    }
-    XCTFail("timed out waiting until \(what)", file: file, line: line)
+    // State that travels through the network.
+    if try await !poll(timeout: timeout, interval: .milliseconds(20), condition) { XCTFail("timed out waiting until \(what)", file: file, line: line) }
 }

@@ -80,7 +80,11 @@ final class NodeIssuanceTests: XCTestCase {
         var a = try allocator()
         let spec = NodeFacts(name: "s", annotations: [:], specPodCIDRs: ["10.99.1.0/24"])
         XCTAssertEqual(decide(spec, &a).annotations[Annotation.podCIDRs], "10.99.1.0/24", "auto: spec.podCIDRs win")
-        XCTAssertNil(a?.allocation(of: "s"))
+        XCTAssertNil(a?.allocation(of: "s"), "outside wgmesh's pools: not tracked")
+        let inside = NodeFacts(name: "i", annotations: [:], specPodCIDRs: ["10.244.0.0/24"])
+        XCTAssertEqual(decide(inside, &a).annotations[Annotation.podCIDRs], "10.244.0.0/24")
+        XCTAssertEqual(decide(NodeFacts(name: "w", annotations: [:]), &a).annotations[Annotation.podCIDRs], "10.244.1.0/24,fd00:10:244::/64",
+                       "a range the cluster assigned inside the pool is not handed out again")
         var none: PodCIDRAllocator? = nil
         let pending = decide(NodeFacts(name: "p", annotations: [:]), &none, policy: .init(cidrSource: .nodeSpec))
         XCTAssertEqual(pending.notices.first?.reason, "PodCIDRPending")

@@ -66,15 +66,8 @@ final class SealedKeyTests: XCTestCase {
             "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
         ]
         let secret = WireGuardKeyPair.generate().privateKey
-        for hex in lowOrder {
-            var bytes: [UInt8] = []
-            var i = hex.startIndex
-            while i < hex.endIndex {
-                let j = hex.index(i, offsetBy: 2)
-                bytes.append(UInt8(hex[i..<j], radix: 16)!)
-                i = j
-            }
-            XCTAssertThrowsError(try SealedKey.seal(secret, to: try WireGuardKey(bytes: bytes), nodeName: "n", generation: 1), hex) {
+        for point in lowOrder {
+            XCTAssertThrowsError(try SealedKey.seal(secret, to: try WireGuardKey(bytes: hex(point)), nodeName: "n", generation: 1), point) {
                 XCTAssertEqual($0 as? SealError, .badEnrollmentKey)
             }
         }
