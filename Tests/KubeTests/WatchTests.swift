@@ -100,7 +100,7 @@ final class WatchTests: XCTestCase {
                 XCTAssertEqual(seen.filter { $0.node == "node-\(w)" }.map(\.seq), Array(1...perWriter), "node-\(w) in order")
             }
             let final = try await client.listAll(.nodes)
-            await eventually("the informer's cache equals the server") {
+            await eventually("the informer's cache equals the server", timeout: .seconds(60)) {
                 informer.resourceVersion.flatMap(Int.init) ?? 0 >= Int(final.resourceVersion!)!
             }
             XCTAssertEqual(Set(informer.list().map(\.json)), Set(final.items.map { item in
