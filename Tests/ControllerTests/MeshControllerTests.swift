@@ -163,7 +163,11 @@ final class MeshControllerTests: XCTestCase {
         XCTAssertNil(rotated.nextSealedPrivateKey)
         XCTAssertGreaterThanOrEqual(try XCTUnwrap(rotated.keyIssuedAt), try XCTUnwrap(RFC3339.parse(requested)), "the request is answered")
         let secrets = cluster.openAll()
-        // The grace period separates the phases, as the controller's own Event times show.
+        // The grace period separates the phases, as the controller's own Event times show (Events go
+        // out after the writes they describe).
+        await eventually("both rotation Events are recorded") {
+            !cluster.events(reason: "KeyRotationStaged", node: "r").isEmpty && !cluster.events(reason: "KeyRotated", node: "r").isEmpty
+        }
         let stagedAt = try XCTUnwrap(cluster.events(reason: "KeyRotationStaged", node: "r").first?["eventTime"]?.string)
         let switchedAt = try XCTUnwrap(cluster.events(reason: "KeyRotated", node: "r").first?["eventTime"]?.string)
         let gap = try XCTUnwrap(RFC3339.parse(switchedAt)).timeIntervalSince(try XCTUnwrap(RFC3339.parse(stagedAt)))
@@ -184,6 +188,7 @@ final class MeshControllerTests: XCTestCase {
             cluster.nodes().allSatisfy { ($0.keyGeneration ?? 0) >= 2 }
         }
         XCTAssertTrue(cluster.nodes().allSatisfy { $0.publicKey != nil })
+        await eventually("the rotation Events are recorded") { cluster.events(reason: "KeyRotated").count >= 3 }
         let staged = cluster.events(reason: "KeyRotationStaged")
         XCTAssertGreaterThanOrEqual(staged.count, 3)
         XCTAssertTrue(staged.allSatisfy { ($0["note"]?.string ?? "").contains("older than 2 s") })
