@@ -83,7 +83,9 @@ struct ControllerCommand: AsyncParsableCommand {
         let identity = identity ?? env["POD_NAME"] ?? ProcessInfo.processInfo.hostName
         let logger = makeLogger("wgmesh.controller", level: logLevel, identity: identity)
 
-        let client = try kube.client(userAgent: "wgmesh-controller/\(identity)")
+        // A request is cut off well inside the gap between renew deadline (10 s) and lease duration (15 s):
+        // a deposed leader's write cannot land after its successor has started.
+        let client = try kube.client(userAgent: "wgmesh-controller/\(identity)", requestTimeout: .seconds(4))
         let controller: MeshController
         do {
             controller = try MeshController(api: client, configuration: .init(
@@ -136,7 +138,7 @@ struct KubeOptions: ParsableArguments {
     @Option(help: "Kubeconfig context (default: current-context).")
     var context: String?
 
-    func client(userAgent: String) throws -> KubeClient {
+    func client(userAgent: String, requestTimeout: Duration = .seconds(30)) throws -> KubeClient {
         let env = ProcessInfo.processInfo.environment
         let config: KubeConfig
         if let kubeconfig {
@@ -147,7 +149,7 @@ struct KubeOptions: ParsableArguments {
             let path = env["KUBECONFIG"]?.split(separator: ":").first.map(String.init) ?? (env["HOME"] ?? "") + "/.kube/config"
             config = try KubeConfig.load(kubeconfig: path, context: context)
         }
-        return try KubeClient(config: config, userAgent: userAgent)
+        return try KubeClient(config: config, userAgent: userAgent, requestTimeout: requestTimeout)
     }
 }
 
