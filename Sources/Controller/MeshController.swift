@@ -108,7 +108,7 @@ public final class MeshController: Sendable {
             group.addTask {
                 for await e in pending {
                     await self.events.record(about: e.object, warning: e.notice.warning, reason: e.notice.reason,
-                                             action: Self.action(e.notice.reason), note: e.notice.note, at: e.at)
+                                             action: e.notice.action, note: e.notice.note, at: e.at)
                 }
             }
             await informer.waitUntilSynced()
@@ -305,16 +305,6 @@ public final class MeshController: Sendable {
                                                                   "delay": "\(delay)"])
         let now = self.now()
         timers.schedule(name, at: now.addingTimeInterval(delay), now: now)
-    }
-
-    static func action(_ reason: String) -> String {
-        switch reason {
-        case "PodCIDRAllocated", "PodCIDRAssigned", "PodCIDRExhausted", "PodCIDRPending", "PodCIDRInvalid": return "AllocatePodCIDR"
-        case "PodCIDRConflict": return "Restore"
-        case "KeyRotationStaged", "KeyRotated", "RotationQueued": return "RotateKey"
-        case "EndpointUnknown": return "ChooseEndpoint"
-        default: return "IssueKey"
-        }
     }
 }
 

@@ -111,7 +111,7 @@ public final class Informer: Sendable {
             case .upsert(let o):
                 let key = Informer.key(o)
                 let old = objects[key]
-                guard old?.metadata.resourceVersion != o.metadata.resourceVersion || old == nil else { return }
+                if let old, old.metadata.resourceVersion == o.metadata.resourceVersion { return }
                 objects[key] = o
                 enqueue(key, old.map { .updated(old: $0, new: o) } ?? .added(o))
             case .delete(let o):

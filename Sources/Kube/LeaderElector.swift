@@ -38,9 +38,9 @@ public final class LeaderElector: Sendable {
     enum Attempt { case held, heldByOther(String), failed }
 
     struct Observation {
-        var spec: JSON?
-        var at: ContinuousClock.Instant = .now
+        /// The lease as last read or written; `at` is when its spec last changed.
         var lease: KubeObject?
+        var at: ContinuousClock.Instant = .now
         var leading = false
     }
 
@@ -62,7 +62,7 @@ public final class LeaderElector: Sendable {
 
     /// The holder named in the lease as last read.
     public var observedHolder: String? {
-        observation.withLock { $0.spec?["holderIdentity"]?.string }
+        observation.withLock { $0.lease.flatMap { Lease($0).holderIdentity } }
     }
 
     /// Campaigns, then runs `work` while leading. When leadership is lost, `work` is cancelled and the
@@ -198,7 +198,7 @@ public final class LeaderElector: Sendable {
             observe(updated, leading: true)
             return .held
         } catch {
-            if error.isConflict || error.code == 409 {
+            if error.code == 409 {
                 logger.debug("lost a race for the lease", metadata: ["error": "\(error)"])
             } else {
                 logger.warning("lease request failed", metadata: ["error": "\(error)"])
@@ -211,10 +211,7 @@ public final class LeaderElector: Sendable {
     @discardableResult
     func observe(_ lease: KubeObject, leading: Bool?) -> ContinuousClock.Instant {
         observation.withLock { o in
-            if o.spec != lease.json["spec"] {
-                o.spec = lease.json["spec"]
-                o.at = .now
-            }
+            if o.lease?.json["spec"] != lease.json["spec"] { o.at = .now }
             o.lease = lease
             if let leading { o.leading = leading }
             return o.at

@@ -97,6 +97,11 @@ public final class TestAPIServer: Sendable {
         var faults: [Fault] = []
         var token: String?
         var requests: [String: Int] = [:]
+
+        /// The store of `key`, made empty on first use.
+        mutating func ensureStore(_ key: StoreKey, windowSize: Int) {
+            if stores[key] == nil { stores[key] = APIStore(resource: key.resource, windowSize: windowSize) }
+        }
     }
 
     /// The resources served; Events in both the events.k8s.io and the core group.
@@ -195,7 +200,7 @@ public final class TestAPIServer: Sendable {
                              _ body: (inout APIStore) throws -> T) rethrows -> T {
         try state.withLock { s in
             let key = StoreKey(resource: resource, namespace: resource.namespaced ? namespace : nil)
-            if s.stores[key] == nil { s.stores[key] = APIStore(resource: resource, windowSize: options.windowSize) }
+            s.ensureStore(key, windowSize: options.windowSize)
             let before = s.stores[key]!.resourceVersion
             defer {
                 if notifyWatchers, let store = s.stores[key], store.resourceVersion != before {
@@ -367,8 +372,8 @@ public final class TestAPIServer: Sendable {
         state.withLock { s in
             let id = s.nextWatcher
             s.nextWatcher += 1
-            let store = s.stores[key] ?? APIStore(resource: key.resource, windowSize: options.windowSize)
-            s.stores[key] = store
+            s.ensureStore(key, windowSize: options.windowSize)
+            let store = s.stores[key]!
             var watcher = Watcher(key: key, channel: channel, metadataOnly: metadataOnly, bookmarks: bookmarks)
             if case .dropWatch(let n) = fault { watcher.dropAfter = n }
             s.watchers[id] = watcher

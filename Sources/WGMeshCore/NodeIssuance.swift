@@ -78,6 +78,17 @@ public struct NodeIssuance: Sendable, Equatable {
             self.reason = reason
             self.note = note
         }
+
+        /// The Event's `action`: what the controller was doing.
+        public var action: String {
+            switch reason {
+            case "PodCIDRAllocated", "PodCIDRAssigned", "PodCIDRExhausted", "PodCIDRPending", "PodCIDRInvalid": return "AllocatePodCIDR"
+            case "PodCIDRConflict": return "Restore"
+            case "KeyRotationStaged", "KeyRotated", "RotationQueued": return "RotateKey"
+            case "EndpointUnknown": return "ChooseEndpoint"
+            default: return "IssueKey"
+            }
+        }
     }
 
     /// Annotation changes: a value sets the key, nil removes it.
