@@ -38,14 +38,16 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
 
     /// Parses dotted-quad IPv4 or RFC 4291 IPv6 text (with `::` and an embedded IPv4 tail).
     public init(_ text: some StringProtocol) throws(AddressError) {
-        let s = Substring(text)
-        if s.utf8.contains(UInt8(ascii: ":")) {
-            guard let v = IPAddress.parseV6(s) else { throw .malformed(String(s)) }
-            self.init(family: .v6, value: v)
-        } else {
-            guard let v = IPAddress.parseV4(s) else { throw .malformed(String(s)) }
-            self.init(family: .v4, value: UInt128(v))
+        guard let address = IPAddress.parse(utf8: text.utf8) else { throw .malformed(String(text)) }
+        self = address
+    }
+
+    /// `init(_:)` on ASCII bytes, without making a String: what the configuration file parser calls.
+    static func parse(utf8 s: some Collection<UInt8>) -> IPAddress? {
+        if s.contains(UInt8(ascii: ":")) {
+            return parseV6(bytes: s).map { IPAddress(family: .v6, value: $0) }
         }
+        return parseV4(bytes: s).map { IPAddress(family: .v4, value: UInt128($0)) }
     }
 
     /// Network-order bytes.
@@ -82,8 +84,6 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
         (a.family, a.value) < (b.family, b.value)
     }
 
-    static func parseV4(_ s: Substring) -> UInt32? { parseV4(bytes: s.utf8) }
-
     /// Dotted quad from ASCII bytes: no signs, no leading zeros (octal to some parsers), each part 0-255.
     static func parseV4<C: Collection<UInt8>>(bytes: C) -> UInt32? {
         var value: UInt32 = 0, part: UInt32 = 0, digits = 0, parts = 0, leadingZero = false
@@ -106,48 +106,50 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
     }
 
     /// RFC 4291 text from ASCII bytes: eight groups, or fewer around one `::`, optionally ending in IPv4.
-    static func parseV6(_ s: Substring) -> UInt128? {
-        let b = Array(s.utf8)
+    /// One pass, no allocation: groups before the `::` and after it are gathered apart, then joined.
+    static func parseV6<C: Collection<UInt8>>(bytes: C) -> UInt128? {
         let colon = UInt8(ascii: ":")
-        var gap: Int?
-        var i = 0
-        while i + 1 < b.count {
-            if b[i] == colon, b[i + 1] == colon {
-                guard gap == nil else { return nil }
-                gap = i
-                i += 2
-            } else { i += 1 }
+        var head: UInt128 = 0, headCount = 0, tail: UInt128 = 0, tailCount = 0
+        var gap = false
+        var i = bytes.startIndex
+        let end = bytes.endIndex
+        func add(_ group: UInt128) {
+            if gap { tail = tail << 16 | group; tailCount += 1 } else { head = head << 16 | group; headCount += 1 }
         }
-        func groups(_ part: ArraySlice<UInt8>, allowV4Tail: Bool) -> [UInt16]? {
-            if part.isEmpty { return [] }
-            var out: [UInt16] = []
-            let items = part.split(separator: colon, omittingEmptySubsequences: false)
-            for (n, item) in items.enumerated() {
-                if allowV4Tail, n == items.count - 1, item.contains(UInt8(ascii: ".")) {
-                    guard let v4 = parseV4(bytes: item) else { return nil }
-                    out.append(UInt16(v4 >> 16)); out.append(UInt16(v4 & 0xffff))
-                    continue
-                }
-                guard (1...4).contains(item.count) else { return nil }
-                var g: UInt16 = 0
-                for c in item {
-                    guard let d = hexValue(c) else { return nil }
-                    g = g << 4 | UInt16(d)
-                }
-                out.append(g)
+        if i != end, bytes[i] == colon {
+            i = bytes.index(after: i)
+            guard i != end, bytes[i] == colon else { return nil }
+            gap = true
+            i = bytes.index(after: i)
+        }
+        while i != end {
+            let start = i
+            var group: UInt128 = 0, digits = 0
+            while i != end, let d = hexValue(bytes[i]) {
+                group = group << 4 | UInt128(d)
+                digits += 1
+                i = bytes.index(after: i)
             }
-            return out
+            if i != end, bytes[i] == UInt8(ascii: ".") {   // an IPv4 tail ends the address
+                guard let v4 = parseV4(bytes: bytes[start..<end]) else { return nil }
+                add(UInt128(v4 >> 16)); add(UInt128(v4 & 0xffff))
+                break
+            }
+            guard (1...4).contains(digits), headCount + tailCount < 8 else { return nil }
+            add(group)
+            if i == end { break }
+            guard bytes[i] == colon else { return nil }
+            i = bytes.index(after: i)
+            guard i != end else { return nil }   // one trailing colon
+            if bytes[i] == colon {
+                guard !gap else { return nil }
+                gap = true
+                i = bytes.index(after: i)
+            }
         }
-        let all: [UInt16]
-        if let gap {
-            guard let head = groups(b[..<gap], allowV4Tail: false), let tail = groups(b[(gap + 2)...], allowV4Tail: true),
-                  head.count + tail.count <= 7 else { return nil }
-            all = head + Array(repeating: 0, count: 8 - head.count - tail.count) + tail
-        } else {
-            guard let g = groups(b[...], allowV4Tail: true), g.count == 8 else { return nil }
-            all = g
-        }
-        return all.reduce(UInt128(0)) { $0 << 16 | UInt128($1) }
+        let count = headCount + tailCount
+        guard gap ? count <= 7 : count == 8 else { return nil }
+        return gap ? head << (16 * (8 - headCount)) | tail : head
     }
 
     static func hexValue(_ c: UInt8) -> UInt8? {

@@ -10,24 +10,36 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses `host:port`, IPv6 in brackets (`[fd00::1]:51820`).
     public init(_ text: some StringProtocol) throws(EndpointError) {
-        let s = Substring(text)
-        let u = s.utf8
-        let host: Substring, portText: Substring
-        if u.first == UInt8(ascii: "[") {
-            guard let close = u.firstIndex(of: UInt8(ascii: "]")), u[u.index(after: close)...].first == UInt8(ascii: ":") else { throw .malformed(String(s)) }
-            host = s[u.index(after: u.startIndex)..<close]
-            portText = s[u.index(close, offsetBy: 2)...]
+        self = try Endpoint.parse(utf8: text.utf8)
+    }
+
+    /// `init(_:)` on ASCII bytes; a String is made only for an error message.
+    static func parse<C: Collection<UInt8>>(utf8 u: C) throws(EndpointError) -> Endpoint {
+        let bracketed = u.first == UInt8(ascii: "[")
+        let host: C.SubSequence, portText: C.SubSequence
+        if bracketed {
+            guard let close = u.firstIndex(of: UInt8(ascii: "]")), u[u.index(after: close)...].first == UInt8(ascii: ":") else {
+                throw .malformed(String(decoding: u, as: UTF8.self))
+            }
+            host = u[u.index(after: u.startIndex)..<close]
+            portText = u[u.index(close, offsetBy: 2)...]
         } else {
-            guard let colon = u.lastIndex(of: UInt8(ascii: ":")), !u[..<colon].contains(UInt8(ascii: ":")) else { throw .malformed(String(s)) }
-            host = s[..<colon]
-            portText = s[u.index(after: colon)...]
+            guard let colon = u.firstIndex(of: UInt8(ascii: ":")), !u[u.index(after: colon)...].contains(UInt8(ascii: ":")) else {
+                throw .malformed(String(decoding: u, as: UTF8.self))
+            }
+            host = u[..<colon]
+            portText = u[u.index(after: colon)...]
         }
-        guard let address = try? IPAddress(host) else { throw .malformed(String(s)) }
-        if (u.first == UInt8(ascii: "[")) != (address.family == .v6) { throw .malformed(String(s)) }
-        guard portText.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }), let port = UInt16(portText), port != 0 else {
-            throw .badPort(String(s))
+        guard let address = IPAddress.parse(utf8: host), bracketed == (address.family == .v6) else {
+            throw .malformed(String(decoding: u, as: UTF8.self))
         }
-        self.init(address: address, port: port)
+        var port = 0
+        for c in portText {
+            guard c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9"), port <= 65535 else { throw .badPort(String(decoding: u, as: UTF8.self)) }
+            port = port * 10 + Int(c - UInt8(ascii: "0"))
+        }
+        guard (1...65535).contains(port) else { throw .badPort(String(decoding: u, as: UTF8.self)) }
+        return Endpoint(address: address, port: UInt16(port))
     }
 
     public var description: String {

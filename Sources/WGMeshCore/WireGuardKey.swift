@@ -21,11 +21,16 @@ public struct WireGuardKey: Sendable, Hashable, Comparable, CustomStringConverti
     /// A key from standard base64 (44 characters with one `=`), as `wg` prints it; only the canonical
     /// encoding is accepted (the last character's two spare bits must be zero).
     public init(base64 text: some StringProtocol) throws(KeyError) {
-        guard let bytes = WireGuardKey.decodeBase64(Substring(text).utf8) else { throw .malformedBase64(WireGuardKey.redact(String(text))) }
+        try self.init(base64UTF8: Substring(text).utf8)
+    }
+
+    /// `init(base64:)` on ASCII bytes; a String is made only for an error message.
+    init(base64UTF8 text: some BidirectionalCollection<UInt8>) throws(KeyError) {
+        guard let bytes = WireGuardKey.decodeBase64(text) else { throw .malformedBase64(WireGuardKey.redact(String(decoding: text, as: UTF8.self))) }
         try self.init(bytes: bytes)
     }
 
-    static func decodeBase64(_ text: Substring.UTF8View) -> [UInt8]? {
+    static func decodeBase64<C: BidirectionalCollection<UInt8>>(_ text: C) -> [UInt8]? {
         guard text.count == 44, text.last == UInt8(ascii: "=") else { return nil }
         var out: [UInt8] = []
         out.reserveCapacity(byteCount)

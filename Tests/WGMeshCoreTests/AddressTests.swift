@@ -23,8 +23,39 @@ final class AddressTests: XCTestCase {
             XCTAssertEqual(try IPAddress(input).description, canonical, input)
             XCTAssertEqual(try IPAddress(canonical), try IPAddress(input))
         }
-        for bad in ["1::2::3", "12345::", "1:2:3:4:5:6:7:8:9", ":1", "1:2:3:4:5:6:7", "g::1", "1:2:3:4:5:6:7::8:9"] {
+        for bad in ["1::2::3", "12345::", "1:2:3:4:5:6:7:8:9", ":1", "1:2:3:4:5:6:7", "g::1", "1:2:3:4:5:6:7::8:9",
+                    "1:", "1::2:", ":::", "::1:", "1:2:3:4:5:6:7:8::", "::1.2.3", "1.2.3.4::", "::ffff:1.2.3.4:5",
+                    "1:2:3:4:5:6:1.2.3.4:8", "1:2:3:4:5:6:7:1.2.3.4", "::01.2.3.4", "1:2:3:4:5:6:7:8 ", "fd00::1/64"] {
             XCTAssertThrowsError(try IPAddress(bad), bad)
+        }
+    }
+
+    /// Every way of writing an address that RFC 4291 allows parses to the same value: full groups with
+    /// leading zeros, upper case, any one run of zero groups as `::` (not only the longest), an IPv4 tail.
+    func testIPv6EveryRFC4291SpellingParsesToTheSameValue() throws {
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            // Groups that are often zero, so that `::` has runs to choose from.
+            let groups = (0..<8).map { _ in Bool.random(using: &rng) ? UInt16(0) : UInt16.random(in: 0...UInt16.max, using: &rng) }
+            let value = groups.reduce(UInt128(0)) { $0 << 16 | UInt128($1) }
+            var spellings = [groups.map { String($0, radix: 16) }.joined(separator: ":"),
+                             groups.map { String(repeating: "0", count: 4 - String($0, radix: 16).count) + String($0, radix: 16).uppercased() }.joined(separator: ":")]
+            let v4 = "\(groups[6] >> 8).\(groups[6] & 0xff).\(groups[7] >> 8).\(groups[7] & 0xff)"
+            spellings.append(groups[..<6].map { String($0, radix: 16) }.joined(separator: ":") + ":" + v4)
+            for start in 0..<8 where groups[start] == 0 {
+                var end = start
+                while end < 8, groups[end] == 0 {
+                    end += 1
+                    let head = groups[..<start].map { String($0, radix: 16) }.joined(separator: ":")
+                    let tail = groups[end...].map { String($0, radix: 16) }.joined(separator: ":")
+                    spellings.append(head + "::" + tail)
+                    if end <= 6 { spellings.append(head + "::" + (groups[end..<6].map { String($0, radix: 16) } + [v4]).joined(separator: ":")) }
+                }
+            }
+            for text in spellings {
+                XCTAssertEqual(try IPAddress(text), IPAddress(family: .v6, value: value), text)
+            }
+            XCTAssertEqual(try IPAddress(IPAddress(family: .v6, value: value).description).value, value)
         }
     }
 
