@@ -32,29 +32,31 @@ public struct WireGuardKey: Sendable, Hashable, Comparable, CustomStringConverti
 
     static func decodeBase64<C: BidirectionalCollection<UInt8>>(_ text: C) -> [UInt8]? {
         guard text.count == 44, text.last == UInt8(ascii: "=") else { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(byteCount)
-        var acc: UInt32 = 0, bits = 0
-        for c in text.dropLast() {
-            let v: UInt8
-            switch c {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"): v = c - UInt8(ascii: "A")
-            case UInt8(ascii: "a")...UInt8(ascii: "z"): v = c - UInt8(ascii: "a") + 26
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = c - UInt8(ascii: "0") + 52
-            case UInt8(ascii: "+"): v = 62
-            case UInt8(ascii: "/"): v = 63
-            default: return nil
-            }
-            acc = (acc << 6 | UInt32(v)) & 0x3fff
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                out.append(UInt8(truncatingIfNeeded: acc >> bits))
+        var acc: UInt32 = 0, bits = 0, valid = true
+        let out = [UInt8](unsafeUninitializedCapacity: byteCount) { out, count in
+            for c in text.dropLast() {
+                let v = base64Values[Int(c)]
+                valid = valid && v < 64
+                acc = (acc << 6 | UInt32(v & 63)) & 0x3fff
+                bits += 6
+                if bits >= 8 {
+                    bits -= 8
+                    out[count] = UInt8(truncatingIfNeeded: acc >> bits)
+                    count += 1
+                }
             }
         }
-        guard acc & ((1 << bits) - 1) == 0 else { return nil }
+        // The last character's spare bits must be zero: only the canonical encoding of a key is accepted.
+        guard valid, acc & ((1 << bits) - 1) == 0 else { return nil }
         return out
     }
+
+    /// Each byte's value in standard base64, or 0xff for a byte that is not in its alphabet.
+    private static let base64Values: [UInt8] = {
+        var table = [UInt8](repeating: 0xff, count: 256)
+        for (i, c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8.enumerated() { table[Int(c)] = UInt8(i) }
+        return table
+    }()
 
     /// The all-zero key, which the kernel reads as "no key".
     public static let zero = try! WireGuardKey(bytes: [UInt8](repeating: 0, count: byteCount))

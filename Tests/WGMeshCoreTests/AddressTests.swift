@@ -115,8 +115,14 @@ final class AddressTests: XCTestCase {
         let alice = try WireGuardKey(bytes: hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"))
         XCTAssertEqual(try WireGuardKeyPair.publicKey(for: alice).bytes, hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"))
         for bad in ["", "abc", String(repeating: "A", count: 44), pair.publicKey.base64.dropLast(2) + "!=",
-                    String(repeating: "A", count: 43) + "B="] {  // last char carries non-zero padding bits
+                    String(repeating: "A", count: 43) + "B=",   // last char carries non-zero padding bits
+                    String(repeating: "A", count: 41) + "é=",   // 44 bytes, two of them outside base64
+                    String(repeating: "A", count: 42) + "-=", String(repeating: "A", count: 42) + "A "] {
             XCTAssertThrowsError(try WireGuardKey(base64: bad), bad)
+        }
+        for _ in 0..<1000 {   // every byte value in every position decodes back
+            let bytes = (0..<32).map { _ in UInt8.random(in: 0...255) }
+            XCTAssertEqual(try WireGuardKey(base64: try WireGuardKey(bytes: bytes).base64).bytes, bytes)
         }
         XCTAssertThrowsError(try WireGuardKey(base64: "AAAA" + String(repeating: "A", count: 40))) { error in
             XCTAssertFalse("\(error)".contains(String(repeating: "A", count: 40)), "a bad key is not echoed in full")
