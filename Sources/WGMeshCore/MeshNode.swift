@@ -176,3 +176,16 @@ public enum RFC3339 {
         Date.ISO8601FormatStyle().format(d)
     }
 }
+
+extension StringProtocol {
+    /// Without leading and trailing ASCII whitespace.
+    var trimmingWhitespace: String {
+        let s = Substring(self)
+        let u = s.utf8
+        func space(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0d || c == 0x0a }
+        var start = u.startIndex, end = u.endIndex
+        while start < end, space(u[start]) { start = u.index(after: start) }
+        while end > start, space(u[u.index(before: end)]) { end = u.index(before: end) }
+        return String(s[start..<end])
+    }
+}
