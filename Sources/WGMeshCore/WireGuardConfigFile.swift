@@ -11,7 +11,12 @@ public enum WireGuardConfigFile {
         case privateKey = "privatekey", listenPort = "listenport", firewallMark = "fwmark"
         case publicKey = "publickey", presharedKey = "presharedkey", endpoint = "endpoint"
         case persistentKeepalive = "persistentkeepalive", allowedIPs = "allowedips"
-        var section: Section { [.privateKey, .listenPort, .firewallMark].contains(self) ? .interface : .peer }
+        var section: Section {
+            switch self {
+            case .privateKey, .listenPort, .firewallMark: return .interface
+            case .publicKey, .presharedKey, .endpoint, .persistentKeepalive, .allowedIPs: return .peer
+            }
+        }
     }
 
     /// The parser proper, on the file's bytes: lines, keys and values are byte ranges, and a String is
