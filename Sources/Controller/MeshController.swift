@@ -107,8 +107,8 @@ public final class MeshController: Sendable {
             let (pending, eventQueue) = AsyncStream<PendingEvent>.makeStream()
             group.addTask {
                 for await e in pending {
-                    await self.events.record(about: e.object, warning: e.notice.warning, reason: e.notice.reason,
-                                             action: e.notice.action, note: e.notice.note, at: e.at)
+                    await self.events.record(about: e.object, warning: e.notice.warning, reason: e.notice.reason.rawValue,
+                                             action: e.notice.reason.action, note: e.notice.note, at: e.at)
                 }
             }
             await informer.waitUntilSynced()
@@ -156,8 +156,8 @@ public final class MeshController: Sendable {
                 // CIDRs the cluster assigned from elsewhere (spec.podCIDRs): not ours to track.
             } catch {
                 logger.error("node's Pod CIDR cannot be restored", metadata: ["node": "\(name)", "error": "\(error)"])
-                state.reported[name, default: []].insert("PodCIDRConflict")
-                eventQueue?.yield(PendingEvent(object: object, notice: .init(warning: true, reason: "PodCIDRConflict", note: "\(error)"), at: now()))
+                state.reported[name, default: []].insert(NodeIssuance.Notice.Reason.podCIDRConflict.rawValue)
+                eventQueue?.yield(PendingEvent(object: object, notice: .init(warning: true, reason: .podCIDRConflict, note: "\(error)"), at: now()))
             }
         }
         logger.info("state rebuilt from annotations", metadata: ["nodes": "\(nodes.count)", "allocations": "\(state.allocator?.count ?? 0)",
@@ -192,7 +192,7 @@ public final class MeshController: Sendable {
                                            mayStartRotation: state.rotating.count < configuration.maxConcurrentRotations || state.rotating.contains(name),
                                            now: now)
         if decision.restartGrace { state.stagedAt[name] = now }
-        for (reason, waiting) in [("PodCIDRExhausted", \State.waitingForCIDR), ("RotationQueued", \State.waitingForRotation)] {
+        for (reason, waiting) in [(NodeIssuance.Notice.Reason.podCIDRExhausted, \State.waitingForCIDR), (.rotationQueued, \State.waitingForRotation)] {
             if decision.notices.contains(where: { $0.reason == reason }) {
                 state[keyPath: waiting].insert(name)
             } else {
@@ -243,15 +243,15 @@ public final class MeshController: Sendable {
                                                    "generation": "\(issued ?? "-")"])
         }
         for notice in decision.notices {
-            let key = notice.reason + ":" + notice.note
+            let key = notice.reason.rawValue + ":" + notice.note
             if decision.annotations.isEmpty || notice.warning {
                 // Notices without a write repeat on every resync; report each one once.
                 guard state.reported[name, default: []].insert(key).inserted else { continue }
             }
             if notice.warning {
-                logger.warning("\(notice.reason)", metadata: ["node": "\(name)", "note": "\(notice.note)"])
+                logger.warning("\(notice.reason.rawValue)", metadata: ["node": "\(name)", "note": "\(notice.note)"])
             } else {
-                logger.info("\(notice.reason)", metadata: ["node": "\(name)", "note": "\(notice.note)"])
+                logger.info("\(notice.reason.rawValue)", metadata: ["node": "\(name)", "note": "\(notice.note)"])
             }
             state.eventQueue?.yield(PendingEvent(object: object, notice: notice, at: written))
         }
@@ -268,8 +268,8 @@ public final class MeshController: Sendable {
             sealed = try SealedKey.seal(pair.privateKey, to: enrollment, nodeName: name, generation: generation)
         } catch {
             decision.key = nil
-            decision.notices.removeAll { $0.reason == "KeyIssued" || $0.reason == "KeyRotationStaged" }
-            decision.notices.append(.init(warning: true, reason: "EnrollmentKeyInvalid",
+            decision.notices.removeAll { $0.reason == .keyIssued || $0.reason == .keyRotationStaged }
+            decision.notices.append(.init(warning: true, reason: .enrollmentKeyInvalid,
                                           note: "node \(name): no keypair issued: \(error) (enrollment key \(enrollment.base64))"))
             return nil
         }

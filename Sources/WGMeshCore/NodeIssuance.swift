@@ -68,26 +68,34 @@ public struct NodeIssuance: Sendable, Equatable {
 
     /// Something worth an Event on the Node and a log line. Never carries key material.
     public struct Notice: Sendable, Equatable {
+        /// The Event's reason; the raw value is what Kubernetes shows (CamelCase, as Event reasons are).
+        public enum Reason: String, Sendable {
+            case podCIDRAllocated = "PodCIDRAllocated", podCIDRAssigned = "PodCIDRAssigned", podCIDRExhausted = "PodCIDRExhausted"
+            case podCIDRPending = "PodCIDRPending", podCIDRInvalid = "PodCIDRInvalid", podCIDRConflict = "PodCIDRConflict"
+            case keyIssued = "KeyIssued", enrollmentKeyInvalid = "EnrollmentKeyInvalid", invalidAnnotation = "InvalidAnnotation"
+            case keyRotationStaged = "KeyRotationStaged", keyRotated = "KeyRotated", rotationQueued = "RotationQueued"
+            case endpointUnknown = "EndpointUnknown"
+
+            /// The Event's `action`: what the controller was doing.
+            public var action: String {
+                switch self {
+                case .podCIDRAllocated, .podCIDRAssigned, .podCIDRExhausted, .podCIDRPending, .podCIDRInvalid: return "AllocatePodCIDR"
+                case .podCIDRConflict: return "Restore"
+                case .keyRotationStaged, .keyRotated, .rotationQueued: return "RotateKey"
+                case .endpointUnknown: return "ChooseEndpoint"
+                case .keyIssued, .enrollmentKeyInvalid, .invalidAnnotation: return "IssueKey"
+                }
+            }
+        }
+
         public var warning: Bool
-        /// CamelCase, as Kubernetes Event reasons are.
-        public var reason: String
+        public var reason: Reason
         public var note: String
 
-        public init(warning: Bool, reason: String, note: String) {
+        public init(warning: Bool, reason: Reason, note: String) {
             self.warning = warning
             self.reason = reason
             self.note = note
-        }
-
-        /// The Event's `action`: what the controller was doing.
-        public var action: String {
-            switch reason {
-            case "PodCIDRAllocated", "PodCIDRAssigned", "PodCIDRExhausted", "PodCIDRPending", "PodCIDRInvalid": return "AllocatePodCIDR"
-            case "PodCIDRConflict": return "Restore"
-            case "KeyRotationStaged", "KeyRotated", "RotationQueued": return "RotateKey"
-            case "EndpointUnknown": return "ChooseEndpoint"
-            default: return "IssueKey"
-            }
         }
     }
 
@@ -117,17 +125,17 @@ public struct NodeIssuance: Sendable, Equatable {
         do {
             node = try MeshNode(name: facts.name, annotations: annotations)
         } catch where error.key == Annotation.enrollmentKey {
-            out.notices.append(Notice(warning: true, reason: "EnrollmentKeyInvalid", note: "\(error)"))
+            out.notices.append(Notice(warning: true, reason: .enrollmentKeyInvalid, note: "\(error)"))
             annotations[Annotation.enrollmentKey] = nil
             do {
                 node = try MeshNode(name: facts.name, annotations: annotations)
             } catch {
-                out.notices.append(Notice(warning: true, reason: "InvalidAnnotation", note: "\(error)"))
+                out.notices.append(Notice(warning: true, reason: .invalidAnnotation, note: "\(error)"))
                 out.skipped = true
                 return out
             }
         } catch {
-            out.notices.append(Notice(warning: true, reason: "InvalidAnnotation", note: "\(error)"))
+            out.notices.append(Notice(warning: true, reason: .invalidAnnotation, note: "\(error)"))
             out.skipped = true
             return out
         }
@@ -143,20 +151,20 @@ public struct NodeIssuance: Sendable, Equatable {
             var spec: [IPPrefix] = []
             for text in facts.specPodCIDRs {
                 guard let cidr = try? IPPrefix(text), cidr.isCanonical else {
-                    notices.append(Notice(warning: true, reason: "PodCIDRInvalid", note: "spec.podCIDRs has \"\(text)\", which is not a CIDR; fix the Node's spec"))
+                    notices.append(Notice(warning: true, reason: .podCIDRInvalid, note: "spec.podCIDRs has \"\(text)\", which is not a CIDR; fix the Node's spec"))
                     return
                 }
                 spec.append(cidr)
             }
             if spec.isEmpty {
-                notices.append(Notice(warning: true, reason: "PodCIDRPending", note: "the Node has no spec.podCIDRs yet (--cidr-source=node-spec): start kube-controller-manager with --allocate-node-cidrs, or use --cidr-source=wgmesh"))
+                notices.append(Notice(warning: true, reason: .podCIDRPending, note: "the Node has no spec.podCIDRs yet (--cidr-source=node-spec): start kube-controller-manager with --allocate-node-cidrs, or use --cidr-source=wgmesh"))
             } else {
                 // Ranges the cluster assigned inside wgmesh's pools are taken, so no other node gets them.
                 try? allocator?.restore(node: node.name, cidrs: spec)
             }
             if !spec.isEmpty, spec != node.podCIDRs {
                 annotations[Annotation.podCIDRs] = spec.map(\.description).joined(separator: ",")
-                notices.append(Notice(warning: false, reason: "PodCIDRAssigned", note: "Pod CIDRs \(spec.map(\.description).joined(separator: ", ")) from spec.podCIDRs"))
+                notices.append(Notice(warning: false, reason: .podCIDRAssigned, note: "Pod CIDRs \(spec.map(\.description).joined(separator: ", ")) from spec.podCIDRs"))
             }
             return
         }
@@ -169,9 +177,9 @@ public struct NodeIssuance: Sendable, Equatable {
         do {
             let cidrs = try allocator!.allocate(node: node.name)
             annotations[Annotation.podCIDRs] = cidrs.map(\.description).joined(separator: ",")
-            notices.append(Notice(warning: false, reason: "PodCIDRAllocated", note: "allocated Pod CIDRs \(cidrs.map(\.description).joined(separator: ", "))"))
+            notices.append(Notice(warning: false, reason: .podCIDRAllocated, note: "allocated Pod CIDRs \(cidrs.map(\.description).joined(separator: ", "))"))
         } catch {
-            notices.append(Notice(warning: true, reason: "PodCIDRExhausted", note: "\(error)"))
+            notices.append(Notice(warning: true, reason: .podCIDRExhausted, note: "\(error)"))
         }
     }
 
@@ -188,7 +196,7 @@ public struct NodeIssuance: Sendable, Equatable {
         if let chosen {
             if chosen != node.endpoint { annotations[Annotation.endpoint] = chosen.description }
         } else if node.endpoint == nil, node.endpointOverride == nil {
-            notices.append(Notice(warning: true, reason: "EndpointUnknown", note: "the Node has no address of type \(policy.endpointAddressTypes.joined(separator: " or ")); set \(Annotation.endpointOverride) or change --endpoint-address-type"))
+            notices.append(Notice(warning: true, reason: .endpointUnknown, note: "the Node has no address of type \(policy.endpointAddressTypes.joined(separator: " or ")); set \(Annotation.endpointOverride) or change --endpoint-address-type"))
         }
     }
 
@@ -201,7 +209,7 @@ public struct NodeIssuance: Sendable, Equatable {
             annotations[Annotation.nextPublicKey] = node.nextPublicKey == nil ? nil : .some(nil)
             annotations[Annotation.nextSealedPrivateKey] = node.nextSealedPrivateKey == nil ? nil : .some(nil)
             let why = node.publicKey == nil ? "a new node" : node.sealedTo != enrollment ? "the node published a new enrollment key" : "the key has no issue time"
-            notices.append(Notice(warning: false, reason: "KeyIssued", note: "issued keypair generation \(generation + 1): \(why)"))
+            notices.append(Notice(warning: false, reason: .keyIssued, note: "issued keypair generation \(generation + 1): \(why)"))
             if let maxAge = policy.rotation.maxKeyAge { revisitAt = now.addingTimeInterval(maxAge) }
             return
         }
@@ -211,12 +219,12 @@ public struct NodeIssuance: Sendable, Equatable {
             revisitAt = until
         case .stage(let reason):
             guard mayStartRotation else {
-                notices.append(Notice(warning: false, reason: "RotationQueued", note: "rotation waits for a free slot (--max-concurrent-rotations): \(reason)"))
+                notices.append(Notice(warning: false, reason: .rotationQueued, note: "rotation waits for a free slot (--max-concurrent-rotations): \(reason)"))
                 return
             }
             key = .stage(generation: generation + 1, enrollmentKey: enrollment)
             revisitAt = now.addingTimeInterval(policy.rotation.grace)
-            notices.append(Notice(warning: false, reason: "KeyRotationStaged", note: "published next key generation \(generation + 1) (\(reason)); switching in \(Int(policy.rotation.grace)) s"))
+            notices.append(Notice(warning: false, reason: .keyRotationStaged, note: "published next key generation \(generation + 1) (\(reason)); switching in \(Int(policy.rotation.grace)) s"))
         case .restartGrace:
             restartGrace = true
             revisitAt = now.addingTimeInterval(policy.rotation.grace)
@@ -228,7 +236,7 @@ public struct NodeIssuance: Sendable, Equatable {
             annotations[Annotation.keyIssuedAt] = RFC3339.format(now)
             annotations[Annotation.nextPublicKey] = .some(nil)
             annotations[Annotation.nextSealedPrivateKey] = .some(nil)
-            notices.append(Notice(warning: false, reason: "KeyRotated", note: "switched to key generation \(generation + 1)"))
+            notices.append(Notice(warning: false, reason: .keyRotated, note: "switched to key generation \(generation + 1)"))
             if let maxAge = policy.rotation.maxKeyAge { revisitAt = now.addingTimeInterval(maxAge) }
         }
     }

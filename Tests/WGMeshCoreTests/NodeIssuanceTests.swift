@@ -34,7 +34,7 @@ final class NodeIssuanceTests: XCTestCase {
         XCTAssertEqual(d.annotations[Annotation.podCIDRs], "10.244.0.0/24,fd00:10:244::/64")
         XCTAssertEqual(d.annotations[Annotation.endpoint], "10.0.0.1:51820")
         XCTAssertEqual(d.key, .issue(generation: 1, enrollmentKey: enrollment.publicKey))
-        XCTAssertEqual(d.notices.map(\.reason), ["PodCIDRAllocated", "KeyIssued"])
+        XCTAssertEqual(d.notices.map(\.reason.rawValue), ["PodCIDRAllocated", "KeyIssued"])
         XCTAssertEqual(a?.allocation(of: "n")?.map(\.description), ["10.244.0.0/24", "fd00:10:244::/64"])
         // The write failed: deciding again hands out the same CIDRs, not new ones.
         let again = decide(NodeFacts(name: "n", annotations: [:]), &a)
@@ -55,7 +55,7 @@ final class NodeIssuanceTests: XCTestCase {
         var a = try allocator()
         let garbage = decide(NodeFacts(name: "g", annotations: [Annotation.enrollmentKey: "junk"]), &a)
         XCTAssertNil(garbage.key)
-        XCTAssertEqual(garbage.notices.first?.reason, "EnrollmentKeyInvalid")
+        XCTAssertEqual(garbage.notices.first?.reason.rawValue, "EnrollmentKeyInvalid")
         XCTAssertTrue(garbage.notices[0].warning)
         XCTAssertNotNil(garbage.annotations[Annotation.podCIDRs], "the CIDR does not wait for a key")
 
@@ -73,7 +73,7 @@ final class NodeIssuanceTests: XCTestCase {
         let skipped = decide(NodeFacts(name: "n", annotations: broken), &a)
         XCTAssertTrue(skipped.skipped)
         XCTAssertTrue(skipped.writesNothing, "a malformed annotation is reported, never overwritten")
-        XCTAssertEqual(skipped.notices.first?.reason, "InvalidAnnotation")
+        XCTAssertEqual(skipped.notices.first?.reason.rawValue, "InvalidAnnotation")
     }
 
     func testCIDRSources() throws {
@@ -87,13 +87,13 @@ final class NodeIssuanceTests: XCTestCase {
                        "a range the cluster assigned inside the pool is not handed out again")
         var none: PodCIDRAllocator? = nil
         let pending = decide(NodeFacts(name: "p", annotations: [:]), &none, policy: .init(cidrSource: .nodeSpec))
-        XCTAssertEqual(pending.notices.first?.reason, "PodCIDRPending")
+        XCTAssertEqual(pending.notices.first?.reason.rawValue, "PodCIDRPending")
         XCTAssertNil(pending.annotations[Annotation.podCIDRs] ?? nil)
 
         var tiny: PodCIDRAllocator? = try PodCIDRAllocator(clusterCIDRs: [try IPPrefix("10.1.0.0/24")])
         _ = decide(NodeFacts(name: "a", annotations: [:]), &tiny)
         let full = decide(NodeFacts(name: "b", annotations: [:]), &tiny)
-        XCTAssertEqual(full.notices.first?.reason, "PodCIDRExhausted")
+        XCTAssertEqual(full.notices.first?.reason.rawValue, "PodCIDRExhausted")
         XCTAssertTrue(full.notices[0].note.contains("--cluster-cidr"), "says what to do")
     }
 
@@ -104,7 +104,7 @@ final class NodeIssuanceTests: XCTestCase {
                                                                          .init(type: "ExternalIP", address: "2001:db8::1")]), &a, policy: policy)
         XCTAssertEqual(d.annotations[Annotation.endpoint], "[2001:db8::1]:4500")
         let unknown = decide(NodeFacts(name: "m", annotations: [:], addresses: [.init(type: "Hostname", address: "m")]), &a)
-        XCTAssertEqual(unknown.notices.last?.reason, "EndpointUnknown")
+        XCTAssertEqual(unknown.notices.last?.reason.rawValue, "EndpointUnknown")
     }
 
     func testRotationPhases() throws {
@@ -115,7 +115,7 @@ final class NodeIssuanceTests: XCTestCase {
         let stage = decide(NodeFacts(name: "n", annotations: requested), &a, policy: policy)
         XCTAssertEqual(stage.key, .stage(generation: 2, enrollmentKey: enrollment.publicKey))
         XCTAssertEqual(stage.revisitAt, now.addingTimeInterval(10))
-        XCTAssertEqual(decide(NodeFacts(name: "n", annotations: requested), &a, policy: policy, mayStartRotation: false).notices.first?.reason,
+        XCTAssertEqual(decide(NodeFacts(name: "n", annotations: requested), &a, policy: policy, mayStartRotation: false).notices.first?.reason.rawValue,
                        "RotationQueued", "over the concurrency limit: wait")
 
         var staged = requested
