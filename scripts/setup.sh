@@ -6,6 +6,8 @@ command -v pkg-config >/dev/null || pkgs+=(pkg-config)
 pkg-config --exists libmnl 2>/dev/null || pkgs+=(libmnl-dev)
 command -v wg >/dev/null || pkgs+=(wireguard-tools)
 command -v ip >/dev/null || pkgs+=(iproute2)
+# Every program a test runs comes from here; scripts/vm-test.sh checks the list (test-programs.txt).
+command -v ping >/dev/null || pkgs+=(iputils-ping)
 command -v qemu-system-x86_64 >/dev/null || pkgs+=(qemu-system-x86)
 command -v depmod >/dev/null || pkgs+=(kmod)
 python3 -m venv --help >/dev/null 2>&1 || pkgs+=(python3-venv)

@@ -5,6 +5,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 swift build --build-tests >/dev/null
+# The guest runs the host's programs: every one the kernel tests run (their sh(...) calls) must be here.
+for prog in ip ping; do
+  command -v "$prog" >/dev/null || { echo "vm-test: the kernel tests run $prog, which is not installed: run scripts/setup.sh" >&2; exit 1; }
+done
 bundle="$root/.build/debug/wgmeshPackageTests.xctest"
 # The test classes that need the kernel; keep in step with Tests/*/ (grep KernelSupport.require).
 kernel_tests=$(for f in $(grep -l 'KernelSupport.require' Tests/*/*.swift); do
