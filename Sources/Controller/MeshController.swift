@@ -22,17 +22,26 @@ public final class MeshController: Sendable {
         public var maxConcurrentRotations: Int
         /// This replica, for Events.
         public var identity: String
+        /// The field manager of the controller's writes (its client's `fieldManager`): a `pod-cidrs`
+        /// annotation last written by it is the controller's own allocation, and wins an overlap.
+        public var fieldManager: String
 
         public init(clusterCIDRs: [IPPrefix], nodeMaskIPv4: Int = 24, nodeMaskIPv6: Int = 64, policy: ControllerPolicy = .init(),
-                    maxConcurrentRotations: Int = 1, identity: String) {
+                    maxConcurrentRotations: Int = 1, identity: String, fieldManager: String = MeshController.fieldManager) {
             self.clusterCIDRs = clusterCIDRs
             self.nodeMaskIPv4 = nodeMaskIPv4
             self.nodeMaskIPv6 = nodeMaskIPv6
             self.policy = policy
             self.maxConcurrentRotations = maxConcurrentRotations
             self.identity = identity
+            self.fieldManager = fieldManager
         }
     }
+
+    /// The field manager the controller writes as.
+    public static let fieldManager = "wgmesh-controller"
+    /// The Events' `reportingController`.
+    public static let reportingController = "wgmesh.dev/controller"
 
     /// What happened, for tests and the benchmark.
     public struct Statistics: Sendable, Hashable {
@@ -53,30 +62,31 @@ public final class MeshController: Sendable {
     /// Refuses a configuration that cannot work (overlapping cluster CIDRs, a bad mask, no CIDR source).
     public init(api: any KubeAPI, configuration: Configuration, logger: Logger,
                 informer: Informer.Configuration = .init(), now: @escaping @Sendable () -> Date = Date.init) throws(IPAMError) {
-        if !configuration.clusterCIDRs.isEmpty {
-            _ = try PodCIDRAllocator(clusterCIDRs: configuration.clusterCIDRs, nodeMaskIPv4: configuration.nodeMaskIPv4,
-                                     nodeMaskIPv6: configuration.nodeMaskIPv6)
-        } else if configuration.policy.cidrSource == .wgmesh {
-            throw .noClusterCIDR
-        }
+        if configuration.clusterCIDRs.isEmpty, configuration.policy.cidrSource == .wgmesh { throw .noClusterCIDR }
+        _ = try PodCIDRAllocator(clusterCIDRs: configuration.clusterCIDRs, nodeMaskIPv4: configuration.nodeMaskIPv4,
+                                 nodeMaskIPv6: configuration.nodeMaskIPv6)
         self.api = api
         self.configuration = configuration
         self.logger = logger
         self.informerConfiguration = informer
         self.now = now
-        events = EventRecorder(api: api, reportingController: "wgmesh.dev/controller", reportingInstance: configuration.identity, logger: logger)
+        events = EventRecorder(api: api, reportingController: Self.reportingController, reportingInstance: configuration.identity, logger: logger)
     }
 
     public var statistics: Statistics { stats.withLock { $0 } }
 
     /// The state one term of leadership builds from the annotations and keeps in memory.
     struct State {
-        var allocator: PodCIDRAllocator?
+        /// Every node's allocation and every CIDR a node publishes.
+        var allocator: PodCIDRAllocator
+        /// Nodes with `spec.podCIDRs` of each family: the families the cluster assigns itself.
+        var specNodes: [IPFamily: Set<String>] = [:]
         /// When this term staged each node's next key (lost on restart: the grace restarts).
         var stagedAt: [String: Date] = [:]
         /// Nodes with a rotation in progress, for `maxConcurrentRotations`.
         var rotating: Set<String> = []
-        /// Warnings already reported per node, so that a resync does not repeat them.
+        /// Warnings already reported per node (`reason:note`), so that neither a resync nor a new term
+        /// repeats them.
         var reported: [String: Set<String>] = [:]
         var retries: [String: Int] = [:]
         /// Nodes refused a CIDR because the pools are full: looked at again when one is freed.
@@ -113,6 +123,7 @@ public final class MeshController: Sendable {
             }
             await informer.waitUntilSynced()
             var state = rebuild(from: informer.list(), eventQueue: eventQueue)
+            state.reported = await standingWarnings()
             group.addTask {
                 for await event in informer.events {
                     if case .deleted(let o) = event { queue.yield(.deleted(o)) } else { queue.yield(.node(event.object.metadata.name)) }
@@ -127,7 +138,7 @@ public final class MeshController: Sendable {
                     forget(object, &state, timers)
                 case .node(let name):
                     guard let object = informer.get(name) else { continue }
-                    await reconcile(object, &state, timers)
+                    await reconcile(object, &state, timers, lookup: informer.get)
                 }
             }
             timers.cancelAll()
@@ -137,39 +148,79 @@ public final class MeshController: Sendable {
         }
     }
 
-    /// Restores every annotated allocation before anything new is handed out.
+    /// Restores every published allocation before anything new is handed out, each CIDR on its own, and
+    /// claims every CIDR any node publishes. When two nodes publish one CIDR, the allocation goes to the
+    /// node whose `pod-cidrs` the controller itself wrote (`managedFields`), else to the older node; the
+    /// reconcile that follows reports the overlap on both.
     func rebuild(from nodes: [KubeObject], eventQueue: AsyncStream<PendingEvent>.Continuation?) -> State {
         let c = configuration
-        var state = State(allocator: c.clusterCIDRs.isEmpty ? nil
-                          : try? PodCIDRAllocator(clusterCIDRs: c.clusterCIDRs, nodeMaskIPv4: c.nodeMaskIPv4, nodeMaskIPv6: c.nodeMaskIPv6),
+        var state = State(allocator: try! PodCIDRAllocator(clusterCIDRs: c.clusterCIDRs, nodeMaskIPv4: c.nodeMaskIPv4, nodeMaskIPv6: c.nodeMaskIPv6),
                           eventQueue: eventQueue)
-        // Oldest first: when two nodes claim one CIDR, the one that had it first keeps it.
-        for object in nodes.sorted(by: { ($0.metadata.creationTimestamp ?? "", $0.metadata.name) < ($1.metadata.creationTimestamp ?? "", $1.metadata.name) }) {
-            let name = object.metadata.name
-            let annotations = object.metadata.annotations
-            let claimed = annotations[Annotation.podCIDRs].flatMap { try? MeshNode(name: name, annotations: [Annotation.podCIDRs: $0]).podCIDRs } ?? []
-            if annotations[Annotation.nextPublicKey] != nil { state.rotating.insert(name) }
-            guard !claimed.isEmpty, state.allocator != nil else { continue }
-            do {
-                try state.allocator!.restore(node: name, cidrs: claimed)
-            } catch .outsideClusterCIDRs where c.policy.cidrSource != .wgmesh {
-                // CIDRs the cluster assigned from elsewhere (spec.podCIDRs): not ours to track.
-            } catch {
-                logger.error("node's Pod CIDR cannot be restored", metadata: ["node": "\(name)", "error": "\(error)"])
-                state.reported[name, default: []].insert(NodeIssuance.Notice.Reason.podCIDRConflict.rawValue)
-                eventQueue?.yield(PendingEvent(object: object, notice: .init(warning: true, reason: .podCIDRConflict, note: "\(error)"), at: now()))
-            }
+        func rank(_ o: KubeObject) -> (Int, String, String) {
+            (o.manager(ofAnnotation: Annotation.podCIDRs) == c.fieldManager ? 0 : 1, o.metadata.creationTimestamp ?? "", o.metadata.name)
         }
-        logger.info("state rebuilt from annotations", metadata: ["nodes": "\(nodes.count)", "allocations": "\(state.allocator?.count ?? 0)",
+        for object in nodes.sorted(by: { rank($0) < rank($1) }) {
+            let name = object.metadata.name
+            let facts = self.facts(object)
+            state.allocator.claim(node: name, cidrs: facts.publishedCIDRs)
+            noteSpec(facts, &state)
+            if object.metadata.annotations[Annotation.nextPublicKey] != nil { state.rotating.insert(name) }
+            guard let published = try? MeshNode(name: name, annotations: [Annotation.podCIDRs: object.metadata.annotations[Annotation.podCIDRs] ?? ""]) else {
+                continue
+            }
+            // Failures are reported by the node's reconcile, which follows.
+            for cidr in published.podCIDRs { try? state.allocator.restore(node: name, cidr: cidr) }
+        }
+        logger.info("state rebuilt from annotations", metadata: ["nodes": "\(nodes.count)", "allocations": "\(state.allocator.count)",
                                                                  "rotating": "\(state.rotating.count)"])
         return state
+    }
+
+    /// The Warnings this controller reported that still stand (Events live for an hour by default):
+    /// a new term does not report them again.
+    func standingWarnings() async -> [String: Set<String>] {
+        guard let list = try? await api.listAll(.events, namespace: "default") else { return [:] }
+        var reported: [String: Set<String>] = [:]
+        for event in list.items where event.json["reportingController"]?.string == Self.reportingController
+            && event.json["type"]?.string == "Warning" && event.json["regarding"]?["kind"]?.string == "Node" {
+            guard let node = event.json["regarding"]?["name"]?.string, let reason = event.json["reason"]?.string,
+                  let note = event.json["note"]?.string else { continue }
+            reported[node, default: []].insert(Self.reportKey(reason, note))
+        }
+        return reported
+    }
+
+    static func reportKey(_ reason: String, _ note: String) -> String {
+        // An Event's note is cut at 1 kB: compare what it can hold.
+        reason + ":" + note.prefix(1024)
+    }
+
+    func facts(_ object: KubeObject) -> NodeFacts {
+        let node = Node(object)
+        return NodeFacts(name: object.metadata.name, annotations: object.metadata.annotations,
+                         addresses: node.addresses.map { .init(type: $0.type, address: $0.address) }, specPodCIDRs: node.podCIDRs,
+                         created: object.metadata.creationTimestamp.flatMap(RFC3339.parse))
+    }
+
+    /// Records which families the node has in `spec.podCIDRs`.
+    func noteSpec(_ facts: NodeFacts, _ state: inout State) {
+        let families = Set(facts.specPodCIDRs.compactMap { try? IPPrefix($0).family })
+        for family in IPFamily.allCases {
+            if families.contains(family) {
+                state.specNodes[family, default: []].insert(facts.name)
+            } else {
+                state.specNodes[family]?.remove(facts.name)
+            }
+        }
     }
 
     func forget(_ object: KubeObject, _ state: inout State, _ timers: Timers) {
         let name = object.metadata.name
         // Freed only now that the Node is gone: a CIDR is never reused while its node exists.
-        if let cidrs = state.allocator?.allocation(of: name) {
-            state.allocator?.release(node: name)
+        for family in IPFamily.allCases { state.specNodes[family]?.remove(name) }
+        let cidrs = state.allocator.allocation(of: name)
+        state.allocator.release(node: name)
+        if let cidrs {
             logger.info("node deleted, Pod CIDRs freed", metadata: ["node": "\(name)", "cidrs": "\(cidrs.map(\.description).joined(separator: ","))"])
             let now = self.now()
             for waiting in state.waitingForCIDR { timers.schedule(waiting, at: now, now: now) }
@@ -182,13 +233,15 @@ public final class MeshController: Sendable {
         timers.cancel(name)
     }
 
-    func reconcile(_ object: KubeObject, _ state: inout State, _ timers: Timers) async {
+    /// Decides for one node and writes the decision; `lookup` finds other nodes an Event is also about.
+    func reconcile(_ object: KubeObject, _ state: inout State, _ timers: Timers, lookup: (String) -> KubeObject?) async {
         let name = object.metadata.name
-        let node = Node(object)
-        let facts = NodeFacts(name: name, annotations: object.metadata.annotations,
-                              addresses: node.addresses.map { .init(type: $0.type, address: $0.address) }, specPodCIDRs: node.podCIDRs)
+        let facts = self.facts(object)
+        noteSpec(facts, &state)
         let now = self.now()
-        var decision = NodeIssuance.decide(facts, allocator: &state.allocator, policy: configuration.policy, stagedAt: state.stagedAt[name],
+        let specFamilies = Set(state.specNodes.filter { !$0.value.isEmpty }.keys)
+        var decision = NodeIssuance.decide(facts, allocator: &state.allocator, specFamilies: specFamilies, policy: configuration.policy,
+                                           stagedAt: state.stagedAt[name],
                                            mayStartRotation: state.rotating.count < configuration.maxConcurrentRotations || state.rotating.contains(name),
                                            now: now)
         if decision.restartGrace { state.stagedAt[name] = now }
@@ -243,7 +296,7 @@ public final class MeshController: Sendable {
                                                    "generation": "\(issued ?? "-")"])
         }
         for notice in decision.notices {
-            let key = notice.reason.rawValue + ":" + notice.note
+            let key = Self.reportKey(notice.reason.rawValue, notice.note)
             if decision.annotations.isEmpty || notice.warning {
                 // Notices without a write repeat on every resync; report each one once.
                 guard state.reported[name, default: []].insert(key).inserted else { continue }
@@ -254,6 +307,10 @@ public final class MeshController: Sendable {
                 logger.info("\(notice.reason.rawValue)", metadata: ["node": "\(name)", "note": "\(notice.note)"])
             }
             state.eventQueue?.yield(PendingEvent(object: object, notice: notice, at: written))
+            // The other side of an overlap hears of it too, once.
+            if let other = notice.otherNode, let otherObject = lookup(other), state.reported[other, default: []].insert(key).inserted {
+                state.eventQueue?.yield(PendingEvent(object: otherObject, notice: notice, at: written))
+            }
         }
         if let at = decision.revisitAt { timers.schedule(name, at: at, now: self.now()) }
     }
@@ -268,6 +325,8 @@ public final class MeshController: Sendable {
             sealed = try SealedKey.seal(pair.privateKey, to: enrollment, nodeName: name, generation: generation)
         } catch {
             decision.key = nil
+            // A rotation request stays unanswered until a key is really staged.
+            decision.annotations[Annotation.rotateAnswered] = nil
             decision.notices.removeAll { $0.reason == .keyIssued || $0.reason == .keyRotationStaged }
             decision.notices.append(.init(warning: true, reason: .enrollmentKeyInvalid,
                                           note: "node \(name): no keypair issued: \(error) (enrollment key \(enrollment.base64))"))
@@ -290,7 +349,7 @@ public final class MeshController: Sendable {
     /// and the node is looked at again: at once after a conflict, which the watch is about to explain,
     /// later after other failures.
     func retry(_ name: String, _ error: KubeError, _ state: inout State, _ timers: Timers) {
-        if error.isNotFound { return }
+        if error.isNotFound || error.isCancelled { return }
         let attempt = state.retries[name, default: 0] + 1
         state.retries[name] = attempt
         let delay: TimeInterval
@@ -302,7 +361,7 @@ public final class MeshController: Sendable {
             delay = min(30, 0.2 * Double(1 << min(attempt, 8))) * Double.random(in: 1...1.5)
         }
         logger.warning("node update failed, retrying", metadata: ["node": "\(name)", "error": "\(error)", "attempt": "\(attempt)",
-                                                                  "delay": "\(delay)"])
+                                                                  "delay": "\(Seconds(delay))"])
         let now = self.now()
         timers.schedule(name, at: now.addingTimeInterval(delay), now: now)
     }

@@ -47,6 +47,7 @@ public struct EventRecorder: Sendable {
         do {
             _ = try await api.create(.events, namespace: meta.namespace ?? "default", event)
         } catch {
+            guard !error.isCancelled else { return }
             logger.warning("could not record an Event", metadata: ["object": "\(meta.name)", "reason": "\(reason)", "error": "\(error)"])
         }
     }

@@ -233,7 +233,7 @@ public final class Informer: Sendable {
                 state.withLock { $0.statistics.watchFailures += 1 }
                 if delivered > 0 { backoff.reset() }
                 let delay = backoff.next()
-                logger.warning("list/watch failed, retrying", metadata: ["error": "\(error)", "delay": "\(delay)"])
+                logger.warning("list/watch failed, retrying", metadata: ["error": "\(error)", "delay": "\(Seconds(delay))"])
                 try? await Task.sleep(for: delay)
             }
         }
@@ -284,7 +284,7 @@ public final class Informer: Sendable {
         } catch let error as KubeError {
             throw error
         } catch {
-            throw .transport(request: "watch \(resource)", "\(error)")
+            throw .transport("watch \(resource)", error)
         }
         return false
     }

@@ -17,14 +17,17 @@ public final class KubeClient: KubeAPI {
     /// `https://host:port`; the host is `tls-server-name` when the kubeconfig sets one.
     let base: String
     let userAgent: String
+    /// Sent as `fieldManager` with every write, so `metadata.managedFields` names this client's fields.
+    let fieldManager: String?
     /// How long a request other than a watch may take.
     let requestTimeout: TimeAmount
 
     /// Builds the TLS context from `config`; bad certificates or keys are refused here, naming the field.
-    public init(config: KubeConfig, userAgent: String = "wgmesh", requestTimeout: Duration = .seconds(30),
+    public init(config: KubeConfig, userAgent: String = "wgmesh", fieldManager: String? = nil, requestTimeout: Duration = .seconds(30),
                 connectTimeout: Duration = .seconds(10)) throws(KubeConfigError) {
         self.config = config
         self.userAgent = userAgent
+        self.fieldManager = fieldManager
         self.requestTimeout = TimeAmount(requestTimeout)
         var tls = TLSConfiguration.makeClientConfiguration()
         if let ca = config.certificateAuthorityPEM {
@@ -135,7 +138,9 @@ public final class KubeClient: KubeAPI {
     }
 
     func send(_ method: HTTPMethod, _ path: String, body: JSON? = nil, contentType: String = "application/json") async throws(KubeError) -> JSON {
-        try await send(Request(method: method, path: path, body: body, contentType: contentType))
+        var request = Request(method: method, path: path, body: body, contentType: contentType)
+        if let fieldManager, method != .GET, method != .DELETE { request.query.append(("fieldManager", fieldManager)) }
+        return try await send(request)
     }
 
     func send(_ request: Request) async throws(KubeError) -> JSON {
@@ -191,7 +196,7 @@ public final class KubeClient: KubeAPI {
         do {
             return try await http.execute(r, timeout: request.timeout ?? requestTimeout)
         } catch {
-            throw .transport(request: request.description, "\(error)")
+            throw .transport(request.description, error, context: "\(base): ")
         }
     }
 
@@ -199,7 +204,7 @@ public final class KubeClient: KubeAPI {
         do {
             return try await response.body.collect(upTo: KubeClient.maxBody)
         } catch {
-            throw .transport(request: request.description, "reading the response: \(error)")
+            throw .transport(request.description, error, context: "reading the response: ")
         }
     }
 

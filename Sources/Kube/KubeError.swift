@@ -1,3 +1,8 @@
+import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Why an API request failed, with the request named (`PATCH /api/v1/nodes/node-1`).
 public enum KubeError: Error, CustomStringConvertible {
     /// The server answered with a failure Status (404, 409, 410, 422, 500, …).
@@ -8,6 +13,8 @@ public enum KubeError: Error, CustomStringConvertible {
     case decoding(request: String, KubeDecodingError)
     /// Credentials could not be read (a token file that vanished).
     case credentials(KubeConfigError)
+    /// The calling task was cancelled (shutdown, or leadership lost) before the answer came.
+    case cancelled(request: String)
 
     /// The HTTP status code of an API failure.
     public var code: Int? {
@@ -28,7 +35,7 @@ public enum KubeError: Error, CustomStringConvertible {
         switch self {
         case .transport: return true
         case .api(_, let s): return s.code == 429 || s.code >= 500
-        case .decoding, .credentials: return false
+        case .decoding, .credentials, .cancelled: return false
         }
     }
 
@@ -38,7 +45,41 @@ public enum KubeError: Error, CustomStringConvertible {
         case .transport(let r, let why): return "\(r): \(why)"
         case .decoding(let r, let e): return "\(r): \(e)"
         case .credentials(let e): return "credentials: \(e)"
+        case .cancelled(let r): return "\(r): cancelled"
         }
+    }
+
+    /// Shutting down or handing over: nothing went wrong, and nothing to log as a failure.
+    public var isCancelled: Bool {
+        if case .cancelled = self { return true }
+        return false
+    }
+
+    /// A failure below HTTP, in words an operator reads ("connection refused", not NIO's type names);
+    /// cancellation is `.cancelled`.
+    static func transport(_ request: String, _ error: any Error, context: String = "") -> KubeError {
+        if error is CancellationError || Task.isCancelled { return .cancelled(request: request) }
+        let why: String
+        if let io = error as? IOError {
+            why = String(cString: strerror(io.errnoCode)).lowercased()
+        } else {
+            why = "\(error)"
+        }
+        return .transport(request: request, context + why)
+    }
+}
+
+/// A time span as logs show it: `0.85s`, `12s`.
+public struct Seconds: CustomStringConvertible, Sendable {
+    public let value: Double
+    public init(_ value: Double) { self.value = value }
+    public init(_ duration: Duration) {
+        let c = duration.components
+        value = Double(c.seconds) + Double(c.attoseconds) / 1e18
+    }
+
+    public var description: String {
+        value >= 10 ? "\(Int(value.rounded()))s" : "\((value * 100).rounded() / 100)s"
     }
 }
 

@@ -42,6 +42,9 @@ public final class LeaderElector: Sendable {
         var lease: KubeObject?
         var at: ContinuousClock.Instant = .now
         var leading = false
+        /// The spec this process last wrote: a lease naming this identity is ours only while it still
+        /// holds that spec. Another process with the same identity renewing it is another leader.
+        var written: JSON?
     }
 
     public let configuration: Configuration
@@ -134,7 +137,7 @@ public final class LeaderElector: Sendable {
             case .held:
                 lastRenew = .now
             case .heldByOther(let holder):
-                logger.warning("lease taken over", metadata: ["holder": "\(holder)"])
+                logger.warning("lost leadership: the lease was renewed by someone else", metadata: ["holder": "\(holder)"])
                 return
             case .failed:
                 if ContinuousClock.now - lastRenew >= configuration.renewDeadline {
@@ -180,11 +183,18 @@ public final class LeaderElector: Sendable {
             let held = Lease(lease)
             let holder = held.holderIdentity ?? ""
             let duration = Duration.seconds(held.leaseDurationSeconds ?? 0)
-            if !holder.isEmpty, holder != c.identity, ContinuousClock.now < observedAt + duration {
+            // Ours only if this process wrote what the lease holds: another process with the same
+            // identity (two replicas given one --identity) must not lead beside us.
+            let ours = holder == c.identity && observation.withLock { $0.written == lease.json["spec"] }
+            if !holder.isEmpty, !ours, ContinuousClock.now < observedAt + duration {
+                if holder == c.identity {
+                    logger.warning("another process holds the lease under this replica's identity; give each replica its own --identity",
+                                   metadata: ["holder": "\(holder)"])
+                }
                 return .heldByOther(holder)
             }
             var spec = lease.json["spec"]?.object ?? [:]
-            if holder != c.identity {
+            if !ours {
                 spec["acquireTime"] = .string(now)
                 spec["leaseTransitions"] = .integer((held.leaseTransitions ?? 0) + 1)
             }
@@ -198,10 +208,14 @@ public final class LeaderElector: Sendable {
             observe(updated, leading: true)
             return .held
         } catch {
-            if error.code == 409 {
-                logger.debug("lost a race for the lease", metadata: ["error": "\(error)"])
-            } else {
+            if error.isCancelled { return .failed }
+            if error.code != 409 {
                 logger.warning("lease request failed", metadata: ["error": "\(error)"])
+            } else if isLeader {
+                // Someone else wrote the lease while we led: the next read says who.
+                logger.warning("the lease was changed by someone else while this replica led", metadata: ["error": "\(error)"])
+            } else {
+                logger.debug("lost a race for the lease", metadata: ["error": "\(error)"])
             }
             return .failed
         }
@@ -213,7 +227,10 @@ public final class LeaderElector: Sendable {
         observation.withLock { o in
             if o.lease?.json["spec"] != lease.json["spec"] { o.at = .now }
             o.lease = lease
-            if let leading { o.leading = leading }
+            if let leading {
+                o.leading = leading
+                if leading { o.written = lease.json["spec"] }
+            }
             return o.at
         }
     }
@@ -224,9 +241,10 @@ public final class LeaderElector: Sendable {
         await Task { await self.release() }.value
     }
 
-    /// Clears the holder if it is still this replica, so another takes over without waiting.
+    /// Clears the holder if it is still this process, so another takes over without waiting.
     func release() async {
-        guard let lease = observation.withLock({ $0.lease }), Lease(lease).holderIdentity == configuration.identity else { return }
+        guard let lease = observation.withLock({ o in o.lease.flatMap { o.written == $0.json["spec"] ? $0 : nil } }),
+              Lease(lease).holderIdentity == configuration.identity else { return }
         var body = lease.json.object ?? [:]
         var spec = lease.json["spec"]?.object ?? [:]
         // As client-go releases: an empty holder, and a one-second duration.
@@ -238,6 +256,8 @@ public final class LeaderElector: Sendable {
             let updated = try await api.update(.leases, namespace: configuration.namespace, .object(body), subresource: nil)
             observe(updated, leading: false)
             logger.info("released the lease")
+        } catch where error.code == 409 {
+            logger.info("the lease changed since this replica last renewed it: nothing to release")
         } catch {
             logger.warning("could not release the lease; it expires on its own", metadata: ["error": "\(error)"])
         }

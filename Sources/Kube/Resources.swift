@@ -36,6 +36,15 @@ public struct KubeObject: Sendable, Hashable {
     public var kind: String? { json["kind"]?.string }
     public var apiVersion: String? { json["apiVersion"]?.string }
     public var metadata: ObjectMeta { ObjectMeta(json["metadata"]) }
+
+    /// The field manager that last wrote annotation `key`, from `metadata.managedFields` (the API server
+    /// records one per field; nil when the object carries none).
+    public func manager(ofAnnotation key: String) -> String? {
+        for entry in json["metadata"]?["managedFields"]?.array ?? [] where entry["fieldsV1"]?["f:metadata"]?["f:annotations"]?["f:" + key] != nil {
+            return entry["manager"]?.string
+        }
+        return nil
+    }
 }
 
 /// A typed view of a Node: what wgmesh reads from it.

@@ -38,7 +38,7 @@ public struct WatchStream: AsyncSequence, Sendable {
                 do {
                     chunk = try await chunks.next()
                 } catch {
-                    throw KubeError.transport(request: request, "the watch connection broke: \(error)")
+                    throw KubeError.transport(request, error, context: "the watch connection broke: ")
                 }
                 buffer.removeFirst(start)
                 start = 0

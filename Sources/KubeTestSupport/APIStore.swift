@@ -100,7 +100,7 @@ public struct APIStore: Sendable {
     // MARK: writes
 
     /// POST. A `generateName` without a name gets five random characters appended, as the API does.
-    public mutating func create(_ object: JSON) throws(Status) -> JSON {
+    public mutating func create(_ object: JSON, manager: String? = nil) throws(Status) -> JSON {
         var object = object
         var meta = ObjectMeta(object["metadata"])
         if meta.name.isEmpty, let prefix = object["metadata"]?["generateName"]?.string {
@@ -119,20 +119,20 @@ public struct APIStore: Sendable {
         guard objects[meta.name] == nil else {
             throw status(409, "AlreadyExists", "\(resource.qualifiedName) \"\(meta.name)\" already exists", name: meta.name)
         }
-        return commit(.added, name: meta.name, object: object, previous: nil)
+        return commit(.added, name: meta.name, object: object, previous: nil, manager: manager, subresource: nil)
     }
 
     /// PUT, of the object or of its `status` subresource. The body's resourceVersion, when set, must be
     /// the current one (409 Conflict otherwise).
-    public mutating func update(_ object: JSON, subresource: String? = nil) throws(Status) -> JSON {
+    public mutating func update(_ object: JSON, subresource: String? = nil, manager: String? = nil) throws(Status) -> JSON {
         let name = ObjectMeta(object["metadata"]).name
         let current = try get(name)
-        return try write(name, current: current, proposed: object, subresource: subresource)
+        return try write(name, current: current, proposed: object, subresource: subresource, manager: manager)
     }
 
     /// PATCH, of the object or of its `status` subresource. A `metadata.resourceVersion` the patch sets
     /// is a precondition, whatever the patch type.
-    public mutating func patch(_ name: String, _ patch: Patch, subresource: String? = nil) throws(Status) -> JSON {
+    public mutating func patch(_ name: String, _ patch: Patch, subresource: String? = nil, manager: String? = nil) throws(Status) -> JSON {
         let current = try get(name)
         let proposed: JSON
         switch patch {
@@ -140,7 +140,7 @@ public struct APIStore: Sendable {
         case .strategicMerge(let p): proposed = APIStore.strategicMergePatch(current, p)
         case .json(let ops): proposed = try applyJSONPatch(current, ops, name: name)
         }
-        return try write(name, current: current, proposed: proposed, subresource: subresource)
+        return try write(name, current: current, proposed: proposed, subresource: subresource, manager: manager)
     }
 
     /// JSON merge patch (RFC 7386); see `patch`.
@@ -162,7 +162,7 @@ public struct APIStore: Sendable {
 
     /// Validates and stores a new state. The main resource cannot change status, the status
     /// subresource can change only status (the registry's status strategies).
-    private mutating func write(_ name: String, current: JSON, proposed: JSON, subresource: String?) throws(Status) -> JSON {
+    private mutating func write(_ name: String, current: JSON, proposed: JSON, subresource: String?, manager: String?) throws(Status) -> JSON {
         if let subresource {
             guard subresource == "status", hasStatus else {
                 throw status(404, "NotFound", "the server could not find the requested resource", name: name)
@@ -185,9 +185,9 @@ public struct APIStore: Sendable {
         }
         // Server-owned metadata is not the client's to change.
         var meta = next["metadata"]?.object ?? [:]
-        for key in ["uid", "creationTimestamp"] { meta[key] = current["metadata"]?[key] }
+        for key in ["uid", "creationTimestamp", "managedFields"] { meta[key] = current["metadata"]?[key] }
         next["metadata"] = .object(meta)
-        return commit(.modified, name: name, object: .object(next), previous: current)
+        return commit(.modified, name: name, object: .object(next), previous: current, manager: manager, subresource: subresource)
     }
 
     private func validateAnnotations(_ object: JSON, name: String) throws(Status) {
@@ -196,10 +196,14 @@ public struct APIStore: Sendable {
         }
     }
 
-    private mutating func commit(_ type: EventType, name: String, object: JSON, previous: JSON?) -> JSON {
+    private mutating func commit(_ type: EventType, name: String, object: JSON, previous: JSON?,
+                                 manager: String? = nil, subresource: String? = nil) -> JSON {
         resourceVersion += 1
         var o = object.object ?? [:]
         var meta = o["metadata"]?.object ?? [:]
+        if type != .deleted, let manager {
+            meta["managedFields"] = APIStore.managedFields(previous: previous, next: object, manager: manager, subresource: subresource)
+        }
         meta["resourceVersion"] = .string(String(resourceVersion))
         if type == .added {
             meta["uid"] = .string(UUID().uuidString.lowercased())
@@ -213,6 +217,67 @@ public struct APIStore: Sendable {
         window.append(Change(resourceVersion: resourceVersion, type: type, object: stored, previous: previous))
         if window.count > windowSize { compact(keepLast: windowSize) }
         return stored
+    }
+
+    // MARK: field managers
+
+    /// `metadata.managedFields` after an Update by `manager`, as the API server keeps it for the fields
+    /// wgmesh reads (annotations and labels by key, spec and status by top-level field): the fields the
+    /// write set or changed move to the writer's entry, removed fields leave every entry, and entries left
+    /// empty are dropped.
+    static func managedFields(previous: JSON?, next: JSON, manager: String, subresource: String?) -> JSON {
+        func fields(_ o: JSON?) -> [[String]: JSON] {
+            var out: [[String]: JSON] = [:]
+            for (group, keys) in [("metadata", ["annotations", "labels"])] {
+                for key in keys {
+                    for (k, v) in o?[group]?[key]?.object ?? [:] { out[["f:" + group, "f:" + key, "f:" + k]] = v }
+                }
+            }
+            for top in ["spec", "status"] {
+                for (k, v) in o?[top]?.object ?? [:] { out[["f:" + top, "f:" + k]] = v }
+            }
+            return out
+        }
+        func paths(_ set: JSON?, _ prefix: [String] = []) -> [[String]] {
+            guard let object = set?.object else { return [] }
+            if object.isEmpty { return prefix.isEmpty ? [] : [prefix] }
+            return object.filter { $0.key != "." }.flatMap { paths($0.value, prefix + [$0.key]) }
+        }
+        func tree(_ paths: Set<[String]>) -> JSON {
+            var root: [String: JSON] = [:]
+            func insert(_ path: ArraySlice<String>, into node: inout [String: JSON]) {
+                guard let first = path.first else { return }
+                var child = node[first]?.object ?? [:]
+                insert(path.dropFirst(), into: &child)
+                node[first] = .object(child)
+            }
+            for p in paths { insert(p[...], into: &root) }
+            return .object(root)
+        }
+        let before = fields(previous), after = fields(next)
+        let changed = Set(after.filter { before[$0.key] != $0.value }.keys)
+        let removed = Set(before.keys.filter { after[$0] == nil })
+        var entries: [JSON] = []
+        var mine = Set<[String]>()
+        for entry in previous?["metadata"]?["managedFields"]?.array ?? [] {
+            let owned = Set(paths(entry["fieldsV1"])).subtracting(changed).subtracting(removed)
+            if entry["manager"]?.string == manager, entry["subresource"]?.string == subresource {
+                mine = owned
+                continue
+            }
+            guard !owned.isEmpty else { continue }
+            var e = entry.object ?? [:]
+            e["fieldsV1"] = tree(owned)
+            entries.append(.object(e))
+        }
+        mine.formUnion(changed)
+        if !mine.isEmpty {
+            var e: [String: JSON] = ["manager": .string(manager), "operation": "Update", "apiVersion": "v1",
+                                     "time": .string(Date.ISO8601FormatStyle().format(Date())), "fieldsType": "FieldsV1", "fieldsV1": tree(mine)]
+            e["subresource"] = subresource.map(JSON.string)
+            entries.append(.object(e))
+        }
+        return .array(entries)
     }
 
     // MARK: failures

@@ -308,6 +308,9 @@ public final class TestAPIServer: Sendable {
             }
             return try result.get()
         }
+        // As kube-apiserver: the fieldManager parameter, else the User-Agent up to its first "/".
+        let manager = request.query["fieldManager"]
+            ?? request.headers.first(name: "user-agent").map { String($0.split(separator: "/", maxSplits: 1).first ?? "") }
         switch (request.method, route.name) {
         case ("GET", nil):
             if request.query["resourceVersionMatch"] == "Exact", let rv = request.query["resourceVersion"].flatMap({ Int64($0) }) {
@@ -321,13 +324,13 @@ public final class TestAPIServer: Sendable {
         case ("POST", nil):
             var object = try body()
             if let ns = key.namespace { object = APIStore.mergePatch(object, .object(["metadata": .object(["namespace": .string(ns)])])) }
-            return (.created, try store { s throws(Status) in try s.create(object) })
+            return (.created, try store { s throws(Status) in try s.create(object, manager: manager) })
         case ("PUT", let name?):
             let object = try body()
             guard ObjectMeta(object["metadata"]).name == name else {
                 throw APIStore.status(400, "BadRequest", "the name of the object (\(ObjectMeta(object["metadata"]).name)) does not match the name on the URL (\(name))")
             }
-            return (.ok, try store { s throws(Status) in try s.update(object, subresource: route.subresource) })
+            return (.ok, try store { s throws(Status) in try s.update(object, subresource: route.subresource, manager: manager) })
         case ("PATCH", let name?):
             let content = request.headers.first(name: "content-type") ?? ""
             let b = try body()
@@ -338,7 +341,7 @@ public final class TestAPIServer: Sendable {
             case "application/json-patch+json": patch = .json(b.array ?? [])
             default: throw APIStore.status(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
             }
-            return (.ok, try store { s throws(Status) in try s.patch(name, patch, subresource: route.subresource) })
+            return (.ok, try store { s throws(Status) in try s.patch(name, patch, subresource: route.subresource, manager: manager) })
         case ("DELETE", let name?):
             return (.ok, try store { s throws(Status) in try s.delete(name) })
         default:

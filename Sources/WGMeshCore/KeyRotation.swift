@@ -43,12 +43,13 @@ public enum KeyRotation {
         node.nextPublicKey == nil ? .idle : .staged(since: stagedAt)
     }
 
-    /// What to do next for a node with a key issued at `issuedAt`.
-    public static func next(phase: Phase, issuedAt: Date, rotateRequestedAt: Date?, now: Date, policy: Policy) -> Step {
+    /// What to do next for a node with a key issued at `issuedAt`. `request` is a rotation request not
+    /// answered yet; one that arrives during a rotation is answered by the next one.
+    public static func next(phase: Phase, issuedAt: Date, request: String?, now: Date, policy: Policy) -> Step {
         switch phase {
         case .idle:
-            if let requested = rotateRequestedAt, requested > issuedAt {
-                return .stage(reason: "rotation requested at \(RFC3339.format(requested))")
+            if let request {
+                return .stage(reason: "rotation request \"\(request.prefix(80))\"")
             }
             if let maxAge = policy.maxKeyAge {
                 let due = issuedAt.addingTimeInterval(maxAge)

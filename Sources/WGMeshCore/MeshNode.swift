@@ -17,7 +17,11 @@ public enum Annotation {
     public static let nextSealedPrivateKey = prefix + "next-sealed-private-key"
     public static let endpoint = prefix + "endpoint"
     public static let endpointOverride = prefix + "endpoint-override"
-    public static let rotateRequestedAt = prefix + "rotate-requested-at"
+    /// A rotation request: any token (`wgmesh rotate-keys` writes a time and a random suffix); each new
+    /// value is one request, answered once whatever the clocks of its writer and the controller say.
+    public static let rotateRequest = prefix + "rotate-request"
+    /// The request the controller answered last, written in the same patch that stages the next key.
+    public static let rotateAnswered = prefix + "rotate-answered"
     public static let enrollmentKey = prefix + "enrollment-key"
     public static let appliedKeyGeneration = prefix + "applied-key-generation"
     /// The enrollment key the sealed keys are sealed to: when the node publishes a different one, the
@@ -26,7 +30,7 @@ public enum Annotation {
 
     /// Every key of the contract.
     public static let all = [podCIDRs, publicKey, sealedPrivateKey, keyGeneration, keyIssuedAt, nextPublicKey,
-                             nextSealedPrivateKey, endpoint, endpointOverride, rotateRequestedAt, enrollmentKey, appliedKeyGeneration,
+                             nextSealedPrivateKey, endpoint, endpointOverride, rotateRequest, rotateAnswered, enrollmentKey, appliedKeyGeneration,
                              sealedTo]
 }
 
@@ -43,12 +47,16 @@ public struct MeshNode: Sendable, Hashable {
     public var nextSealedPrivateKey: SealedKey?
     public var endpoint: Endpoint?
     public var endpointOverride: Endpoint?
-    public var rotateRequestedAt: Date?
+    public var rotateRequest: String?
+    public var rotateAnswered: String?
     public var enrollmentKey: WireGuardKey?
     public var appliedKeyGeneration: UInt64?
     public var sealedTo: WireGuardKey?
 
     public init(name: String) { self.name = name }
+
+    /// A rotation request the controller has not answered yet.
+    public var rotationRequested: Bool { rotateRequest != nil && rotateRequest != rotateAnswered }
 
     /// The endpoint peers dial: the admin's override wins over the controller's choice.
     public var effectiveEndpoint: Endpoint? { endpointOverride ?? endpoint }
@@ -108,7 +116,8 @@ public struct MeshNode: Sendable, Hashable {
         nextSealedPrivateKey = try sealed(Annotation.nextSealedPrivateKey)
         self.endpoint = try endpoint(Annotation.endpoint)
         endpointOverride = try endpoint(Annotation.endpointOverride)
-        rotateRequestedAt = try time(Annotation.rotateRequestedAt)
+        rotateRequest = value(Annotation.rotateRequest)
+        rotateAnswered = value(Annotation.rotateAnswered)
         enrollmentKey = try key(Annotation.enrollmentKey)
         appliedKeyGeneration = try integer(Annotation.appliedKeyGeneration)
         sealedTo = try key(Annotation.sealedTo)
@@ -137,7 +146,8 @@ public struct MeshNode: Sendable, Hashable {
         a[Annotation.nextSealedPrivateKey] = nextSealedPrivateKey?.base64
         a[Annotation.endpoint] = endpoint?.description
         a[Annotation.endpointOverride] = endpointOverride?.description
-        a[Annotation.rotateRequestedAt] = rotateRequestedAt.map(RFC3339.format)
+        a[Annotation.rotateRequest] = rotateRequest
+        a[Annotation.rotateAnswered] = rotateAnswered
         a[Annotation.enrollmentKey] = enrollmentKey?.base64
         a[Annotation.appliedKeyGeneration] = appliedKeyGeneration.map(String.init)
         a[Annotation.sealedTo] = sealedTo?.base64
@@ -159,9 +169,14 @@ public struct AnnotationError: Error, Equatable, CustomStringConvertible {
         self.reason = reason
     }
 
+    /// The value as error messages show it: long ones are cut.
+    public var shownValue: String { value.count > 60 ? String(value.prefix(24)) + "…(\(value.count) chars)" : value }
+
     public var description: String {
-        let shown = value.count > 60 ? String(value.prefix(24)) + "…(\(value.count) chars)" : value
-        return "node \(node): annotation \(key)=\"\(shown)\" is invalid: \(reason); the node is left out of the mesh until it is fixed"
+        let consequence = key == Annotation.podCIDRs
+            ? "agents leave the node out of the mesh until it is fixed; every CIDR in it stays reserved for the node"
+            : "agents leave the node out of the mesh until it is fixed"
+        return "node \(node): annotation \(key)=\"\(shownValue)\" is invalid: \(reason); \(consequence)"
     }
 }
 

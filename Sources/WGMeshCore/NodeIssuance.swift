@@ -21,13 +21,17 @@ public struct ControllerPolicy: Sendable {
     public var endpointAddressTypes: [String]
     public var listenPort: UInt16
     public var rotation: KeyRotation.Policy
+    /// `auto`: how long after a Node's creation wgmesh waits for `spec.podCIDRs` before it allocates a
+    /// family that no Node has in `spec.podCIDRs` (kube-controller-manager sets it within a second).
+    public var specWait: TimeInterval
 
     public init(cidrSource: CIDRSource = .auto, endpointAddressTypes: [String] = ["InternalIP", "ExternalIP"],
-                listenPort: UInt16 = 51820, rotation: KeyRotation.Policy = .init()) {
+                listenPort: UInt16 = 51820, rotation: KeyRotation.Policy = .init(), specWait: TimeInterval = 15) {
         self.cidrSource = cidrSource
         self.endpointAddressTypes = endpointAddressTypes
         self.listenPort = listenPort
         self.rotation = rotation
+        self.specWait = specWait
     }
 }
 
@@ -47,12 +51,38 @@ public struct NodeFacts: Sendable, Hashable {
     public var addresses: [Address]
     /// `spec.podCIDRs` as the cluster assigned them.
     public var specPodCIDRs: [String]
+    /// `metadata.creationTimestamp`; nil when unknown (the Node counts as old).
+    public var created: Date?
 
-    public init(name: String, annotations: [String: String], addresses: [Address] = [], specPodCIDRs: [String] = []) {
+    public init(name: String, annotations: [String: String], addresses: [Address] = [], specPodCIDRs: [String] = [], created: Date? = nil) {
         self.name = name
         self.annotations = annotations
         self.addresses = addresses
         self.specPodCIDRs = specPodCIDRs
+        self.created = created
+    }
+
+    /// Every CIDR the Node publishes, in its `pod-cidrs` annotation and in `spec.podCIDRs`, none of which
+    /// may go to another node. From a malformed value, each address in it stands for itself (a /32 or
+    /// /128), which keeps the block it lies in taken without letting a garbled prefix length reserve more.
+    public var publishedCIDRs: [IPPrefix] {
+        var out: [IPPrefix] = []
+        func addresses(_ text: Substring) {
+            for part in text.split(whereSeparator: { !($0.isHexDigit || $0 == "." || $0 == ":" || $0 == "/") }) {
+                guard let address = try? IPAddress(part.split(separator: "/", omittingEmptySubsequences: false)[0]) else { continue }
+                out.append(try! IPPrefix(address: address, length: address.family.bitWidth))
+            }
+        }
+        let annotation = annotations[Annotation.podCIDRs] ?? ""
+        if let node = try? MeshNode(name: name, annotations: [Annotation.podCIDRs: annotation]) {
+            out += node.podCIDRs
+        } else {
+            addresses(annotation[...])
+        }
+        for item in specPodCIDRs {
+            if let cidr = try? IPPrefix(item) { out.append(cidr.canonical) } else { addresses(item[...]) }
+        }
+        return out
     }
 }
 
@@ -72,16 +102,18 @@ public struct NodeIssuance: Sendable, Equatable {
         public enum Reason: String, Sendable {
             case podCIDRAllocated = "PodCIDRAllocated", podCIDRAssigned = "PodCIDRAssigned", podCIDRExhausted = "PodCIDRExhausted"
             case podCIDRPending = "PodCIDRPending", podCIDRInvalid = "PodCIDRInvalid", podCIDRConflict = "PodCIDRConflict"
+            case podCIDRMismatch = "PodCIDRMismatch", podCIDRUnmanaged = "PodCIDRUnmanaged"
             case keyIssued = "KeyIssued", enrollmentKeyInvalid = "EnrollmentKeyInvalid", invalidAnnotation = "InvalidAnnotation"
             case keyRotationStaged = "KeyRotationStaged", keyRotated = "KeyRotated", rotationQueued = "RotationQueued"
+            case rotationDeferred = "RotationDeferred"
             case endpointUnknown = "EndpointUnknown"
 
             /// The Event's `action`: what the controller was doing.
             public var action: String {
                 switch self {
                 case .podCIDRAllocated, .podCIDRAssigned, .podCIDRExhausted, .podCIDRPending, .podCIDRInvalid: return "AllocatePodCIDR"
-                case .podCIDRConflict: return "Restore"
-                case .keyRotationStaged, .keyRotated, .rotationQueued: return "RotateKey"
+                case .podCIDRConflict, .podCIDRMismatch, .podCIDRUnmanaged: return "CheckPodCIDR"
+                case .keyRotationStaged, .keyRotated, .rotationQueued, .rotationDeferred: return "RotateKey"
                 case .endpointUnknown: return "ChooseEndpoint"
                 case .keyIssued, .enrollmentKeyInvalid, .invalidAnnotation: return "IssueKey"
                 }
@@ -91,11 +123,14 @@ public struct NodeIssuance: Sendable, Equatable {
         public var warning: Bool
         public var reason: Reason
         public var note: String
+        /// Another node the same Event is about (the other side of an overlap).
+        public var otherNode: String?
 
-        public init(warning: Bool, reason: Reason, note: String) {
+        public init(warning: Bool, reason: Reason, note: String, otherNode: String? = nil) {
             self.warning = warning
             self.reason = reason
             self.note = note
+            self.otherNode = otherNode
         }
     }
 
@@ -113,19 +148,23 @@ public struct NodeIssuance: Sendable, Equatable {
     /// Nothing to write.
     public var writesNothing: Bool { annotations.isEmpty && key == nil }
 
-    /// Decides for one node. `allocator` is nil when CIDRs come only from `spec.podCIDRs`; an
-    /// allocation made here stays with the node (also when the write fails, so that a retry
-    /// reuses it). `stagedAt` is when this controller staged the node's next key, if it remembers;
-    /// `mayStartRotation` is false while the concurrent-rotation limit is reached.
-    public static func decide(_ facts: NodeFacts, allocator: inout PodCIDRAllocator?, policy: ControllerPolicy,
+    /// Decides for one node. Every CIDR the node publishes is claimed in `allocator` first, so that
+    /// none of it goes to another node, whatever else is wrong with the node; an allocation made here
+    /// stays with the node (also when the write fails, so that a retry reuses it). `specFamilies` are
+    /// the families that some Node has in `spec.podCIDRs`: the cluster assigns those itself. `stagedAt`
+    /// is when this controller staged the node's next key, if it remembers; `mayStartRotation` is false
+    /// while the concurrent-rotation limit is reached.
+    public static func decide(_ facts: NodeFacts, allocator: inout PodCIDRAllocator, specFamilies: Set<IPFamily> = [], policy: ControllerPolicy,
                               stagedAt: Date?, mayStartRotation: Bool, now: Date) -> NodeIssuance {
         var out = NodeIssuance()
+        allocator.claim(node: facts.name, cidrs: facts.publishedCIDRs)
+        let overlaps = allocator.overlaps(of: facts.name)
+        out.report(overlaps, of: facts.name, allocator)
         var annotations = facts.annotations
         var node: MeshNode
         do {
             node = try MeshNode(name: facts.name, annotations: annotations)
         } catch where error.key == Annotation.enrollmentKey {
-            out.notices.append(Notice(warning: true, reason: .enrollmentKeyInvalid, note: "\(error)"))
             annotations[Annotation.enrollmentKey] = nil
             do {
                 node = try MeshNode(name: facts.name, annotations: annotations)
@@ -134,53 +173,125 @@ public struct NodeIssuance: Sendable, Equatable {
                 out.skipped = true
                 return out
             }
+            let what = node.publicKey == nil
+                ? "no keypair is issued, so the node stays out of the mesh until its agent publishes a valid key"
+                : "no new keypair is issued; the node keeps its current keys, Pod CIDR and place in the mesh until its agent publishes a valid key"
+            out.notices.append(Notice(warning: true, reason: .enrollmentKeyInvalid,
+                                      note: "node \(facts.name): annotation \(error.key)=\"\(error.shownValue)\" is invalid: \(error.reason); \(what)"))
         } catch {
             out.notices.append(Notice(warning: true, reason: .invalidAnnotation, note: "\(error)"))
             out.skipped = true
             return out
         }
-        out.decideCIDRs(facts, node, allocator: &allocator, policy: policy)
+        out.decideCIDRs(facts, node, allocator: &allocator, overlapping: Set(overlaps.map(\.cidr)), specFamilies: specFamilies, policy: policy, now: now)
         out.decideEndpoint(facts, node, policy: policy)
         out.decideKeys(node, policy: policy, stagedAt: stagedAt, mayStartRotation: mayStartRotation, now: now)
         return out
     }
 
-    mutating func decideCIDRs(_ facts: NodeFacts, _ node: MeshNode, allocator: inout PodCIDRAllocator?, policy: ControllerPolicy) {
-        let useSpec = policy.cidrSource == .nodeSpec || (policy.cidrSource == .auto && !facts.specPodCIDRs.isEmpty)
-        if useSpec {
-            var spec: [IPPrefix] = []
-            for text in facts.specPodCIDRs {
-                guard let cidr = try? IPPrefix(text), cidr.isCanonical else {
-                    notices.append(Notice(warning: true, reason: .podCIDRInvalid, note: "spec.podCIDRs has \"\(text)\", which is not a CIDR; fix the Node's spec"))
-                    return
-                }
-                spec.append(cidr)
+    /// A Warning for every CIDR of another node that overlaps one of this node's, naming both nodes.
+    mutating func report(_ overlaps: [PodCIDRAllocator.Overlap], of name: String, _ allocator: PodCIDRAllocator) {
+        for o in overlaps {
+            // The same words whichever side is looked at first, so that each side's Event is one Event.
+            let sides = [(name, o.cidr), (o.otherNode, o.otherCIDR)].sorted { $0.0 < $1.0 }
+            let what = o.cidr == o.otherCIDR ? "Pod CIDR \(o.cidr) is claimed by both node \(sides[0].0) and node \(sides[1].0)"
+                : "Pod CIDR \(sides[0].1) of node \(sides[0].0) overlaps \(sides[1].1) of node \(sides[1].0)"
+            let owner = allocator.owner(of: o.cidr) ?? allocator.owner(of: o.otherCIDR)
+            let fix = owner.map { "wgmesh allocated it to node \($0): remove it from the other node's \(Annotation.podCIDRs) annotation or spec.podCIDRs" }
+                ?? "wgmesh allocated it to neither: remove it from one of them"
+            notices.append(Notice(warning: true, reason: .podCIDRConflict,
+                                  note: "\(what): their Pods could get the same addresses, and agents leave nodes whose \(Annotation.podCIDRs) overlap out of the mesh; \(fix)",
+                                  otherNode: o.otherNode))
+        }
+    }
+
+    /// One Pod CIDR per family, each on its own: a published CIDR never changes; a missing family comes
+    /// from `spec.podCIDRs` or from wgmesh's pool, never from both allocators racing.
+    mutating func decideCIDRs(_ facts: NodeFacts, _ node: MeshNode, allocator: inout PodCIDRAllocator, overlapping: Set<IPPrefix>,
+                              specFamilies: Set<IPFamily>, policy: ControllerPolicy, now: Date) {
+        var spec: [IPPrefix] = []
+        for text in facts.specPodCIDRs {
+            guard let cidr = try? IPPrefix(text), cidr.isCanonical else {
+                notices.append(Notice(warning: true, reason: .podCIDRInvalid, note: "spec.podCIDRs has \"\(text)\", which is not a CIDR; fix the Node's spec"))
+                spec = []
+                break
             }
-            if spec.isEmpty {
-                notices.append(Notice(warning: true, reason: .podCIDRPending, note: "the Node has no spec.podCIDRs yet (--cidr-source=node-spec): start kube-controller-manager with --allocate-node-cidrs, or use --cidr-source=wgmesh"))
+            spec.append(cidr)
+        }
+        let source = policy.cidrSource
+        if source == .wgmesh { spec = [] }
+        // Published CIDRs stay; each is recorded as the node's allocation where the pools allow.
+        for cidr in node.podCIDRs {
+            let fromSpec = spec.contains(cidr)
+            if let other = spec.first(where: { $0.family == cidr.family && $0 != cidr }) {
+                notices.append(Notice(warning: true, reason: .podCIDRMismatch,
+                                      note: "spec.podCIDRs gives \(other) but the node publishes \(cidr), which its Pods use; wgmesh keeps \(cidr). To move the node to \(other), drain it, delete its Node object and let it register again"))
+            }
+            do {
+                try allocator.restore(node: node.name, cidr: cidr)
+            } catch .outsideClusterCIDRs where fromSpec || source == .nodeSpec {
+                // The cluster assigned it from its own range: not wgmesh's to track.
+            } catch .duplicate {
+                // Reported as an overlap, on both nodes.
+            } catch .nodeAlreadyHas(_, let held) {
+                notices.append(Notice(warning: true, reason: .podCIDRMismatch,
+                                      note: "the node publishes \(cidr) but wgmesh allocated it \(held.map(\.description).joined(separator: ", ")); both stay reserved for it. Put the allocated value back, unless its Pods already use \(cidr)"))
+            } catch {
+                notices.append(Notice(warning: true, reason: .podCIDRUnmanaged, note: "\(error)"))
+            }
+        }
+        var result = node.podCIDRs
+        var fromPool: [IPFamily] = []
+        var waitingForSpec: [IPFamily] = []
+        let families = Set(spec.map(\.family)).union(source == .nodeSpec ? [] : allocator.families).subtracting(result.map(\.family))
+        for family in families.sorted() {
+            if let s = spec.first(where: { $0.family == family }) {
+                if overlapping.contains(s) { continue }  // another node publishes it (reported above): not published again
+                result.append(s)
+                notices.append(Notice(warning: false, reason: .podCIDRAssigned, note: "Pod CIDR \(s) from spec.podCIDRs"))
+            } else if source == .auto && specFamilies.contains(family) {
+                waitingForSpec.append(family)
+            } else if source == .auto, let created = facts.created, now < created.addingTimeInterval(policy.specWait) {
+                // Not yet: kube-controller-manager may be about to fill spec.podCIDRs.
+                revisit(at: created.addingTimeInterval(policy.specWait))
             } else {
-                // Ranges the cluster assigned inside wgmesh's pools are taken, so no other node gets them.
-                try? allocator?.restore(node: node.name, cidrs: spec)
+                fromPool.append(family)
             }
-            if !spec.isEmpty, spec != node.podCIDRs {
-                annotations[Annotation.podCIDRs] = spec.map(\.description).joined(separator: ",")
-                notices.append(Notice(warning: false, reason: .podCIDRAssigned, note: "Pod CIDRs \(spec.map(\.description).joined(separator: ", ")) from spec.podCIDRs"))
+        }
+        if source == .nodeSpec, spec.isEmpty, result.isEmpty {
+            notices.append(Notice(warning: true, reason: .podCIDRPending, note: "the Node has no spec.podCIDRs yet (--cidr-source=node-spec): start kube-controller-manager with --allocate-node-cidrs, or use --cidr-source=wgmesh"))
+        }
+        if !waitingForSpec.isEmpty {
+            let due = (facts.created ?? now).addingTimeInterval(policy.specWait)
+            if now >= due {
+                let names = waitingForSpec.map(\.description).joined(separator: " and ")
+                notices.append(Notice(warning: true, reason: .podCIDRPending,
+                                      note: "spec.podCIDRs has no \(names) CIDR \(Int(policy.specWait)) s after the Node was created, while other Nodes have one: the cluster (kube-controller-manager --allocate-node-cidrs) assigns this family, and wgmesh waits for it rather than race it; check kube-controller-manager (its --cluster-cidr range may be full), or run wgmesh with --cidr-source=wgmesh"))
+            } else {
+                revisit(at: due)
             }
-            return
         }
-        guard node.podCIDRs.isEmpty, allocator != nil else { return }
-        if let reserved = allocator!.allocation(of: node.name) {
-            // An earlier write of this allocation did not land (or its outcome is unknown): same CIDRs again.
-            annotations[Annotation.podCIDRs] = reserved.map(\.description).joined(separator: ",")
-            return
+        if !fromPool.isEmpty {
+            let reserved = allocator.allocation(of: node.name) ?? []
+            do {
+                let cidrs = try allocator.allocate(node: node.name, families: fromPool)
+                result += cidrs
+                let new = cidrs.filter { !reserved.contains($0) }
+                // A reserved CIDR is one whose earlier write did not land (or whose outcome is unknown): written again, quietly.
+                if !new.isEmpty {
+                    notices.append(Notice(warning: false, reason: .podCIDRAllocated, note: "allocated Pod CIDRs \(new.map(\.description).joined(separator: ", "))"))
+                }
+            } catch {
+                notices.append(Notice(warning: true, reason: .podCIDRExhausted, note: "\(error)"))
+            }
         }
-        do {
-            let cidrs = try allocator!.allocate(node: node.name)
-            annotations[Annotation.podCIDRs] = cidrs.map(\.description).joined(separator: ",")
-            notices.append(Notice(warning: false, reason: .podCIDRAllocated, note: "allocated Pod CIDRs \(cidrs.map(\.description).joined(separator: ", "))"))
-        } catch {
-            notices.append(Notice(warning: true, reason: .podCIDRExhausted, note: "\(error)"))
+        if result != node.podCIDRs {
+            annotations[Annotation.podCIDRs] = result.sorted { $0.family < $1.family }.map(\.description).joined(separator: ",")
         }
+    }
+
+    mutating func revisit(at date: Date) {
+        revisitAt = min(revisitAt ?? date, date)
     }
 
     mutating func decideEndpoint(_ facts: NodeFacts, _ node: MeshNode, policy: ControllerPolicy) {
@@ -201,33 +312,47 @@ public struct NodeIssuance: Sendable, Equatable {
     }
 
     mutating func decideKeys(_ node: MeshNode, policy: ControllerPolicy, stagedAt: Date?, mayStartRotation: Bool, now: Date) {
-        guard let enrollment = node.enrollmentKey else { return }
+        guard let enrollment = node.enrollmentKey else {
+            if node.rotationRequested {
+                notices.append(Notice(warning: true, reason: .rotationDeferred,
+                                      note: "rotation request \"\(node.rotateRequest!.prefix(80))\" waits: the node has no valid \(Annotation.enrollmentKey) to seal a new key to; its agent must publish one"))
+            }
+            return
+        }
         let generation = node.keyGeneration ?? 0
         guard node.publicKey != nil, node.sealedTo == enrollment, let issuedAt = node.keyIssuedAt else {
             // A new node, a new enrollment key (the old one is gone), or a keypair of unknown age.
             key = .issue(generation: generation + 1, enrollmentKey: enrollment)
             annotations[Annotation.nextPublicKey] = node.nextPublicKey == nil ? nil : .some(nil)
             annotations[Annotation.nextSealedPrivateKey] = node.nextSealedPrivateKey == nil ? nil : .some(nil)
-            let why = node.publicKey == nil ? "a new node" : node.sealedTo != enrollment ? "the node published a new enrollment key" : "the key has no issue time"
+            var why = node.publicKey == nil ? "a new node" : node.sealedTo != enrollment ? "the node published a new enrollment key" : "the key has no issue time"
+            if node.rotationRequested {
+                // A fresh keypair answers a pending request as well as a rotation would.
+                annotations[Annotation.rotateAnswered] = node.rotateRequest
+                why += "; this answers rotation request \"\(node.rotateRequest!.prefix(80))\""
+            }
             notices.append(Notice(warning: false, reason: .keyIssued, note: "issued keypair generation \(generation + 1): \(why)"))
-            if let maxAge = policy.rotation.maxKeyAge { revisitAt = now.addingTimeInterval(maxAge) }
+            if let maxAge = policy.rotation.maxKeyAge { revisit(at: now.addingTimeInterval(maxAge)) }
             return
         }
         let phase = KeyRotation.phase(of: node, stagedAt: stagedAt)
-        switch KeyRotation.next(phase: phase, issuedAt: issuedAt, rotateRequestedAt: node.rotateRequestedAt, now: now, policy: policy.rotation) {
+        let request = node.rotationRequested ? node.rotateRequest : nil
+        switch KeyRotation.next(phase: phase, issuedAt: issuedAt, request: request, now: now, policy: policy.rotation) {
         case .wait(let until):
-            revisitAt = until
+            if let until { revisit(at: until) }
         case .stage(let reason):
             guard mayStartRotation else {
                 notices.append(Notice(warning: false, reason: .rotationQueued, note: "rotation waits for a free slot (--max-concurrent-rotations): \(reason)"))
                 return
             }
             key = .stage(generation: generation + 1, enrollmentKey: enrollment)
-            revisitAt = now.addingTimeInterval(policy.rotation.grace)
+            // Answered in the write that stages the key: exactly once, whatever the clocks say.
+            if let request { annotations[Annotation.rotateAnswered] = request }
+            revisit(at: now.addingTimeInterval(policy.rotation.grace))
             notices.append(Notice(warning: false, reason: .keyRotationStaged, note: "published next key generation \(generation + 1) (\(reason)); switching in \(Int(policy.rotation.grace)) s"))
         case .restartGrace:
             restartGrace = true
-            revisitAt = now.addingTimeInterval(policy.rotation.grace)
+            revisit(at: now.addingTimeInterval(policy.rotation.grace))
         case .switchKeys:
             guard let next = node.nextPublicKey, let sealed = node.nextSealedPrivateKey else { return }
             annotations[Annotation.publicKey] = next.base64
@@ -237,7 +362,7 @@ public struct NodeIssuance: Sendable, Equatable {
             annotations[Annotation.nextPublicKey] = .some(nil)
             annotations[Annotation.nextSealedPrivateKey] = .some(nil)
             notices.append(Notice(warning: false, reason: .keyRotated, note: "switched to key generation \(generation + 1)"))
-            if let maxAge = policy.rotation.maxKeyAge { revisitAt = now.addingTimeInterval(maxAge) }
+            if let maxAge = policy.rotation.maxKeyAge { revisit(at: now.addingTimeInterval(maxAge)) }
         }
     }
 }

@@ -8,14 +8,28 @@ public struct PodCIDRAllocator: Sendable {
         let capacity: UInt64
         var used: [UInt64] = []
 
-        /// The lowest index not in `used`: the first position where used[k] != k (a monotone predicate).
-        var lowestFree: UInt64? {
-            var lo = 0, hi = used.count
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                if used[mid] == UInt64(mid) { lo = mid + 1 } else { hi = mid }
+        /// The lowest index at or above `from` not in `used`. From 0 it is the first position where
+        /// used[k] != k (a monotone predicate, found by bisection); above, it walks the run of used indices.
+        func lowestFree(from: UInt64 = 0) -> UInt64? {
+            var candidate: UInt64
+            var at: Int
+            if from == 0 {
+                var lo = 0, hi = used.count
+                while lo < hi {
+                    let mid = (lo + hi) / 2
+                    if used[mid] == UInt64(mid) { lo = mid + 1 } else { hi = mid }
+                }
+                candidate = UInt64(lo)
+                at = lo
+            } else {
+                candidate = from
+                at = position(of: from).at
             }
-            return UInt64(lo) < capacity ? UInt64(lo) : nil
+            while at < used.count, used[at] == candidate {
+                candidate += 1
+                at += 1
+            }
+            return candidate < capacity ? candidate : nil
         }
 
         func position(of index: UInt64) -> (found: Bool, at: Int) {
@@ -29,17 +43,24 @@ public struct PodCIDRAllocator: Sendable {
     }
 
     private var pools: [Pool]
+    /// What the controller allocated (or restored) per node, one CIDR per family: kept until the Node is gone.
     private var byNode: [String: [IPPrefix]] = [:]
     private var byCIDR: [IPPrefix: String] = [:]
+    /// What each node publishes (annotation, spec.podCIDRs), replaced by every `claim`.
+    private var claims: [String: [IPPrefix]] = [:]
+    /// Exact blocks of a pool, and the nodes that hold or claim each one.
+    private var blockTakers: [IPPrefix: Set<String>] = [:]
+    /// Every other prefix taken (outside the pools, or not one block), and by whom; few in practice.
+    private var irregular: [IPPrefix: Set<String>] = [:]
 
     /// The configured families, in order (IPv4 first).
     public var families: [IPFamily] { Array(Set(pools.map(\.cidr.family))).sorted() }
 
     /// - Parameters:
-    ///   - clusterCIDRs: one or more per family; they must not overlap.
+    ///   - clusterCIDRs: none (the allocator then only tracks what nodes claim), or one or more per
+    ///     family; they must not overlap.
     ///   - nodeMaskIPv4, nodeMaskIPv6: the size of each node's block (defaults /24 and /64).
     public init(clusterCIDRs: [IPPrefix], nodeMaskIPv4: Int = 24, nodeMaskIPv6: Int = 64) throws(IPAMError) {
-        guard !clusterCIDRs.isEmpty else { throw .noClusterCIDR }
         for (i, a) in clusterCIDRs.enumerated() {
             guard a.isCanonical else { throw .notCanonical(a) }
             for b in clusterCIDRs[..<i] where a.overlaps(b) { throw .clusterCIDRsOverlap(b, a) }
@@ -55,68 +76,139 @@ public struct PodCIDRAllocator: Sendable {
 
     /// The CIDRs allocated to `node`, if any.
     public func allocation(of node: String) -> [IPPrefix]? { byNode[node] }
-    /// Which node holds `cidr`.
+    /// Which node holds `cidr` as its allocation.
     public func owner(of cidr: IPPrefix) -> String? { byCIDR[cidr] }
     /// Number of nodes holding an allocation.
     public var count: Int { byNode.count }
+    /// The pool `cidr` belongs to, if it lies inside one.
+    public func pool(containing cidr: IPPrefix) -> IPPrefix? { pools.first { $0.cidr.contains(cidr) }?.cidr }
 
-    /// Records an allocation found on a node (on start or fail-over). Refuses a CIDR that is held by
-    /// another node, that is not a block of a cluster CIDR, or two CIDRs of one family; changes nothing then.
-    public mutating func restore(node: String, cidrs: [IPPrefix]) throws(IPAMError) {
-        if let held = byNode[node] {
-            if Set(held) == Set(cidrs) { return }
-            throw .nodeAlreadyHas(node, held)
+    /// Records one allocation found on a node (on start, fail-over, or a value written by hand), each
+    /// family on its own. Refuses, changing nothing, a CIDR that another node holds, that is not a block
+    /// of a cluster CIDR, or a second CIDR of a family the node already holds; the caller keeps such a
+    /// CIDR taken with `claim`.
+    public mutating func restore(node: String, cidr: IPPrefix) throws(IPAMError) {
+        let held = byNode[node] ?? []
+        if held.contains(cidr) { return }
+        if held.contains(where: { $0.family == cidr.family }) { throw .nodeAlreadyHas(node, held) }
+        if let other = byCIDR[cidr] { throw .duplicate(cidr, holder: other, claimant: node) }
+        guard let p = pools.firstIndex(where: { $0.cidr.contains(cidr) }) else { throw .outsideClusterCIDRs(cidr, node: node, pools.map(\.cidr)) }
+        guard cidr.length == pools[p].blockLength, pools[p].cidr.subnetIndex(of: cidr) != nil else {
+            throw .notABlock(cidr, node: node, pool: pools[p].cidr, blockLength: pools[p].blockLength)
         }
-        var placed: [(pool: Int, index: UInt64)] = []
-        for (i, cidr) in cidrs.enumerated() {
-            if cidrs[..<i].contains(where: { $0.family == cidr.family }) { throw .twoOfOneFamily(node, cidrs) }
-            if let other = byCIDR[cidr] { throw .duplicate(cidr, holder: other, claimant: node) }
-            guard let p = pools.firstIndex(where: { $0.cidr.contains(cidr) }) else { throw .outsideClusterCIDRs(cidr, node: node, pools.map(\.cidr)) }
-            guard cidr.length == pools[p].blockLength, let index = pools[p].cidr.subnetIndex(of: cidr) else {
-                throw .notABlock(cidr, node: node, pool: pools[p].cidr, blockLength: pools[p].blockLength)
-            }
-            placed.append((p, index))
-        }
-        for (p, index) in placed {
-            let pos = pools[p].position(of: index)
-            pools[p].used.insert(index, at: pos.at)
-        }
-        byNode[node] = cidrs
-        for cidr in cidrs { byCIDR[cidr] = node }
+        let before = footprint(of: node)
+        byNode[node] = (held + [cidr]).sorted { $0.family < $1.family }
+        byCIDR[cidr] = node
+        retake(node, from: before)
     }
 
-    /// The node's CIDRs: the ones it holds, or the lowest free block of each family. All or nothing:
-    /// when one family is exhausted, nothing is allocated.
-    public mutating func allocate(node: String) throws(IPAMError) -> [IPPrefix] {
-        if let held = byNode[node] { return held }
+    /// Replaces what `node` publishes: every CIDR in its annotation and its spec.podCIDRs, well-formed or
+    /// not. None of it is handed to another node while it stays published.
+    public mutating func claim(node: String, cidrs: [IPPrefix]) {
+        let before = footprint(of: node)
+        let unique = Array(Set(cidrs.map(\.canonical))).sorted()
+        claims[node] = unique.isEmpty ? nil : unique
+        retake(node, from: before)
+    }
+
+    /// The node's CIDR for each of `families` (all configured ones by default): the one it holds, or
+    /// the lowest block that no node holds or claims. All or nothing: when one family is exhausted,
+    /// nothing is allocated.
+    public mutating func allocate(node: String, families wanted: [IPFamily]? = nil) throws(IPAMError) -> [IPPrefix] {
+        let held = byNode[node] ?? []
         var picked: [IPPrefix] = []
-        for family in families {
-            var found: IPPrefix?
-            for pool in pools where pool.cidr.family == family {
-                if let index = pool.lowestFree {
-                    found = try! pool.cidr.subnet(newLength: pool.blockLength, index: index)
-                    break
-                }
+        for family in wanted ?? families {
+            if let h = held.first(where: { $0.family == family }) {
+                picked.append(h)
+                continue
             }
-            guard let cidr = found else {
+            guard let cidr = lowestFree(family) else {
                 throw .exhausted(family, pools.filter { $0.cidr.family == family }.map(\.cidr), allocated: byNode.count)
             }
             picked.append(cidr)
         }
-        try restore(node: node, cidrs: picked)
+        for cidr in picked where !held.contains(cidr) { try restore(node: node, cidr: cidr) }
         return picked
     }
 
-    /// Frees the node's CIDRs (call only once its Node object is gone).
+    /// Frees the node's allocation and claims (call only once its Node object is gone).
     public mutating func release(node: String) {
-        guard let held = byNode.removeValue(forKey: node) else { return }
-        for cidr in held {
-            byCIDR[cidr] = nil
-            if let p = pools.firstIndex(where: { $0.cidr.contains(cidr) }), let index = pools[p].cidr.subnetIndex(of: cidr) {
-                let pos = pools[p].position(of: index)
-                if pos.found { pools[p].used.remove(at: pos.at) }
+        let before = footprint(of: node)
+        for cidr in byNode.removeValue(forKey: node) ?? [] { byCIDR[cidr] = nil }
+        claims[node] = nil
+        retake(node, from: before)
+    }
+
+    /// Two nodes whose CIDRs share addresses.
+    public struct Overlap: Sendable, Hashable {
+        /// A CIDR the node holds or claims.
+        public var cidr: IPPrefix
+        public var otherNode: String
+        /// The other node's CIDR that overlaps it.
+        public var otherCIDR: IPPrefix
+    }
+
+    /// Every CIDR of another node that overlaps one that `node` holds or claims.
+    public func overlaps(of node: String) -> [Overlap] {
+        var found: Set<Overlap> = []
+        for cidr in footprint(of: node) {
+            for (other, nodes) in irregular where other.overlaps(cidr) {
+                for n in nodes where n != node { found.insert(Overlap(cidr: cidr, otherNode: n, otherCIDR: other)) }
+            }
+            if let takers = blockTakers[cidr] {
+                for n in takers where n != node { found.insert(Overlap(cidr: cidr, otherNode: n, otherCIDR: cidr)) }
+            } else {
+                for (block, takers) in blockTakers where block.overlaps(cidr) {
+                    for n in takers where n != node { found.insert(Overlap(cidr: cidr, otherNode: n, otherCIDR: block)) }
+                }
             }
         }
+        return found.sorted { ($0.cidr, $0.otherNode) < ($1.cidr, $1.otherNode) }
+    }
+
+    // MARK: taken space
+
+    private func footprint(of node: String) -> Set<IPPrefix> {
+        Set(byNode[node] ?? []).union(claims[node] ?? [])
+    }
+
+    /// Moves the node's marks from its footprint `before` to its footprint now.
+    private mutating func retake(_ node: String, from before: Set<IPPrefix>) {
+        let now = footprint(of: node)
+        for cidr in before.subtracting(now) { mark(cidr, node, taken: false) }
+        for cidr in now.subtracting(before) { mark(cidr, node, taken: true) }
+    }
+
+    private mutating func mark(_ cidr: IPPrefix, _ node: String, taken: Bool) {
+        guard let p = pools.firstIndex(where: { $0.cidr.contains(cidr) && $0.blockLength == cidr.length }),
+              let index = pools[p].cidr.subnetIndex(of: cidr) else {
+            if taken { irregular[cidr, default: []].insert(node) } else { drop(node, from: &irregular, cidr) }
+            return
+        }
+        let wasFree = blockTakers[cidr]?.isEmpty ?? true
+        if taken { blockTakers[cidr, default: []].insert(node) } else { drop(node, from: &blockTakers, cidr) }
+        let isFree = blockTakers[cidr] == nil
+        let pos = pools[p].position(of: index)
+        if wasFree, !isFree, !pos.found { pools[p].used.insert(index, at: pos.at) }
+        if !wasFree, isFree, pos.found { pools[p].used.remove(at: pos.at) }
+    }
+
+    private func drop(_ node: String, from map: inout [IPPrefix: Set<String>], _ cidr: IPPrefix) {
+        map[cidr]?.remove(node)
+        if map[cidr]?.isEmpty == true { map[cidr] = nil }
+    }
+
+    /// The lowest block of `family` that nobody holds or claims, in pool order.
+    private func lowestFree(_ family: IPFamily) -> IPPrefix? {
+        for pool in pools where pool.cidr.family == family {
+            var from: UInt64 = 0
+            while let index = pool.lowestFree(from: from) {
+                let block = try! pool.cidr.subnet(newLength: pool.blockLength, index: index)
+                if !irregular.keys.contains(where: { $0.overlaps(block) }) { return block }
+                from = index + 1
+            }
+        }
+        return nil
     }
 }
 
@@ -127,7 +219,6 @@ public enum IPAMError: Error, Equatable, CustomStringConvertible {
     case clusterCIDRsOverlap(IPPrefix, IPPrefix)
     case badNodeMask(IPPrefix, Int)
     case nodeAlreadyHas(String, [IPPrefix])
-    case twoOfOneFamily(String, [IPPrefix])
     case duplicate(IPPrefix, holder: String, claimant: String)
     case outsideClusterCIDRs(IPPrefix, node: String, [IPPrefix])
     case notABlock(IPPrefix, node: String, pool: IPPrefix, blockLength: Int)
@@ -141,10 +232,9 @@ public enum IPAMError: Error, Equatable, CustomStringConvertible {
         case .clusterCIDRsOverlap(let a, let b): return "cluster CIDRs \(a) and \(b) overlap: give disjoint ranges"
         case .badNodeMask(let p, let m):
             return "node mask /\(m) does not fit cluster CIDR \(p): it must be between /\(p.length) and /\(min(p.family.bitWidth, p.length + 62))"
-        case .nodeAlreadyHas(let n, let held): return "node \(n) already holds \(list(held)); a node's Pod CIDR never changes while the Node exists"
-        case .twoOfOneFamily(let n, let l): return "node \(n) claims \(list(l)): at most one Pod CIDR per IP family"
+        case .nodeAlreadyHas(let n, let held): return "node \(n) was allocated \(list(held)); a node's Pod CIDR never changes while the Node exists: put that value back"
         case .duplicate(let c, let holder, let claimant): return "Pod CIDR \(c) of node \(claimant) is already held by node \(holder): remove the wrong annotation"
-        case .outsideClusterCIDRs(let c, let n, let pools): return "Pod CIDR \(c) of node \(n) is outside the cluster CIDRs (\(list(pools))): add its range with --cluster-cidr or remove the annotation"
+        case .outsideClusterCIDRs(let c, let n, let pools): return "Pod CIDR \(c) of node \(n) is outside the cluster CIDRs (\(list(pools))); it stays reserved for the node: add its range back with --cluster-cidr, or drain the node and re-create its Node object"
         case .notABlock(let c, let n, let pool, let len): return "Pod CIDR \(c) of node \(n) is not a /\(len) block of \(pool): the node mask size changed; keep the old one or re-create the node"
         case .exhausted(let f, let pools, let n):
             return "no free \(f) Pod CIDR left in \(list(pools)) (\(n) nodes hold one): add a cluster CIDR with --cluster-cidr or use a longer node mask"

@@ -60,8 +60,11 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(help: "Name of the leader-election Lease.")
     var leaseName = "wgmesh-controller"
 
-    @Option(help: "This replica's name in the Lease and in Events (default: $POD_NAME, else the host name).")
+    @Option(help: "This replica's name in the Lease and in Events; it must differ between replicas (default: $POD_NAME, else the host name, followed by a random UUID in the Lease).")
     var identity: String?
+
+    @Option(help: "With --cidr-source auto: how long after a Node's creation to wait for spec.podCIDRs before allocating a family that no Node has in spec.podCIDRs (e.g. 15s).")
+    var podCIDRSpecWait: String = "15s"
 
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
@@ -80,24 +83,27 @@ struct ControllerCommand: AsyncParsableCommand {
         guard maxConcurrentRotations >= 1 else { throw ValidationError("--max-concurrent-rotations must be at least 1") }
         let types = endpointAddressType.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard !types.isEmpty else { throw ValidationError("--endpoint-address-type needs at least one type, e.g. InternalIP") }
-        let identity = identity ?? env["POD_NAME"] ?? ProcessInfo.processInfo.hostName
-        let logger = makeLogger("wgmesh.controller", level: logLevel, identity: identity)
+        let specWait = try Self.seconds(podCIDRSpecWait, flag: "--pod-cidr-spec-wait")
+        let name = identity ?? env["POD_NAME"] ?? ProcessInfo.processInfo.hostName
+        // As client-go does: two processes never share a Lease identity unless told to.
+        let leaseIdentity = identity ?? "\(name)_\(UUID().uuidString.lowercased())"
+        let logger = makeLogger("wgmesh.controller", level: logLevel, identity: leaseIdentity)
 
         // A request is cut off well inside the gap between renew deadline (10 s) and lease duration (15 s):
         // a deposed leader's write cannot land after its successor has started.
-        let client = try kube.client(userAgent: "wgmesh-controller/\(identity)", requestTimeout: .seconds(4))
+        let client = try kube.client(userAgent: "wgmesh-controller/\(name)", fieldManager: MeshController.fieldManager, requestTimeout: .seconds(4))
         let controller: MeshController
         do {
             controller = try MeshController(api: client, configuration: .init(
                 clusterCIDRs: cidrs, nodeMaskIPv4: nodeMaskIPv4, nodeMaskIPv6: nodeMaskIPv6,
                 policy: ControllerPolicy(cidrSource: source, endpointAddressTypes: types, listenPort: listenPort,
-                                         rotation: .init(grace: grace, maxKeyAge: maxAge)),
-                maxConcurrentRotations: maxConcurrentRotations, identity: identity), logger: logger)
+                                         rotation: .init(grace: grace, maxKeyAge: maxAge), specWait: specWait),
+                maxConcurrentRotations: maxConcurrentRotations, identity: name), logger: logger)
         } catch {
             throw ValidationError("\(error)")
         }
         let elector = LeaderElector(api: client, configuration: .init(
-            namespace: leaseNamespace ?? env["POD_NAMESPACE"] ?? "wgmesh-system", name: leaseName, identity: identity), logger: logger)
+            namespace: leaseNamespace ?? env["POD_NAMESPACE"] ?? "wgmesh-system", name: leaseName, identity: leaseIdentity), logger: logger)
         logger.info("starting", metadata: ["clusterCIDRs": "\(clusterCIDRs.joined(separator: ","))", "cidrSource": "\(cidrSource)"])
         try await runUntilSignalled {
             try await elector.run { await controller.run() }
@@ -138,7 +144,7 @@ struct KubeOptions: ParsableArguments {
     @Option(help: "Kubeconfig context (default: current-context).")
     var context: String?
 
-    func client(userAgent: String, requestTimeout: Duration = .seconds(30)) throws -> KubeClient {
+    func client(userAgent: String, fieldManager: String? = nil, requestTimeout: Duration = .seconds(30)) throws -> KubeClient {
         let env = ProcessInfo.processInfo.environment
         let config: KubeConfig
         if let kubeconfig {
@@ -149,7 +155,7 @@ struct KubeOptions: ParsableArguments {
             let path = env["KUBECONFIG"]?.split(separator: ":").first.map(String.init) ?? (env["HOME"] ?? "") + "/.kube/config"
             config = try KubeConfig.load(kubeconfig: path, context: context)
         }
-        return try KubeClient(config: config, userAgent: userAgent, requestTimeout: requestTimeout)
+        return try KubeClient(config: config, userAgent: userAgent, fieldManager: fieldManager, requestTimeout: requestTimeout)
     }
 }
 

@@ -33,18 +33,40 @@ final class LogCapture: Sendable {
 /// A test API server with Nodes whose agents (played by the test) hold enrollment keys.
 final class TestCluster: @unchecked Sendable {
     let server: TestAPIServer
+    /// The test's own writes, as a person with kubectl makes them (field manager "wgmesh").
     let client: KubeClient
+    /// The controllers' client, writing as the controller's field manager.
+    let controllerClient: KubeClient
     let logs = LogCapture()
     var enrollment: [String: WireGuardKeyPair] = [:]
 
     init() async throws {
         server = try await TestAPIServer.start(.init(bookmarkInterval: .milliseconds(500)))
         client = try KubeClient(config: server.kubeConfig())
+        controllerClient = try KubeClient(config: server.kubeConfig(), userAgent: "wgmesh-controller/test", fieldManager: MeshController.fieldManager)
     }
 
     func stop() async throws {
         try await client.shutdown()
+        try await controllerClient.shutdown()
         try await server.stop()
+    }
+
+    /// Sets (or, with nil, removes) annotations by hand.
+    func annotate(_ name: String, _ annotations: [String: String?]) async throws {
+        _ = try await client.patch(.nodes, namespace: nil, name: name, .merge(.object(["metadata": .object(["annotations": .object(
+            Dictionary(uniqueKeysWithValues: annotations.map { ($0.key, $0.value.map(JSON.string) ?? .null) }))])])))
+    }
+
+    /// Sets `spec.podCIDRs`, as kube-controller-manager does.
+    func setSpecPodCIDRs(_ name: String, _ cidrs: [String]) async throws {
+        _ = try await client.patch(.nodes, namespace: nil, name: name, .merge(.object(["spec": .object([
+            "podCIDR": .string(cidrs[0]), "podCIDRs": .array(cidrs.map(JSON.string))])])))
+    }
+
+    /// The raw `pod-cidrs` annotation.
+    func podCIDRs(_ name: String) -> String? {
+        server.withStore(.nodes) { store in (try? store.get(name))?["metadata"]?["annotations"]?[Annotation.podCIDRs]?.string }
     }
 
     static func node(_ name: String, enrollmentKey: String?, addresses: [(String, String)], podCIDRs: [String] = []) -> JSON {
@@ -77,10 +99,12 @@ final class TestCluster: @unchecked Sendable {
     func nodes() -> [MeshNode] {
         server.withStore(.nodes) { store in
             let list = try! ObjectList(json: try! store.list())
-            // A node with a garbage enrollment key (a test puts one there) is read without it.
+            // A node with a garbage enrollment key or Pod CIDR (a test puts one there) is read without it.
             return list.items.map { item in
                 var annotations = item.metadata.annotations
-                if (try? MeshNode(name: item.metadata.name, annotations: annotations)) == nil { annotations[Annotation.enrollmentKey] = nil }
+                for key in [Annotation.enrollmentKey, Annotation.podCIDRs] where (try? MeshNode(name: item.metadata.name, annotations: annotations)) == nil {
+                    annotations[key] = nil
+                }
                 return try! MeshNode(name: item.metadata.name, annotations: annotations)
             }
         }
@@ -101,11 +125,15 @@ final class TestCluster: @unchecked Sendable {
         !n.podCIDRs.isEmpty && n.publicKey != nil && n.sealedPrivateKey != nil && n.endpoint != nil
     }
 
+    /// A controller; `specWait` replaces the policy's (tests do not wait for a kube-controller-manager
+    /// unless they say so).
     func controller(_ identity: String, clusterCIDRs: [String] = ["10.240.0.0/12", "fd00:10:244::/48"], policy: ControllerPolicy = .init(),
-                    maxConcurrentRotations: Int = 1) throws -> MeshController {
+                    specWait: TimeInterval = 0, maxConcurrentRotations: Int = 1) throws -> MeshController {
+        var policy = policy
+        policy.specWait = specWait
         let config = MeshController.Configuration(clusterCIDRs: try clusterCIDRs.map { try IPPrefix($0) }, policy: policy,
                                                   maxConcurrentRotations: maxConcurrentRotations, identity: identity)
-        return try MeshController(api: client, configuration: config, logger: logs.logger("controller-\(identity)"),
+        return try MeshController(api: controllerClient, configuration: config, logger: logs.logger("controller-\(identity)"),
                                   informer: .init(watchTimeoutSeconds: 5...10, backoff: Backoff(initial: .milliseconds(50), maximum: .seconds(1))))
     }
 

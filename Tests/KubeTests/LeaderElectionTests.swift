@@ -74,6 +74,33 @@ final class LeaderElectionTests: XCTestCase {
         }
     }
 
+    func testTwoProcessesWithOneIdentityNeverLeadAtOnce() async throws {
+        try await withServer { server, client in
+            let log = Log()
+            let (a, aTask, aClient) = try candidate(server, "same", release: true, log: log)
+            await eventually("the first leads") { a.isLeader }
+            let (b, bTask, bClient) = try candidate(server, "same", release: true, log: log)
+            var both = 0
+            for _ in 0..<60 {
+                if a.isLeader && b.isLeader { both += 1 }
+                try await Task.sleep(for: .milliseconds(25))
+            }
+            XCTAssertEqual(both, 0, "the second process does not lead beside the first")
+            XCTAssertTrue(a.isLeader)
+            XCTAssertEqual(log.entries.withLock { $0.filter { $0.1 == "start" }.count }, 1, "one body of work ran")
+            // The first stops cleanly: its release succeeds, and the second takes over.
+            aTask.cancel()
+            _ = try? await aTask.value
+            await eventually("the second takes over") { b.isLeader }
+            bTask.cancel()
+            _ = try? await bTask.value
+            let released = try await lease(client)
+            XCTAssertEqual(released.holderIdentity, "", "released")
+            try await aClient.shutdown()
+            try await bClient.shutdown()
+        }
+    }
+
     func testACleanShutdownReleasesTheLeaseForAnImmediateHandover() async throws {
         try await withServer { server, client in
             let log = Log()

@@ -15,7 +15,8 @@ final class MeshNodeTests: XCTestCase {
         n.nextSealedPrivateKey = try SealedKey.seal(next.privateKey, to: enrollment.publicKey, nodeName: "node-a", generation: 3)
         n.endpoint = try Endpoint("192.0.2.3:51820")
         n.endpointOverride = try Endpoint("[2001:db8::3]:51820")
-        n.rotateRequestedAt = RFC3339.parse("2026-11-27T11:00:00Z")
+        n.rotateRequest = "2026-11-27T11:00:00Z-7f3a"
+        n.rotateAnswered = "2026-11-27T10:00:00Z-0c21"
         n.enrollmentKey = enrollment.publicKey
         n.appliedKeyGeneration = 2
         n.sealedTo = enrollment.publicKey
@@ -48,7 +49,6 @@ final class MeshNodeTests: XCTestCase {
             (Annotation.nextSealedPrivateKey, "%%%"),
             (Annotation.endpoint, "192.0.2.3"),
             (Annotation.endpointOverride, "fd00::1:51820"),
-            (Annotation.rotateRequestedAt, "2026-13-40T00:00:00Z"),
             (Annotation.enrollmentKey, String(repeating: "A", count: 43) + "B="),
             (Annotation.appliedKeyGeneration, "1.5"),
             (Annotation.sealedTo, "short"),

@@ -16,25 +16,66 @@ final class PodCIDRAllocatorTests: XCTestCase {
 
     func testRestoreRefusesDuplicatesOverlapsAndStrangersWithoutChangingState() throws {
         var ipam = try PodCIDRAllocator(clusterCIDRs: [p("10.244.0.0/16")])
-        try ipam.restore(node: "a", cidrs: [p("10.244.5.0/24")])
-        XCTAssertThrowsError(try ipam.restore(node: "b", cidrs: [p("10.244.5.0/24")])) {
+        try ipam.restore(node: "a", cidr: p("10.244.5.0/24"))
+        XCTAssertThrowsError(try ipam.restore(node: "b", cidr: p("10.244.5.0/24"))) {
             XCTAssertEqual($0 as? IPAMError, .duplicate(p("10.244.5.0/24"), holder: "a", claimant: "b"))
         }
-        XCTAssertThrowsError(try ipam.restore(node: "b", cidrs: [p("10.244.5.0/25")])) { error in
+        XCTAssertThrowsError(try ipam.restore(node: "b", cidr: p("10.244.5.0/25"))) { error in
             XCTAssertTrue("\(error)".contains("not a /24 block"), "\(error)")
         }
-        XCTAssertThrowsError(try ipam.restore(node: "b", cidrs: [p("10.9.0.0/24")])) { error in
+        XCTAssertThrowsError(try ipam.restore(node: "b", cidr: p("10.9.0.0/24"))) { error in
             XCTAssertTrue("\(error)".contains("outside the cluster CIDRs (10.244.0.0/16)"), "\(error)")
         }
-        XCTAssertThrowsError(try ipam.restore(node: "a", cidrs: [p("10.244.6.0/24")]))
-        XCTAssertThrowsError(try ipam.restore(node: "b", cidrs: [p("10.244.6.0/24"), p("10.244.7.0/24")]))
+        XCTAssertThrowsError(try ipam.restore(node: "a", cidr: p("10.244.6.0/24")), "one CIDR per family")
         XCTAssertEqual(ipam.count, 1)
         XCTAssertNil(ipam.allocation(of: "b"))
         XCTAssertEqual(try ipam.allocate(node: "b"), [p("10.244.0.0/24")])
     }
 
-    func testBadConfigurations() {
-        XCTAssertThrowsError(try PodCIDRAllocator(clusterCIDRs: [])) { XCTAssertEqual($0 as? IPAMError, .noClusterCIDR) }
+    func testEachFamilyIsRestoredOnItsOwn() throws {
+        // The IPv6 range was dropped from the configuration: the IPv4 CIDR is still restored.
+        var ipam = try PodCIDRAllocator(clusterCIDRs: [p("10.244.0.0/16")])
+        try ipam.restore(node: "a", cidr: p("10.244.0.0/24"))
+        XCTAssertThrowsError(try ipam.restore(node: "a", cidr: p("fd00:10:244::/64")))
+        ipam.claim(node: "a", cidrs: [p("10.244.0.0/24"), p("fd00:10:244::/64")])
+        XCTAssertEqual(ipam.allocation(of: "a"), [p("10.244.0.0/24")])
+        XCTAssertEqual(try ipam.allocate(node: "b"), [p("10.244.1.0/24")], "a's IPv4 CIDR is not free")
+    }
+
+    func testClaimedCIDRsAreNeverHandedOut() throws {
+        var ipam = try PodCIDRAllocator(clusterCIDRs: [p("10.244.0.0/16"), p("fd00:10:244::/48")])
+        ipam.claim(node: "spec", cidrs: [p("10.244.0.0/24")])         // spec.podCIDRs from another allocator
+        ipam.claim(node: "big", cidrs: [p("10.244.2.0/23")])          // not one block: takes both it covers
+        ipam.claim(node: "host", cidrs: [p("10.244.4.7/32")])         // the trace of a garbled annotation
+        ipam.claim(node: "v6", cidrs: [p("fd00:10:244::/64")])
+        XCTAssertEqual(try ipam.allocate(node: "n"), [p("10.244.1.0/24"), p("fd00:10:244:1::/64")])
+        XCTAssertEqual(try ipam.allocate(node: "m"), [p("10.244.5.0/24"), p("fd00:10:244:2::/64")])
+        ipam.claim(node: "spec", cidrs: [])
+        XCTAssertEqual(try ipam.allocate(node: "o", families: [.v4]), [p("10.244.0.0/24")], "an unclaimed block is free again")
+        ipam.release(node: "big")
+        XCTAssertEqual(try ipam.allocate(node: "q", families: [.v4]), [p("10.244.2.0/24")])
+    }
+
+    func testOverlapsAreFoundWhateverTheirSizes() throws {
+        var ipam = try PodCIDRAllocator(clusterCIDRs: [p("10.244.0.0/16")])
+        _ = try ipam.allocate(node: "a")                                // 10.244.0.0/24
+        ipam.claim(node: "a", cidrs: [p("10.244.0.0/24")])
+        ipam.claim(node: "copy", cidrs: [p("10.244.0.0/24")])
+        ipam.claim(node: "wide", cidrs: [p("10.244.0.0/22")])
+        ipam.claim(node: "outside", cidrs: [p("10.99.0.0/24")])
+        ipam.claim(node: "outside2", cidrs: [p("10.99.0.128/25")])
+        XCTAssertEqual(Set(ipam.overlaps(of: "a").map(\.otherNode)), ["copy", "wide"])
+        XCTAssertEqual(ipam.overlaps(of: "wide").map(\.otherNode).sorted(), ["a", "copy"])
+        XCTAssertEqual(ipam.overlaps(of: "outside").map(\.otherNode), ["outside2"])
+        XCTAssertEqual(ipam.owner(of: p("10.244.0.0/24")), "a", "the allocation stays with its node")
+        ipam.claim(node: "copy", cidrs: [])
+        ipam.claim(node: "wide", cidrs: [])
+        XCTAssertEqual(ipam.overlaps(of: "a"), [])
+    }
+
+    func testBadConfigurations() throws {
+        var none = try PodCIDRAllocator(clusterCIDRs: [])
+        XCTAssertEqual(try none.allocate(node: "a"), [], "no pools: only claims are tracked")
         XCTAssertThrowsError(try PodCIDRAllocator(clusterCIDRs: [p("10.244.0.0/16"), p("10.244.128.0/17")])) {
             XCTAssertEqual($0 as? IPAMError, .clusterCIDRsOverlap(self.p("10.244.0.0/16"), self.p("10.244.128.0/17")))
         }
@@ -47,9 +88,9 @@ final class PodCIDRAllocatorTests: XCTestCase {
         var ipam = try PodCIDRAllocator(clusterCIDRs: [p("10.244.0.0/23"), p("fd00:10:244::/63")], nodeMaskIPv4: 24, nodeMaskIPv6: 64)
         _ = try ipam.allocate(node: "a")
         ipam.release(node: "a")
-        try ipam.restore(node: "v4only", cidrs: [p("10.244.0.0/24")])
-        try ipam.restore(node: "x", cidrs: [p("fd00:10:244::/64")])
-        try ipam.restore(node: "y", cidrs: [p("fd00:10:244:1::/64")])
+        try ipam.restore(node: "v4only", cidr: p("10.244.0.0/24"))
+        try ipam.restore(node: "x", cidr: p("fd00:10:244::/64"))
+        try ipam.restore(node: "y", cidr: p("fd00:10:244:1::/64"))
         XCTAssertThrowsError(try ipam.allocate(node: "z")) { error in
             XCTAssertTrue("\(error)".contains("no free IPv6 Pod CIDR left in fd00:10:244::/63"), "\(error)")
         }
