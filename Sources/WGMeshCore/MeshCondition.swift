@@ -1,0 +1,59 @@
+// FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The Node condition `WireGuardMeshReady` the agent publishes: whether this node reaches every peer through the tunnel.
+public struct MeshCondition: Sendable, Equatable {
+    /// The condition's `type` on the Node.
+    public static let type = "WireGuardMeshReady"
+    public var ready: Bool
+    /// CamelCase, as Kubernetes condition reasons are: `AllPeersConnected`, `NoPeers`, `PeersStale`, `NoKey`.
+    public var reason: String
+    /// One sentence an operator reads in `kubectl describe node`.
+    public var message: String
+
+    public init(ready: Bool, reason: String, message: String) {
+        self.ready = ready
+        self.reason = reason
+        self.message = message
+    }
+
+    /// How many stale nodes a message names before it only counts the rest.
+    public static let namedNodeLimit = 20
+
+    /// Ready when every planned peer (current keys only: a pre-staged next key with no allowed IPs does not count) had a handshake within `maxHandshakeAge` (3 minutes by default); otherwise not ready, naming the stale nodes (sorted, at most 20 named, then "and N more").
+    ///
+    /// WireGuard renews a handshake every 2 minutes only while packets flow, so an idle peer without
+    /// persistent keepalive shows as stale too. A device without a key is `NoKey` whatever its peers.
+    public static func evaluate(plan: MeshPlan, device: DeviceState, now: Date, maxHandshakeAge: TimeInterval = 180) -> MeshCondition {
+        // The kernel reports the public key with the private one; either counts, the zero key does not.
+        guard let key = device.privateKey ?? device.publicKey, !key.isZero else {
+            return MeshCondition(ready: false, reason: "NoKey", message: "interface \(device.name) has no private key yet: the controller has not issued this node's keypair, or the agent cannot open it (see the agent's log)")
+        }
+        let left = plan.excluded.isEmpty ? "" : "; \(count(plan.excluded.count, "node")) left out of the mesh (see the Events of those Nodes)"
+        let current = plan.peers.filter { !$0.allowedIPs.isEmpty }
+        guard !current.isEmpty else {
+            return MeshCondition(ready: true, reason: "NoPeers", message: "no other node is in the mesh yet, so there is no peer to connect to\(left)")
+        }
+        let handshakes = Dictionary(device.peers.map { ($0.publicKey, $0.lastHandshake) }, uniquingKeysWith: { a, _ in a })
+        let stale = Set(current.filter { peer in
+            guard let at = handshakes[peer.publicKey] ?? nil else { return true }
+            let seconds = Double(at.seconds) + Double(at.nanoseconds) / 1_000_000_000
+            return now.timeIntervalSince(Date(timeIntervalSince1970: seconds)) > maxHandshakeAge
+        }.map(\.node)).sorted()
+        let age = "\(Int(maxHandshakeAge)) s"
+        let nodes = Set(current.map(\.node)).count
+        guard !stale.isEmpty else {
+            return MeshCondition(ready: true, reason: "AllPeersConnected", message: "all \(count(nodes, "peer")) had a handshake in the last \(age)\(left)")
+        }
+        var named = stale.prefix(namedNodeLimit).joined(separator: ", ")
+        if stale.count > namedNodeLimit { named += " and \(stale.count - namedNodeLimit) more" }
+        return MeshCondition(ready: false, reason: "PeersStale",
+                             message: "no handshake in the last \(age) with \(stale.count) of \(count(nodes, "peer")): \(named); check that their endpoints' UDP port is reachable\(left)")
+    }
+
+    private static func count(_ n: Int, _ noun: String) -> String { n == 1 ? "1 \(noun)" : "\(n) \(noun)s" }
+}
