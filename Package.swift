@@ -15,12 +15,18 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(
             name: "CMnl",
             pkgConfig: "libmnl",
             providers: [.apt(["libmnl-dev"])]
+        ),
+        .systemLibrary(
+            name: "CNftables",
+            pkgConfig: "libnftables",
+            providers: [.apt(["libnftables-dev"])]
         ),
         .target(
             name: "WGMeshCore",
@@ -55,10 +61,21 @@ let package = Package(
             name: "Controller",
             dependencies: ["WGMeshCore", "Kube", .product(name: "Logging", package: "swift-log")]
         ),
+        .target(
+            name: "Agent",
+            dependencies: [
+                "WGMeshCore", "Netlink", "Kube", "CNftables",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "wgmesh",
             dependencies: [
-                "WGMeshCore", "Netlink", "Controller", "Kube",
+                "WGMeshCore", "Netlink", "Controller", "Agent", "Kube",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -68,10 +85,21 @@ let package = Package(
             name: "BenchController",
             dependencies: ["Controller", "Kube", "KubeTestSupport", "WGMeshCore", .product(name: "Logging", package: "swift-log")]
         ),
-        .testTarget(name: "WGMeshCoreTests", dependencies: ["WGMeshCore"]),
+        // Not shipped: the test API server as a process, for the multi-node scenarios and the demo.
+        .executableTarget(
+            name: "TestAPIServerTool",
+            dependencies: ["KubeTestSupport"]
+        ),
+        // Test code: a model of the kernel's WireGuard and route table, shared by the test targets.
+        .target(name: "ModelKernel", dependencies: ["WGMeshCore"], path: "Tests/ModelKernel"),
+        .testTarget(name: "WGMeshCoreTests", dependencies: ["WGMeshCore", "ModelKernel"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WGMeshCore", "CMnl"]),
         .testTarget(name: "ControllerTests", dependencies: [
             "Controller", "WGMeshCore", "Kube", "KubeTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "AgentTests", dependencies: [
+            "Agent", "Controller", "WGMeshCore", "Kube", "KubeTestSupport", "ModelKernel",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "KubeTests", dependencies: [

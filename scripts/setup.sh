@@ -4,9 +4,13 @@ set -euo pipefail
 pkgs=()
 command -v pkg-config >/dev/null || pkgs+=(pkg-config)
 pkg-config --exists libmnl 2>/dev/null || pkgs+=(libmnl-dev)
+pkg-config --exists libnftables 2>/dev/null || pkgs+=(libnftables-dev)
+command -v nft >/dev/null || pkgs+=(nftables)
+[ -x /usr/lib/cni/bridge ] || pkgs+=(containernetworking-plugins)
+command -v tcpdump >/dev/null || pkgs+=(tcpdump)
 command -v wg >/dev/null || pkgs+=(wireguard-tools)
 command -v ip >/dev/null || pkgs+=(iproute2)
-# Every program a test runs comes from here; scripts/vm-test.sh checks the list (test-programs.txt).
+# Every program a test runs comes from here; scripts/vm-test.sh checks the ones the kernel tests run.
 command -v ping >/dev/null || pkgs+=(iputils-ping)
 command -v qemu-system-x86_64 >/dev/null || pkgs+=(qemu-system-x86)
 command -v depmod >/dev/null || pkgs+=(kmod)

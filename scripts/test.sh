@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests on the host, then every kernel test in one VM guest.
+# The whole test suite: unit tests on the host, then every kernel test in one VM guest, then the
+# agent's three-node scenario in a second guest.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -8,3 +9,7 @@ echo "== host: swift test (XCTest) (kernel tests skip themselves here and run in
 swift test --disable-swift-testing 2>&1 | grep -vE "^Test (Case|Suite) .* started at"
 echo "== VM kernel: scripts/vm-test.sh"
 bash scripts/vm-test.sh 2>&1 | grep -vE "^Test (Case|Suite) .* started at"
+echo "== VM: three nodes, controller and agents (scripts/e2e-agent.sh)"
+swift build --product wgmesh >/dev/null
+swift build --product TestAPIServerTool >/dev/null
+bash scripts/vm-run.sh 'bash scripts/e2e-agent.sh'

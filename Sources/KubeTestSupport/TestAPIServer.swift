@@ -26,9 +26,15 @@ public final class TestAPIServer: Sendable {
         public var bookmarkInterval: Duration
         /// Changes kept for watches and continue tokens (the watch cache).
         public var windowSize: Int
+        /// The address to listen on (loopback unless a test's own network namespaces must reach it).
+        public var host: String
+        /// 0: a free port.
+        public var port: Int
 
         public init(tls: Bool = false, nameOnlyCertificate: Bool = false, token: String? = nil, bookmarkInterval: Duration = .seconds(1),
-                    windowSize: Int = 20_000) {
+                    windowSize: Int = 20_000, host: String = "127.0.0.1", port: Int = 0) {
+            self.host = host
+            self.port = port
             self.tls = tls
             self.nameOnlyCertificate = nameOnlyCertificate
             self.token = token
@@ -116,7 +122,7 @@ public final class TestAPIServer: Sendable {
     let channel: any Channel
     let state: Mutex<State>
 
-    /// Starts listening on 127.0.0.1 on a free port.
+    /// Starts listening on `options.host` (127.0.0.1 by default), on a free port unless `options.port` says.
     public static func start(_ options: Options = Options()) async throws -> TestAPIServer {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let sslContext: NIOSSLContext? = try options.tls ? {
@@ -145,7 +151,7 @@ public final class TestAPIServer: Sendable {
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
-            .bind(host: "127.0.0.1", port: 0).get()
+            .bind(host: options.host, port: options.port).get()
         let server = TestAPIServer(options: options, group: group, channel: channel)
         box.withLock { $0 = server }
         return server
@@ -165,7 +171,10 @@ public final class TestAPIServer: Sendable {
         try await group.shutdownGracefully()
     }
 
-    public var url: String { "\(options.tls ? "https" : "http")://127.0.0.1:\(port)" }
+    public var url: String {
+        let host = options.host.contains(":") ? "[\(options.host)]" : options.host
+        return "\(options.tls ? "https" : "http")://\(host):\(port)"
+    }
 
     /// A configuration that reaches this server: its CA, and its token or the test client certificate.
     public func kubeConfig(clientCertificate: Bool = false) -> KubeConfig {

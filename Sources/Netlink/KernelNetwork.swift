@@ -69,6 +69,28 @@ public final class KernelNetwork: LinkTable, RouteTable {
         try socket.request(m, operation: "set link #\(index)\(mtu.map { " mtu \($0)" } ?? "")\(up.map { $0 ? " up" : " down" } ?? "")")
     }
 
+    public func interface(carrying address: IPAddress) throws -> LinkState? {
+        let m = MessageBuilder(capacity: 256, type: UInt16(RTM_GETADDR), flags: 0)
+        m.putHeader(ifaddrmsg())
+        var index: UInt32?
+        try socket.dump(m, operation: "find the link carrying \(address)") { reply in
+            guard index == nil, reply.type == UInt16(RTM_NEWADDR), let h = reply.header(as: ifaddrmsg.self),
+                  AddressFamily.ipFamily(UInt16(h.ifa_family)) == address.family else { return }
+            let attrs = reply.attributes(after: MemoryLayout<ifaddrmsg>.size)
+            if attrs.contains(where: { ($0.type == UInt16(IFA_LOCAL) || $0.type == UInt16(IFA_ADDRESS)) && $0.payload.elementsEqual(address.bytes) }) {
+                index = h.ifa_index
+            }
+        }
+        guard let index else { return nil }
+        let get = MessageBuilder(capacity: 256, type: UInt16(RTM_GETLINK), flags: 0)
+        var h = ifinfomsg()
+        h.ifi_index = Int32(bitPattern: index)
+        get.putHeader(h)
+        var found: LinkState?
+        try socket.request(get, operation: "get link #\(index)") { found = Self.decodeLink($0) }
+        return found
+    }
+
     public func deleteLink(index: UInt32) throws {
         let m = MessageBuilder(capacity: 256, type: UInt16(RTM_DELLINK), flags: 0)
         var h = ifinfomsg()

@@ -49,6 +49,27 @@ public struct MeshDiff: Sendable, Hashable {
 }
 
 extension MeshDiff {
+    /// With a new private key in this diff, makes every planned peer send a keepalive, hence a handshake,
+    /// at once (design.md, "Key rotation without a gap"). The kernel sends one when a peer's persistent
+    /// keepalive goes from 0 to a positive value, so each peer gets that transition in the same SET message
+    /// as the key: a peer whose keepalive is on is listed twice, first with 0, then with its interval; a
+    /// peer planned without keepalive gets `interval`, and the next diff turns it off again.
+    public mutating func forceHandshakes(plan: MeshPlan, current: DeviceState, interval: UInt16 = 25) {
+        let running = Dictionary(current.peers.map { ($0.publicKey, $0.persistentKeepalive) }, uniquingKeysWith: { a, _ in a })
+        for want in plan.peers where !want.allowedIPs.isEmpty {
+            let target = want.persistentKeepalive > 0 ? want.persistentKeepalive : interval
+            let reset = PeerConfig(publicKey: want.publicKey, persistentKeepalive: 0, updateOnly: true)
+            let isOn = (running[want.publicKey] ?? 0) > 0
+            if let i = device.peers.firstIndex(where: { $0.publicKey == want.publicKey && !$0.remove }) {
+                device.peers[i].persistentKeepalive = target
+                if isOn { device.peers.insert(reset, at: i) }
+            } else {
+                if isOn { device.peers.append(reset) }
+                device.peers.append(PeerConfig(publicKey: want.publicKey, persistentKeepalive: target, updateOnly: true))
+            }
+        }
+    }
+
     /// Applies the diff through the seams: peers first (so a new Pod CIDR has its peer before its
     /// route), then stale routes out, changed routes replaced, new routes in. Stops at the first error;
     /// what was applied stays, and the next diff picks up from the state the kernel then reports.

@@ -33,6 +33,8 @@ public protocol LinkTable {
     /// Sets MTU and administrative state; nil leaves a field as it is.
     func setLink(index: UInt32, mtu: UInt32?, up: Bool?) throws
     func deleteLink(index: UInt32) throws
+    /// The link that has `address` (the node's own underlay address), or nil when none has.
+    func interface(carrying address: IPAddress) throws -> LinkState?
     func addresses(ofLinkIndex index: UInt32) throws -> [IPPrefix]
     func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32) throws
     func removeAddress(_ address: IPPrefix, fromLinkIndex index: UInt32) throws

@@ -83,7 +83,7 @@ struct ControllerCommand: AsyncParsableCommand {
         guard maxConcurrentRotations >= 1 else { throw ValidationError("--max-concurrent-rotations must be at least 1") }
         let types = endpointAddressType.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard !types.isEmpty else { throw ValidationError("--endpoint-address-type needs at least one type, e.g. InternalIP") }
-        let specWait = try Self.seconds(podCIDRSpecWait, flag: "--pod-cidr-spec-wait")
+        let specWait = try Self.seconds(podCIDRSpecWait, flag: "--pod-cidr-spec-wait", allowZero: true)
         let name = identity ?? env["POD_NAME"] ?? ProcessInfo.processInfo.hostName
         // As client-go does: two processes never share a Lease identity unless told to.
         let leaseIdentity = identity ?? "\(name)_\(UUID().uuidString.lowercased())"
@@ -112,8 +112,8 @@ struct ControllerCommand: AsyncParsableCommand {
     }
 
     /// `10s`, `5m`, `720h`, `1h30m`, or plain seconds.
-    static func seconds(_ text: String, flag: String) throws -> TimeInterval {
-        if let plain = Double(text) { return plain }
+    static func seconds(_ text: String, flag: String, allowZero: Bool = false) throws -> TimeInterval {
+        if let plain = Double(text), plain >= 0, plain > 0 || allowZero { return plain }
         var total = 0.0, number = ""
         for c in text {
             if c.isNumber || c == "." {
@@ -131,7 +131,7 @@ struct ControllerCommand: AsyncParsableCommand {
             total += n * unit
             number = ""
         }
-        guard number.isEmpty, total > 0 else { throw ValidationError("\(flag) \(text): use a duration such as 10s, 5m or 720h") }
+        guard number.isEmpty, total > 0 || (allowZero && total == 0 && !text.isEmpty) else { throw ValidationError("\(flag) \(text): use a duration such as 10s, 5m or 720h") }
         return total
     }
 }

@@ -1,3 +1,4 @@
+import ModelKernel
 import XCTest
 import WGMeshCore
 
@@ -90,5 +91,34 @@ final class MeshDiffTests: XCTestCase {
         let diff = MeshDiff(plan: plan, actual: DeviceState(name: "wgmesh0", listenPort: 51820), actualRoutes: plan.routes, privateKey: key)
         XCTAssertEqual(diff.device.privateKey, key)
         XCTAssertNil(diff.device.listenPort)
+    }
+
+    func testANewPrivateKeyForcesEveryPeerToHandshakeInTheSameMessage() throws {
+        var on = settings
+        on.persistentKeepalive = 25
+        for keepalive in [UInt16(0), 25] {
+            let plan = MeshPlan(localNode: "local", settings: keepalive == 0 ? settings : on, nodes: [node("local", 0), node("a", 1), node("b", 2)],
+                                interfaceIndex: 3)
+            // Peer a is already there (keepalive as planned); peer b is new.
+            let a = plan.peers.first { $0.node == "a" }!
+            let actual = DeviceState(name: "wgmesh0", listenPort: 51820, peers: [
+                PeerState(publicKey: a.publicKey, endpoint: a.endpoint, persistentKeepalive: keepalive, allowedIPs: a.allowedIPs)])
+            var diff = MeshDiff(plan: plan, actual: actual, actualRoutes: plan.routes, privateKey: WireGuardKeyPair.generate().privateKey)
+            diff.forceHandshakes(plan: plan, current: actual)
+            let model = ModelKernel(state: actual, routes: plan.routes)
+            var sends = 0
+            // The kernel sends a keepalive when a peer's interval goes from 0 to more, within the message.
+            var interval = Dictionary(actual.peers.map { ($0.publicKey, $0.persistentKeepalive) }, uniquingKeysWith: { a, _ in a })
+            for p in diff.device.peers {
+                if let k = p.persistentKeepalive {
+                    if (interval[p.publicKey] ?? 0) == 0 && k > 0 { sends += 1 }
+                    interval[p.publicKey] = k
+                }
+            }
+            XCTAssertEqual(sends, 2, "keepalive \(keepalive): both peers handshake at once")
+            try model.configure("wgmesh0", diff.device)
+            let after = MeshDiff(plan: plan, actual: model.state, actualRoutes: plan.routes)
+            XCTAssertEqual(after.device.peers.count, keepalive == 0 ? 2 : 0, "the next diff puts the planned keepalive back")
+        }
     }
 }

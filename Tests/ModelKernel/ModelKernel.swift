@@ -1,32 +1,32 @@
 import WGMeshCore
 
 /// A test double of the kernel's WireGuard and route table, with the semantics of WG_CMD_SET_DEVICE
-/// and RTM_NEWROUTE/RTM_DELROUTE, to check diffs without a kernel.
-final class ModelKernel: WireGuardDevice, RouteTable {
-    var state: DeviceState
-    var table: [Route]
+/// and RTM_NEWROUTE/RTM_DELROUTE, to check diffs without a kernel. Test code only (Tests/).
+public final class ModelKernel: WireGuardDevice, RouteTable {
+    public var state: DeviceState
+    public var table: [Route]
 
-    init(state: DeviceState, routes: [Route]) {
+    public init(state: DeviceState, routes: [Route]) {
         self.state = state
         self.table = routes
     }
 
-    func device(named name: String) throws -> DeviceState { state }
-    func configure(_ name: String, _ config: DeviceConfig) throws { state = KernelModel.apply(config, to: state) }
-    func routes(family: IPFamily?) throws -> [Route] { table.filter { family == nil || $0.destination.family == family }.sorted() }
-    func add(_ route: Route) throws {
+    public func device(named name: String) throws -> DeviceState { state }
+    public func configure(_ name: String, _ config: DeviceConfig) throws { state = KernelModel.apply(config, to: state) }
+    public func routes(family: IPFamily?) throws -> [Route] { table.filter { family == nil || $0.destination.family == family }.sorted() }
+    public func add(_ route: Route) throws {
         precondition(!table.contains { $0.key == route.key }, "add of an existing route would fail with EEXIST")
         table.append(route)
     }
-    func replace(_ route: Route) throws { table.removeAll { $0.key == route.key }; table.append(route) }
-    func delete(_ route: Route) throws {
+    public func replace(_ route: Route) throws { table.removeAll { $0.key == route.key }; table.append(route) }
+    public func delete(_ route: Route) throws {
         precondition(table.contains { $0.key == route.key }, "delete of a missing route would fail with ESRCH")
         table.removeAll { $0.key == route.key }
     }
 }
 
-enum KernelModel {
-    static func apply(_ config: DeviceConfig, to state: DeviceState) -> DeviceState {
+public enum KernelModel {
+    public static func apply(_ config: DeviceConfig, to state: DeviceState) -> DeviceState {
         var s = state
         if let k = config.privateKey { s.privateKey = k.isZero ? nil : k }
         if let p = config.listenPort { s.listenPort = p }

@@ -1,0 +1,88 @@
+import Kube
+import WGMeshCore
+
+extension MeshAgent {
+    /// Removes exactly what the agent made on this node: the interface, every route with wgmesh's
+    /// route protocol, the nftables table, the CNI file, the enrollment key file, its own annotations and
+    /// the `WireGuardMeshReady` condition. Returns one line per thing removed.
+    public func cleanup() async throws -> [String] {
+        var removed: [String] = []
+        let network = kernel.network
+        for route in try network.routes(family: nil) {
+            try network.delete(route)
+            removed.append("route \(route.destination)")
+        }
+        if let link = try network.link(named: configuration.interface) {
+            guard link.kind == "wireguard" else { throw AgentError.notWireGuard(configuration.interface, kind: link.kind) }
+            try network.deleteLink(index: link.index)
+            removed.append("interface \(configuration.interface)")
+        }
+        if try kernel.filter.unencrypted() != nil {
+            try kernel.filter.remove()
+            removed.append("nftables table inet \(FirewallRuleset.table)")
+        }
+        if try AtomicFile.remove(configuration.cniFile) { removed.append("CNI configuration \(configuration.cniFile)") }
+        if try EnrollmentKeyStore(directory: configuration.stateDirectory).remove() { removed.append("enrollment key file") }
+
+        let name = configuration.nodeName
+        let node = try await api.get(.nodes, namespace: nil, name: name)
+        let mine = [Annotation.enrollmentKey, Annotation.appliedKeyGeneration].filter { node.metadata.annotations[$0] != nil }
+        if !mine.isEmpty {
+            let patch: [String: JSON] = Dictionary(uniqueKeysWithValues: mine.map { ($0, JSON.null) })
+            _ = try await api.patch(.nodes, namespace: nil, name: name, .merge(.object(["metadata": .object(["annotations": .object(patch)])])),
+                                    subresource: nil)
+            removed += mine.map { "annotation \($0)" }
+        }
+        let conditions = Node(node).conditions
+        if let index = conditions.firstIndex(where: { $0.type == MeshCondition.type }) {
+            // The index is checked in the same patch: a list that changed meanwhile fails instead of losing another condition.
+            _ = try await api.patch(.nodes, namespace: nil, name: name, .json([
+                .object(["op": "test", "path": .string("/status/conditions/\(index)/type"), "value": .string(MeshCondition.type)]),
+                .object(["op": "remove", "path": .string("/status/conditions/\(index)")]),
+            ]), subresource: "status")
+            removed.append("condition \(MeshCondition.type)")
+        }
+        return removed
+    }
+
+    /// What a pass would do on this node, changing nothing: the plan (peers by node, routes, nodes left
+    /// out and why) and the diff against the kernel.
+    public func dryRun(_ objects: [KubeObject]) throws -> String {
+        var lines: [String] = []
+        var nodes: [MeshNode] = []
+        for object in objects {
+            do { nodes.append(try MeshNode(name: object.metadata.name, annotations: object.metadata.annotations)) } catch {
+                lines.append("invalid: \(error)")
+            }
+        }
+        guard let local = nodes.first(where: { $0.name == configuration.nodeName }) else {
+            return (lines + ["node \(configuration.nodeName) is not in the API or its wgmesh annotations are unreadable: nothing would change"])
+                .joined(separator: "\n")
+        }
+        let link = try kernel.network.link(named: configuration.interface)
+        let device = link == nil ? DeviceState(name: configuration.interface) : try kernel.wireGuard.device(named: configuration.interface)
+        let mtu = try tunnelMTU(local)
+        let plan = MeshPlan(localNode: local.name, settings: settings(listenPort: local.effectiveEndpoint?.port ?? Self.defaultListenPort, mtu: mtu),
+                            nodes: nodes, interfaceIndex: link?.index ?? 0)
+        let diff = MeshDiff(plan: plan, actual: device, actualRoutes: link == nil ? [] : try kernel.network.routes(family: nil))
+        lines.append("interface \(configuration.interface): \(link == nil ? "would be created" : "exists"), MTU \(mtu), addresses "
+                     + TunnelAddressing.addresses(podCIDRs: local.podCIDRs).map(\.description).joined(separator: ", "))
+        lines.append("plan: \(plan.peers.count) peers, \(plan.routes.count) routes")
+        for peer in plan.peers {
+            lines.append("  peer \(peer.node) endpoint \(peer.endpoint) allowed-ips \(peer.allowedIPs.isEmpty ? "(pre-staged next key)" : peer.allowedIPs.map(\.description).joined(separator: ","))")
+        }
+        for route in plan.routes { lines.append("  route \(route.destination)\(route.metric > 1024 ? " (strict)" : "")") }
+        for e in plan.excluded { lines.append("  left out: \(e.node): \(e.reason)") }
+        let owners = Dictionary(plan.peers.map { ($0.publicKey, $0.node) }, uniquingKeysWith: { a, _ in a })
+        lines.append(diff.isEmpty ? "diff: nothing to change" : "diff:")
+        if diff.device.privateKey != nil { lines.append("  set the private key") }
+        if let port = diff.device.listenPort { lines.append("  set listen port \(port)") }
+        for p in diff.device.peers {
+            lines.append("  \(p.remove ? "remove" : p.updateOnly ? "update" : "add") peer \(owners[p.publicKey] ?? "(not planned)")")
+        }
+        for r in diff.routesToAdd { lines.append("  add route \(r.destination)") }
+        for r in diff.routesToReplace { lines.append("  replace route \(r.destination)") }
+        for r in diff.routesToDelete { lines.append("  delete route \(r.destination)") }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,57 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// `/metrics` (Prometheus text), `/healthz` and `/readyz` on the metrics address.
+public final class HealthServer: Sendable {
+    let channel: any Channel
+
+    /// Listens on `host:port` (`:9586` is every address).
+    public static func start(host: String, port: Int, metrics: AgentMetrics, ready: @escaping @Sendable () -> Bool) async throws -> HealthServer {
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline().flatMap {
+                    channel.pipeline.addHandler(Handler(metrics: metrics, ready: ready))
+                }
+            }
+        return HealthServer(channel: try await bootstrap.bind(host: host, port: port).get())
+    }
+
+    init(channel: any Channel) { self.channel = channel }
+
+    public var port: Int? { channel.localAddress?.port }
+
+    public func stop() async throws { try await channel.close() }
+
+    final class Handler: ChannelInboundHandler, Sendable {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let metrics: AgentMetrics
+        let ready: @Sendable () -> Bool
+
+        init(metrics: AgentMetrics, ready: @escaping @Sendable () -> Bool) {
+            self.metrics = metrics
+            self.ready = ready
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard case .head(let head) = unwrapInboundIn(data) else { return }
+            let path = head.uri.split(separator: "?").first.map(String.init) ?? head.uri
+            let (status, body, type): (HTTPResponseStatus, String, String)
+            switch (head.method, path) {
+            case (.GET, "/metrics"): (status, body, type) = (.ok, metrics.registry.emitToString(), "text/plain; version=0.0.4")
+            case (.GET, "/healthz"): (status, body, type) = (.ok, "ok\n", "text/plain")
+            case (.GET, "/readyz"): (status, body, type) = ready() ? (.ok, "ok\n", "text/plain") : (.serviceUnavailable, "not synced yet\n", "text/plain")
+            default: (status, body, type) = (.notFound, "not found\n", "text/plain")
+            }
+            var headers = HTTPHeaders([("Content-Type", type), ("Content-Length", String(body.utf8.count)), ("Connection", "close")])
+            headers.replaceOrAdd(name: "Cache-Control", value: "no-store")
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}

@@ -1,0 +1,422 @@
+import Kube
+import Logging
+import Synchronization
+import WGMeshCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The agent on one Node: turns every Node's `wgmesh.dev/` annotations into this node's WireGuard
+/// interface, peers, routes, firewall table and CNI configuration, and reports what it runs.
+///
+/// One informer feeds a trigger that coalesces bursts; each reconcile reads the kernel, applies the
+/// smallest diff (Calico felix's way: cheap deltas, and every pass starts from what the kernel reports,
+/// so drift made by hand is repaired at the next pass), and a periodic resync is the safety net.
+/// A restart adopts the interface as it is: nothing is deleted or reset that is already right.
+public final class MeshAgent: Sendable {
+    public struct Configuration: Sendable {
+        public var nodeName: String
+        public var interface: String
+        public var stateDirectory: String
+        public var cniConfDirectory: String
+        public var clusterCIDRs: [IPPrefix]
+        /// Route the cluster CIDRs into the tunnel and drop Pod traffic that would leave any other way.
+        public var strict: Bool
+        /// nil: the MTU of the interface that carries the node's endpoint, less WireGuard's overhead.
+        public var mtu: UInt32?
+        /// Seconds between keepalives to each peer (0: none). On, handshakes stay fresh on idle links,
+        /// so `WireGuardMeshReady` tells a dead peer from a quiet one.
+        public var persistentKeepalive: UInt16
+        public var resyncPeriod: Duration
+        /// The pause after a reconcile, during which further changes gather into the next one.
+        public var coalescePeriod: Duration
+
+        public init(nodeName: String, interface: String = "wgmesh0", stateDirectory: String = "/var/lib/wgmesh",
+                    cniConfDirectory: String = "/etc/cni/net.d", clusterCIDRs: [IPPrefix], strict: Bool = true, mtu: UInt32? = nil,
+                    persistentKeepalive: UInt16 = 25, resyncPeriod: Duration = .seconds(60), coalescePeriod: Duration = .milliseconds(100)) {
+            self.persistentKeepalive = persistentKeepalive
+            self.nodeName = nodeName
+            self.interface = interface
+            self.stateDirectory = stateDirectory
+            self.cniConfDirectory = cniConfDirectory
+            self.clusterCIDRs = clusterCIDRs
+            self.strict = strict
+            self.mtu = mtu
+            self.resyncPeriod = resyncPeriod
+            self.coalescePeriod = coalescePeriod
+        }
+
+        public var cniFile: String { cniConfDirectory + "/" + CNIConfig.fileName }
+    }
+
+    /// The kernel as the agent touches it; one real implementation of each (Netlink, NFTables). The
+    /// netlink handles are used by one pass at a time only: passes never overlap.
+    public struct Kernel: @unchecked Sendable {
+        public var wireGuard: any WireGuardDevice
+        public var network: any LinkTable & RouteTable
+        public var filter: any PacketFilter
+
+        public init(wireGuard: any WireGuardDevice, network: any LinkTable & RouteTable, filter: any PacketFilter) {
+            self.wireGuard = wireGuard
+            self.network = network
+            self.filter = filter
+        }
+    }
+
+    /// The field manager of the agent's writes.
+    public static let fieldManager = "wgmesh-agent"
+    public static let reportingController = "wgmesh.dev/agent"
+    /// WireGuard's listen port when the node's endpoint does not say.
+    public static let defaultListenPort: UInt16 = 51820
+    /// The MTU when the underlay interface cannot be found.
+    public static let fallbackMTU: UInt32 = 1420
+
+    public let configuration: Configuration
+    let api: any KubeAPI
+    let kernel: Kernel
+    let logger: Logger
+    let events: EventRecorder
+    public let metrics: AgentMetrics
+    let memory = Mutex(Memory())
+
+    /// What the agent remembers between passes; all of it can be lost (a restart re-derives it).
+    struct Memory {
+        var enrollment: WireGuardKeyPair?
+        /// Events already sent, by node and text: each problem is reported once per process.
+        var reported: Set<String> = []
+        var ruleset: String?
+        var condition: MeshCondition?
+        var lastPlan: MeshPlan?
+        var synced = false
+        var passes = 0
+    }
+
+    public init(api: any KubeAPI, kernel: Kernel, configuration: Configuration, logger: Logger, metrics: AgentMetrics = AgentMetrics()) {
+        self.api = api
+        self.kernel = kernel
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "node"] = "\(configuration.nodeName)"
+        self.logger = logger
+        self.metrics = metrics
+        events = EventRecorder(api: api, reportingController: Self.reportingController, reportingInstance: configuration.nodeName, logger: logger)
+    }
+
+    /// True once the first reconcile has run (`/readyz`).
+    public var isReady: Bool { memory.withLock { $0.synced } }
+
+    /// Reconcile passes so far.
+    public var passes: Int { memory.withLock { $0.passes } }
+
+    // MARK: running
+
+    /// Enrols, closes the data plane before anything is known (strict mode), then reconciles until
+    /// cancelled. Cancellation stops the watching only: the interface, routes and rules stay and keep
+    /// carrying traffic.
+    public func run() async throws {
+        let enrollment = try EnrollmentKeyStore(directory: configuration.stateDirectory).loadOrCreate(logger: logger)
+        memory.withLock { $0.enrollment = enrollment }
+        try failClosed()
+        try await publishEnrollmentKey(enrollment.publicKey)
+
+        let informer = Informer(api: api, resource: .nodes, configuration: .init(metadataOnly: true), logger: logger)
+        // At most one pass waits: a burst of changes becomes one pass.
+        let (triggers, trigger) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await informer.run() }
+            group.addTask {
+                await informer.waitUntilSynced()
+                trigger.yield()
+                for await _ in informer.events { trigger.yield() }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: self.configuration.resyncPeriod)
+                    trigger.yield()
+                }
+            }
+            for await _ in triggers {
+                if Task.isCancelled { break }
+                await reconcile(informer.list())
+                try? await Task.sleep(for: configuration.coalescePeriod)
+            }
+            group.cancelAll()
+        }
+        logger.info("stopped watching; the interface, routes and rules stay as they are")
+    }
+
+    /// Strict mode before the first plan: the interface exists and the cluster CIDRs are routed into
+    /// it, so nothing from a Pod to another node leaves in the clear while the agent starts.
+    func failClosed() throws {
+        try enableForwarding()
+        let link = try ensureLink(mtu: configuration.mtu ?? Self.fallbackMTU, adjustMTU: false)
+        guard configuration.strict else { return }
+        let settings = settings(listenPort: Self.defaultListenPort, mtu: link.mtu)
+        let plan = MeshPlan(localNode: configuration.nodeName, settings: settings, nodes: [], interfaceIndex: link.index)
+        let existing = Set(try kernel.network.routes(family: nil).map(\.key))
+        for route in plan.routes where !existing.contains(route.key) {
+            try kernel.network.replace(route)
+            logger.info("strict route installed before the first plan", metadata: ["route": "\(route.destination)"])
+        }
+        // A table left by an earlier run is adopted as it is: written anew without the node's own Pod
+        // CIDRs, it would drop the replies to the node's Pods until the first pass.
+        if try kernel.filter.unencrypted() == nil { try applyRuleset(localPodCIDRs: []) }
+    }
+
+    /// Pods' traffic is routed through the node: forwarding on for both families (in the agent's
+    /// network namespace, which is the host's).
+    func enableForwarding() throws {
+        for path in ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"] {
+            guard try AtomicFile.read(path) != Array("1\n".utf8) else { continue }
+            try AtomicFile.overwrite(path, Array("1\n".utf8))
+            logger.info("forwarding enabled", metadata: ["sysctl": "\(path)"])
+        }
+    }
+
+    /// Publishes the enrollment key on this node, once it differs.
+    func publishEnrollmentKey(_ key: WireGuardKey) async throws {
+        let name = configuration.nodeName
+        var backoff = Backoff(initial: .milliseconds(500), maximum: .seconds(10))
+        while !Task.isCancelled {
+            do {
+                try await api.patchRetrying(.nodes, name: name) { node in
+                    node.metadata.annotations[Annotation.enrollmentKey] == key.base64 ? nil
+                        : .merge(.object(["metadata": .object(["annotations": .object([Annotation.enrollmentKey: .string(key.base64)])])]))
+                }
+                logger.info("enrollment key published", metadata: ["enrollmentKey": "\(key.base64)"])
+                return
+            } catch {
+                if error.isCancelled { return }
+                // The Node may not be registered yet; keep trying, saying why.
+                let delay = backoff.next()
+                logger.warning("cannot publish the enrollment key yet, retrying", metadata: ["error": "\(error)", "delay": "\(Seconds(delay))"])
+                try? await Task.sleep(for: delay)
+            }
+        }
+    }
+
+    // MARK: one pass
+
+    /// One pass: read every Node and the kernel, apply the difference, report. Never throws: a failure
+    /// is logged and counted, and the next pass starts again from what the kernel reports.
+    public func reconcile(_ objects: [KubeObject]) async {
+        let started = ContinuousClock.now
+        do {
+            try await pass(objects)
+            metrics.reconciled(after: ContinuousClock.now - started, failed: false)
+        } catch {
+            metrics.reconciled(after: ContinuousClock.now - started, failed: true)
+            logger.error("reconcile failed; the next pass retries from the kernel's state", metadata: ["error": "\(error)"])
+        }
+        memory.withLock {
+            $0.synced = true
+            $0.passes += 1
+        }
+    }
+
+    func pass(_ objects: [KubeObject]) async throws {
+        let name = configuration.nodeName
+        var nodes: [MeshNode] = []
+        var local: MeshNode?
+        for object in objects {
+            do {
+                let node = try MeshNode(name: object.metadata.name, annotations: object.metadata.annotations)
+                nodes.append(node)
+                if node.name == name { local = node }
+            } catch {
+                await report(object, warning: true, reason: "InvalidAnnotation", note: "\(error)")
+            }
+        }
+        guard let local, let localObject = objects.first(where: { $0.metadata.name == name }) else {
+            logger.warning("this node is not in the API or its wgmesh annotations are unreadable: nothing changes until it is")
+            return
+        }
+
+        // The node's own keys: a key that does not open, or does not match, changes nothing.
+        var keys: NodeKeys?
+        if let enrollment = memory.withLock({ $0.enrollment }) {
+            do {
+                keys = try NodeKeys.open(local, enrollmentPrivateKey: enrollment.privateKey)
+            } catch {
+                await report(localObject, warning: true, reason: "SealedKeyInvalid", note: "\(error)")
+                return
+            }
+        }
+
+        let mtu = try tunnelMTU(local)
+        let link = try ensureLink(mtu: mtu, adjustMTU: true)
+        try ensureAddresses(TunnelAddressing.addresses(podCIDRs: local.podCIDRs), link: link)
+        let settings = settings(listenPort: local.effectiveEndpoint?.port ?? Self.defaultListenPort, mtu: mtu)
+        let plan = MeshPlan(localNode: name, settings: settings, nodes: nodes, interfaceIndex: link.index)
+        for exclusion in plan.excluded {
+            if let object = objects.first(where: { $0.metadata.name == exclusion.node }) {
+                await report(object, warning: true, reason: "NodeLeftOut", note: "\(exclusion) (seen by node \(name))")
+            }
+        }
+
+        let device = try kernel.wireGuard.device(named: configuration.interface)
+        let routes = try kernel.network.routes(family: nil)
+        var diff = MeshDiff(plan: plan, actual: device, actualRoutes: routes, privateKey: keys?.privateKey)
+        if diff.device.privateKey != nil, !plan.peers.isEmpty {
+            // A new private key: make every peer handshake at once instead of after a retry timeout.
+            diff.forceHandshakes(plan: plan, current: device)
+            logger.info("switching the interface to a new private key", metadata: ["generation": "\(keys?.generation ?? 0)"])
+        }
+        if !diff.isEmpty {
+            try diff.apply(interface: configuration.interface, wireGuard: kernel.wireGuard, routes: kernel.network)
+            metrics.applied(diff)
+            log(diff, plan: plan)
+        }
+        try applyRuleset(localPodCIDRs: local.podCIDRs)
+        if !local.podCIDRs.isEmpty { try writeCNIConfig(podCIDRs: local.podCIDRs, mtu: mtu) }
+        memory.withLock { $0.lastPlan = plan }
+
+        if let keys, local.appliedKeyGeneration != keys.generation {
+            try await publishApplied(keys.generation)
+        }
+        let after = diff.isEmpty ? device : try kernel.wireGuard.device(named: configuration.interface)
+        let condition = keys == nil
+            ? MeshCondition(ready: false, reason: "NoKey", message: "the controller has not issued a keypair for this node's enrollment key yet")
+            : MeshCondition.evaluate(plan: plan, device: after, now: Date())
+        try await writeCondition(condition)
+        metrics.observe(plan: plan, device: after, keys: keys, keyIssuedAt: local.keyIssuedAt, filter: kernel.filter)
+    }
+
+    func settings(listenPort: UInt16, mtu: UInt32) -> ClusterSettings {
+        ClusterSettings(clusterCIDRs: configuration.clusterCIDRs, listenPort: listenPort, persistentKeepalive: configuration.persistentKeepalive,
+                        strict: configuration.strict, mtu: mtu)
+    }
+
+    // MARK: the interface
+
+    /// The override, else the endpoint interface's MTU less WireGuard's overhead.
+    func tunnelMTU(_ local: MeshNode) throws -> UInt32 {
+        if let mtu = configuration.mtu { return mtu }
+        guard let address = local.effectiveEndpoint?.address, let underlay = try kernel.network.interface(carrying: address) else {
+            return Self.fallbackMTU
+        }
+        return TunnelAddressing.mtu(underlayMTU: underlay.mtu)
+    }
+
+    /// The WireGuard interface, created when missing and up; an existing one is adopted as it is.
+    func ensureLink(mtu: UInt32, adjustMTU: Bool) throws -> LinkState {
+        let name = configuration.interface
+        var link: LinkState
+        if let existing = try kernel.network.link(named: name) {
+            guard existing.kind == "wireguard" else {
+                throw AgentError.notWireGuard(name, kind: existing.kind)
+            }
+            link = existing
+        } else {
+            link = try kernel.network.createWireGuardLink(named: name, mtu: mtu)
+            logger.info("interface created", metadata: ["interface": "\(name)", "mtu": "\(mtu)"])
+        }
+        if (adjustMTU && link.mtu != mtu) || !link.isUp {
+            try kernel.network.setLink(index: link.index, mtu: adjustMTU && link.mtu != mtu ? mtu : nil, up: true)
+            if adjustMTU, link.mtu != mtu { logger.info("interface MTU set", metadata: ["interface": "\(name)", "mtu": "\(mtu)"]) }
+            link.mtu = adjustMTU ? mtu : link.mtu
+            link.isUp = true
+        }
+        return link
+    }
+
+    /// Exactly `wanted` on the interface: it is wgmesh's own, so any other address goes.
+    func ensureAddresses(_ wanted: [IPPrefix], link: LinkState) throws {
+        let have = try kernel.network.addresses(ofLinkIndex: link.index)
+        for address in have where !wanted.contains(address) {
+            try kernel.network.removeAddress(address, fromLinkIndex: link.index)
+            logger.info("interface address removed", metadata: ["address": "\(address)"])
+        }
+        for address in wanted where !have.contains(address) {
+            try kernel.network.addAddress(address, toLinkIndex: link.index)
+            logger.info("interface address added", metadata: ["address": "\(address)"])
+        }
+    }
+
+    func applyRuleset(localPodCIDRs: [IPPrefix]) throws {
+        let ruleset = FirewallRuleset.ruleset(interface: configuration.interface, localPodCIDRs: localPodCIDRs,
+                                              clusterCIDRs: configuration.clusterCIDRs, strict: configuration.strict)
+        // Written again after a change, and checked on every pass: a table deleted by hand comes back.
+        let present = (try? kernel.filter.unencrypted()) != nil
+        guard !present || memory.withLock({ $0.ruleset }) != ruleset else { return }
+        try kernel.filter.apply(ruleset)
+        memory.withLock { $0.ruleset = ruleset }
+        logger.info("nftables table inet \(FirewallRuleset.table) written", metadata: ["podCIDRs": "\(localPodCIDRs.map(\.description).joined(separator: ","))"])
+    }
+
+    /// The CNI configuration, written only when its content changes.
+    func writeCNIConfig(podCIDRs: [IPPrefix], mtu: UInt32) throws {
+        let path = configuration.cniFile
+        let text = Array(CNIConfig.conflist(podCIDRs: podCIDRs, mtu: mtu).utf8)
+        if try AtomicFile.read(path) == text { return }
+        try AtomicFile.write(path, text, mode: 0o644)
+        logger.info("CNI configuration written", metadata: ["file": "\(path)", "podCIDRs": "\(podCIDRs.map(\.description).joined(separator: ","))"])
+    }
+
+    // MARK: reporting
+
+    func publishApplied(_ generation: UInt64) async throws {
+        let patch = Patch.merge(.object(["metadata": .object(["annotations": .object([Annotation.appliedKeyGeneration: .string(String(generation))])])]))
+        _ = try await api.patch(.nodes, namespace: nil, name: configuration.nodeName, patch, subresource: nil)
+        logger.info("the interface runs key generation \(generation)", metadata: ["generation": "\(generation)"])
+    }
+
+    /// The `WireGuardMeshReady` condition, through the status subresource, only when it changes.
+    func writeCondition(_ condition: MeshCondition) async throws {
+        guard memory.withLock({ $0.condition }) != condition else { return }
+        let now = RFC3339.format(Date())
+        let entry: JSON = .object([
+            "type": .string(MeshCondition.type), "status": .string(condition.ready ? "True" : "False"),
+            "reason": .string(condition.reason), "message": .string(condition.message),
+            "lastTransitionTime": .string(now), "lastHeartbeatTime": .string(now),
+        ])
+        // Strategic merge: conditions merge by type, so the kubelet's own conditions stay.
+        _ = try await api.patch(.nodes, namespace: nil, name: configuration.nodeName,
+                                .strategicMerge(.object(["status": .object(["conditions": .array([entry])])])), subresource: "status")
+        memory.withLock { $0.condition = condition }
+        logger.info("condition \(MeshCondition.type)=\(condition.ready ? "True" : "False")", metadata: ["reason": "\(condition.reason)", "message": "\(condition.message)"])
+    }
+
+    /// An Event about `object` and a log line, once per process for the same text.
+    func report(_ object: KubeObject, warning: Bool, reason: String, note: String) async {
+        let key = object.metadata.name + "\u{0}" + reason + "\u{0}" + note
+        guard memory.withLock({ $0.reported.insert(key).inserted }) else { return }
+        if warning {
+            logger.warning("\(reason)", metadata: ["about": "\(object.metadata.name)", "note": "\(note)"])
+        } else {
+            logger.info("\(reason)", metadata: ["about": "\(object.metadata.name)", "note": "\(note)"])
+        }
+        // A metadata-only object says PartialObjectMetadata; the Event is about the Node.
+        var json = object.json.object ?? [:]
+        json["kind"] = "Node"
+        json["apiVersion"] = "v1"
+        let node = (try? KubeObject(json: .object(json))) ?? object
+        await events.record(about: node, warning: warning, reason: reason, action: "Reconcile", note: note)
+    }
+
+    func log(_ diff: MeshDiff, plan: MeshPlan) {
+        let owners = Dictionary(plan.peers.map { ($0.publicKey, $0.node) }, uniquingKeysWith: { a, _ in a })
+        for peer in diff.device.peers {
+            let who = owners[peer.publicKey] ?? "a node no longer in the plan"
+            let what = peer.remove ? "peer removed" : peer.updateOnly ? "peer updated" : "peer added"
+            logger.info("\(what)", metadata: ["peer": "\(who)", "allowedIPs": "\(peer.allowedIPs.map(\.description).joined(separator: ","))"])
+        }
+        for r in diff.routesToAdd { logger.info("route added", metadata: ["route": "\(r.destination)"]) }
+        for r in diff.routesToReplace { logger.info("route replaced", metadata: ["route": "\(r.destination)"]) }
+        for r in diff.routesToDelete { logger.info("route deleted", metadata: ["route": "\(r.destination)"]) }
+    }
+}
+
+/// What stops the agent from working on this node.
+public enum AgentError: Error, CustomStringConvertible {
+    case notWireGuard(String, kind: String?)
+
+    public var description: String {
+        switch self {
+        case .notWireGuard(let name, let kind):
+            return "interface \(name) exists but is \(kind.map { "a \($0) link" } ?? "not a WireGuard link"): remove it or choose another --interface"
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import Agent
+import ArgumentParser
+import Kube
+import Logging
+import Netlink
+import WGMeshCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// `wgmesh agent`: the DaemonSet's process on every Node.
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Turn every Node's wgmesh annotations into this node's WireGuard interface, peers, routes, firewall table and CNI configuration.",
+        discussion: """
+        Runs on every Node with the host's network (a DaemonSet). On first start it makes the node's enrollment key under \
+        --state-dir and publishes its public half; the controller seals the node's WireGuard key to it. In strict mode (the \
+        default) the cluster CIDRs are routed into the tunnel before anything else, and nftables drops Pod traffic that would \
+        leave unencrypted. SIGTERM stops watching and leaves the data plane working; --cleanup removes what the agent made.
+        """
+    )
+
+    @OptionGroup var kube: KubeOptions
+
+    @Option(help: "This Node's name (default: $NODE_NAME, as the downward API gives it).")
+    var nodeName: String?
+
+    @Option(name: .customLong("cluster-cidr"), help: "A cluster CIDR, as the controller's; repeat for more ranges or for IPv6.")
+    var clusterCIDRs: [String] = []
+
+    @Option(help: "The WireGuard interface.")
+    var interface = "wgmesh0"
+
+    @Option(help: "Where the enrollment key is kept (mode 0600).")
+    var stateDir = "/var/lib/wgmesh"
+
+    @Option(help: "Where the CNI configuration 10-wgmesh.conflist is written.")
+    var cniConfDir = "/etc/cni/net.d"
+
+    @Option(help: "Route the cluster CIDRs into the tunnel and drop Pod traffic that would leave another way (true or false).")
+    var strict = true
+
+    @Option(help: "The tunnel MTU (default: the endpoint interface's MTU less 80).")
+    var mtu: UInt32?
+
+    @Option(help: "Seconds between keepalives to each peer (0 turns them off); they keep handshakes fresh on idle links.")
+    var persistentKeepalive: UInt16 = 25
+
+    @Option(help: "A full pass this often even when nothing changes, repairing changes made by hand (e.g. 60s).")
+    var resyncPeriod = "60s"
+
+    @Option(help: "Where /metrics, /healthz and /readyz listen (host:port; :9586 is every address).")
+    var metricsBindAddress = ":9586"
+
+    @Flag(help: "Remove what the agent made on this node (interface, routes, nftables table, CNI file, enrollment key, its annotations and condition), then exit.")
+    var cleanup = false
+
+    @Flag(help: "Print the plan and the diff this node would apply, change nothing, and exit.")
+    var dryRun = false
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+
+    func run() async throws {
+        let env = ProcessInfo.processInfo.environment
+        guard let name = nodeName ?? env["NODE_NAME"], !name.isEmpty else {
+            throw ValidationError("--node-name is required (or $NODE_NAME, from the downward API's spec.nodeName)")
+        }
+        var cidrs: [IPPrefix] = []
+        for text in clusterCIDRs {
+            guard let cidr = try? IPPrefix(text), cidr.isCanonical else {
+                throw ValidationError("--cluster-cidr \(text) is not a CIDR without host bits, such as 10.244.0.0/16")
+            }
+            cidrs.append(cidr)
+        }
+        guard !cidrs.isEmpty else { throw ValidationError("--cluster-cidr is required: the ranges the controller allocates Pod CIDRs from") }
+        let resync = try ControllerCommand.seconds(resyncPeriod, flag: "--resync-period")
+        let (host, port) = try Self.bindAddress(metricsBindAddress)
+        let logger = makeLogger("wgmesh.agent", level: logLevel, identity: name)
+        let client = try kube.client(userAgent: "wgmesh-agent/\(name)", fieldManager: MeshAgent.fieldManager)
+        defer { Task { try? await client.shutdown() } }
+        let kernel = MeshAgent.Kernel(wireGuard: try KernelWireGuard(), network: try KernelNetwork(), filter: NFTables())
+        let agent = MeshAgent(api: client, kernel: kernel, configuration: .init(
+            nodeName: name, interface: interface, stateDirectory: stateDir, cniConfDirectory: cniConfDir, clusterCIDRs: cidrs,
+            strict: strict, mtu: mtu, persistentKeepalive: persistentKeepalive, resyncPeriod: .milliseconds(Int64(resync * 1000))), logger: logger)
+
+        if cleanup {
+            for line in try await agent.cleanup() { print("removed \(line)") }
+            return
+        }
+        if dryRun {
+            print(try agent.dryRun(try await client.listAll(.nodes, metadataOnly: true).items))
+            return
+        }
+        let server: HealthServer
+        do {
+            server = try await HealthServer.start(host: host ?? "::", port: port, metrics: agent.metrics, ready: { agent.isReady })
+        } catch where host == nil {
+            // No IPv6 on this node: every IPv4 address.
+            server = try await HealthServer.start(host: "0.0.0.0", port: port, metrics: agent.metrics, ready: { agent.isReady })
+        }
+        logger.info("starting", metadata: ["clusterCIDRs": "\(clusterCIDRs.joined(separator: ","))", "strict": "\(strict)",
+                                           "metrics": "\(metricsBindAddress)"])
+        try await runUntilSignalled { try await agent.run() }
+        try await server.stop()
+    }
+
+    /// `:9586` (host nil: every address), `127.0.0.1:9586`, `[::1]:9586`.
+    static func bindAddress(_ text: String) throws -> (String?, Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw ValidationError("--metrics-bind-address \(text): use host:port, for example :9586 or 127.0.0.1:9586")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? nil : host, port)
+    }
+}

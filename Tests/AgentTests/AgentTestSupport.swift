@@ -1,0 +1,96 @@
+import Agent
+import Foundation
+import Kube
+import ModelKernel
+import Synchronization
+import WGMeshCore
+
+/// The kernel as the agent sees it, in memory: WireGuard and routes from ModelKernel, links and
+/// addresses, and an nftables table. Test code only.
+final class FakeKernel: WireGuardDevice, LinkTable, RouteTable, PacketFilter, @unchecked Sendable {
+    let lock = NSLock()
+    let model = ModelKernel(state: DeviceState(name: "wgmesh0"), routes: [])
+    var links: [String: LinkState] = [:]
+    var addressTable: [UInt32: [IPPrefix]] = [:]
+    var ruleset: String?
+    var counted: (packets: UInt64, bytes: UInt64) = (0, 0)
+    var configureCalls = 0
+
+    func locked<T>(_ body: () throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
+    var kernel: MeshAgent.Kernel { MeshAgent.Kernel(wireGuard: self, network: self, filter: self) }
+
+    // WireGuardDevice
+    func device(named name: String) throws -> DeviceState {
+        try locked {
+            guard let link = links[name] else { throw FakeError.noDevice(name) }
+            var s = model.state
+            s.name = name
+            s.interfaceIndex = link.index
+            s.publicKey = try s.privateKey.map { try WireGuardKeyPair(privateKey: $0).publicKey }
+            return s
+        }
+    }
+    func configure(_ name: String, _ config: DeviceConfig) throws {
+        try locked {
+            guard links[name] != nil else { throw FakeError.noDevice(name) }
+            configureCalls += 1
+            try model.configure(name, config)
+        }
+    }
+
+    // LinkTable
+    func link(named name: String) throws -> LinkState? { locked { links[name] } }
+    func createWireGuardLink(named name: String, mtu: UInt32?) throws -> LinkState {
+        locked {
+            let link = LinkState(name: name, index: UInt32(10 + links.count), mtu: mtu ?? 1420, isUp: false, kind: "wireguard")
+            links[name] = link
+            return link
+        }
+    }
+    func setLink(index: UInt32, mtu: UInt32?, up: Bool?) throws {
+        locked {
+            guard let name = links.first(where: { $0.value.index == index })?.key else { return }
+            if let mtu { links[name]!.mtu = mtu }
+            if let up { links[name]!.isUp = up }
+        }
+    }
+    func deleteLink(index: UInt32) throws {
+        locked {
+            links = links.filter { $0.value.index != index }
+            addressTable[index] = nil
+            model.state = DeviceState(name: "wgmesh0")
+            model.table.removeAll { $0.interfaceIndex == index }
+        }
+    }
+    func interface(carrying address: IPAddress) throws -> LinkState? {
+        locked { LinkState(name: "eth0", index: 2, mtu: 1500, isUp: true, kind: nil) }
+    }
+    func addresses(ofLinkIndex index: UInt32) throws -> [IPPrefix] { locked { addressTable[index] ?? [] } }
+    func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32) throws { locked { addressTable[index, default: []].append(address) } }
+    func removeAddress(_ address: IPPrefix, fromLinkIndex index: UInt32) throws { locked { addressTable[index]?.removeAll { $0 == address } } }
+
+    // RouteTable
+    func routes(family: IPFamily?) throws -> [Route] { try locked { try model.routes(family: family) } }
+    func add(_ route: Route) throws { try locked { try model.add(route) } }
+    func replace(_ route: Route) throws { try locked { try model.replace(route) } }
+    func delete(_ route: Route) throws { try locked { try model.delete(route) } }
+
+    // PacketFilter
+    func apply(_ ruleset: String) throws { locked { self.ruleset = ruleset; counted = (0, 0) } }
+    func remove() throws { locked { ruleset = nil } }
+    func unencrypted() throws -> (packets: UInt64, bytes: UInt64)? { locked { ruleset == nil ? nil : counted } }
+
+    enum FakeError: Error { case noDevice(String) }
+}
+
+/// A fresh temporary directory, removed by the caller.
+func temporaryDirectory() -> String {
+    let path = NSTemporaryDirectory() + "wgmesh-agent-test-" + UUID().uuidString
+    try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}

@@ -1,0 +1,251 @@
+import Agent
+import Controller
+import Foundation
+import Kube
+import KubeTestSupport
+import Logging
+import Synchronization
+import WGMeshCore
+import XCTest
+
+/// The agent against the test API server and the real controller, with the kernel in memory: what it
+/// writes to the API, what it asks of the kernel, and what it refuses. The kernel itself is exercised
+/// by scripts/e2e-agent.sh in the VM.
+final class MeshAgentTests: XCTestCase {
+    let clusterCIDRs = [try! IPPrefix("10.244.0.0/16"), try! IPPrefix("fd00:10:244::/48")]
+
+    struct Harness {
+        let server: TestAPIServer
+        let client: KubeClient
+        let agentClient: KubeClient
+        let kernel = FakeKernel()
+        let state = temporaryDirectory()
+        let lines = LogLines()
+
+        func logger() -> Logger {
+            Logger(label: "agent") { _ in CapturingHandler(lines: self.lines) }
+        }
+
+        func node(_ name: String) async throws -> KubeObject { try await client.get(.nodes, namespace: nil, name: name) }
+        func annotation(_ name: String, _ key: String) async -> String? { try? await node(name).metadata.annotations[key] }
+    }
+
+    func harness(nodes: [String]) async throws -> Harness {
+        let server = try await TestAPIServer.start(.init(bookmarkInterval: .milliseconds(500)))
+        let h = Harness(server: server, client: try KubeClient(config: server.kubeConfig()),
+                        agentClient: try KubeClient(config: server.kubeConfig(), userAgent: "wgmesh-agent/test", fieldManager: MeshAgent.fieldManager))
+        try server.withStore(.nodes) { store in
+            for (i, name) in nodes.enumerated() {
+                _ = try store.create(.object(["apiVersion": "v1", "kind": "Node", "metadata": .object(["name": .string(name)]),
+                                              "status": .object(["addresses": .array([.object(["type": "InternalIP", "address": .string("192.0.2.\(i + 1)")])])])]))
+            }
+        }
+        return h
+    }
+
+    func agent(_ h: Harness, node: String = "n1", coalesce: Duration = .milliseconds(100)) -> MeshAgent {
+        MeshAgent(api: h.agentClient, kernel: h.kernel.kernel, configuration: .init(
+            nodeName: node, stateDirectory: h.state + "/state", cniConfDirectory: h.state + "/cni", clusterCIDRs: clusterCIDRs,
+            resyncPeriod: .seconds(2), coalescePeriod: coalesce), logger: h.logger())
+    }
+
+    func controller(_ h: Harness) throws -> Task<Void, Never> {
+        let c = try MeshController(api: h.client, configuration: .init(clusterCIDRs: clusterCIDRs, policy: .init(cidrSource: .wgmesh, specWait: 0),
+                                                                       identity: "test"), logger: Logger(label: "controller") { _ in SwiftLogNoOpLogHandler() })
+        return Task { await c.run() }
+    }
+
+    /// Plays the other nodes' agents: publishes an enrollment key for each.
+    func enrol(_ h: Harness, _ names: [String]) async throws {
+        for name in names {
+            _ = try await h.client.patch(.nodes, namespace: nil, name: name, .merge(.object(["metadata": .object(["annotations": .object([
+                Annotation.enrollmentKey: .string(WireGuardKeyPair.generate().publicKey.base64)])])])))
+        }
+    }
+
+    func stop(_ h: Harness, _ tasks: Task<Void, Never>...) async throws {
+        for t in tasks { t.cancel(); await t.value }
+        try await h.client.shutdown()
+        try await h.agentClient.shutdown()
+        try await h.server.stop()
+        try? FileManager.default.removeItem(atPath: h.state)
+    }
+
+    func testTheAgentEnrolsConfiguresTheKernelAndReportsWhatItRuns() async throws {
+        let h = try await harness(nodes: ["n1", "n2", "n3"])
+        let controller = try controller(h)
+        try await enrol(h, ["n2", "n3"])
+        let agent = agent(h)
+        let run = Task { _ = try? await agent.run() }
+        await eventually("two peers in the kernel") { (try? h.kernel.device(named: "wgmesh0").peers.count) == 2 }
+        await eventually("the applied key generation is published") { await h.annotation("n1", Annotation.appliedKeyGeneration) == "1" }
+
+        // Enrollment: a 0600 file whose public half is the annotation; the sealed key opened with it runs the interface.
+        let file = h.state + "/state/enrollment.key"
+        let mode = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int)
+        XCTAssertEqual(mode, 0o600)
+        let stored = try WireGuardKeyPair(privateKey: WireGuardKey(base64: String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let published = await h.annotation("n1", Annotation.enrollmentKey)
+        XCTAssertEqual(published, stored.publicKey.base64)
+        let device = try h.kernel.device(named: "wgmesh0")
+        let issued = await h.annotation("n1", Annotation.publicKey)
+        XCTAssertEqual(device.publicKey?.base64, issued, "the interface runs the issued key")
+
+        // Interface, routes, firewall and CNI.
+        let n1 = try MeshNode(name: "n1", annotations: try await h.node("n1").metadata.annotations)
+        let link = try XCTUnwrap(h.kernel.links["wgmesh0"])
+        XCTAssertTrue(link.isUp)
+        XCTAssertEqual(link.mtu, 1420, "eth0's 1500 less 80")
+        XCTAssertEqual(try h.kernel.addresses(ofLinkIndex: link.index), TunnelAddressing.addresses(podCIDRs: n1.podCIDRs))
+        let routes = try h.kernel.routes(family: nil).map(\.destination.description)
+        for cidr in clusterCIDRs { XCTAssertTrue(routes.contains(cidr.description), "strict route \(cidr)") }
+        XCTAssertEqual(routes.count, 2 + 4, "the cluster CIDRs and both other nodes' two CIDRs")
+        XCTAssertEqual(h.kernel.ruleset, FirewallRuleset.ruleset(interface: "wgmesh0", localPodCIDRs: n1.podCIDRs, clusterCIDRs: clusterCIDRs, strict: true))
+        let cni = try String(contentsOfFile: h.state + "/cni/10-wgmesh.conflist", encoding: .utf8)
+        XCTAssertEqual(cni, CNIConfig.conflist(podCIDRs: n1.podCIDRs, mtu: 1420))
+
+        // The condition, through the status subresource, not ready until the peers handshake.
+        await eventually("the condition is written") { (try? await Node(h.node("n1")).conditions.first { $0.type == MeshCondition.type }) != nil }
+        let condition = try await Node(h.node("n1")).conditions.first { $0.type == MeshCondition.type }
+        XCTAssertEqual(condition?.status, "False")
+        XCTAssertEqual(condition?.reason, "PeersStale")
+        let logs = h.lines.all.withLock { $0.joined(separator: "\n") }
+        XCTAssertFalse(logs.contains(stored.privateKey.base64), "the enrollment private key never reaches a log line")
+        XCTAssertFalse(logs.contains(try XCTUnwrap(device.privateKey).base64), "nor the node's private key")
+        try await stop(h, run, controller)
+    }
+
+    func testARestartAdoptsTheInterfaceAndABurstOfChangesCoalesces() async throws {
+        let h = try await harness(nodes: ["n1", "n2", "n3"])
+        let controller = try controller(h)
+        try await enrol(h, ["n2", "n3"])
+        let first = agent(h)
+        var run = Task { _ = try? await first.run() }
+        await eventually("applied") { await h.annotation("n1", Annotation.appliedKeyGeneration) == "1" }
+        run.cancel()
+        await run.value
+        let configured = h.kernel.configureCalls
+        let key = try h.kernel.device(named: "wgmesh0").privateKey
+
+        let second = agent(h)
+        run = Task { _ = try? await second.run() }
+        await eventually("the restarted agent has run a pass") { second.passes > 0 }
+        XCTAssertEqual(h.kernel.configureCalls, configured, "a restart changes nothing in a kernel that is already right")
+        XCTAssertEqual(try h.kernel.device(named: "wgmesh0").privateKey, key, "no key reset")
+
+        let before = second.passes
+        let started = ContinuousClock.now
+        for i in 0..<1000 {
+            _ = try await h.client.patch(.nodes, namespace: nil, name: i % 2 == 0 ? "n2" : "n3", .merge(.object(["metadata": .object([
+                "annotations": .object(["example.com/churn": .string(String(i))])])])))
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let elapsed = ContinuousClock.now - started
+        let passes = second.passes - before
+        // At most one pass per coalescing period while the burst lasts, and never one per event.
+        XCTAssertLessThanOrEqual(passes, Int(elapsed / .milliseconds(100)) + 3, "\(passes) passes for 1000 events in \(elapsed)")
+        XCTAssertLessThan(passes, 100, "1000 events, \(passes) passes")
+        try await stop(h, run, controller)
+    }
+
+    func testASealedKeyThatDoesNotOpenChangesNothingAndIsReported() async throws {
+        let h = try await harness(nodes: ["n1", "n2"])
+        let controller = try controller(h)
+        try await enrol(h, ["n2"])
+        let agent = agent(h)
+        let run = Task { _ = try? await agent.run() }
+        await eventually("applied") { await h.annotation("n1", Annotation.appliedKeyGeneration) == "1" }
+        controller.cancel()
+        await controller.value
+        let key = try h.kernel.device(named: "wgmesh0").privateKey
+        let calls = h.kernel.configureCalls
+        // Someone puts n2's sealed key on n1: it does not open with n1's enrollment key.
+        let sealed = await h.annotation("n2", Annotation.sealedPrivateKey)
+        let foreign = try XCTUnwrap(sealed)
+        _ = try await h.client.patch(.nodes, namespace: nil, name: "n1", .merge(.object(["metadata": .object(["annotations": .object([
+            Annotation.sealedPrivateKey: .string(foreign)])])])))
+        await eventually("a Warning Event on n1") {
+            (try? await h.client.listAll(.events, namespace: "default").items.contains {
+                $0.json["reason"]?.string == "SealedKeyInvalid" && $0.json["regarding"]?["name"]?.string == "n1" && $0.json["type"]?.string == "Warning"
+            }) ?? false
+        }
+        try await Task.sleep(for: .seconds(2.5))  // a resync passes too
+        XCTAssertEqual(try h.kernel.device(named: "wgmesh0").privateKey, key, "the interface keeps its key")
+        XCTAssertEqual(h.kernel.configureCalls, calls, "nothing was sent to the interface")
+        try await stop(h, run)
+    }
+
+    func testCleanupRemovesExactlyWhatTheAgentMade() async throws {
+        let h = try await harness(nodes: ["n1", "n2"])
+        let controller = try controller(h)
+        try await enrol(h, ["n2"])
+        _ = try await h.client.patch(.nodes, namespace: nil, name: "n1", .merge(.object(["metadata": .object(["annotations": .object([
+            "example.com/keep": "yes"])])])))
+        _ = try await h.client.patch(.nodes, namespace: nil, name: "n1", .merge(.object([
+            "status": .object(["conditions": .array([.object(["type": "Ready", "status": "True"])])])])), subresource: "status")
+        let agent = agent(h)
+        let run = Task { _ = try? await agent.run() }
+        await eventually("the condition is written") { (try? await Node(h.node("n1")).conditions.count) == 2 }
+        run.cancel()
+        await run.value
+        controller.cancel()
+        await controller.value
+
+        let removed = try await agent.cleanup()
+        XCTAssertTrue(removed.contains("interface wgmesh0"), "\(removed)")
+        XCTAssertNil(h.kernel.links["wgmesh0"])
+        XCTAssertEqual(try h.kernel.routes(family: nil), [])
+        XCTAssertNil(h.kernel.ruleset)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: h.state + "/cni/10-wgmesh.conflist"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: h.state + "/state/enrollment.key"))
+        let node = try await h.node("n1")
+        XCTAssertNil(node.metadata.annotations[Annotation.enrollmentKey])
+        XCTAssertNil(node.metadata.annotations[Annotation.appliedKeyGeneration])
+        XCTAssertEqual(node.metadata.annotations["example.com/keep"], "yes", "nothing the agent did not make")
+        XCTAssertNotNil(node.metadata.annotations[Annotation.publicKey], "the controller's annotations are the controller's (wgmesh uninstall)")
+        XCTAssertEqual(Node(node).conditions.map(\.type), ["Ready"], "only the agent's condition goes")
+        let again = try await agent.cleanup()
+        XCTAssertEqual(again, [], "a second cleanup finds nothing")
+        try await stop(h)
+    }
+
+    func testTheEnrollmentKeyFileStates() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let lines = LogLines()
+        let logger = Logger(label: "t") { _ in CapturingHandler(lines: lines) }
+        let store = EnrollmentKeyStore(directory: dir + "/state")
+        let made = try store.loadOrCreate(logger: logger).privateKey
+        XCTAssertEqual(try store.loadOrCreate(logger: logger).privateKey, made, "kept across restarts")
+        try "garbage\n".write(toFile: store.path, atomically: true, encoding: .utf8)
+        let remade = try store.loadOrCreate(logger: logger).privateKey
+        XCTAssertNotEqual(remade, made, "a corrupt file means a new enrollment key")
+        XCTAssertTrue(lines.all.withLock { $0.contains { $0.contains("unusable") && $0.contains("new keypair") } }, "and the log says so")
+        XCTAssertEqual(try store.loadOrCreate(logger: logger).privateKey, remade)
+    }
+}
+
+final class LogLines: Sendable {
+    let all = Mutex<[String]>([])
+}
+
+struct CapturingHandler: LogHandler {
+    let lines: LogLines
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(event: LogEvent) {
+        let all = metadata.merging(event.metadata ?? [:]) { $1 }
+        let line = "\(event.level) \(event.message) " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        lines.all.withLock { $0.append(line) }
+    }
+}
+
+/// Fails the test unless `condition` holds within `timeout`.
+func eventually(_ what: String, timeout: Duration = .seconds(30), file: StaticString = #filePath, line: UInt = #line,
+                _ condition: () async throws -> Bool) async rethrows {
+    if try await !poll(timeout: timeout, interval: .milliseconds(50), condition) { XCTFail("timed out waiting until \(what)", file: file, line: line) }
+}
