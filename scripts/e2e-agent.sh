@@ -223,19 +223,25 @@ kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes"
 kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes" -d "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"twin\",
   \"annotations\":{\"wgmesh.dev/public-key\":\"$(annotation n2 public-key)\",\"wgmesh.dev/pod-cidrs\":\"10.244.200.0/24\",\"wgmesh.dev/endpoint\":\"192.0.2.52:51820\",
   \"wgmesh.dev/key-generation\":\"1\",\"wgmesh.dev/sealed-private-key\":\"$(annotation n2 sealed-private-key)\"}}}" >/dev/null
+for n in ov1 ov2; do
+  cidr=10.244.100.0/24; [ $n = ov2 ] && cidr=10.244.100.0/25
+  kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes" -d "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"$n\",
+    \"annotations\":{\"wgmesh.dev/public-key\":\"$(wg genkey | wg pubkey)\",\"wgmesh.dev/pod-cidrs\":\"$cidr\",\"wgmesh.dev/endpoint\":\"192.0.2.53:51820\",
+    \"wgmesh.dev/key-generation\":\"1\",\"wgmesh.dev/sealed-private-key\":\"$(annotation n1 sealed-private-key)\"}}}" >/dev/null
+done
 events() { kapi "http://$api:6443/apis/events.k8s.io/v1/namespaces/default/events" | jq -r '.items[] | "\(.regarding.name) \(.reason) \(.reportingController) \(.note)"'; }
 reported() {
   events | grep -q "^bad InvalidAnnotation wgmesh.dev/agent .*public-key" && events | grep -q "^outside NodeLeftOut wgmesh.dev/agent .*outside the cluster CIDRs" \
-    && events | grep -q "^twin NodeLeftOut wgmesh.dev/agent .*public key"
+    && events | grep -q "^twin NodeLeftOut wgmesh.dev/agent .*public key" && events | grep -q "^ov2 NodeLeftOut wgmesh.dev/agent .*overlaps"
 }
 wait_for 20 reported; rep_rc=$?
 sleep 4  # a resync passes with the bad nodes in the API
 alive=1; for n in "${nodes[@]}"; do kill -0 "$(eval echo \$agent_$n)" 2>/dev/null || alive=0; done
 ip netns exec wge-n3-p1 ping -c 1 -W 3 "$(head -1 "$work/n1/p1.ips")" >/dev/null 2>&1; pod_rc=$?
 [ $rep_rc = 0 ] && [ $alive = 1 ] && [ $pod_rc = 0 ] \
-  && result bad-input ok "a 31-byte key, a Pod CIDR outside the cluster CIDRs and a key claimed twice: those nodes are left out with an Event, every agent runs, Pods still reach each other" \
-  || result bad-input fail "events=$rep_rc alive=$alive ping=$pod_rc; events: $(events | grep -E '^(bad|outside|twin) ' | cut -c1-160 | sort -u)"
-for n in bad outside twin; do curl -s -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
+  && result bad-input ok "a 31-byte key, a Pod CIDR outside the cluster CIDRs, a key claimed twice, overlapping Pod CIDRs: those nodes are left out with an Event, every agent runs, Pods still reach each other" \
+  || result bad-input fail "events=$rep_rc alive=$alive ping=$pod_rc; events: $(events | grep -E '^(bad|outside|twin|ov1|ov2) ' | cut -c1-160 | sort -u)"
+for n in bad outside twin ov1 ov2; do curl -s -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
 
 # --- a sealed key that does not open: a Warning, and the interface untouched ---
 kill -TERM "$controller"; wait "$controller" 2>/dev/null
