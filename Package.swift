@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .systemLibrary(
@@ -61,12 +62,18 @@ let package = Package(
             name: "Controller",
             dependencies: ["WGMeshCore", "Kube", .product(name: "Logging", package: "swift-log")]
         ),
+        .target(name: "CSpawn"),
+        .target(
+            name: "Userspace",
+            dependencies: ["WGMeshCore", "CSpawn", .product(name: "Logging", package: "swift-log")]
+        ),
         .target(
             name: "Agent",
             dependencies: [
                 "WGMeshCore", "Netlink", "Kube", "CNftables",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -75,8 +82,9 @@ let package = Package(
         .executableTarget(
             name: "wgmesh",
             dependencies: [
-                "WGMeshCore", "Netlink", "Controller", "Agent", "Kube",
+                "WGMeshCore", "Netlink", "Controller", "Agent", "Userspace", "Kube",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# The agent's three-node scenario, run inside the VM guest (kernel WireGuard) by scripts/test.sh
-# (`bash scripts/vm-run.sh 'bash scripts/e2e-agent.sh'`):
-# three Node network namespaces on one underlay bridge (IPv4 and IPv6), the test API server and
-# `wgmesh controller` in the guest's own namespace, one `wgmesh agent` per node with the flags the
-# DaemonSet passes, and two Pods per node added by the real CNI plugins from the agent's conflist.
+# The agent's three-node scenario. scripts/test.sh runs it twice: in the VM guest with kernel WireGuard
+# (`bash scripts/vm-run.sh 'bash scripts/e2e-agent.sh'`), and on the host with the userspace backend
+# (`WGMESH_E2E_BACKEND=userspace bash scripts/e2e-agent.sh`, as root): three Node network namespaces on
+# one underlay bridge (IPv4 and IPv6) in a namespace of its own that also holds the test API server and
+# `wgmesh controller`, one `wgmesh agent` per node with the flags the DaemonSet passes, and two Pods per
+# node added by the real CNI plugins from the agent's conflist. Only the backend differs between the runs.
 # Every check prints one result line; the script exits non-zero when one fails.
 # Traffic goes only to addresses of these namespaces (documentation ranges RFC 5737 / RFC 3849).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.build/debug"
-work="${WGMESH_VM_OUT:-/tmp}/e2e"
+backend="${WGMESH_E2E_BACKEND:-kernel}"
+work="${WGMESH_VM_OUT:-$root/.e2e}/e2e-$backend"
 rm -rf "$work" && mkdir -p "$work"
+# wireguard-go's sockets share one folder across namespaces: each node's interface needs its own name.
+ifname() { if [ "$backend" = userspace ]; then echo "wgm-$1"; else echo wgmesh0; fi; }
+lan() { ip netns exec wge-lan "$@"; }
 api=192.0.2.254
 nodes=(n1 n2 n3)
 clusterv4=10.244.0.0/16
@@ -27,7 +32,6 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null
   for ns in $(ip netns list | awk '/^wge-/{print $1}'); do ip netns del "$ns"; done
-  ip link del wge-br0 2>/dev/null
 }
 trap cleanup EXIT
 
@@ -38,20 +42,23 @@ wait_for() {
   return 1
 }
 
-kapi() { curl -s -H 'Content-Type: application/merge-patch+json' "$@"; }
+kapi() { lan curl -s -H 'Content-Type: application/merge-patch+json' "$@"; }
 node_json() { kapi "http://$api:6443/api/v1/nodes/$1"; }
 annotation() { node_json "$1" | jq -r --arg k "wgmesh.dev/$2" '.metadata.annotations[$k] // empty'; }
 patch_annotations() { kapi -X PATCH "http://$api:6443/api/v1/nodes/$1" -d "{\"metadata\":{\"annotations\":$2}}" >/dev/null; }
 
-# --- the underlay: a bridge in the guest's namespace, a veth per node, and an outside host ---
-ip link add wge-br0 type bridge && ip link set wge-br0 up
-ip addr add $api/24 dev wge-br0 && ip addr add 2001:db8::fe/64 dev wge-br0 nodad
+# --- the underlay: a bridge in a namespace of its own (with the API server), a veth per node, an outside host ---
+for ns in $(ip netns list | awk '/^wge-/{print $1}'); do ip netns del "$ns"; done
+ip netns add wge-lan
+lan ip link set lo up
+lan ip link add wge-br0 type bridge && lan ip link set wge-br0 up
+lan ip addr add $api/24 dev wge-br0 && lan ip addr add 2001:db8::fe/64 dev wge-br0 nodad
 i=0
 for n in "${nodes[@]}" ext; do
   i=$((i + 1)); [ "$n" = ext ] && i=100
   ip netns add "wge-$n"
-  ip link add "wge-$n" type veth peer name eth0 netns "wge-$n"
-  ip link set "wge-$n" master wge-br0 up
+  ip -n wge-lan link add "wge-$n" type veth peer name eth0 netns "wge-$n"
+  lan ip link set "wge-$n" master wge-br0 up
   ip -n "wge-$n" link set lo up
   ip -n "wge-$n" link set eth0 up
   ip -n "wge-$n" addr add "192.0.2.$i/24" dev eth0
@@ -59,12 +66,12 @@ for n in "${nodes[@]}" ext; do
   [ "$n" = ext ] || ip -n "wge-$n" route add default via $api
 done
 
-tcpdump -i wge-br0 -nn -U -w "$work/underlay.pcap" >/dev/null 2>&1 &
+lan tcpdump -i wge-br0 -nn -U -w "$work/underlay.pcap" >/dev/null 2>&1 &
 pids+=($!)
 
-"$bin/TestAPIServerTool" $api 6443 "$work/kubeconfig" >"$work/apiserver.log" 2>&1 &
+lan "$bin/TestAPIServerTool" $api 6443 "$work/kubeconfig" >"$work/apiserver.log" 2>&1 &
 pids+=($!)
-wait_for 30 curl -sf "http://$api:6443/api/v1/nodes" || { echo "e2e: the test API server did not start"; cat "$work/apiserver.log"; exit 1; }
+wait_for 30 lan curl -sf "http://$api:6443/api/v1/nodes" || { echo "e2e: the test API server did not start"; cat "$work/apiserver.log"; exit 1; }
 i=0
 for n in "${nodes[@]}"; do
   i=$((i + 1))
@@ -73,14 +80,14 @@ for n in "${nodes[@]}"; do
 done
 
 start_controller() {
-  "$bin/wgmesh" controller --kubeconfig "$work/kubeconfig" --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 \
+  lan "$bin/wgmesh" controller --kubeconfig "$work/kubeconfig" --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 \
     --cidr-source wgmesh --rotation-grace 2s --lease-namespace default >>"$work/controller.log" 2>&1 &
   controller=$!
   pids+=($controller)
 }
 start_agent() {  # start_agent NODE
   mkdir -p "$work/$1"
-  ip netns exec "wge-$1" "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig" --node-name "$1" \
+  ip netns exec "wge-$1" "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig" --node-name "$1" --backend "$backend" --interface "$(ifname "$1")" \
     --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --state-dir "$work/$1/state" --cni-conf-dir "$work/$1/cni" \
     --metrics-bind-address 127.0.0.1:9586 --resync-period 3s >>"$work/$1/agent.log" 2>&1 &
   eval "agent_$1=$!"
@@ -94,7 +101,7 @@ converged() {
     local gen applied
     gen=$(annotation "$n" key-generation); applied=$(annotation "$n" applied-key-generation)
     [ -n "$gen" ] && [ "$gen" = "$applied" ] || return 1
-    [ "$(ip netns exec "wge-$n" wg show wgmesh0 peers 2>/dev/null | wc -l)" -eq $((${#nodes[@]} - 1)) ] || return 1
+    [ "$(ip netns exec "wge-$n" wg show "$(ifname "$n")" peers 2>/dev/null | wc -l)" -eq $((${#nodes[@]} - 1)) ] || return 1
     [ -f "$work/$n/cni/10-wgmesh.conflist" ] || return 1
   done
 }
@@ -113,6 +120,8 @@ cni_add() {  # cni_add NODE POD
     local plugin type
     plugin=$(jq -c --argjson k "$k" '.plugins[$k] + {cniVersion: .cniVersion, name: .name}' "$conf")
     [ -n "$prev" ] && plugin=$(jq -c --argjson prev "$prev" '. + {prevResult: $prev}' <<<"$plugin")
+    # host-local keeps its leases in a folder of this run, not the machine's /var/lib/cni.
+    plugin=$(jq -c --arg d "$work/$1/ipam" 'if .ipam then .ipam.dataDir = $d else . end' <<<"$plugin")
     type=$(jq -r .type <<<"$plugin")
     out=$(ip netns exec "wge-$1" env CNI_COMMAND=ADD CNI_CONTAINERID="$1-$2" CNI_NETNS="/run/netns/$ns" CNI_IFNAME=eth0 \
       CNI_PATH=/usr/lib/cni "/usr/lib/cni/$type" <<<"$plugin") || { echo "CNI $type failed for $ns: $out" >&2; return 1; }
@@ -154,12 +163,12 @@ grep -q "192.0.2.1 > 192.0.2.100" "$work/seen-outside.txt" && [ $out_rc = 0 ] \
 agree=1
 for n in "${nodes[@]}"; do
   ip netns exec "wge-$n" "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig" --node-name "$n" --cluster-cidr $clusterv4 \
-    --cluster-cidr $clusterv6 --dry-run >"$work/$n/dry-run.txt" 2>&1
+    --cluster-cidr $clusterv6 --backend "$backend" --interface "$(ifname "$n")" --dry-run >"$work/$n/dry-run.txt" 2>&1
   grep -q "diff: nothing to change" "$work/$n/dry-run.txt" || agree=0
   for m in "${nodes[@]}"; do
     [ "$m" = "$n" ] && continue
     key=$(annotation "$m" public-key); cidrs=$(annotation "$m" pod-cidrs | tr ',' '\n' | sort | paste -sd,)
-    have=$(ip netns exec "wge-$n" wg show wgmesh0 dump | awk -v k="$key" '$1 == k {print $4}' | tr ',' '\n' | sort | paste -sd,)
+    have=$(ip netns exec "wge-$n" wg show "$(ifname "$n")" dump | awk -v k="$key" '$1 == k {print $4}' | tr ',' '\n' | sort | paste -sd,)
     [ "$have" = "$cidrs" ] || { agree=0; echo "  $n: peer $m allowed-ips '$have', plan '$cidrs'"; }
   done
 done
@@ -204,13 +213,13 @@ ip netns exec wge-n1-p1 ping -c 1 -W 3 "$dst" >/dev/null 2>&1 && ip netns exec w
 
 # --- drift made by hand is repaired by the next resync ---
 n2key=$(annotation n2 public-key); n3v4=$(annotation n3 pod-cidrs | cut -d, -f1)
-ip netns exec wge-n1 wg set wgmesh0 peer "$n2key" remove
+ip netns exec wge-n1 wg set "$(ifname n1)" peer "$n2key" remove
 ip -n wge-n1 route del "$n3v4" proto 0x57
 repaired() {
-  ip netns exec wge-n1 wg show wgmesh0 peers | grep -qx "$n2key" && ip -n wge-n1 route show "$n3v4" proto 0x57 | grep -q wgmesh0
+  ip netns exec wge-n1 wg show "$(ifname n1)" peers | grep -qx "$n2key" && ip -n wge-n1 route show "$n3v4" proto 0x57 | grep -q "$(ifname n1)"
 }
 wait_for 20 repaired && result drift-repair ok "a peer removed with wg set and a route removed with ip route del came back within the resync (3 s)" \
-  || result drift-repair fail "not repaired: $(ip netns exec wge-n1 wg show wgmesh0 peers | wc -l) peers, route '$(ip -n wge-n1 route show "$n3v4")'"
+  || result drift-repair fail "not repaired: $(ip netns exec wge-n1 wg show "$(ifname n1)" peers | wc -l) peers, route '$(ip -n wge-n1 route show "$n3v4")'"
 
 # --- bad input: other nodes keep working, nobody crashes ---
 bad_key=$(head -c 31 /dev/urandom | base64)
@@ -241,16 +250,16 @@ ip netns exec wge-n3-p1 ping -c 1 -W 3 "$(head -1 "$work/n1/p1.ips")" >/dev/null
 [ $rep_rc = 0 ] && [ $alive = 1 ] && [ $pod_rc = 0 ] \
   && result bad-input ok "a 31-byte key, a Pod CIDR outside the cluster CIDRs, a key claimed twice, overlapping Pod CIDRs: those nodes are left out with an Event, every agent runs, Pods still reach each other" \
   || result bad-input fail "events=$rep_rc alive=$alive ping=$pod_rc; events: $(events | grep -E '^(bad|outside|twin|ov1|ov2) ' | cut -c1-160 | sort -u)"
-for n in bad outside twin ov1 ov2; do curl -s -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
+for n in bad outside twin ov1 ov2; do lan curl -s -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
 
 # --- a sealed key that does not open: a Warning, and the interface untouched ---
 kill -TERM "$controller"; wait "$controller" 2>/dev/null
-before=$(ip netns exec wge-n3 wg show wgmesh0 private-key | sha256sum)
+before=$(ip netns exec wge-n3 wg show "$(ifname n3)" private-key | sha256sum)
 n3sealed=$(annotation n3 sealed-private-key)
 patch_annotations n3 "{\"wgmesh.dev/sealed-private-key\":\"$(annotation n1 sealed-private-key)\"}"
-wait_for 20 bash -c "curl -s http://$api:6443/apis/events.k8s.io/v1/namespaces/default/events | jq -r '.items[] | \"\(.regarding.name) \(.reason)\"' | grep -qx 'n3 SealedKeyInvalid'"; sk_rc=$?
+wait_for 20 bash -c "ip netns exec wge-lan curl -s http://$api:6443/apis/events.k8s.io/v1/namespaces/default/events | jq -r '.items[] | \"\(.regarding.name) \(.reason)\"' | grep -qx 'n3 SealedKeyInvalid'"; sk_rc=$?
 sleep 4
-after=$(ip netns exec wge-n3 wg show wgmesh0 private-key | sha256sum)
+after=$(ip netns exec wge-n3 wg show "$(ifname n3)" private-key | sha256sum)
 [ $sk_rc = 0 ] && [ "$before" = "$after" ] && result sealed-key-invalid ok "a sealed key that does not open: SealedKeyInvalid Warning on n3, its interface keeps its key" \
   || result sealed-key-invalid fail "event=$sk_rc key unchanged=$([ "$before" = "$after" ] && echo yes || echo no)"
 patch_annotations n3 "{\"wgmesh.dev/sealed-private-key\":\"$n3sealed\"}"
@@ -258,7 +267,7 @@ patch_annotations n3 "{\"wgmesh.dev/sealed-private-key\":\"$n3sealed\"}"
 # --- a node whose keys are removed is unreachable; nothing for its Pods leaves in the clear ---
 dst=$(head -1 "$work/n2/p1.ips")
 patch_annotations n2 '{"wgmesh.dev/public-key":null,"wgmesh.dev/sealed-private-key":null,"wgmesh.dev/key-generation":null,"wgmesh.dev/key-issued-at":null,"wgmesh.dev/sealed-to":null}'
-peer_gone() { [ "$(ip netns exec wge-n1 wg show wgmesh0 peers | wc -l)" -eq 1 ]; }
+peer_gone() { [ "$(ip netns exec wge-n1 wg show "$(ifname n1)" peers | wc -l)" -eq 1 ]; }
 wait_for 20 peer_gone; gone_rc=$?
 ip netns exec wge-n1-p1 ping -c 3 -W 1 "$dst" >/dev/null 2>&1; unreachable=$?
 # Without wgmesh's strict route (deleted by hand, until the next resync) the packet would take the default route: nftables drops it.
@@ -276,10 +285,10 @@ wait_for 60 recovered && result rejoin ok "the controller issued n2 a new keypai
 
 # --- deleting a Node removes its peer and routes on the other nodes ---
 n3cidrs=$(annotation n3 pod-cidrs)
-curl -s -X DELETE "http://$api:6443/api/v1/nodes/n3" >/dev/null
+lan curl -s -X DELETE "http://$api:6443/api/v1/nodes/n3" >/dev/null
 forgotten() {
   for n in n1 n2; do
-    [ "$(ip netns exec "wge-$n" wg show wgmesh0 peers | wc -l)" -eq 1 ] || return 1
+    [ "$(ip netns exec "wge-$n" wg show "$(ifname "$n")" peers | wc -l)" -eq 1 ] || return 1
     for c in ${n3cidrs//,/ }; do ip -n "wge-$n" route show "$c" proto 0x57 | grep -q . && return 1; done
   done
   return 0
@@ -296,5 +305,5 @@ other=$(tcpdump -r "$work/underlay.pcap" -nn "ip and not udp port 51820 and not 
 [ "$leaked" -eq 0 ] && [ "$total" -gt 0 ] && result leak-check ok "leak check: 0 Pod-addressed packets of $total captured ($other IPv4 packets neither WireGuard nor API)" \
   || result leak-check fail "leak check: $leaked Pod-addressed packets of $total captured"
 
-echo "e2e: $passes passed, $failures failed"
+echo "e2e-$backend: $passes passed, $failures failed"
 [ $failures -eq 0 ]

@@ -12,11 +12,7 @@ extension MeshAgent {
             try network.delete(route)
             removed.append("route \(route.destination)")
         }
-        if let link = try network.link(named: configuration.interface) {
-            guard link.kind == "wireguard" else { throw AgentError.notWireGuard(configuration.interface, kind: link.kind) }
-            try network.deleteLink(index: link.index)
-            removed.append("interface \(configuration.interface)")
-        }
+        if try kernel.interfaces.remove(named: configuration.interface) { removed.append("interface \(configuration.interface)") }
         if try kernel.filter.unencrypted() != nil {
             try kernel.filter.remove()
             removed.append("nftables table inet \(FirewallRuleset.table)")

@@ -54,11 +54,13 @@ public final class MeshAgent: Sendable {
     /// The kernel as the agent touches it; one real implementation of each (Netlink, NFTables). The
     /// netlink handles are used by one pass at a time only: passes never overlap.
     public struct Kernel: @unchecked Sendable {
+        public var interfaces: any WireGuardInterfaces
         public var wireGuard: any WireGuardDevice
         public var network: any LinkTable & RouteTable
         public var filter: any PacketFilter
 
-        public init(wireGuard: any WireGuardDevice, network: any LinkTable & RouteTable, filter: any PacketFilter) {
+        public init(interfaces: any WireGuardInterfaces, wireGuard: any WireGuardDevice, network: any LinkTable & RouteTable, filter: any PacketFilter) {
+            self.interfaces = interfaces
             self.wireGuard = wireGuard
             self.network = network
             self.filter = filter
@@ -115,7 +117,8 @@ public final class MeshAgent: Sendable {
     /// Enrols, closes the data plane before anything is known (strict mode), then reconciles until
     /// cancelled. Cancellation stops the watching only: the interface, routes and rules stay and keep
     /// carrying traffic.
-    public func run() async throws {
+    /// `wakeups` asks for a pass at once (the userspace backend's wireguard-go was started again).
+    public func run(wakeups: AsyncStream<Void>? = nil) async throws {
         let enrollment = try EnrollmentKeyStore(directory: configuration.stateDirectory).loadOrCreate(logger: logger)
         memory.withLock { $0.enrollment = enrollment }
         try failClosed()
@@ -136,6 +139,9 @@ public final class MeshAgent: Sendable {
                     try? await Task.sleep(for: self.configuration.resyncPeriod)
                     trigger.yield()
                 }
+            }
+            if let wakeups {
+                group.addTask { for await _ in wakeups { trigger.yield() } }
             }
             for await _ in triggers {
                 if Task.isCancelled { break }
@@ -303,20 +309,17 @@ public final class MeshAgent: Sendable {
     /// The WireGuard interface, created when missing and up; an existing one is adopted as it is.
     func ensureLink(mtu: UInt32, adjustMTU: Bool) throws -> LinkState {
         let name = configuration.interface
-        var link: LinkState
-        if let existing = try kernel.network.link(named: name) {
-            guard existing.kind == "wireguard" else {
-                throw AgentError.notWireGuard(name, kind: existing.kind)
-            }
-            link = existing
-        } else {
-            link = try kernel.network.createWireGuardLink(named: name, mtu: mtu)
-            logger.info("interface created", metadata: ["interface": "\(name)", "mtu": "\(mtu)"])
+        if try kernel.interfaces.ensure(named: name, mtu: mtu) {
+            logger.info("interface created", metadata: ["interface": "\(name)", "backend": "\(kernel.interfaces.backend)", "mtu": "\(mtu)"])
         }
-        if (adjustMTU && link.mtu != mtu) || !link.isUp {
-            try kernel.network.setLink(index: link.index, mtu: adjustMTU && link.mtu != mtu ? mtu : nil, up: true)
-            if adjustMTU, link.mtu != mtu { logger.info("interface MTU set", metadata: ["interface": "\(name)", "mtu": "\(mtu)"]) }
-            link.mtu = adjustMTU ? mtu : link.mtu
+        guard var link = try kernel.network.link(named: name) else {
+            throw InterfaceError.notWireGuard(name, kind: nil)
+        }
+        let setMTU = link.mtu != mtu && (adjustMTU || kernel.interfaces.backend == "userspace")
+        if setMTU || !link.isUp {
+            try kernel.network.setLink(index: link.index, mtu: setMTU ? mtu : nil, up: true)
+            if setMTU { logger.info("interface MTU set", metadata: ["interface": "\(name)", "mtu": "\(mtu)"]) }
+            link.mtu = setMTU ? mtu : link.mtu
             link.isUp = true
         }
         return link
@@ -409,14 +412,3 @@ public final class MeshAgent: Sendable {
     }
 }
 
-/// What stops the agent from working on this node.
-public enum AgentError: Error, CustomStringConvertible {
-    case notWireGuard(String, kind: String?)
-
-    public var description: String {
-        switch self {
-        case .notWireGuard(let name, let kind):
-            return "interface \(name) exists but is \(kind.map { "a \($0) link" } ?? "not a WireGuard link"): remove it or choose another --interface"
-        }
-    }
-}

@@ -155,11 +155,11 @@ public final class Informer: Sendable {
 
     public var statistics: Statistics { state.withLock { $0.statistics } }
 
-    /// Returns once the first list is in the cache.
+    /// Returns once the first list is in the cache, or once `run` has ended without one.
     public func waitUntilSynced() async {
         await withCheckedContinuation { c in
             state.withLock { s in
-                if s.synced { c.resume() } else { s.syncWaiters.append(c) }
+                if s.synced || s.finished { c.resume() } else { s.syncWaiters.append(c) }
             }
         }
     }
@@ -200,6 +200,9 @@ public final class Informer: Sendable {
                 s.finished = true
                 s.consumer?.resume(returning: nil)
                 s.consumer = nil
+                // Nothing will sync any more: whoever waits for it goes on (and sees the cancellation).
+                for w in s.syncWaiters { w.resume() }
+                s.syncWaiters = []
             }
         }
         var needList = true

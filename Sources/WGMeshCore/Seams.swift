@@ -52,3 +52,26 @@ public protocol RouteTable {
     /// Deletes a route of wgmesh's; never one another program installed.
     func delete(_ route: Route) throws
 }
+
+/// How the WireGuard interface comes to exist: a kernel link over rtnetlink, or `wireguard-go` with a
+/// tun device. Links, addresses and routes stay on rtnetlink either way.
+public protocol WireGuardInterfaces {
+    /// `kernel` or `userspace`, for logs.
+    var backend: String { get }
+    /// Makes sure the interface exists and can be configured; true when it was made now (empty).
+    func ensure(named name: String, mtu: UInt32) throws -> Bool
+    /// Removes the interface; false when there was none.
+    func remove(named name: String) throws -> Bool
+}
+
+/// An interface of that name exists but is not the backend's kind.
+public enum InterfaceError: Error, CustomStringConvertible {
+    case notWireGuard(String, kind: String?)
+
+    public var description: String {
+        switch self {
+        case .notWireGuard(let name, let kind):
+            return "interface \(name) exists but is \(kind.map { "a \($0) link" } ?? "not a WireGuard link"): remove it or choose another --interface"
+        }
+    }
+}

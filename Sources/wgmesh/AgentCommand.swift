@@ -3,6 +3,8 @@ import ArgumentParser
 import Kube
 import Logging
 import Netlink
+import ServiceLifecycle
+import Userspace
 import WGMeshCore
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -33,6 +35,9 @@ struct AgentCommand: AsyncParsableCommand {
 
     @Option(help: "The WireGuard interface.")
     var interface = "wgmesh0"
+
+    @Option(help: "kernel (WireGuard in the kernel, over generic netlink), userspace (wireguard-go, over its UAPI socket), or auto: the kernel when it has WireGuard.")
+    var backend = "auto"
 
     @Option(help: "Where the enrollment key is kept (mode 0600).")
     var stateDir = "/var/lib/wgmesh"
@@ -82,7 +87,9 @@ struct AgentCommand: AsyncParsableCommand {
         let logger = makeLogger("wgmesh.agent", level: logLevel, identity: name)
         let client = try kube.client(userAgent: "wgmesh-agent/\(name)", fieldManager: MeshAgent.fieldManager)
         defer { Task { try? await client.shutdown() } }
-        let kernel = MeshAgent.Kernel(wireGuard: try KernelWireGuard(), network: try KernelNetwork(), filter: NFTables())
+        let network = try KernelNetwork()
+        let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let kernel = try Self.kernel(backend: backend, network: network, logger: logger) { wake.yield() }
         let agent = MeshAgent(api: client, kernel: kernel, configuration: .init(
             nodeName: name, interface: interface, stateDirectory: stateDir, cniConfDirectory: cniConfDir, clusterCIDRs: cidrs,
             strict: strict, mtu: mtu, persistentKeepalive: persistentKeepalive, resyncPeriod: .milliseconds(Int64(resync * 1000))), logger: logger)
@@ -95,17 +102,41 @@ struct AgentCommand: AsyncParsableCommand {
             print(try agent.dryRun(try await client.listAll(.nodes, metadataOnly: true).items))
             return
         }
-        let server: HealthServer
-        do {
-            server = try await HealthServer.start(host: host ?? "::", port: port, metrics: agent.metrics, ready: { agent.isReady })
-        } catch where host == nil {
-            // No IPv6 on this node: every IPv4 address.
-            server = try await HealthServer.start(host: "0.0.0.0", port: port, metrics: agent.metrics, ready: { agent.isReady })
-        }
         logger.info("starting", metadata: ["clusterCIDRs": "\(clusterCIDRs.joined(separator: ","))", "strict": "\(strict)",
                                            "metrics": "\(metricsBindAddress)"])
-        try await runUntilSignalled { try await agent.run() }
-        try await server.stop()
+        // SIGTERM and SIGINT shut down gracefully: the watching stops, the data plane stays.
+        let group = ServiceGroup(services: [AgentService(agent, wakeups: wakeups), HealthService(host: host, port: port, agent: agent, logger: logger)],
+                                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
+    }
+
+    /// The WireGuard backend: the kernel's, or wireguard-go's; links, addresses, routes and nftables
+    /// are the kernel's either way.
+    static func kernel(backend: String, network: KernelNetwork, logger: Logger, wake: @escaping @Sendable () -> Void) throws -> MeshAgent.Kernel {
+        func userspace() -> MeshAgent.Kernel {
+            let device = UserspaceWireGuard()
+            return MeshAgent.Kernel(interfaces: WireGuardGo(device: device, network: network, logger: logger, exited: wake),
+                                    wireGuard: device, network: network, filter: NFTables())
+        }
+        switch backend {
+        case "userspace":
+            logger.info("WireGuard backend: userspace (wireguard-go), as --backend says")
+            return userspace()
+        case "kernel", "auto":
+            do {
+                let kernel = MeshAgent.Kernel(interfaces: KernelInterfaces(network: network), wireGuard: try KernelWireGuard(), network: network,
+                                              filter: NFTables())
+                logger.info("WireGuard backend: kernel", metadata: ["why": "\(backend == "auto" ? "the kernel has WireGuard" : "--backend kernel")"])
+                return kernel
+            } catch where backend == "auto" {
+                logger.info("WireGuard backend: userspace (wireguard-go)", metadata: ["why": "the kernel has no WireGuard: \(error)"])
+                return userspace()
+            } catch {
+                throw ValidationError("--backend kernel: \(error). Use --backend userspace (wireguard-go) on a kernel without WireGuard")
+            }
+        default:
+            throw ValidationError("--backend \(backend) is not one of auto, kernel, userspace")
+        }
     }
 
     /// `:9586` (host nil: every address), `127.0.0.1:9586`, `[::1]:9586`.

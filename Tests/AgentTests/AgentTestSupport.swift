@@ -7,7 +7,7 @@ import WGMeshCore
 
 /// The kernel as the agent sees it, in memory: WireGuard and routes from ModelKernel, links and
 /// addresses, and an nftables table. Test code only.
-final class FakeKernel: WireGuardDevice, LinkTable, RouteTable, PacketFilter, @unchecked Sendable {
+final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTable, PacketFilter, @unchecked Sendable {
     let lock = NSLock()
     let model = ModelKernel(state: DeviceState(name: "wgmesh0"), routes: [])
     var links: [String: LinkState] = [:]
@@ -22,7 +22,20 @@ final class FakeKernel: WireGuardDevice, LinkTable, RouteTable, PacketFilter, @u
         return try body()
     }
 
-    var kernel: MeshAgent.Kernel { MeshAgent.Kernel(wireGuard: self, network: self, filter: self) }
+    var kernel: MeshAgent.Kernel { MeshAgent.Kernel(interfaces: self, wireGuard: self, network: self, filter: self) }
+
+    // WireGuardInterfaces
+    var backend: String { "kernel" }
+    func ensure(named name: String, mtu: UInt32) throws -> Bool {
+        if try link(named: name) != nil { return false }
+        _ = try createWireGuardLink(named: name, mtu: mtu)
+        return true
+    }
+    func remove(named name: String) throws -> Bool {
+        guard let link = try link(named: name) else { return false }
+        try deleteLink(index: link.index)
+        return true
+    }
 
     // WireGuardDevice
     func device(named name: String) throws -> DeviceState {
