@@ -40,6 +40,7 @@ let package = Package(
         .target(
             name: "Kube",
             dependencies: [
+                "WGMeshCore",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

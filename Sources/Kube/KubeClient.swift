@@ -8,9 +8,10 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import Synchronization
 
 /// The Kubernetes API over HTTPS (async-http-client): JSON bodies, bearer token or client
-/// certificate, a service-account token re-read as it rotates.
+/// certificate, a service-account token re-read as it rotates, an exec plugin's credential, a proxy.
 public final class KubeClient: KubeAPI {
     public let config: KubeConfig
     let http: HTTPClient
@@ -22,9 +23,16 @@ public final class KubeClient: KubeAPI {
     /// How long a request other than a watch may take.
     let requestTimeout: TimeAmount
 
-    /// Builds the TLS context from `config`; bad certificates or keys are refused here, naming the field.
+    /// The TLS configuration without a client certificate from an exec plugin (those are added per request).
+    let tls: TLSConfiguration
+    /// The TLS configuration for the exec plugin's current client certificate, made once per run of the plugin.
+    let pluginTLS = Mutex<(generation: Int, tls: TLSConfiguration)?>(nil)
+
+    /// Builds the TLS context from `config` and picks the proxy (`proxy-url`, else `$HTTPS_PROXY` and
+    /// `$NO_PROXY` in `environment`); bad certificates, keys or proxy URLs are refused here, naming the field.
     public init(config: KubeConfig, userAgent: String = "wgmesh", fieldManager: String? = nil, requestTimeout: Duration = .seconds(30),
-                connectTimeout: Duration = .seconds(10)) throws(KubeConfigError) {
+                connectTimeout: Duration = .seconds(10),
+                environment: [String: String] = ProcessInfo.processInfo.environment) throws(KubeConfigError) {
         self.config = config
         self.userAgent = userAgent
         self.fieldManager = fieldManager
@@ -39,18 +47,12 @@ public final class KubeClient: KubeAPI {
         }
         if config.insecureSkipTLSVerify { tls.certificateVerification = .none }
         if case .clientCertificate(let certPEM, let keyPEM) = config.credentials {
-            do {
-                tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(certPEM).map { .certificate($0) }
-            } catch {
-                throw .field(config.source, "client-certificate", "is not a PEM certificate: \(error)")
-            }
-            do {
-                tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: keyPEM, format: .pem))
-            } catch {
-                throw .field(config.source, "client-key", "is not a PEM private key: \(error)")
-            }
+            tls = try KubeClient.adding(certificatePEM: certPEM, keyPEM: keyPEM, to: tls, from: .kubeconfig(source: config.source))
         }
+        self.tls = tls
         var configuration = HTTPClient.Configuration(tlsConfiguration: tls, timeout: .init(connect: TimeAmount(connectTimeout)))
+        configuration.proxy = try KubeProxy.forServer(config.server, proxyURL: config.proxyURL, proxyURLField: config.proxyURLField,
+                                                      source: config.source, environment: environment)?.configuration
         // tls-server-name: connect to the server's address, but send and verify this name.
         if let name = config.tlsServerName, let host = KubeClient.host(of: config.server) {
             configuration.dnsOverride = [name: host]
@@ -59,6 +61,41 @@ public final class KubeClient: KubeAPI {
             base = config.server
         }
         http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }
+
+    /// Where a client certificate comes from, for the error that refuses it.
+    enum CertificateOrigin {
+        /// The kubeconfig's client-certificate and client-key.
+        case kubeconfig(source: String)
+        /// An exec plugin's clientCertificateData and clientKeyData.
+        case plugin(ExecCredentialPlugin.Configuration)
+
+        func refusal(key: Bool, _ error: any Error) -> KubeConfigError {
+            let what = key ? "a PEM private key" : "a PEM certificate"
+            switch self {
+            case .kubeconfig(let source):
+                return .field(source, key ? "client-key" : "client-certificate", "is not \(what): \(error)")
+            case .plugin(let c):
+                return .field(c.source, c.field, "runs \"\(c.command)\", which returned \(key ? "clientKeyData" : "clientCertificateData") that is not \(what): \(error)")
+            }
+        }
+    }
+
+    /// `tls` presenting this client certificate.
+    static func adding(certificatePEM: [UInt8], keyPEM: [UInt8], to tls: TLSConfiguration,
+                       from origin: CertificateOrigin) throws(KubeConfigError) -> TLSConfiguration {
+        var tls = tls
+        do {
+            tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(certificatePEM).map { .certificate($0) }
+        } catch {
+            throw origin.refusal(key: false, error)
+        }
+        do {
+            tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: keyPEM, format: .pem))
+        } catch {
+            throw origin.refusal(key: true, error)
+        }
+        return tls
     }
 
     /// Closes the connection pool; call once, when done with the client.
@@ -158,17 +195,60 @@ public final class KubeClient: KubeAPI {
         do { return try KubeObject(json: json) } catch { throw .decoding(request: "response", error) }
     }
 
-    /// Sends the request; a 401 with a token file re-reads the token (it may have rotated) and tries once more.
+    /// What one request carries: a bearer token, a TLS configuration with a plugin's client certificate, or neither.
+    struct Authentication {
+        var token: String?
+        var tls: TLSConfiguration?
+        /// The plugin's credential, to tell the plugin when the server refused it.
+        var plugin: ExecCredentialPlugin.Credential?
+    }
+
+    /// Sends the request; after a 401, a token file is read again and an exec plugin run again (the
+    /// credential may have rotated), and the request tried once more.
     func execute(_ request: Request) async throws(KubeError) -> HTTPClientResponse {
-        var response = try await execute(request, forceTokenRead: false)
-        if response.status == .unauthorized, case .tokenFile = config.credentials {
+        let first = try await authentication(after: nil) ?? Authentication()
+        var response = try await execute(request, first)
+        if response.status == .unauthorized, let second = try await authentication(after: first) {
             _ = try? await response.body.collect(upTo: KubeClient.maxBody)
-            response = try await execute(request, forceTokenRead: true)
+            response = try await execute(request, second)
         }
         return response
     }
 
-    func execute(_ request: Request, forceTokenRead: Bool) async throws(KubeError) -> HTTPClientResponse {
+    /// The credentials for a request; `after` a 401 with those, new ones, or nil when there is nothing new to try.
+    func authentication(after refused: Authentication?) async throws(KubeError) -> Authentication? {
+        do {
+            switch config.credentials {
+            case .none, .clientCertificate:
+                return refused == nil ? Authentication() : nil
+            case .token(let t):
+                return refused == nil ? Authentication(token: t) : nil
+            case .tokenFile(let file):
+                return Authentication(token: try file.current(force: refused != nil))
+            case .exec(let plugin):
+                if let used = refused?.plugin { await plugin.refused(used) }
+                let credential = try await plugin.credential()
+                var tls: TLSConfiguration?
+                if let cert = credential.clientCertificatePEM, let key = credential.clientKeyPEM {
+                    tls = try pluginTLS(credential, certificatePEM: cert, keyPEM: key, plugin: plugin.configuration)
+                }
+                return Authentication(token: credential.token, tls: tls, plugin: credential)
+            }
+        } catch {
+            throw .credentials(error)
+        }
+    }
+
+    /// The TLS configuration with the plugin's certificate; a new one (so new connections) only when the plugin ran again.
+    func pluginTLS(_ credential: ExecCredentialPlugin.Credential, certificatePEM: [UInt8], keyPEM: [UInt8],
+                   plugin: ExecCredentialPlugin.Configuration) throws(KubeConfigError) -> TLSConfiguration {
+        if let cached = pluginTLS.withLock({ $0 }), cached.generation == credential.generation { return cached.tls }
+        let made = try KubeClient.adding(certificatePEM: certificatePEM, keyPEM: keyPEM, to: tls, from: .plugin(plugin))
+        pluginTLS.withLock { $0 = (credential.generation, made) }
+        return made
+    }
+
+    func execute(_ request: Request, _ authentication: Authentication) async throws(KubeError) -> HTTPClientResponse {
         var url = base + request.path
         if !request.query.isEmpty {
             url += "?" + request.query.map { "\($0.0)=\(KubeClient.percentEncoded($0.1))" }.joined(separator: "&")
@@ -177,18 +257,8 @@ public final class KubeClient: KubeAPI {
         r.method = request.method
         r.headers.add(name: "Accept", value: request.accept)
         r.headers.add(name: "User-Agent", value: userAgent)
-        switch config.credentials {
-        case .token(let t):
-            r.headers.add(name: "Authorization", value: "Bearer \(t)")
-        case .tokenFile(let file):
-            do {
-                r.headers.add(name: "Authorization", value: "Bearer \(try file.current(force: forceTokenRead))")
-            } catch {
-                throw .credentials(error)
-            }
-        case .none, .clientCertificate:
-            break
-        }
+        if let token = authentication.token { r.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        if let tls = authentication.tls { r.tlsConfiguration = tls }
         if let body = request.body {
             r.headers.add(name: "Content-Type", value: request.contentType)
             r.body = .bytes(ByteBuffer(bytes: body.data))

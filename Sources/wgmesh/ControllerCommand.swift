@@ -136,29 +136,6 @@ struct ControllerCommand: AsyncParsableCommand {
     }
 }
 
-/// How to reach the API server: a kubeconfig, or the Pod's service account.
-struct KubeOptions: ParsableArguments {
-    @Option(help: "Kubeconfig file (default: the service account inside a Pod, else $KUBECONFIG, else ~/.kube/config).")
-    var kubeconfig: String?
-
-    @Option(help: "Kubeconfig context (default: current-context).")
-    var context: String?
-
-    func client(userAgent: String, fieldManager: String? = nil, requestTimeout: Duration = .seconds(30)) throws -> KubeClient {
-        let env = ProcessInfo.processInfo.environment
-        let config: KubeConfig
-        if let kubeconfig {
-            config = try KubeConfig.load(kubeconfig: kubeconfig, context: context)
-        } else if env["KUBERNETES_SERVICE_HOST"] != nil {
-            config = try KubeConfig.inCluster()
-        } else {
-            let path = env["KUBECONFIG"]?.split(separator: ":").first.map(String.init) ?? (env["HOME"] ?? "") + "/.kube/config"
-            config = try KubeConfig.load(kubeconfig: path, context: context)
-        }
-        return try KubeClient(config: config, userAgent: userAgent, fieldManager: fieldManager, requestTimeout: requestTimeout)
-    }
-}
-
 func makeLogger(_ label: String, level: String, identity: String) -> Logger {
     var logger = Logger(label: label)
     logger.logLevel = Logger.Level(rawValue: level) ?? .info

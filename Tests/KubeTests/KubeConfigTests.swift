@@ -2,22 +2,7 @@ import Foundation
 import XCTest
 @testable import Kube
 
-final class KubeConfigTests: XCTestCase {
-    var dir: URL!
-
-    override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("wgmesh-kubeconfig-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    }
-
-    override func tearDown() { try? FileManager.default.removeItem(at: dir) }
-
-    func write(_ name: String, _ text: String) throws -> String {
-        let url = dir.appendingPathComponent(name)
-        try text.write(to: url, atomically: true, encoding: .utf8)
-        return url.path
-    }
-
+final class KubeConfigTests: FolderTestCase {
     let ca = Data("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".utf8)
 
     func kubeconfig(user: String, cluster extra: String = "", current: String = "current-context: dev") -> String {
@@ -86,7 +71,9 @@ final class KubeConfigTests: XCTestCase {
             (kubeconfig(user: "    token: x").replacingOccurrences(of: "certificate-authority-data: ", with: "certificate-authority-data: not-base64?"), nil,
              "clusters[dev-cluster].cluster.certificate-authority-data is not base64"),
             (kubeconfig(user: "    client-certificate-data: Q0VSVA=="), nil, "users[dev-user].user.client-key is missing"),
-            (kubeconfig(user: "    exec: {command: aws}"), nil, "exec or auth-provider plugin"),
+            (kubeconfig(user: "    exec: {command: aws}"), nil, "users[dev-user].user.exec.apiVersion is not set"),
+            (kubeconfig(user: "    token: x").replacingOccurrences(of: "tls-server-name: kubernetes", with: "proxy-url: https://proxy:3128"), "prod",
+             "clusters[prod-cluster].cluster.proxy-url is \"https://proxy:3128\": wgmesh cannot speak TLS to the proxy itself"),
             (kubeconfig(user: "    token: x", current: "current-context: prod"), nil, "cannot read"),
             ("clusters: [unclosed", nil, "not a kubeconfig"),
         ]

@@ -53,3 +53,27 @@ func eventually(_ what: String, timeout: Duration = .seconds(20), file: StaticSt
     // State that travels through the network.
     if try await !poll(timeout: timeout, interval: .milliseconds(20), condition) { XCTFail("timed out waiting until \(what)", file: file, line: line) }
 }
+
+/// A test case with a fresh temporary folder, removed after each test.
+class FolderTestCase: XCTestCase {
+    var dir: URL!
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("wgmesh-\(type(of: self))-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(at: dir) }
+
+    /// The path of `name` in the folder.
+    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    /// Writes `text` to `name` (folders made as needed) and returns its path.
+    @discardableResult
+    func write(_ name: String, _ text: String) throws -> String {
+        let url = dir.appendingPathComponent(name)
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try text.write(to: url, atomically: true, encoding: .utf8)
+        return url.path
+    }
+}
