@@ -102,7 +102,8 @@ let package = Package(
         // Test code: a model of the kernel's WireGuard and route table, shared by the test targets.
         .target(name: "ModelKernel", dependencies: ["WGMeshCore"], path: "Tests/ModelKernel"),
         .testTarget(name: "WGMeshCoreTests", dependencies: ["WGMeshCore", "ModelKernel"]),
-        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WGMeshCore", "CMnl"]),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WGMeshCore", "CMnl", "ModelKernel"]),
+        .testTarget(name: "UserspaceTests", dependencies: ["Userspace", "WGMeshCore", "ModelKernel"]),
         .testTarget(name: "ControllerTests", dependencies: [
             "Controller", "WGMeshCore", "Kube", "KubeTestSupport",
             .product(name: "Logging", package: "swift-log"),

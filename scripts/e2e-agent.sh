@@ -66,10 +66,11 @@ for n in "${nodes[@]}" ext; do
   [ "$n" = ext ] || ip -n "wge-$n" route add default via $api
 done
 
-lan tcpdump -i wge-br0 -nn -U -w "$work/underlay.pcap" >/dev/null 2>&1 &
+# Background processes run without a shell function around them, so that $! is their own PID.
+ip netns exec wge-lan tcpdump -i wge-br0 -nn -U -w "$work/underlay.pcap" >/dev/null 2>&1 &
 pids+=($!)
 
-lan "$bin/TestAPIServerTool" $api 6443 "$work/kubeconfig" >"$work/apiserver.log" 2>&1 &
+ip netns exec wge-lan "$bin/TestAPIServerTool" $api 6443 "$work/kubeconfig" >"$work/apiserver.log" 2>&1 &
 pids+=($!)
 wait_for 30 lan curl -sf "http://$api:6443/api/v1/nodes" || { echo "e2e: the test API server did not start"; cat "$work/apiserver.log"; exit 1; }
 i=0
@@ -80,7 +81,7 @@ for n in "${nodes[@]}"; do
 done
 
 start_controller() {
-  lan "$bin/wgmesh" controller --kubeconfig "$work/kubeconfig" --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 \
+  ip netns exec wge-lan "$bin/wgmesh" controller --kubeconfig "$work/kubeconfig" --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 \
     --cidr-source wgmesh --rotation-grace 2s --lease-namespace default >>"$work/controller.log" 2>&1 &
   controller=$!
   pids+=($controller)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests on the host, then every kernel test in one VM guest, then the
-# agent's three-node scenario in a second guest.
+# agent's three-node scenario in a second guest (kernel WireGuard) and on the host (wireguard-go).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -13,3 +13,5 @@ echo "== VM: three nodes, controller and agents (scripts/e2e-agent.sh)"
 swift build --product wgmesh >/dev/null
 swift build --product TestAPIServerTool >/dev/null
 bash scripts/vm-run.sh 'bash scripts/e2e-agent.sh'
+echo "== host: three nodes with the userspace backend (WGMESH_E2E_BACKEND=userspace scripts/e2e-agent.sh)"
+WGMESH_E2E_BACKEND=userspace bash scripts/e2e-agent.sh
