@@ -12,6 +12,7 @@ bash scripts/vm-test.sh 2>&1 | grep -vE "^Test (Case|Suite) .* started at"
 echo "== VM: three nodes, controller and agents (scripts/e2e-agent.sh)"
 swift build --product wgmesh >/dev/null
 swift build --product TestAPIServerTool >/dev/null
-bash scripts/vm-run.sh 'bash scripts/e2e-agent.sh'
+# Three agents, a controller, the API server and wireguard-go: more than the kernel tests' 2 GiB.
+WGMESH_VM_MEMORY=3G bash scripts/vm-run.sh 'bash scripts/e2e-agent.sh'
 echo "== host: three nodes with the userspace backend (WGMESH_E2E_BACKEND=userspace scripts/e2e-agent.sh)"
 WGMESH_E2E_BACKEND=userspace bash scripts/e2e-agent.sh
