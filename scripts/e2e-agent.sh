@@ -28,10 +28,20 @@ result() {  # result NAME ok|fail DETAIL
   if [ "$2" = ok ]; then echo "e2e: PASS $1: $3"; passes=$((passes + 1)); else echo "e2e: FAIL $1: $3"; failures=$((failures + 1)); fi
 }
 
+# Ends what runs in this scenario's namespaces (the agents' wireguard-go included: it holds its tun
+# device, and with it the namespace, alive), then removes the namespaces.
+remove_namespaces() {
+  for ns in $(ip netns list | awk '/^wge-/{print $1}'); do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null; done
+  done
+  sleep 0.5
+  for ns in $(ip netns list | awk '/^wge-/{print $1}'); do ip netns del "$ns"; done
+}
+
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null
-  for ns in $(ip netns list | awk '/^wge-/{print $1}'); do ip netns del "$ns"; done
+  remove_namespaces
 }
 trap cleanup EXIT
 
@@ -49,7 +59,7 @@ annotation() { node_json "$1" | jq -r --arg k "wgmesh.dev/$2" '.metadata.annotat
 patch_annotations() { kapi -X PATCH "http://$api:6443/api/v1/nodes/$1" -d "{\"metadata\":{\"annotations\":$2}}" >/dev/null; }
 
 # --- the underlay: a bridge in a namespace of its own (with the API server), a veth per node, an outside host ---
-for ns in $(ip netns list | awk '/^wge-/{print $1}'); do ip netns del "$ns"; done
+remove_namespaces
 ip netns add wge-lan
 lan ip link set lo up
 lan ip link add wge-br0 type bridge && lan ip link set wge-br0 up
