@@ -44,13 +44,8 @@ extension MeshAgent {
     /// What a pass would do on this node, changing nothing: the plan (peers by node, routes, nodes left
     /// out and why) and the diff against the kernel.
     public func dryRun(_ objects: [KubeObject]) throws -> String {
-        var lines: [String] = []
-        var nodes: [MeshNode] = []
-        for object in objects {
-            do { nodes.append(try MeshNode(name: object.metadata.name, annotations: object.metadata.annotations)) } catch {
-                lines.append("invalid: \(error)")
-            }
-        }
+        let (nodes, invalid) = meshNodes(objects)
+        var lines = invalid.map { "invalid: \($0.1)" }
         guard let local = nodes.first(where: { $0.name == configuration.nodeName }) else {
             return (lines + ["node \(configuration.nodeName) is not in the API or its wgmesh annotations are unreadable: nothing would change"])
                 .joined(separator: "\n")
@@ -58,8 +53,7 @@ extension MeshAgent {
         let link = try kernel.network.link(named: configuration.interface)
         let device = link == nil ? DeviceState(name: configuration.interface) : try kernel.wireGuard.device(named: configuration.interface)
         let mtu = try tunnelMTU(local)
-        let plan = MeshPlan(localNode: local.name, settings: settings(listenPort: local.effectiveEndpoint?.port ?? Self.defaultListenPort, mtu: mtu),
-                            nodes: nodes, interfaceIndex: link?.index ?? 0)
+        let plan = plan(local: local, nodes: nodes, interfaceIndex: link?.index ?? 0, mtu: mtu)
         let diff = MeshDiff(plan: plan, actual: device, actualRoutes: link == nil ? [] : try kernel.network.routes(family: nil))
         lines.append("interface \(configuration.interface): \(link == nil ? "would be created" : "exists"), MTU \(mtu), addresses "
                      + TunnelAddressing.addresses(podCIDRs: local.podCIDRs).map(\.description).joined(separator: ", "))

@@ -90,8 +90,6 @@ public final class MeshAgent: Sendable {
         var reported: Set<String> = []
         var ruleset: String?
         var condition: MeshCondition?
-        var lastPlan: MeshPlan?
-        var synced = false
         var passes = 0
     }
 
@@ -107,7 +105,7 @@ public final class MeshAgent: Sendable {
     }
 
     /// True once the first reconcile has run (`/readyz`).
-    public var isReady: Bool { memory.withLock { $0.synced } }
+    public var isReady: Bool { passes > 0 }
 
     /// Reconcile passes so far.
     public var passes: Int { memory.withLock { $0.passes } }
@@ -159,8 +157,7 @@ public final class MeshAgent: Sendable {
         try enableForwarding()
         let link = try ensureLink(mtu: configuration.mtu ?? Self.fallbackMTU, adjustMTU: false)
         guard configuration.strict else { return }
-        let settings = settings(listenPort: Self.defaultListenPort, mtu: link.mtu)
-        let plan = MeshPlan(localNode: configuration.nodeName, settings: settings, nodes: [], interfaceIndex: link.index)
+        let plan = plan(local: nil, nodes: [], interfaceIndex: link.index, mtu: link.mtu)
         let existing = Set(try kernel.network.routes(family: nil).map(\.key))
         for route in plan.routes where !existing.contains(route.key) {
             try kernel.network.replace(route)
@@ -216,26 +213,14 @@ public final class MeshAgent: Sendable {
             metrics.reconciled(after: ContinuousClock.now - started, failed: true)
             logger.error("reconcile failed; the next pass retries from the kernel's state", metadata: ["error": "\(error)"])
         }
-        memory.withLock {
-            $0.synced = true
-            $0.passes += 1
-        }
+        memory.withLock { $0.passes += 1 }
     }
 
     func pass(_ objects: [KubeObject]) async throws {
         let name = configuration.nodeName
-        var nodes: [MeshNode] = []
-        var local: MeshNode?
-        for object in objects {
-            do {
-                let node = try MeshNode(name: object.metadata.name, annotations: object.metadata.annotations)
-                nodes.append(node)
-                if node.name == name { local = node }
-            } catch {
-                await report(object, warning: true, reason: "InvalidAnnotation", note: "\(error)")
-            }
-        }
-        guard let local, let localObject = objects.first(where: { $0.metadata.name == name }) else {
+        let (nodes, invalid) = meshNodes(objects)
+        for (object, error) in invalid { await report(object, warning: true, reason: "InvalidAnnotation", note: "\(error)") }
+        guard let local = nodes.first(where: { $0.name == name }), let localObject = objects.first(where: { $0.metadata.name == name }) else {
             logger.warning("this node is not in the API or its wgmesh annotations are unreadable: nothing changes until it is")
             return
         }
@@ -254,8 +239,7 @@ public final class MeshAgent: Sendable {
         let mtu = try tunnelMTU(local)
         let link = try ensureLink(mtu: mtu, adjustMTU: true)
         try ensureAddresses(TunnelAddressing.addresses(podCIDRs: local.podCIDRs), link: link)
-        let settings = settings(listenPort: local.effectiveEndpoint?.port ?? Self.defaultListenPort, mtu: mtu)
-        let plan = MeshPlan(localNode: name, settings: settings, nodes: nodes, interfaceIndex: link.index)
+        let plan = plan(local: local, nodes: nodes, interfaceIndex: link.index, mtu: mtu)
         for exclusion in plan.excluded {
             if let object = objects.first(where: { $0.metadata.name == exclusion.node }) {
                 await report(object, warning: true, reason: "NodeLeftOut", note: "\(exclusion) (seen by node \(name))")
@@ -277,7 +261,6 @@ public final class MeshAgent: Sendable {
         }
         try applyRuleset(localPodCIDRs: local.podCIDRs)
         if !local.podCIDRs.isEmpty { try writeCNIConfig(podCIDRs: local.podCIDRs, mtu: mtu) }
-        memory.withLock { $0.lastPlan = plan }
 
         if let keys, local.appliedKeyGeneration != keys.generation {
             try await publishApplied(keys.generation)
@@ -290,9 +273,21 @@ public final class MeshAgent: Sendable {
         metrics.observe(plan: plan, device: after, keys: keys, keyIssuedAt: local.keyIssuedAt, filter: kernel.filter)
     }
 
-    func settings(listenPort: UInt16, mtu: UInt32) -> ClusterSettings {
-        ClusterSettings(clusterCIDRs: configuration.clusterCIDRs, listenPort: listenPort, persistentKeepalive: configuration.persistentKeepalive,
-                        strict: configuration.strict, mtu: mtu)
+    /// The Nodes whose wgmesh annotations read, and those that do not, with why.
+    func meshNodes(_ objects: [KubeObject]) -> (nodes: [MeshNode], invalid: [(KubeObject, AnnotationError)]) {
+        var nodes: [MeshNode] = []
+        var invalid: [(KubeObject, AnnotationError)] = []
+        for object in objects {
+            do { nodes.append(try MeshNode(name: object.metadata.name, annotations: object.metadata.annotations)) } catch { invalid.append((object, error)) }
+        }
+        return (nodes, invalid)
+    }
+
+    /// This node's plan; the listen port is the one the controller published in its endpoint.
+    func plan(local: MeshNode?, nodes: [MeshNode], interfaceIndex: UInt32, mtu: UInt32) -> MeshPlan {
+        let settings = ClusterSettings(clusterCIDRs: configuration.clusterCIDRs, listenPort: local?.effectiveEndpoint?.port ?? Self.defaultListenPort,
+                                       persistentKeepalive: configuration.persistentKeepalive, strict: configuration.strict, mtu: mtu)
+        return MeshPlan(localNode: configuration.nodeName, settings: settings, nodes: nodes, interfaceIndex: interfaceIndex)
     }
 
     // MARK: the interface
@@ -309,13 +304,16 @@ public final class MeshAgent: Sendable {
     /// The WireGuard interface, created when missing and up; an existing one is adopted as it is.
     func ensureLink(mtu: UInt32, adjustMTU: Bool) throws -> LinkState {
         let name = configuration.interface
-        if try kernel.interfaces.ensure(named: name, mtu: mtu) {
+        let created = try kernel.interfaces.ensure(named: name, mtu: mtu)
+        if created {
             logger.info("interface created", metadata: ["interface": "\(name)", "backend": "\(kernel.interfaces.backend)", "mtu": "\(mtu)"])
         }
         guard var link = try kernel.network.link(named: name) else {
             throw InterfaceError.notWireGuard(name, kind: nil)
         }
-        let setMTU = link.mtu != mtu && (adjustMTU || kernel.interfaces.backend == "userspace")
+        // A new interface always gets the MTU (wireguard-go makes its tun device with a default of
+        // its own); one adopted at start-up keeps its MTU until the first pass knows the right one.
+        let setMTU = link.mtu != mtu && (adjustMTU || created)
         if setMTU || !link.isUp {
             try kernel.network.setLink(index: link.index, mtu: setMTU ? mtu : nil, up: true)
             if setMTU { logger.info("interface MTU set", metadata: ["interface": "\(name)", "mtu": "\(mtu)"]) }
