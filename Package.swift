@@ -99,17 +99,17 @@ let package = Package(
             name: "TestAPIServerTool",
             dependencies: ["KubeTestSupport"]
         ),
-        // Test code: a model of the kernel's WireGuard and route table, shared by the test targets.
-        .target(name: "ModelKernel", dependencies: ["WGMeshCore"], path: "Tests/ModelKernel"),
-        .testTarget(name: "WGMeshCoreTests", dependencies: ["WGMeshCore", "ModelKernel"]),
-        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WGMeshCore", "CMnl", "ModelKernel"]),
-        .testTarget(name: "UserspaceTests", dependencies: ["Userspace", "WGMeshCore", "ModelKernel"]),
+        // Test code shared by the test targets: a model of the kernel, the backend contract, a log capture.
+        .target(name: "TestSupport", dependencies: ["WGMeshCore", .product(name: "Logging", package: "swift-log")], path: "Tests/TestSupport"),
+        .testTarget(name: "WGMeshCoreTests", dependencies: ["WGMeshCore", "TestSupport"]),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WGMeshCore", "CMnl", "TestSupport"]),
+        .testTarget(name: "UserspaceTests", dependencies: ["Userspace", "WGMeshCore", "TestSupport"]),
         .testTarget(name: "ControllerTests", dependencies: [
-            "Controller", "WGMeshCore", "Kube", "KubeTestSupport",
+            "Controller", "WGMeshCore", "Kube", "KubeTestSupport", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "AgentTests", dependencies: [
-            "Agent", "Controller", "WGMeshCore", "Kube", "KubeTestSupport", "ModelKernel",
+            "Agent", "Controller", "WGMeshCore", "Kube", "KubeTestSupport", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "KubeTests", dependencies: [

@@ -1,7 +1,7 @@
 import Agent
 import Foundation
 import Kube
-import ModelKernel
+import TestSupport
 import Synchronization
 import WGMeshCore
 

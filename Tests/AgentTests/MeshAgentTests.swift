@@ -5,6 +5,7 @@ import Kube
 import KubeTestSupport
 import Logging
 import Synchronization
+import TestSupport
 import WGMeshCore
 import XCTest
 
@@ -20,11 +21,7 @@ final class MeshAgentTests: XCTestCase {
         let agentClient: KubeClient
         let kernel = FakeKernel()
         let state = temporaryDirectory()
-        let lines = LogLines()
-
-        func logger() -> Logger {
-            Logger(label: "agent") { _ in CapturingHandler(lines: self.lines) }
-        }
+        let logs = LogCapture()
 
         func node(_ name: String) async throws -> KubeObject { try await client.get(.nodes, namespace: nil, name: name) }
         func annotation(_ name: String, _ key: String) async -> String? { try? await node(name).metadata.annotations[key] }
@@ -46,7 +43,7 @@ final class MeshAgentTests: XCTestCase {
     func agent(_ h: Harness, node: String = "n1", coalesce: Duration = .milliseconds(100)) -> MeshAgent {
         MeshAgent(api: h.agentClient, kernel: h.kernel.kernel, configuration: .init(
             nodeName: node, stateDirectory: h.state + "/state", cniConfDirectory: h.state + "/cni", clusterCIDRs: clusterCIDRs,
-            resyncPeriod: .seconds(2), coalescePeriod: coalesce), logger: h.logger())
+            resyncPeriod: .seconds(2), coalescePeriod: coalesce), logger: h.logs.logger("agent"))
     }
 
     func controller(_ h: Harness) throws -> Task<Void, Never> {
@@ -109,7 +106,7 @@ final class MeshAgentTests: XCTestCase {
         let condition = try await Node(h.node("n1")).conditions.first { $0.type == MeshCondition.type }
         XCTAssertEqual(condition?.status, "False")
         XCTAssertEqual(condition?.reason, "PeersStale")
-        let logs = h.lines.all.withLock { $0.joined(separator: "\n") }
+        let logs = h.logs.lines.withLock { $0.joined(separator: "\n") }
         XCTAssertFalse(logs.contains(stored.privateKey.base64), "the enrollment private key never reaches a log line")
         XCTAssertFalse(logs.contains(try XCTUnwrap(device.privateKey).base64), "nor the node's private key")
         try await stop(h, run, controller)
@@ -212,35 +209,16 @@ final class MeshAgentTests: XCTestCase {
     func testTheEnrollmentKeyFileStates() throws {
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let lines = LogLines()
-        let logger = Logger(label: "t") { _ in CapturingHandler(lines: lines) }
+        let logs = LogCapture()
+        let logger = logs.logger("agent")
         let store = EnrollmentKeyStore(directory: dir + "/state")
         let made = try store.loadOrCreate(logger: logger).privateKey
         XCTAssertEqual(try store.loadOrCreate(logger: logger).privateKey, made, "kept across restarts")
         try "garbage\n".write(toFile: store.path, atomically: true, encoding: .utf8)
         let remade = try store.loadOrCreate(logger: logger).privateKey
         XCTAssertNotEqual(remade, made, "a corrupt file means a new enrollment key")
-        XCTAssertTrue(lines.all.withLock { $0.contains { $0.contains("unusable") && $0.contains("new keypair") } }, "and the log says so")
+        XCTAssertTrue(logs.lines.withLock { $0.contains { $0.contains("unusable") && $0.contains("new keypair") } }, "and the log says so")
         XCTAssertEqual(try store.loadOrCreate(logger: logger).privateKey, remade)
-    }
-}
-
-final class LogLines: Sendable {
-    let all = Mutex<[String]>([])
-}
-
-struct CapturingHandler: LogHandler {
-    let lines: LogLines
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-    func log(event: LogEvent) {
-        let all = metadata.merging(event.metadata ?? [:]) { $1 }
-        let line = "\(event.level) \(event.message) " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        lines.all.withLock { $0.append(line) }
     }
 }
 

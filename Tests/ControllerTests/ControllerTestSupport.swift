@@ -4,31 +4,9 @@ import Kube
 import KubeTestSupport
 import Logging
 import Synchronization
+import TestSupport
 import WGMeshCore
 import XCTest
-
-/// Every log line the code under test wrote, to scan for secrets.
-final class LogCapture: Sendable {
-    let lines = Mutex<[String]>([])
-
-    struct Handler: LogHandler {
-        let capture: LogCapture
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(event: LogEvent) {
-            let all = metadata.merging(event.metadata ?? [:]) { $1 }
-            let line = "\(event.level) \(event.message) " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-            capture.lines.withLock { $0.append(line) }
-            if ProcessInfo.processInfo.environment["WGMESH_TEST_LOG"] != nil { print(line) }
-        }
-    }
-
-    func logger(_ label: String) -> Logger { Logger(label: label) { _ in Handler(capture: self) } }
-}
 
 /// A test API server with Nodes whose agents (played by the test) hold enrollment keys.
 final class TestCluster: @unchecked Sendable {

@@ -1,9 +1,9 @@
-import ModelKernel
+import TestSupport
 import WGMeshCore
 import XCTest
 @testable import Netlink
 
-/// The backend contract (Tests/ModelKernel/WireGuardContract.swift) on kernel WireGuard; the same
+/// The backend contract (Tests/TestSupport/WireGuardContract.swift) on kernel WireGuard; the same
 /// checks run on wireguard-go in UserspaceTests. Skipped on hosts without it; run by scripts/vm-test.sh.
 final class KernelContractTests: XCTestCase {
     var network: KernelNetwork!

@@ -1,10 +1,10 @@
 import Foundation
-import ModelKernel
+import TestSupport
 import Userspace
 import WGMeshCore
 import XCTest
 
-/// The backend contract (Tests/ModelKernel/WireGuardContract.swift) on wireguard-go through its UAPI
+/// The backend contract (Tests/TestSupport/WireGuardContract.swift) on wireguard-go through its UAPI
 /// socket, the same checks as KernelContractTests on kernel WireGuard. wireguard-go runs in a network
 /// namespace of the test's own, started and ended by PID. Needs root and wireguard-go, which
 /// scripts/setup.sh installs; it says so and skips elsewhere.

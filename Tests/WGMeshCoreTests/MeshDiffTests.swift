@@ -1,4 +1,4 @@
-import ModelKernel
+import TestSupport
 import XCTest
 import WGMeshCore
 
