@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import WGMeshCore
 import Netlink
+import TestSupport
 
 /// Gate for tests that need the kernel's WireGuard and CAP_NET_ADMIN.
 enum KernelSupport {
@@ -21,25 +22,6 @@ enum KernelSupport {
             throw XCTSkip("kernel WireGuard is not available here (\(error)); scripts/vm-test.sh runs this test in a VM kernel that has it")
         }
     }
-}
-
-/// Runs a command for test set-up (namespaces, veth pairs, foreign routes) and returns its output.
-@discardableResult
-func sh(_ command: String, allowFailure: Bool = false) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/bin/sh")
-    p.arguments = ["-c", command]
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = out
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    let text = String(decoding: data, as: UTF8.self)
-    if p.terminationStatus != 0, !allowFailure {
-        throw NSError(domain: "sh", code: Int(p.terminationStatus), userInfo: [NSLocalizedDescriptionKey: "`\(command)` failed: \(text)"])
-    }
-    return text
 }
 
 /// Creates a fresh WireGuard link for one test and deletes it afterwards.

@@ -42,16 +42,10 @@ final class UserspaceContractTests: XCTestCase {
         _ = try? run("/usr/sbin/ip", ["netns", "del", Self.namespace], allowFailure: true)
     }
 
-    @discardableResult
-    func run(_ path: String, _ args: [String], allowFailure: Bool = false) throws -> Int32 {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        if p.terminationStatus != 0 && !allowFailure { XCTFail("\(path) \(args.joined(separator: " ")) exited \(p.terminationStatus)") }
-        return p.terminationStatus
+    /// `ip netns …`; a failure fails the test unless `allowFailure`.
+    func run(_ path: String, _ args: [String], allowFailure: Bool = false) throws {
+        let (status, output) = try runProgram(path, args)
+        if status != 0 && !allowFailure { XCTFail("\(path) \(args.joined(separator: " ")) exited \(status): \(output)") }
     }
 
     func testReadBackEqualsSet() throws {

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 import WGMeshCore
 
@@ -166,15 +167,6 @@ final class FirewallRulesetTests: XCTestCase {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("wgmesh-\(UUID().uuidString).nft")
         try input.write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: nft)
-        p.arguments = ["-c", "-f", file.path]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        return try runProgram(nft, ["-c", "-f", file.path])
     }
 }
