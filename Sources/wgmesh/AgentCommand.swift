@@ -86,7 +86,17 @@ struct AgentCommand: AsyncParsableCommand {
         let (host, port) = try Self.bindAddress(metricsBindAddress)
         let logger = makeLogger("wgmesh.agent", level: logLevel, identity: name)
         let client = try kube.client(userAgent: "wgmesh-agent/\(name)", fieldManager: MeshAgent.fieldManager)
-        defer { Task { try? await client.shutdown() } }
+        do {
+            try await run(client: client, name: name, clusterCIDRs: cidrs, resync: resync, host: host, port: port, logger: logger)
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+        try await client.shutdown()
+    }
+
+    /// `--cleanup`, `--dry-run`, or the agent until SIGTERM.
+    func run(client: KubeClient, name: String, clusterCIDRs cidrs: [IPPrefix], resync: Double, host: String?, port: Int, logger: Logger) async throws {
         let network = try KernelNetwork()
         let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let kernel = try Self.kernel(backend: backend, network: network, logger: logger) { wake.yield() }
