@@ -123,18 +123,10 @@ public enum UAPI {
     static func key32(_ text: Substring) -> WireGuardKey? {
         let u = Array(text.utf8)
         guard u.count == 64 else { return nil }
-        func nibble(_ c: UInt8) -> UInt8? {
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-            default: return nil
-            }
-        }
         var bytes = [UInt8]()
         bytes.reserveCapacity(32)
         for i in stride(from: 0, to: 64, by: 2) {
-            guard let hi = nibble(u[i]), let lo = nibble(u[i + 1]) else { return nil }
+            guard let hi = IPAddress.hexValue(u[i]), let lo = IPAddress.hexValue(u[i + 1]) else { return nil }
             bytes.append(hi << 4 | lo)
         }
         return try? WireGuardKey(bytes: bytes)
