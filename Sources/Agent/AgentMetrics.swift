@@ -46,7 +46,9 @@ public final class AgentMetrics: Sendable {
                                               + (diff.device.privateKey == nil ? 0 : 1)))
     }
 
-    func observe(plan: MeshPlan, device: DeviceState, keys: NodeKeys?, keyIssuedAt: Date?, filter: any PacketFilter, now: Date = Date()) {
+    /// `unencrypted` is the nftables counter as last read (nil: no table).
+    func observe(plan: MeshPlan, device: DeviceState, keys: NodeKeys?, keyIssuedAt: Date?, unencrypted: (packets: UInt64, bytes: UInt64)?,
+                 now: Date = Date()) {
         let current = plan.peers.filter { !$0.allowedIPs.isEmpty }
         let have = Dictionary(device.peers.map { ($0.publicKey, $0) }, uniquingKeysWith: { a, _ in a })
         peersPlanned.set(Double(current.count))
@@ -75,7 +77,7 @@ public final class AgentMetrics: Sendable {
         for g in gone { registry.unregisterGauge(g) }
         keyGeneration.set(Double(keys?.generation ?? 0))
         keyAge.set(keyIssuedAt.map { now.timeIntervalSince($0) } ?? 0)
-        if let counted = try? filter.unencrypted() {
+        if let counted = unencrypted {
             // The kernel counts from the table's creation; a table written anew starts at zero again.
             let (dp, db) = lastUnencrypted.withLock { last in
                 defer { last = counted }

@@ -165,7 +165,7 @@ public final class MeshAgent: Sendable {
         }
         // A table left by an earlier run is adopted as it is: written anew without the node's own Pod
         // CIDRs, it would drop the replies to the node's Pods until the first pass.
-        if try kernel.filter.unencrypted() == nil { try applyRuleset(localPodCIDRs: []) }
+        if try kernel.filter.unencrypted() == nil { _ = try applyRuleset(localPodCIDRs: [], present: false) }
     }
 
     /// Pods' traffic is routed through the node: forwarding on for both families (in the agent's
@@ -259,7 +259,9 @@ public final class MeshAgent: Sendable {
             metrics.applied(diff)
             log(diff, plan: plan)
         }
-        try applyRuleset(localPodCIDRs: local.podCIDRs)
+        // One read of the table's counter serves both: is the table there, and what did it count.
+        var counted = try? kernel.filter.unencrypted()
+        if try applyRuleset(localPodCIDRs: local.podCIDRs, present: counted != nil) { counted = (0, 0) }
         if !local.podCIDRs.isEmpty { try writeCNIConfig(podCIDRs: local.podCIDRs, mtu: mtu) }
 
         if let keys, local.appliedKeyGeneration != keys.generation {
@@ -270,7 +272,7 @@ public final class MeshAgent: Sendable {
             ? MeshCondition(ready: false, reason: "NoKey", message: "the controller has not issued a keypair for this node's enrollment key yet")
             : MeshCondition.evaluate(plan: plan, device: after, now: Date())
         try await writeCondition(condition)
-        metrics.observe(plan: plan, device: after, keys: keys, keyIssuedAt: local.keyIssuedAt, filter: kernel.filter)
+        metrics.observe(plan: plan, device: after, keys: keys, keyIssuedAt: local.keyIssuedAt, unencrypted: counted)
     }
 
     /// The Nodes whose wgmesh annotations read, and those that do not, with why.
@@ -336,15 +338,15 @@ public final class MeshAgent: Sendable {
         }
     }
 
-    func applyRuleset(localPodCIDRs: [IPPrefix]) throws {
+    /// Writes the table when it changed or is not `present` (deleted by hand, it comes back); true when written.
+    func applyRuleset(localPodCIDRs: [IPPrefix], present: Bool) throws -> Bool {
         let ruleset = FirewallRuleset.ruleset(interface: configuration.interface, localPodCIDRs: localPodCIDRs,
                                               clusterCIDRs: configuration.clusterCIDRs, strict: configuration.strict)
-        // Written again after a change, and checked on every pass: a table deleted by hand comes back.
-        let present = (try? kernel.filter.unencrypted()) != nil
-        guard !present || memory.withLock({ $0.ruleset }) != ruleset else { return }
+        guard !present || memory.withLock({ $0.ruleset }) != ruleset else { return false }
         try kernel.filter.apply(ruleset)
         memory.withLock { $0.ruleset = ruleset }
         logger.info("nftables table inet \(FirewallRuleset.table) written", metadata: ["podCIDRs": "\(localPodCIDRs.map(\.description).joined(separator: ","))"])
+        return true
     }
 
     /// The CNI configuration, written only when its content changes.
