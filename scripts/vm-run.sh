@@ -25,12 +25,19 @@ echo \$? > "$out/rc"
 GUEST
 
 cd "$root"
-PATH="$vm/bin:$vm/venv/bin:$PATH" timeout "${WGMESH_VM_TIMEOUT:-2400}" \
-  vng --disable-kvm --cpus "${WGMESH_VM_CPUS:-2}" --memory "${WGMESH_VM_MEMORY:-2G}" \
-      --busybox "$vm/busybox" --rwdir="$out" --run "$kernel" \
-      --exec "sh $out/guest.sh" </dev/null >"$out/console" 2>&1 || true
+# A boot that never reaches the command (seen rarely: vng exits within seconds, printing nothing) is
+# tried once more; the command itself has not run, so running it now is its first run.
+for attempt in 1 2; do
+  status=0
+  PATH="$vm/bin:$vm/venv/bin:$PATH" timeout "${WGMESH_VM_TIMEOUT:-2400}" \
+    vng --disable-kvm --cpus "${WGMESH_VM_CPUS:-2}" --memory "${WGMESH_VM_MEMORY:-2G}" \
+        --busybox "$vm/busybox" --rwdir="$out" --run "$kernel" \
+        --exec "sh $out/guest.sh" </dev/null >"$out/console" 2>&1 || status=$?
+  [ -f "$out/log" ] && break
+  echo "vm-run: boot $attempt did not start the command (vng exit status $status)" >&2
+done
 if [ ! -f "$out/rc" ]; then
-  echo "vm-run: the guest did not finish; last console lines:" >&2
+  echo "vm-run: the guest did not finish (vng exit status $status); last console lines:" >&2
   tail -n 40 "$out/console" | tr -d '\r' >&2
   exit 1
 fi
