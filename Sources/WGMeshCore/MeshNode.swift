@@ -95,11 +95,10 @@ public struct MeshNode: Sendable, Hashable {
         }
 
         if let v = value(Annotation.podCIDRs) {
+            let listed: [IPPrefix]
+            do { listed = try IPPrefix.list(v) } catch { throw fail(Annotation.podCIDRs, v, "\(error)") }
             var cidrs: [IPPrefix] = []
-            for item in v.split(separator: ",", omittingEmptySubsequences: false) {
-                let text = item.trimmingWhitespace
-                let cidr: IPPrefix
-                do { cidr = try IPPrefix(text) } catch { throw fail(Annotation.podCIDRs, v, "\(error)") }
+            for cidr in listed {
                 guard cidr.isCanonical else { throw fail(Annotation.podCIDRs, v, "\(cidr) has host bits set; write \(cidr.canonical)") }
                 guard !cidrs.contains(where: { $0.family == cidr.family }) else {
                     throw fail(Annotation.podCIDRs, v, "more than one \(cidr.family) CIDR; give one per IP family")

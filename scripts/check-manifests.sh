@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Checks manifests/ offline, as rendered by `kubectl kustomize manifests/`: every object against the
+# Kubernetes API schemas with kubernetes-validate --strict (unknown fields fail), for the oldest and the
+# newest Kubernetes the manifests are meant for; then every flag and environment variable given to
+# wgmesh against the binary (scripts/check-manifests.py). scripts/setup.sh installs the tools.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bin=${WGMESH_BIN:-$root/.build/debug/wgmesh}
+venv=$root/.venv-validate
+[ -x "$bin" ] || { echo "check-manifests: $bin is missing: run swift build --product wgmesh (or set WGMESH_BIN)" >&2; exit 1; }
+[ -x "$venv/bin/kubernetes-validate" ] || { echo "check-manifests: $venv is missing: run scripts/setup.sh" >&2; exit 1; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+kubectl kustomize manifests/ >"$work/wgmesh.yaml"
+echo "rendered $(grep -c '^kind:' "$work/wgmesh.yaml") objects with $(kubectl version --client 2>/dev/null | head -1)"
+# 1.30: the oldest with admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy.
+for version in 1.30.0 1.37.0; do
+  "$venv/bin/kubernetes-validate" --strict --quiet --kubernetes-version "$version" "$work/wgmesh.yaml"
+  echo "kubernetes-validate --strict --kubernetes-version $version: every object passed"
+done
+"$venv/bin/python" scripts/check-manifests.py "$work/wgmesh.yaml" "$bin" Sources
+echo "flag check: every flag and environment variable the manifests give wgmesh exists"
