@@ -150,11 +150,15 @@ def cases():
            [f"wgmesh-annotation-owners: {CONTROLLER} may not set wgmesh.dev/enrollment-key on Node n1: only the node's wgmesh agent writes it"])
     yield ("admin sets an endpoint override", *request(admin, *changed("n1", annotate(endpoint_override="198.51.100.7:51820"))), None)
     yield ("admin asks for a rotation", *request(admin, *changed("n1", annotate(rotate_request="2026-11-27T03:00:00Z-1234"))), None)
+    yield ("admin accepts a node's new enrollment key", *request(admin, *changed("n1", annotate(accept_enrollment="SHA256:28hdgtSkWzeMZb7wQi/zYa9v3KDWMEsmfglAPxlY9e4"))), None)
+    yield ("controller uses up an acceptance", *request(user(CONTROLLER), *changed("n1", annotate(accept_enrollment=None, sealed_to="enrol-new", public_key="p2"))), None)
+    yield ("agent accepts its own new enrollment key", *request(a1, *changed("n1", annotate(enrollment_key="attacker", accept_enrollment="SHA256:x"))),
+           ["wgmesh-agent-own-node: the wgmesh agent may not change annotation wgmesh.dev/accept-enrollment of Node n1"])
     yield ("admin uninstalls: every wgmesh.dev/ annotation removed", *request(admin, *changed("n1", uninstall)), None)
     yield ("admin labels a node (no wgmesh.dev/ key written)", *request(admin, *changed("n1", lambda n: n["metadata"]["labels"].update(role="gateway"))), None)
     yield ("admin publishes a public key", *request(admin, *changed("n1", annotate(public_key="mine"))),
            ["wgmesh-annotation-owners: kubernetes-admin may not set wgmesh.dev/public-key on Node n1: only the wgmesh controller writes it; "
-            "people set only wgmesh.dev/endpoint-override and wgmesh.dev/rotate-request, and may remove wgmesh.dev/ annotations"])
+            "people set only wgmesh.dev/endpoint-override, wgmesh.dev/rotate-request and wgmesh.dev/accept-enrollment, and may remove wgmesh.dev/ annotations"])
     yield ("admin misspells endpoint-override", *request(admin, *changed("n1", annotate(endpoint_overide="198.51.100.7:51820"))),
            ["wgmesh-annotation-owners: kubernetes-admin may not set wgmesh.dev/endpoint-overide on Node n1: only the wgmesh controller writes it"])
     yield ("kubelet writes its node's enrollment key", *request(user("system:node:n1"), *changed("n1", annotate(enrollment_key="other"))),

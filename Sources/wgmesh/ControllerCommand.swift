@@ -52,6 +52,9 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(help: "Rotate keys older than this (e.g. 720h); 0 or not given: never.")
     var maxKeyAge: String?
 
+    @Option(help: "When a node that has keys publishes another enrollment key (reinstalled, or taken over): reissue (a keypair sealed to the new key at once, with a Warning) or hold (keep its keys, with a Warning, until an operator sets wgmesh.dev/accept-enrollment to the new key's fingerprint).")
+    var enrollmentChangePolicy: String = "reissue"
+
     @Option(help: "How many nodes may be in a rotation at once.")
     var maxConcurrentRotations = 1
 
@@ -79,6 +82,9 @@ struct ControllerCommand: AsyncParsableCommand {
             throw ValidationError("--cidr-source \(cidrSource) is not one of auto, node-spec, wgmesh")
         }
         let cidrs = try Self.clusterCIDRs(clusterCIDRs)
+        guard let enrollmentChange = ControllerPolicy.EnrollmentChange(rawValue: enrollmentChangePolicy) else {
+            throw ValidationError("--enrollment-change-policy \(enrollmentChangePolicy) is not one of reissue, hold")
+        }
         let grace = try Self.seconds(rotationGrace, flag: "--rotation-grace")
         let maxAge = try Self.keyAgeLimit(maxKeyAge)
         guard maxConcurrentRotations >= 1 else { throw ValidationError("--max-concurrent-rotations must be at least 1") }
@@ -99,7 +105,8 @@ struct ControllerCommand: AsyncParsableCommand {
             controller = try MeshController(api: client, configuration: .init(
                 clusterCIDRs: cidrs, nodeMaskIPv4: nodeMaskIPv4, nodeMaskIPv6: nodeMaskIPv6,
                 policy: ControllerPolicy(cidrSource: source, endpointAddressTypes: types, listenPort: listenPort,
-                                         rotation: .init(grace: grace, maxKeyAge: maxAge), specWait: specWait),
+                                         rotation: .init(grace: grace, maxKeyAge: maxAge), specWait: specWait,
+                                         enrollmentChange: enrollmentChange),
                 maxConcurrentRotations: maxConcurrentRotations, identity: name), logger: logger)
         } catch {
             throw ValidationError("\(error)")
