@@ -66,6 +66,7 @@ public struct WireGuardKey: Sendable, Hashable, Comparable, CustomStringConverti
     public var fingerprint: String {
         "SHA256:" + (try! WireGuardKey(bytes: Array(SHA256.hash(data: bytes)))).base64.dropLast()
     }
+
     public var isZero: Bool { bytes.allSatisfy { $0 == 0 } }
 
     public var base64: String { Data(bytes).base64EncodedString() }
