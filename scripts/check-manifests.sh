@@ -14,7 +14,8 @@ venv=$root/.venv-validate
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 kubectl kustomize manifests/ >"$work/wgmesh.yaml"
-echo "rendered $(grep -c '^kind:' "$work/wgmesh.yaml") objects with $(kubectl version --client 2>/dev/null | head -1)"
+kubectl=$(kubectl version --client -o json 2>/dev/null | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p' | head -1)
+echo "rendered $(grep -c '^kind:' "$work/wgmesh.yaml") objects with kubectl $kubectl"
 # 1.30: the oldest with the v1 ValidatingAdmissionPolicy and node-bound service-account tokens on by default.
 for version in 1.30.0 1.37.0; do
   "$venv/bin/kubernetes-validate" --strict --quiet --kubernetes-version "$version" "$work/wgmesh.yaml"
