@@ -117,6 +117,8 @@ let package = Package(
             "Agent", "Controller", "WGMeshCore", "Kube", "KubeTestSupport", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The commands' flag parsing, through the executable module.
+        .testTarget(name: "wgmeshTests", dependencies: ["wgmesh", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "KubeTests", dependencies: [
             "Kube", "KubeTestSupport",
             .product(name: "Logging", package: "swift-log"),
