@@ -137,7 +137,7 @@ public final class MeshAgent: Sendable {
         try failClosed()
         try await publishEnrollmentKey(enrollment.publicKey)
 
-        let informer = Informer(api: api, resource: .nodes, configuration: .init(metadataOnly: true), logger: logger)
+        let informer = Informer(api: api, resource: .nodes, configuration: .init(metadataOnly: true, transform: Self.slim), logger: logger)
         // At most one pass waits: a burst of changes becomes one pass. Node events ask for a delta;
         // the resync and the wakeups for a full pass, which wins when both wait.
         let (triggers, trigger) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -167,6 +167,18 @@ public final class MeshAgent: Sendable {
             group.cancelAll()
         }
         logger.info("stopped watching; the interface, routes and rules stay as they are")
+    }
+
+    /// What the agent keeps of a Node: what names it in an Event, and wgmesh's annotations. At 5,000
+    /// Nodes, managedFields and other owners' annotations would be most of the agent's memory.
+    static func slim(_ node: KubeObject) -> KubeObject {
+        let metadata = node.json["metadata"]
+        var kept: [String: JSON] = [:]
+        for key in ["name", "uid", "resourceVersion"] { kept[key] = metadata?[key] }
+        kept["annotations"] = .object((metadata?["annotations"]?.object ?? [:]).filter { $0.key.hasPrefix(Annotation.prefix) })
+        var json: [String: JSON] = ["metadata": .object(kept)]
+        for key in ["apiVersion", "kind"] { json[key] = node.json[key] }
+        return (try? KubeObject(json: .object(json))) ?? node
     }
 
     /// Strict mode before the first plan: the interface exists and the cluster CIDRs are routed into
@@ -277,16 +289,17 @@ public final class MeshAgent: Sendable {
         }
 
         var diff = MeshDiff(plan: plan, actual: device, actualRoutes: routes, privateKey: keys?.privateKey)
+        let planned = diff
         if diff.device.privateKey != nil, !plan.peers.isEmpty {
             // A new private key: make every peer handshake at once instead of after a retry timeout.
             diff.forceHandshakes(plan: plan, current: device)
-            logger.info("switching the interface to a new private key", metadata: ["generation": "\(keys?.generation ?? 0)"])
+            logger.info("switching the interface to a new private key", metadata: ["generation": "\(keys?.generation ?? 0)", "peers": "\(plan.peers.count)"])
         }
         memory.withLock { $0.applied = nil }
         if !diff.isEmpty {
             try diff.apply(interface: configuration.interface, wireGuard: kernel.wireGuard, routes: kernel.network)
             metrics.applied(diff)
-            log(diff, plan: plan)
+            log(planned, plan: plan)
         }
         // Forced handshakes leave keepalives off plan until the next diff: that one reads the kernel.
         if diff.device.privateKey == nil {
@@ -439,16 +452,30 @@ public final class MeshAgent: Sendable {
         await events.record(about: node, warning: warning, reason: reason, action: "Reconcile", note: note)
     }
 
+    /// A diff of more changes than this is logged as one line of counts, the changes themselves at debug
+    /// level: a node joining a 5,000-node cluster logs one line, not 10,000.
+    static let loggedChangeLimit = 20
+
+    /// One line per peer and route change (the forced keepalives of a key switch are not changes).
     func log(_ diff: MeshDiff, plan: MeshPlan) {
         let owners = Dictionary(plan.peers.map { ($0.publicKey, $0.node) }, uniquingKeysWith: { a, _ in a })
-        for peer in diff.device.peers {
+        let peers = diff.device.peers
+        let changes = peers.count + diff.routesToAdd.count + diff.routesToReplace.count + diff.routesToDelete.count
+        let level: Logger.Level = changes > Self.loggedChangeLimit ? .debug : .info
+        if level == .debug {
+            let added = peers.filter { !$0.remove && !$0.updateOnly }.count, removed = peers.filter(\.remove).count
+            logger.info("\(changes) changes applied", metadata: [
+                "peersAdded": "\(added)", "peersUpdated": "\(peers.count - added - removed)", "peersRemoved": "\(removed)",
+                "routesAdded": "\(diff.routesToAdd.count)", "routesReplaced": "\(diff.routesToReplace.count)", "routesDeleted": "\(diff.routesToDelete.count)"])
+        }
+        for peer in peers {
             let who = owners[peer.publicKey] ?? "a node no longer in the plan"
             let what = peer.remove ? "peer removed" : peer.updateOnly ? "peer updated" : "peer added"
-            logger.info("\(what)", metadata: ["peer": "\(who)", "allowedIPs": "\(peer.allowedIPs.map(\.description).joined(separator: ","))"])
+            logger.log(level: level, "\(what)", metadata: ["peer": "\(who)", "allowedIPs": "\(peer.allowedIPs.map(\.description).joined(separator: ","))"])
         }
-        for r in diff.routesToAdd { logger.info("route added", metadata: ["route": "\(r.destination)"]) }
-        for r in diff.routesToReplace { logger.info("route replaced", metadata: ["route": "\(r.destination)"]) }
-        for r in diff.routesToDelete { logger.info("route deleted", metadata: ["route": "\(r.destination)"]) }
+        for r in diff.routesToAdd { logger.log(level: level, "route added", metadata: ["route": "\(r.destination)"]) }
+        for r in diff.routesToReplace { logger.log(level: level, "route replaced", metadata: ["route": "\(r.destination)"]) }
+        for r in diff.routesToDelete { logger.log(level: level, "route deleted", metadata: ["route": "\(r.destination)"]) }
     }
 }
 
