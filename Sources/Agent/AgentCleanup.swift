@@ -22,7 +22,7 @@ extension MeshAgent {
 
         let name = configuration.nodeName
         let node = try await api.get(.nodes, namespace: nil, name: name)
-        let mine = [Annotation.enrollmentKey, Annotation.appliedKeyGeneration].filter { node.metadata.annotations[$0] != nil }
+        let mine = Annotation.agentOwned.filter { node.metadata.annotations[$0] != nil }
         if !mine.isEmpty {
             let patch: [String: JSON] = Dictionary(uniqueKeysWithValues: mine.map { ($0, JSON.null) })
             _ = try await api.patch(.nodes, namespace: nil, name: name, .merge(.object(["metadata": .object(["annotations": .object(patch)])])),
