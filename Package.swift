@@ -119,7 +119,7 @@ let package = Package(
         ]),
         .testTarget(name: "CLITests", dependencies: [
             "CLI", "Controller", "WGMeshCore", "Kube", "KubeTestSupport", "TestSupport",
-            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Logging", package: "swift-log"), .product(name: "Yams", package: "Yams"),
         ]),
         .testTarget(name: "KubeTests", dependencies: [
             "Kube", "KubeTestSupport",
