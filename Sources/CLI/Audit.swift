@@ -14,10 +14,4 @@ public enum Audit {
         let report = AuditReport(nodes: try await observedNodes(api), cluster: cluster, now: now, maxKeyAge: maxKeyAge, windowStart: windowStart)
         return (json ? report.json : report.markdown, report.passed)
     }
-
-    /// `--since`: an RFC 3339 time (the last report's `Generated at`), or a duration back from `now`.
-    public static func windowStart(_ since: String, now: Date, seconds: (String) throws -> TimeInterval) throws -> Date {
-        if let time = RFC3339.parse(since) { return time }
-        return now.addingTimeInterval(-(try seconds(since)))
-    }
 }

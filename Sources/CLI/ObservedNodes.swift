@@ -5,7 +5,7 @@ extension ObservedNode {
     /// The Node as the commands judge it; a metadata-only object has no condition.
     public init(_ object: KubeObject) {
         let condition = Node(object).conditions.first { $0.type == MeshCondition.type }.map {
-            ObservedNode.Condition(status: $0.status, reason: $0.reason, message: $0.message, lastTransitionTime: $0.lastTransitionTime.flatMap(RFC3339.parse))
+            ObservedNode.Condition(status: $0.status, reason: $0.reason, message: $0.message)
         }
         self.init(name: object.metadata.name, annotations: object.metadata.annotations, condition: condition)
     }

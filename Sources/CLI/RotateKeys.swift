@@ -95,7 +95,7 @@ public enum RotateKeys {
                     last[name] = nil
                 }
             } catch {
-                // Kept only while nothing better is known: a failed look does not undo what an earlier one saw.
+                // A failed look keeps what the last one saw; a node never seen says why.
                 for name in pending.keys where last[name] == nil { last[name] = .unreadable("the Nodes could not be read: \(error)") }
             }
             if pending.isEmpty || clock.now - start >= timeout { break }

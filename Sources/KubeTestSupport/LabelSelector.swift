@@ -115,7 +115,7 @@ public struct LabelSelector: Sendable, Hashable {
                 i += 1
             }
             try expect(")")
-            guard !values.contains("") || values.count > 1 else { throw failure("for 'in', 'notin' operators, values set can't be empty") }
+            guard values != [""] else { throw failure("for 'in', 'notin' operators, values set can't be empty") }
             return op == "in" ? .in(k, values) : .notIn(k, values)
         }
     }

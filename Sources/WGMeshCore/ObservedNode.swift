@@ -1,10 +1,3 @@
-// FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-
 /// A Node as the people's commands read it from the API: its name, its annotations and its
 /// `WireGuardMeshReady` condition, with the annotations parsed once.
 public struct ObservedNode: Sendable {
@@ -14,13 +7,11 @@ public struct ObservedNode: Sendable {
         public var status: String
         public var reason: String?
         public var message: String?
-        public var lastTransitionTime: Date?
 
-        public init(status: String, reason: String? = nil, message: String? = nil, lastTransitionTime: Date? = nil) {
+        public init(status: String, reason: String? = nil, message: String? = nil) {
             self.status = status
             self.reason = reason
             self.message = message
-            self.lastTransitionTime = lastTransitionTime
         }
 
         /// Peers ready and in all, when the agent's message says.

@@ -31,7 +31,7 @@ public enum RotationProgress: Sendable, Hashable, CustomStringConvertible {
             return "its agent does not run key generation \(g) yet (\(Annotation.appliedKeyGeneration) is \(applied.map(String.init) ?? "not set"))"
         case .peersPending(let g, let peers):
             let shown = peers.prefix(MeshCondition.namedNodeLimit).joined(separator: ", ") + (peers.count > MeshCondition.namedNodeLimit ? " and \(peers.count - MeshCondition.namedNodeLimit) more" : "")
-            return "runs key generation \(g), but \(peers.count == 1 ? "peer" : "peers") \(shown) \(peers.count == 1 ? "does" : "do") not run it yet (their \(Annotation.appliedPeers) differs from their plan)"
+            return "runs key generation \(g), but \(peers.count == 1 ? "peer" : "peers") \(shown) \(peers.count == 1 ? "does" : "do") not run it yet (\(Annotation.appliedPeers) differs from the plan)"
         case .done(let g, let peers):
             return "key generation \(g) runs on the node and on its \(peers == 1 ? "1 peer" : "\(peers) peers")"
         case .gone:

@@ -20,7 +20,7 @@ struct StatusCommand: AsyncParsableCommand {
     @Option(name: [.short, .customLong("output")], help: "wide (more columns), json or yaml; a table when left out.")
     var output: String?
 
-    @Option(name: [.short, .customLong("selector")], help: "Only the Nodes with these labels, as kubectl's -l (e.g. pool=blue,zone!=a).")
+    @Option(name: [.customShort("l"), .customLong("selector")], help: "Only the Nodes with these labels, as kubectl's -l (e.g. pool=blue,zone!=a).")
     var selector: String?
 
     func validate() throws {
@@ -56,7 +56,7 @@ struct RotateKeysCommand: AsyncParsableCommand {
     @Flag(help: "Rotate every Node.")
     var all = false
 
-    @Option(name: [.short, .customLong("selector")], help: "Rotate the Nodes with these labels, as kubectl's -l (e.g. pool=blue).")
+    @Option(name: [.customShort("l"), .customLong("selector")], help: "Rotate the Nodes with these labels, as kubectl's -l (e.g. pool=blue).")
     var selector: String?
 
     @Flag(help: "Wait until each node and every one of its peers runs the new key.")
@@ -102,7 +102,7 @@ struct AuditCommand: AsyncParsableCommand {
     @Option(name: [.short, .customLong("output")], help: "markdown or json.")
     var output = "markdown"
 
-    @Option(help: "Keys older than this fail (e.g. 720h, 90d is 2160h).")
+    @Option(help: "Keys older than this fail (e.g. 720h; 2160h is 90 days).")
     var maxKeyAge = "720h"
 
     @Option(help: "Unencrypted packets counted since then fail: a duration back from now (24h) or the last report's RFC 3339 time.")
@@ -114,7 +114,16 @@ struct AuditCommand: AsyncParsableCommand {
     func validate() throws {
         guard ["markdown", "json"].contains(output) else { throw ValidationError("-o \(output) is not an audit format: use -o markdown or -o json") }
         _ = try ControllerCommand.seconds(maxKeyAge, flag: "--max-key-age")
-        _ = try Audit.windowStart(since, now: Date()) { try ControllerCommand.seconds($0, flag: "--since (or an RFC 3339 time such as 2026-11-27T10:00:00Z)") }
+        _ = try windowStart(now: Date())
+    }
+
+    /// `--since`: the last report's RFC 3339 time, or a duration back from `now`.
+    func windowStart(now: Date) throws -> Date {
+        if let time = RFC3339.parse(since) { return time }
+        guard let seconds = try? ControllerCommand.seconds(since, flag: "--since") else {
+            throw ValidationError("--since \(since): use a duration back from now, such as 24h, or the last report's time, such as 2026-11-27T10:00:00Z")
+        }
+        return now.addingTimeInterval(-seconds)
     }
 
     func run() async throws {
@@ -128,7 +137,7 @@ struct AuditCommand: AsyncParsableCommand {
         }
         let now = Date()
         let maxAge = Int64(try ControllerCommand.seconds(maxKeyAge, flag: "--max-key-age"))
-        let start = try Audit.windowStart(since, now: now) { try ControllerCommand.seconds($0, flag: "--since") }
+        let start = try windowStart(now: now)
         let config = try kube.config()
         let (text, passed) = try await kube.withClient(config) {
             try await Audit.run($0, cluster: .init(server: config.server, context: config.context), json: output == "json",
