@@ -52,7 +52,9 @@ public enum Uninstall {
                 _ = try await api.patch(.nodes, namespace: nil, name: node.name, .merge(.object(["metadata": .object(["annotations": .object(nulls)])])),
                                         subresource: nil)
             }
-            if node.condition != nil, try await removeCondition(api, node: node.name) { removed.append("condition \(MeshCondition.type)") }
+            if node.condition != nil, try await api.removeNodeCondition(MeshCondition.type, node: node.name) {
+                removed.append("condition \(MeshCondition.type)")
+            }
             guard !removed.isEmpty else { continue }
             changed += 1
             print("\(node.name): removed \(removed.joined(separator: ", "))")
@@ -68,22 +70,5 @@ public enum Uninstall {
         } catch where error.isNotFound {
             return nil
         }
-    }
-
-    /// Removes the condition through the status subresource, as the agent's `--cleanup` does: a JSON patch that
-    /// tests the index it removes, at the version read, so that no other condition can go instead. False when
-    /// the condition was gone already.
-    static func removeCondition(_ api: any KubeAPI, node: String) async throws(KubeError) -> Bool {
-        var found = false
-        try await api.patchRetrying(.nodes, name: node, subresource: "status") { object in
-            let conditions = object.json["status"]?["conditions"]?.array ?? []
-            guard let index = conditions.firstIndex(where: { $0["type"]?.string == MeshCondition.type }) else { found = false; return nil }
-            found = true
-            return .json([
-                .object(["op": "test", "path": .string("/status/conditions/\(index)/type"), "value": .string(MeshCondition.type)]),
-                .object(["op": "remove", "path": .string("/status/conditions/\(index)")]),
-            ])
-        }
-        return found
     }
 }
