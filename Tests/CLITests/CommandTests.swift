@@ -117,13 +117,18 @@ final class CommandTests: XCTestCase {
         cluster.stalled.withLock { $0 = ["n2"] }
         let printed = Printed()
         let requests = try await RotateKeys.request(cluster.client, nodes: ["n1", "n2"], token: RotateKeys.token(), print: printed.callAsFunction)
-        let unfinished = await RotateKeys.wait(cluster.client, requests: requests, timeout: .seconds(5), interval: .milliseconds(100),
+        // However slow this machine, the controller has switched both before the wait starts.
+        try await eventually("the controller switched n1 and n2") {
+            let n1 = try await cluster.annotations("n1"), n2 = try await cluster.annotations("n2")
+            return n1[Annotation.keyGeneration] == "2" && n2[Annotation.keyGeneration] == "2" && n2[Annotation.nextPublicKey] == nil
+        }
+        let unfinished = await RotateKeys.wait(cluster.client, requests: requests, timeout: .seconds(2), interval: .milliseconds(100),
                                                print: printed.callAsFunction)
         XCTAssertEqual(unfinished, ["n2": .applying(generation: 2, applied: 1)])
         XCTAssertTrue(printed.all.contains { $0.hasPrefix("n1: key generation 2 runs on the node and on its 2 peers") }, "\(printed.all)")
-        let error = RotateKeys.unfinished(unfinished, timeout: "5s")
+        let error = RotateKeys.unfinished(unfinished, timeout: "2s")
         XCTAssertEqual(error.description, """
-            the rotation did not finish within 5s on 1 node: n2
+            the rotation did not finish within 2s on 1 node: n2
               n2: its agent does not run key generation 2 yet (wgmesh.dev/applied-key-generation is 1)
             """)
         try await cluster.stop()
