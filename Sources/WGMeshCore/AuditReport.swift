@@ -37,6 +37,14 @@ public struct AuditReport: Sendable, Hashable, Codable {
         /// Unencrypted Pod packets the node's table counted in all, and when the last one was.
         public var unencryptedPackets: UInt64?
         public var lastUnencryptedPacket: String?
+        /// Agent-written values that do not read, each named with its value.
+        public var malformed: [String]?
+
+        /// Why the agent reports no value under `key`: a malformed one, else none at all.
+        func missing(_ key: String, _ what: String) -> String {
+            malformed?.first { $0.hasPrefix(key + "=") }.map { "\(name): \($0)" }
+                ?? "\(name): reports no \(what) (\(key)): no agent runs there, or one older than this report"
+        }
     }
 
     public struct Check: Sendable, Hashable, Codable {
@@ -78,7 +86,8 @@ public struct AuditReport: Sendable, Hashable, Codable {
                         keyAgeSeconds: m?.keyIssuedAt.map { Int64(now.timeIntervalSince($0).rounded(.down)) },
                         condition: o.condition?.status ?? "Unknown", conditionReason: o.condition?.reason, conditionMessage: o.condition?.message,
                         strict: o.report.strict, clusterCIDRs: o.report.clusterCIDRs?.map(\.description),
-                        unencryptedPackets: drops?.packets, lastUnencryptedPacket: drops?.last.map(RFC3339.format))
+                        unencryptedPackets: drops?.packets, lastUnencryptedPacket: drops?.last.map(RFC3339.format),
+                        malformed: o.report.problems.isEmpty ? nil : o.report.problems)
         }
         let notStrict = nodes.filter { $0.strict != true }.map(\.name)
         strictMode = notStrict.isEmpty ? "on" : "not on for \(notStrict.count) of \(nodes.count) nodes: \(notStrict.joined(separator: ", "))"
@@ -129,7 +138,7 @@ public struct AuditReport: Sendable, Hashable, Codable {
             switch n.strict {
             case true?: return nil
             case false?: return "\(n.name): strict mode is off: Pod traffic with no peer would leave unencrypted"
-            case nil: return "\(n.name): reports no strict mode (\(Annotation.strict)): no agent runs there, or one older than this report"
+            case nil: return n.missing(Annotation.strict, "strict mode")
             }
         }
         // Strict mode routes the cluster CIDRs into the tunnel: every node must route the same ones.
@@ -149,7 +158,7 @@ public struct AuditReport: Sendable, Hashable, Codable {
         var failing: [String] = [], before: [String] = []
         for n in nodes {
             guard let packets = n.unencryptedPackets else {
-                failing.append("\(n.name): reports no count (\(Annotation.unencryptedDrops)): no agent runs there, or one older than this report")
+                failing.append(n.missing(Annotation.unencryptedDrops, "count"))
                 continue
             }
             guard packets > 0 else { continue }

@@ -74,9 +74,15 @@ final class AuditReportTests: XCTestCase {
         XCTAssertTrue(r.passed)
         XCTAssertEqual(r.checks[4].details.first, "0 packets since 2026-11-27T09:30:00Z")
         XCTAssertTrue(r.checks[4].details.contains("b: 17 packets in all, the last at 2026-11-27T09:00:00Z (before 2026-11-27T09:30:00Z)"))
-        // A count the agent does not report cannot be attested.
+        // A count the agent does not report, or that does not read, cannot be attested.
         f.annotations["a"]![Annotation.unencryptedDrops] = nil
-        XCTAssertEqual(failing(report(f, window: 1800)), ["No Pod packet dropped for leaving unencrypted since 2026-11-27T09:30:00Z"])
+        f.annotations["c"]![Annotation.unencryptedDrops] = "lots"
+        r = report(f, window: 1800)
+        XCTAssertEqual(failing(r), ["No Pod packet dropped for leaving unencrypted since 2026-11-27T09:30:00Z"])
+        XCTAssertEqual(r.checks[4].details.prefix(2), [
+            "a: reports no count (wgmesh.dev/unencrypted-drops): no agent runs there, or one older than this report",
+            "c: wgmesh.dev/unencrypted-drops=\"lots\" is not packets=N,counter=N[,last=TIME]",
+        ])
     }
 
     func testDuplicatesStrictModeAndAnEmptyClusterFail() {
