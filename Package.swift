@@ -99,6 +99,11 @@ let package = Package(
             name: "BenchController",
             dependencies: ["Controller", "Kube", "KubeTestSupport", "WGMeshCore", .product(name: "Logging", package: "swift-log")]
         ),
+        // Not shipped: the agent benchmark's driver (scripts/bench-agent.sh).
+        .executableTarget(
+            name: "BenchAgent",
+            dependencies: ["Kube", "WGMeshCore"]
+        ),
         // Not shipped: the test API server as a process, for the multi-node scenarios and the demo.
         .executableTarget(
             name: "TestAPIServerTool",

@@ -13,134 +13,44 @@ bin="$root/.build/debug"
 backend="${WGMESH_E2E_BACKEND:-kernel}"
 work="${WGMESH_VM_OUT:-$root/.e2e}/e2e-$backend"
 rm -rf "$work" && mkdir -p "$work"
-# wireguard-go's sockets share one folder across namespaces: each node's interface needs its own name.
-ifname() { if [ "$backend" = userspace ]; then echo "wgm-$1"; else echo wgmesh0; fi; }
-lan() { ip netns exec wge-lan "$@"; }
-api=192.0.2.254
-nodes=(n1 n2 n3)
-clusterv4=10.244.0.0/16
-clusterv6=fd00:10:244::/48
+. "$root/scripts/lab.sh"
 failures=0
 passes=0
-pids=()
 
 result() {  # result NAME ok|fail DETAIL
   if [ "$2" = ok ]; then echo "e2e: PASS $1: $3"; passes=$((passes + 1)); else echo "e2e: FAIL $1: $3"; failures=$((failures + 1)); fi
 }
 
-# Ends what runs in this scenario's namespaces (the agents' wireguard-go included: it holds its tun
-# device, and with it the namespace, alive), then removes the namespaces.
-remove_namespaces() {
-  for ns in $(ip netns list | awk '/^wge-/{print $1}'); do
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null; done
-  done
-  sleep 0.5
-  for ns in $(ip netns list | awk '/^wge-/{print $1}'); do ip netns del "$ns"; done
-}
+trap lab_cleanup EXIT
 
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  remove_namespaces
-}
-trap cleanup EXIT
+lab_underlay
+lab_api || exit 1
 
-# Waits up to $1 seconds (of the clock, however slow each try is under emulation) for the command in
-# the rest of the arguments to succeed.
-wait_for() {
-  local end=$((SECONDS + $1)); shift
-  while [ $SECONDS -lt $end ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-  "$@" >/dev/null 2>&1
-}
+# --- on a kernel without WireGuard, --backend kernel stops at once and names the way out ---
+if [ "$backend" = userspace ]; then
+  if ip -n wge-n1 link add wge-probe type wireguard 2>/dev/null; then
+    ip -n wge-n1 link del wge-probe
+    echo "e2e: SKIP kernel-refused: this kernel has WireGuard, so --backend kernel works here"
+  else
+    out=$(ip netns exec wge-n1 timeout 20 "$bin/wgmesh" agent --backend kernel --kubeconfig "$work/kubeconfig" --node-name n1 \
+      --cluster-cidr $clusterv4 --state-dir "$work/refused" --cni-conf-dir "$work/refused" --metrics-bind-address 127.0.0.1:9586 2>&1); rc=$?
+    made=$(ip -n wge-n1 link show type wireguard 2>/dev/null; ls "$work/refused" 2>/dev/null)
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q -- "--backend userspace" <<<"$out" && [ -z "$made" ]; then
+      result kernel-refused ok "--backend kernel without kernel WireGuard: exit status $rc, nothing made, \"$(head -1 <<<"$out" | cut -c1-160)…\""
+    else
+      result kernel-refused fail "exit status $rc, made: ${made:-nothing}: $out"
+    fi
+  fi
+fi
 
-kapi() { lan curl -s -H 'Content-Type: application/merge-patch+json' "$@"; }
-node_json() { kapi "http://$api:6443/api/v1/nodes/$1"; }
-annotation() { node_json "$1" | jq -r --arg k "wgmesh.dev/$2" '.metadata.annotations[$k] // empty'; }
-patch_annotations() { kapi -X PATCH "http://$api:6443/api/v1/nodes/$1" -d "{\"metadata\":{\"annotations\":$2}}" >/dev/null; }
-
-# --- the underlay: a bridge in a namespace of its own (with the API server), a veth per node, an outside host ---
-remove_namespaces
-ip netns add wge-lan
-lan ip link set lo up
-lan ip link add wge-br0 type bridge && lan ip link set wge-br0 up
-lan ip addr add $api/24 dev wge-br0 && lan ip addr add 2001:db8::fe/64 dev wge-br0 nodad
-i=0
-for n in "${nodes[@]}" ext; do
-  i=$((i + 1)); [ "$n" = ext ] && i=100
-  ip netns add "wge-$n"
-  ip -n wge-lan link add "wge-$n" type veth peer name eth0 netns "wge-$n"
-  lan ip link set "wge-$n" master wge-br0 up
-  ip -n "wge-$n" link set lo up
-  ip -n "wge-$n" link set eth0 up
-  ip -n "wge-$n" addr add "192.0.2.$i/24" dev eth0
-  ip -n "wge-$n" addr add "2001:db8::$i/64" dev eth0 nodad
-  [ "$n" = ext ] || ip -n "wge-$n" route add default via $api
-done
-
-# Background processes run without a shell function around them, so that $! is their own PID.
-ip netns exec wge-lan tcpdump -i wge-br0 -nn -U -w "$work/underlay.pcap" >/dev/null 2>&1 &
-pids+=($!)
-
-ip netns exec wge-lan "$bin/TestAPIServerTool" $api 6443 "$work/kubeconfig" >"$work/apiserver.log" 2>&1 &
-pids+=($!)
-wait_for 30 lan curl -sf "http://$api:6443/api/v1/nodes" || { echo "e2e: the test API server did not start"; cat "$work/apiserver.log"; exit 1; }
-i=0
-for n in "${nodes[@]}"; do
-  i=$((i + 1))
-  kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes" -d "{\"apiVersion\":\"v1\",\"kind\":\"Node\",
-    \"metadata\":{\"name\":\"$n\"},\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"192.0.2.$i\"},{\"type\":\"Hostname\",\"address\":\"$n\"}]}}" >/dev/null
-done
-
-start_controller() {
-  ip netns exec wge-lan "$bin/wgmesh" controller --kubeconfig "$work/kubeconfig" --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 \
-    --cidr-source wgmesh --rotation-grace 2s --lease-namespace default >>"$work/controller.log" 2>&1 &
-  controller=$!
-  pids+=($controller)
-}
-start_agent() {  # start_agent NODE
-  mkdir -p "$work/$1"
-  ip netns exec "wge-$1" "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig" --node-name "$1" --backend "$backend" --interface "$(ifname "$1")" \
-    --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --state-dir "$work/$1/state" --cni-conf-dir "$work/$1/cni" \
-    --metrics-bind-address 127.0.0.1:9586 --resync-period 3s >>"$work/$1/agent.log" 2>&1 &
-  eval "agent_$1=$!"
-  pids+=($!)
-}
+# --- the controller and one agent per node converge; then two Pods per node ---
 start_controller
 for n in "${nodes[@]}"; do start_agent "$n"; done
-
-converged() {
-  for n in "${nodes[@]}"; do
-    local gen applied
-    gen=$(annotation "$n" key-generation); applied=$(annotation "$n" applied-key-generation)
-    [ -n "$gen" ] && [ "$gen" = "$applied" ] || return 1
-    [ "$(ip netns exec "wge-$n" wg show "$(ifname "$n")" peers 2>/dev/null | wc -l)" -eq $((${#nodes[@]} - 1)) ] || return 1
-    [ -f "$work/$n/cni/10-wgmesh.conflist" ] || return 1
-  done
-}
 if wait_for 120 converged; then
   result converge ok "every agent runs its key and has a peer for each other node"
 else
   result converge fail "agents did not converge"; for n in "${nodes[@]}"; do tail -5 "$work/$n/agent.log"; done; exit 1
 fi
-
-# --- Pods through the real CNI plugins, from each agent's conflist (as libcni chains them) ---
-cni_add() {  # cni_add NODE POD
-  local ns="wge-$1-$2" conf="$work/$1/cni/10-wgmesh.conflist" prev="" out=""
-  ip netns add "$ns"
-  local count; count=$(jq '.plugins | length' "$conf")
-  for k in $(seq 0 $((count - 1))); do
-    local plugin type
-    plugin=$(jq -c --argjson k "$k" '.plugins[$k] + {cniVersion: .cniVersion, name: .name}' "$conf")
-    [ -n "$prev" ] && plugin=$(jq -c --argjson prev "$prev" '. + {prevResult: $prev}' <<<"$plugin")
-    # host-local keeps its leases in a folder of this run, not the machine's /var/lib/cni.
-    plugin=$(jq -c --arg d "$work/$1/ipam" 'if .ipam then .ipam.dataDir = $d else . end' <<<"$plugin")
-    type=$(jq -r .type <<<"$plugin")
-    out=$(ip netns exec "wge-$1" env CNI_COMMAND=ADD CNI_CONTAINERID="$1-$2" CNI_NETNS="/run/netns/$ns" CNI_IFNAME=eth0 \
-      CNI_PATH=/usr/lib/cni "/usr/lib/cni/$type" <<<"$plugin") || { echo "CNI $type failed for $ns: $out" >&2; return 1; }
-    prev=$out
-  done
-  jq -r '.ips[].address' <<<"$prev" | cut -d/ -f1 >"$work/$1/$2.ips"
-}
 pods_ok=1
 for n in "${nodes[@]}"; do for p in p1 p2; do cni_add "$n" "$p" || pods_ok=0; done; done
 [ $pods_ok = 1 ] && result pods ok "$(cat "$work"/n*/p*.ips | wc -l) Pod addresses from host-local: $(cat "$work"/n1/p1.ips | paste -sd' ')…" \
@@ -194,16 +104,7 @@ done
 [ $agree = 1 ] && result wg-show-agrees ok "wg show all dump holds every other node's key with exactly its Pod CIDRs; dry-run finds nothing to change" \
   || result wg-show-agrees fail "see $work/n*/dry-run.txt"
 
-# --- an agent restarted under a 10 ms ping, and a key rotation requested through the API ---
-# ping_stats FILE: "lost N of M, longest gap G ms" from `ping -D -i 0.01` output (sequence numbers that never came back).
-ping_stats() {
-  awk '/icmp_seq=/{match($0, /icmp_seq=[0-9]+/); s = substr($0, RSTART + 9, RLENGTH - 9) + 0; seen[s] = 1; if (s > max) max = s}
-       /packets transmitted/{sent = $1}
-       END {lost = 0; run = 0; longest = 0
-            for (i = 1; i <= sent; i++) { if (i in seen) { run = 0 } else { lost++; run++; if (run > longest) longest = run } }
-            printf "lost %d of %d, longest gap %d ms", lost, sent, longest * 10}' "$1"
-}
-dst=$(head -1 "$work/n2/p1.ips")
+# --- an agent restarted under a 10 ms ping, and a key rotation requested through the API ---dst=$(head -1 "$work/n2/p1.ips")
 ip netns exec wge-n1-p1 ping -D -i 0.01 -c 500 -W 1 "$dst" >"$work/restart-ping.txt" 2>&1 &
 ping_pid=$!
 sleep 1.5
@@ -347,7 +248,7 @@ fi
 
 # --- the leak check over everything so far ---
 sleep 1
-kill -INT "${pids[0]}" 2>/dev/null; sleep 1
+kill -INT "$capture" 2>/dev/null; sleep 1
 total=$(tcpdump -r "$work/underlay.pcap" -nn 2>/dev/null | wc -l)
 leaked=$(tcpdump -r "$work/underlay.pcap" -nn "net $clusterv4 or net $clusterv6" 2>/dev/null | wc -l)
 other=$(tcpdump -r "$work/underlay.pcap" -nn "ip and not udp port 51820 and not tcp port 6443 and not icmp" 2>/dev/null | wc -l)

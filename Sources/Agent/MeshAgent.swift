@@ -11,9 +11,10 @@ import Foundation
 /// The agent on one Node: turns every Node's `wgmesh.dev/` annotations into this node's WireGuard
 /// interface, peers, routes, firewall table and CNI configuration, and reports what it runs.
 ///
-/// One informer feeds a trigger that coalesces bursts; each reconcile reads the kernel, applies the
-/// smallest diff (Calico felix's way: cheap deltas, and every pass starts from what the kernel reports,
-/// so drift made by hand is repaired at the next pass), and a periodic resync is the safety net.
+/// One informer feeds a trigger that coalesces bursts. Calico felix's way: a Node event gives a cheap
+/// delta, the new plan diffed against the one the last pass applied, so a one-peer change is one
+/// netlink message; the first pass, the periodic resync, a wireguard-go restart and any pass after a
+/// failure read the whole kernel state instead, which repairs drift made by hand.
 /// A restart adopts the interface as it is: nothing is deleted or reset that is already right.
 public final class MeshAgent: Sendable {
     public struct Configuration: Sendable {
@@ -94,6 +95,20 @@ public final class MeshAgent: Sendable {
         /// The unencrypted-packet count as last computed, and when this process last published it.
         var drops: UnencryptedDrops?
         var dropsPublished: ContinuousClock.Instant?
+        /// What the last pass left on the interface; nil after a failure, so the next pass is full.
+        var applied: Applied?
+        var fullPassWanted = true
+    }
+
+    /// The interface as the last pass left it, as planned, with the inputs that a Node event cannot
+    /// change without a full pass (the node's own Pod CIDRs and endpoint, hence addresses, MTU, rules).
+    struct Applied {
+        var plan: MeshPlan
+        var privateKey: WireGuardKey?
+        var link: LinkState
+        var mtu: UInt32
+        var podCIDRs: [IPPrefix]
+        var endpoint: Endpoint?
     }
 
     public init(api: any KubeAPI, kernel: Kernel, configuration: Configuration, logger: Logger, metrics: AgentMetrics = AgentMetrics()) {
@@ -126,7 +141,8 @@ public final class MeshAgent: Sendable {
         try await publishSettings(enrollmentKey: enrollment.publicKey)
 
         let informer = Informer(api: api, resource: .nodes, configuration: .init(metadataOnly: true), logger: logger)
-        // At most one pass waits: a burst of changes becomes one pass.
+        // At most one pass waits: a burst of changes becomes one pass. Node events ask for a delta;
+        // the resync and the wakeups for a full pass, which wins when both wait.
         let (triggers, trigger) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await informer.run() }
@@ -138,15 +154,17 @@ public final class MeshAgent: Sendable {
             group.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: self.configuration.resyncPeriod)
+                    self.memory.withLock { $0.fullPassWanted = true }
                     trigger.yield()
                 }
             }
             if let wakeups {
-                group.addTask { for await _ in wakeups { trigger.yield() } }
+                group.addTask { for await _ in wakeups { self.memory.withLock { $0.fullPassWanted = true }; trigger.yield() } }
             }
             for await _ in triggers {
                 if Task.isCancelled { break }
-                await reconcile(informer.list())
+                let full = memory.withLock { m in defer { m.fullPassWanted = false }; return m.fullPassWanted }
+                await reconcile(informer.list(), full: full)
                 try? await Task.sleep(for: configuration.coalescePeriod)
             }
             group.cancelAll()
@@ -208,12 +226,14 @@ public final class MeshAgent: Sendable {
 
     // MARK: one pass
 
-    /// One pass: read every Node and the kernel, apply the difference, report. Never throws: a failure
-    /// is logged and counted, and the next pass starts again from what the kernel reports.
-    public func reconcile(_ objects: [KubeObject]) async {
+    /// One pass: plan from every Node, apply the difference, report. A full pass reads the kernel and
+    /// reports the condition and metrics; otherwise the plan is diffed against the last pass's when the
+    /// node's own inputs are unchanged. Never throws: a failure is logged and counted, and the next pass
+    /// starts again from what the kernel reports.
+    public func reconcile(_ objects: [KubeObject], full: Bool = true) async {
         let started = ContinuousClock.now
         do {
-            try await pass(objects)
+            try await pass(objects, full: full)
             metrics.reconciled(after: ContinuousClock.now - started, failed: false)
         } catch {
             metrics.reconciled(after: ContinuousClock.now - started, failed: true)
@@ -222,7 +242,7 @@ public final class MeshAgent: Sendable {
         memory.withLock { $0.passes += 1 }
     }
 
-    func pass(_ objects: [KubeObject]) async throws {
+    func pass(_ objects: [KubeObject], full: Bool) async throws {
         let name = configuration.nodeName
         let (nodes, invalid) = meshNodes(objects)
         for (object, error) in invalid { await report(object, warning: true, reason: "InvalidAnnotation", note: "\(error)") }
@@ -242,9 +262,19 @@ public final class MeshAgent: Sendable {
             }
         }
 
-        let mtu = try tunnelMTU(local)
-        let link = try ensureLink(mtu: mtu, adjustMTU: true)
-        try ensureAddresses(TunnelAddressing.addresses(podCIDRs: local.podCIDRs), link: link)
+        let last = full ? nil : memory.withLock { $0.applied }.flatMap { $0.podCIDRs == local.podCIDRs && $0.endpoint == local.effectiveEndpoint ? $0 : nil }
+        let link: LinkState, mtu: UInt32, device: DeviceState, routes: [Route]
+        if let last {
+            (link, mtu) = (last.link, last.mtu)
+            device = last.plan.device(named: configuration.interface, interfaceIndex: link.index, privateKey: last.privateKey)
+            routes = last.plan.routes
+        } else {
+            mtu = try tunnelMTU(local)
+            link = try ensureLink(mtu: mtu, adjustMTU: true)
+            try ensureAddresses(TunnelAddressing.addresses(podCIDRs: local.podCIDRs), link: link)
+            device = try kernel.wireGuard.device(named: configuration.interface)
+            routes = try kernel.network.routes(family: nil)
+        }
         let plan = plan(local: local, nodes: nodes, interfaceIndex: link.index, mtu: mtu)
         for exclusion in plan.excluded {
             if let object = objects.first(where: { $0.metadata.name == exclusion.node }) {
@@ -252,18 +282,29 @@ public final class MeshAgent: Sendable {
             }
         }
 
-        let device = try kernel.wireGuard.device(named: configuration.interface)
-        let routes = try kernel.network.routes(family: nil)
         var diff = MeshDiff(plan: plan, actual: device, actualRoutes: routes, privateKey: keys?.privateKey)
         if diff.device.privateKey != nil, !plan.peers.isEmpty {
             // A new private key: make every peer handshake at once instead of after a retry timeout.
             diff.forceHandshakes(plan: plan, current: device)
             logger.info("switching the interface to a new private key", metadata: ["generation": "\(keys?.generation ?? 0)"])
         }
+        memory.withLock { $0.applied = nil }
         if !diff.isEmpty {
             try diff.apply(interface: configuration.interface, wireGuard: kernel.wireGuard, routes: kernel.network)
             metrics.applied(diff)
             log(diff, plan: plan)
+        }
+        // Forced handshakes leave keepalives off plan until the next diff: that one reads the kernel.
+        if diff.device.privateKey == nil {
+            memory.withLock { $0.applied = Applied(plan: plan, privateKey: keys?.privateKey ?? device.privateKey, link: link, mtu: mtu,
+                                                   podCIDRs: local.podCIDRs, endpoint: local.effectiveEndpoint) }
+        }
+        guard last == nil || diff.device.privateKey != nil else {
+            // The condition, the metrics and the unencrypted count need handshakes and counters: the next
+            // full pass (or a key switch, below) reports them. What the interface runs is the plan now.
+            try await publishReport(keys: keys, device: plan.device(named: configuration.interface, interfaceIndex: link.index, privateKey: nil),
+                                    drops: nil, published: localObject.metadata.annotations)
+            return
         }
         // One read of the table's counter serves both: is the table there, and what did it count.
         var counted = try? kernel.filter.unencrypted()

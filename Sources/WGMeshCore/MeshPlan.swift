@@ -119,3 +119,13 @@ public struct MeshPlan: Sendable, Hashable {
         return conflicted
     }
 }
+
+extension MeshPlan {
+    /// The interface as it is once this plan is applied: what the next plan is diffed against when the
+    /// kernel is not read again. Handshakes and counters are not part of a plan, so they are zero.
+    public func device(named name: String, interfaceIndex: UInt32, privateKey: WireGuardKey?) -> DeviceState {
+        DeviceState(name: name, interfaceIndex: interfaceIndex, privateKey: privateKey, listenPort: listenPort,
+                    peers: peers.map { PeerState(publicKey: $0.publicKey, endpoint: $0.endpoint,
+                                                 persistentKeepalive: $0.persistentKeepalive, allowedIPs: $0.allowedIPs) })
+    }
+}

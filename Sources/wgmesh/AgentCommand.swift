@@ -1,5 +1,6 @@
 import Agent
 import ArgumentParser
+import Dispatch
 import Kube
 import Logging
 import Netlink
@@ -11,6 +12,9 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `wgmesh agent`: the DaemonSet's process on every Node.
 struct AgentCommand: AsyncParsableCommand {
@@ -21,7 +25,8 @@ struct AgentCommand: AsyncParsableCommand {
         Runs on every Node with the host's network (a DaemonSet). On first start it makes the node's enrollment key under \
         --state-dir and publishes its public half; the controller seals the node's WireGuard key to it. In strict mode (the \
         default) the cluster CIDRs are routed into the tunnel before anything else, and nftables drops Pod traffic that would \
-        leave unencrypted. SIGTERM stops watching and leaves the data plane working; --cleanup removes what the agent made.
+        leave unencrypted. SIGTERM stops watching and leaves the data plane working; SIGHUP runs the periodic full resync at once; \
+        --cleanup removes what the agent made.
         """
     )
 
@@ -114,6 +119,12 @@ struct AgentCommand: AsyncParsableCommand {
         }
         logger.info("starting", metadata: ["clusterCIDRs": "\(clusterCIDRs.joined(separator: ","))", "strict": "\(strict)",
                                            "metrics": "\(metricsBindAddress)"])
+        // SIGHUP: a full pass now, as the periodic resync makes (reads the kernel, repairs drift).
+        signal(SIGHUP, SIG_IGN)
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP)
+        hangup.setEventHandler { wake.yield() }
+        hangup.resume()
+        defer { hangup.cancel() }
         // SIGTERM and SIGINT shut down gracefully: the watching stops, the data plane stays.
         let group = ServiceGroup(services: [AgentService(agent, wakeups: wakeups), HealthService(host: host, port: port, agent: agent, logger: logger)],
                                  gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

@@ -15,6 +15,8 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
     var ruleset: String?
     var counted: (packets: UInt64, bytes: UInt64) = (0, 0)
     var configureCalls = 0
+    /// Every call the agent makes to this kernel, by name, reads included.
+    var calls: [String] = []
 
     func locked<T>(_ body: () throws -> T) rethrows -> T {
         lock.lock()
@@ -40,6 +42,7 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
     // WireGuardDevice
     func device(named name: String) throws -> DeviceState {
         try locked {
+            calls.append("device")
             guard let link = links[name] else { throw FakeError.noDevice(name) }
             var s = model.state
             s.name = name
@@ -52,12 +55,13 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
         try locked {
             guard links[name] != nil else { throw FakeError.noDevice(name) }
             configureCalls += 1
+            calls.append("configure")
             try model.configure(name, config)
         }
     }
 
     // LinkTable
-    func link(named name: String) throws -> LinkState? { locked { links[name] } }
+    func link(named name: String) throws -> LinkState? { locked { calls.append("link"); return links[name] } }
     func createWireGuardLink(named name: String, mtu: UInt32?) throws -> LinkState {
         locked {
             let link = LinkState(name: name, index: UInt32(10 + links.count), mtu: mtu ?? 1420, isUp: false, kind: "wireguard")
@@ -81,22 +85,22 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
         }
     }
     func interface(carrying address: IPAddress) throws -> LinkState? {
-        locked { LinkState(name: "eth0", index: 2, mtu: 1500, isUp: true, kind: nil) }
+        locked { calls.append("interface"); return LinkState(name: "eth0", index: 2, mtu: 1500, isUp: true, kind: nil) }
     }
-    func addresses(ofLinkIndex index: UInt32) throws -> [IPPrefix] { locked { addressTable[index] ?? [] } }
+    func addresses(ofLinkIndex index: UInt32) throws -> [IPPrefix] { locked { calls.append("addresses"); return addressTable[index] ?? [] } }
     func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32) throws { locked { addressTable[index, default: []].append(address) } }
     func removeAddress(_ address: IPPrefix, fromLinkIndex index: UInt32) throws { locked { addressTable[index]?.removeAll { $0 == address } } }
 
     // RouteTable
-    func routes(family: IPFamily?) throws -> [Route] { try locked { try model.routes(family: family) } }
-    func add(_ route: Route) throws { try locked { try model.add(route) } }
-    func replace(_ route: Route) throws { try locked { try model.replace(route) } }
-    func delete(_ route: Route) throws { try locked { try model.delete(route) } }
+    func routes(family: IPFamily?) throws -> [Route] { try locked { calls.append("routes"); return try model.routes(family: family) } }
+    func add(_ route: Route) throws { try locked { calls.append("add"); try model.add(route) } }
+    func replace(_ route: Route) throws { try locked { calls.append("replace"); try model.replace(route) } }
+    func delete(_ route: Route) throws { try locked { calls.append("delete"); try model.delete(route) } }
 
     // PacketFilter
     func apply(_ ruleset: String) throws { locked { self.ruleset = ruleset; counted = (0, 0) } }
     func remove() throws { locked { ruleset = nil } }
-    func unencrypted() throws -> (packets: UInt64, bytes: UInt64)? { locked { ruleset == nil ? nil : counted } }
+    func unencrypted() throws -> (packets: UInt64, bytes: UInt64)? { locked { calls.append("unencrypted"); return ruleset == nil ? nil : counted } }
 
     enum FakeError: Error { case noDevice(String) }
 }

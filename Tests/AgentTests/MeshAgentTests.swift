@@ -146,6 +146,40 @@ final class MeshAgentTests: XCTestCase {
         try await stop(h, run, controller)
     }
 
+    func testANodeEventIsOneKernelCallAndAFullPassRepairsDrift() async throws {
+        let h = try await harness(nodes: ["n1", "n2", "n3"])
+        let controller = try controller(h)
+        try await enrol(h, ["n2", "n3"])
+        let agent = agent(h, resync: .seconds(3600))
+        let (wakeups, wake) = AsyncStream<Void>.makeStream()
+        let run = Task { _ = try? await agent.run(wakeups: wakeups) }
+        await eventually("applied, with both peers") {
+            await h.annotation("n1", Annotation.appliedKeyGeneration) == "1" && h.kernel.locked { h.kernel.model.state.peers.count } == 2
+        }
+        await eventually("the condition is written") { (try? await Node(h.node("n1")).conditions.first { $0.type == MeshCondition.type }) != nil }
+        try await Task.sleep(for: .milliseconds(500))
+
+        // One peer's endpoint moves: the new plan is diffed against the last one, nothing is read.
+        let before = h.kernel.locked { h.kernel.calls.count }
+        let n2Text = await h.annotation("n2", Annotation.publicKey)
+        let n2Key = try WireGuardKey(base64: XCTUnwrap(n2Text))
+        _ = try await h.client.patch(.nodes, namespace: nil, name: "n2", .merge(.object(["metadata": .object(["annotations": .object([
+            Annotation.endpointOverride: "198.51.100.2:51821"])])])))
+        await eventually("the kernel has the new endpoint") {
+            h.kernel.locked { h.kernel.model.state.peers.first { $0.publicKey == n2Key }?.endpoint?.description } == "198.51.100.2:51821"
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        XCTAssertEqual(h.kernel.locked { Array(h.kernel.calls[before...]) }, ["configure"], "one change, one call, no read")
+
+        // Drift by hand is not seen by Node events; a full pass (the resync, or SIGHUP's wakeup) reads and repairs it.
+        h.kernel.locked { h.kernel.model.state.peers.removeAll { $0.publicKey == n2Key } }
+        wake.yield()
+        await eventually("the full pass put the peer back") { h.kernel.locked { h.kernel.model.state.peers.contains { $0.publicKey == n2Key } } }
+        let after = h.kernel.locked { h.kernel.calls }
+        XCTAssertTrue(after[before...].contains("device") && after[before...].contains("routes"), "the full pass read the kernel")
+        try await stop(h, run, controller)
+    }
+
     func testASealedKeyThatDoesNotOpenChangesNothingAndIsReported() async throws {
         let h = try await harness(nodes: ["n1", "n2"])
         let controller = try controller(h)

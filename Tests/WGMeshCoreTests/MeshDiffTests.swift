@@ -5,9 +5,7 @@ import WGMeshCore
 final class MeshDiffTests: XCTestCase {
     let settings = ClusterSettings(clusterCIDRs: [try! IPPrefix("10.0.0.0/8")])
 
-    func planState(_ plan: MeshPlan) -> [PeerState] {
-        plan.peers.map { PeerState(publicKey: $0.publicKey, endpoint: $0.endpoint, persistentKeepalive: $0.persistentKeepalive, allowedIPs: $0.allowedIPs) }
-    }
+    func planState(_ plan: MeshPlan) -> [PeerState] { plan.device(named: "wgmesh0", interfaceIndex: 3, privateKey: nil).peers }
 
     func assertConverges(_ plan: MeshPlan, from actual: DeviceState, routes: [Route], file: StaticString = #filePath, line: UInt = #line) {
         let diff = MeshDiff(plan: plan, actual: actual, actualRoutes: routes)
@@ -27,6 +25,10 @@ final class MeshDiffTests: XCTestCase {
         XCTAssertEqual(kernel.table.sorted(), plan.routes.sorted(), file: file, line: line)
         // Converged: a second diff is empty.
         XCTAssertTrue(MeshDiff(plan: plan, actual: after, actualRoutes: kernel.table).isEmpty, file: file, line: line)
+        // What the plan says the interface is after it equals what the model kernel holds, for everything a diff compares.
+        let expected = plan.device(named: "wgmesh0", interfaceIndex: 3, privateKey: nil)
+        XCTAssertEqual(MeshDiff(plan: plan, actual: expected, actualRoutes: plan.routes), MeshDiff(plan: plan, actual: after, actualRoutes: kernel.table),
+                       file: file, line: line)
     }
 
     func testRandomActualStatesConvergeToRandomPlans() throws {
@@ -83,6 +85,28 @@ final class MeshDiffTests: XCTestCase {
         XCTAssertEqual(diff.device.peers[0], PeerConfig(publicKey: actual.peers[4321].publicKey, endpoint: plan.peers[4321].endpoint, updateOnly: true),
                        "only the changed field, update-only")
         XCTAssertTrue(diff.routesToAdd.isEmpty && diff.routesToReplace.isEmpty && diff.routesToDelete.isEmpty)
+    }
+
+    func testTheNextPlanDiffedAgainstThePreviousPlanIsTheChangeAlone() throws {
+        var nodes = [node("local", 0, cidrs: ["10.255.255.0/24"])] + (0..<5_000).map { i in
+            node("n\(i)", i, cidrs: ["10.\(i / 256).\(i % 256).0/24"], endpoint: "192.0.2.\(i % 250 + 1):51820")
+        }
+        let key = WireGuardKeyPair.generate().privateKey
+        let before = MeshPlan(localNode: "local", settings: settings, nodes: nodes, interfaceIndex: 3)
+        let applied = before.device(named: "wgmesh0", interfaceIndex: 3, privateKey: key)
+        XCTAssertTrue(MeshDiff(plan: before, actual: applied, actualRoutes: before.routes, privateKey: key).isEmpty, "a plan diffed against itself is empty")
+
+        nodes[1234].endpoint = try Endpoint("198.51.100.7:51821")
+        nodes[4000].podCIDRs = [try IPPrefix("10.99.0.0/24")]
+        let after = MeshPlan(localNode: "local", settings: settings, nodes: nodes, interfaceIndex: 3)
+        let diff = MeshDiff(plan: after, actual: applied, actualRoutes: before.routes, privateKey: key)
+        XCTAssertEqual(diff.device.peers, [
+            PeerConfig(publicKey: nodes[1234].publicKey!, endpoint: try Endpoint("198.51.100.7:51821"), updateOnly: true),
+            PeerConfig(publicKey: nodes[4000].publicKey!, allowedIPs: [try IPPrefix("10.99.0.0/24")], replaceAllowedIPs: true, updateOnly: true),
+        ])
+        XCTAssertNil(diff.device.privateKey)
+        XCTAssertEqual(diff.routesToAdd.map(\.destination), [try IPPrefix("10.99.0.0/24")])
+        XCTAssertEqual(diff.routesToDelete.map(\.destination), [try IPPrefix("10.15.159.0/24")])
     }
 
     func testPrivateKeyChangeIsPartOfTheDiff() throws {

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# What one `wgmesh agent` costs on a large cluster, with kernel WireGuard: it follows N Nodes (default
+# 5,000; the test API server runs in another process), then N annotation changes arrive one per second
+# for 60 s, then SIGHUP asks for a full resync. It prints the agent's peak RSS and CPU seconds; per change,
+# the time from the API write to the change being in the kernel (the last netlink reply of the change, in
+# a capture of the agent's namespace on an nlmon device) and the netlink requests it took; the full
+# resync's time; and, measured in the same run on a second interface, `wg set` for the same one-peer
+# change and `wg setconf` for the full configuration. No thresholds: it prints numbers beside the goals.
+# Runs in the VM (scripts/vm-run.sh), the kernel with WireGuard, under qemu's software emulation: compare
+# the ratios, not the absolute times, with a native kernel. Release build in .build-bench.
+# Usage: bash scripts/bench-agent.sh [NODES [CHANGES]]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin="$root/.build-bench/release"
+count="${1:-5000}"
+changes="${2:-60}"
+
+if [ "${WGMESH_BENCH_GUEST:-}" != 1 ]; then
+  cd "$root"
+  swift build -c release --static-swift-stdlib --scratch-path .build-bench >&2
+  exec env WGMESH_VM_MEMORY=3G WGMESH_VM_TIMEOUT=1800 bash scripts/vm-run.sh "WGMESH_BENCH_GUEST=1 bash scripts/bench-agent.sh $count $changes"
+fi
+
+# --- in the guest: the agent's node in a namespace of its own, the API server outside it ---
+work="${WGMESH_VM_OUT:?}/bench-agent"
+mkdir -p "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  ip netns del wgb 2>/dev/null || true
+}
+trap cleanup EXIT
+ip netns add wgb
+ip link add wgb-host type veth peer name eth0 netns wgb
+ip addr add 192.0.2.254/24 dev wgb-host && ip link set wgb-host up
+ip -n wgb addr add 192.0.2.1/24 dev eth0 && ip -n wgb link set eth0 up && ip -n wgb link set lo up
+wgb() { ip netns exec wgb "$@"; }
+ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) * 1000 }'; }
+
+"$bin/TestAPIServerTool" 192.0.2.254 6443 "$work/kubeconfig" >"$work/apiserver.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -sf http://192.0.2.254:6443/api/v1/nodes >/dev/null 2>&1 && break; sleep 0.2; done
+"$bin/BenchAgent" populate "$work/kubeconfig" "$count" "$work/setconf.conf"
+
+started=$EPOCHREALTIME
+wgb "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig" --node-name bench-node --cluster-cidr 10.0.0.0/8 \
+  --state-dir "$work/state" --cni-conf-dir "$work/cni" --metrics-bind-address 127.0.0.1:9586 --resync-period 3600s >"$work/agent.log" 2>&1 &
+agent=$!
+pids+=($agent)
+"$bin/BenchAgent" enroll "$work/kubeconfig"
+applied() { curl -s http://192.0.2.254:6443/api/v1/nodes/bench-node | jq -r '.metadata.annotations["wgmesh.dev/applied-key-generation"] // empty'; }
+for _ in $(seq 1200); do
+  [ "$(applied)" = 1 ] && [ "$(wgb wg show wgmesh0 peers 2>/dev/null | wc -l)" -eq "$count" ] && break
+  sleep 0.5
+done
+synced=$EPOCHREALTIME
+peers=$(wgb wg show wgmesh0 peers | wc -l)
+[ "$peers" -eq "$count" ] || { echo "bench-agent: the agent did not converge: $peers of $count peers"; tail -5 "$work/agent.log"; exit 1; }
+echo "bench-agent: start to $count peers in the kernel and the key applied: $(ms "$started" "$synced") ms (polled every 0.5 s)"
+sleep 2
+
+# --- the changes, with every netlink message of the agent's namespace captured ---
+wgb ip link add nlmon0 type nlmon && wgb ip link set nlmon0 up
+wgb tcpdump -i nlmon0 -s 0 -U -w "$work/netlink.pcap" >/dev/null 2>&1 &
+capture=$!
+pids+=($capture)
+sleep 1
+cpu() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$agent/stat"; }
+cpu_before=$(cpu)
+"$bin/BenchAgent" changes "$work/kubeconfig" "$count" "$changes" "$work/changes.txt"
+cpu_changes=$(awk -v a="$cpu_before" -v b="$(cpu)" 'BEGIN { printf "%.2f", b - a }')
+sleep 1
+hangup=$EPOCHREALTIME
+kill -HUP "$agent"
+# The resync is over when the capture stops growing for 3 s.
+last=-1
+for _ in $(seq 120); do
+  size=$(stat -c %s "$work/netlink.pcap"); [ "$size" = "$last" ] && break; last=$size; sleep 3
+done
+kill -INT "$capture"; wait "$capture" 2>/dev/null || true
+"$bin/BenchAgent" analyse "$work/netlink.pcap" "$work/changes.txt" "$hangup" "$work/figures"
+in_kernel=$(wgb wg show wgmesh0 endpoints | grep -c -F -f <(awk '{ print $3 }' "$work/changes.txt") || true)
+echo "bench-agent: $in_kernel of $changes changed endpoints are in the kernel at the end"
+rss=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$agent/status")
+echo "bench-agent: agent peak RSS $rss MB (goal: under 40 MB); CPU $(cpu) s over the whole run, $cpu_changes s during the $changes s of changes"
+
+# --- references in the same run, on a second interface with the same peers ---
+wgb ip link add wgref type wireguard
+times=()
+for _ in 1 2 3; do
+  a=$EPOCHREALTIME; wgb wg setconf wgref "$work/setconf.conf"; b=$EPOCHREALTIME
+  times+=("$(ms "$a" "$b")")
+done
+setconf=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 2p)
+key=$(awk '/^PublicKey/ { print $3; exit }' "$work/setconf.conf")
+times=()
+for k in $(seq 20); do
+  a=$EPOCHREALTIME; wgb wg set wgref peer "$key" endpoint "198.18.0.0:$((53000 + k))"; b=$EPOCHREALTIME
+  times+=("$(ms "$a" "$b")")
+done
+wgset=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 10p)
+echo "bench-agent: reference: wg setconf of the same $count peers, whole command: median of 3 $setconf ms"
+echo "bench-agent: reference: wg set of one peer's endpoint, whole command: median of 20 $wgset ms"
+read -r change_ms resync_ms <"$work/figures"
+awk -v c="$change_ms" -v s="$wgset" -v r="$resync_ms" -v f="$setconf" 'BEGIN {
+  printf "bench-agent: ratios: one change, API write to kernel / wg set = %.2f; full resync / wg setconf = %.2f\n", c / s, r / f }'

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The mesh lab that scripts/e2e-agent.sh and scripts/demo.sh share: Node network namespaces (wge-n1…) on
+# one underlay bridge in a namespace of its own (wge-lan, 192.0.2.0/24 and 2001:db8::/64, RFC 5737 and
+# RFC 3849) that also holds the test API server and `wgmesh controller`; one `wgmesh agent` per node; Pods
+# added by the real CNI plugins from the agent's conflist. Source it with root, bin, backend and work set.
+# Background processes are started here without a shell function around the command itself, so that
+# $! is their own PID; each goes into pids, and lab_cleanup ends exactly those and the namespaces.
+# Traffic goes only to addresses of these namespaces.
+# wireguard-go's sockets share one folder across namespaces: each node's interface needs its own name.
+ifname() { if [ "$backend" = userspace ]; then echo "wgm-$1"; else echo wgmesh0; fi; }
+lan() { ip netns exec wge-lan "$@"; }
+api=192.0.2.254
+nodes=(n1 n2 n3)
+clusterv4=10.244.0.0/16
+clusterv6=fd00:10:244::/48
+pids=()
+
+# Ends what runs in this scenario's namespaces (the agents' wireguard-go included: it holds its tun
+# device, and with it the namespace, alive), then removes the namespaces.
+remove_namespaces() {
+  for ns in $(ip netns list | awk '/^wge-/{print $1}'); do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null; done
+  done
+  sleep 0.5
+  for ns in $(ip netns list | awk '/^wge-/{print $1}'); do ip netns del "$ns"; done
+}
+
+lab_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  remove_namespaces
+}
+
+# Waits up to $1 seconds (of the clock, however slow each try is under emulation) for the command in
+# the rest of the arguments to succeed.
+wait_for() {
+  local end=$((SECONDS + $1)); shift
+  while [ $SECONDS -lt $end ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  "$@" >/dev/null 2>&1
+}
+
+kapi() { lan curl -s -H 'Content-Type: application/merge-patch+json' "$@"; }
+node_json() { kapi "http://$api:6443/api/v1/nodes/$1"; }
+annotation() { node_json "$1" | jq -r --arg k "wgmesh.dev/$2" '.metadata.annotations[$k] // empty'; }
+patch_annotations() { kapi -X PATCH "http://$api:6443/api/v1/nodes/$1" -d "{\"metadata\":{\"annotations\":$2}}" >/dev/null; }
+
+# The underlay: a bridge in wge-lan, a veth per node, and an outside host (wge-ext, 192.0.2.100).
+lab_underlay() {
+  remove_namespaces
+  ip netns add wge-lan
+  lan ip link set lo up
+  lan ip link add wge-br0 type bridge && lan ip link set wge-br0 up
+  lan ip addr add $api/24 dev wge-br0 && lan ip addr add 2001:db8::fe/64 dev wge-br0 nodad
+  i=0
+  for n in "${nodes[@]}" ext; do
+    i=$((i + 1)); [ "$n" = ext ] && i=100
+    ip netns add "wge-$n"
+    ip -n wge-lan link add "wge-$n" type veth peer name eth0 netns "wge-$n"
+    lan ip link set "wge-$n" master wge-br0 up
+    ip -n "wge-$n" link set lo up
+    ip -n "wge-$n" link set eth0 up
+    ip -n "wge-$n" addr add "192.0.2.$i/24" dev eth0
+    ip -n "wge-$n" addr add "2001:db8::$i/64" dev eth0 nodad
+    [ "$n" = ext ] || ip -n "wge-$n" route add default via $api
+  done
+}
+
+# A capture of the underlay (for the leak check) and the test API server with one Node per node.
+lab_api() {
+  ip netns exec wge-lan tcpdump -i wge-br0 -nn -U -w "$work/underlay.pcap" >/dev/null 2>&1 &
+  pids+=($!)
+  capture=$!
+  ip netns exec wge-lan "$bin/TestAPIServerTool" $api 6443 "$work/kubeconfig" >"$work/apiserver.log" 2>&1 &
+  pids+=($!)
+  wait_for 30 lan curl -sf "http://$api:6443/api/v1/nodes" || { echo "the test API server did not start"; cat "$work/apiserver.log"; return 1; }
+  local i=0 n
+  for n in "${nodes[@]}"; do
+    i=$((i + 1))
+    kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes" -d "{\"apiVersion\":\"v1\",\"kind\":\"Node\",
+      \"metadata\":{\"name\":\"$n\"},\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"192.0.2.$i\"},{\"type\":\"Hostname\",\"address\":\"$n\"}]}}" >/dev/null
+  done
+}
+
+start_controller() {
+  ip netns exec wge-lan "$bin/wgmesh" controller --kubeconfig "$work/kubeconfig" --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 \
+    --cidr-source wgmesh --rotation-grace 2s --lease-namespace default >>"$work/controller.log" 2>&1 &
+  controller=$!
+  pids+=($controller)
+}
+
+start_agent() {  # start_agent NODE
+  mkdir -p "$work/$1"
+  ip netns exec "wge-$1" "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig" --node-name "$1" --backend "$backend" --interface "$(ifname "$1")" \
+    --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --state-dir "$work/$1/state" --cni-conf-dir "$work/$1/cni" \
+    --metrics-bind-address 127.0.0.1:9586 --resync-period 3s >>"$work/$1/agent.log" 2>&1 &
+  eval "agent_$1=$!"
+  pids+=($!)
+}
+
+# Every agent runs its key, has a peer for each other node and has written its CNI configuration.
+converged() {
+  for n in "${nodes[@]}"; do
+    local gen applied
+    gen=$(annotation "$n" key-generation); applied=$(annotation "$n" applied-key-generation)
+    [ -n "$gen" ] && [ "$gen" = "$applied" ] || return 1
+    [ "$(ip netns exec "wge-$n" wg show "$(ifname "$n")" peers 2>/dev/null | wc -l)" -eq $((${#nodes[@]} - 1)) ] || return 1
+    [ -f "$work/$n/cni/10-wgmesh.conflist" ] || return 1
+  done
+}
+
+# A Pod through the real CNI plugins, from the agent's conflist (as libcni chains them); its addresses
+# go to $work/NODE/POD.ips.
+cni_add() {  # cni_add NODE POD
+  local ns="wge-$1-$2" conf="$work/$1/cni/10-wgmesh.conflist" prev="" out=""
+  ip netns add "$ns"
+  local count; count=$(jq '.plugins | length' "$conf")
+  for k in $(seq 0 $((count - 1))); do
+    local plugin type
+    plugin=$(jq -c --argjson k "$k" '.plugins[$k] + {cniVersion: .cniVersion, name: .name}' "$conf")
+    [ -n "$prev" ] && plugin=$(jq -c --argjson prev "$prev" '. + {prevResult: $prev}' <<<"$plugin")
+    # host-local keeps its leases in a folder of this run, not the machine's /var/lib/cni.
+    plugin=$(jq -c --arg d "$work/$1/ipam" 'if .ipam then .ipam.dataDir = $d else . end' <<<"$plugin")
+    type=$(jq -r .type <<<"$plugin")
+    out=$(ip netns exec "wge-$1" env CNI_COMMAND=ADD CNI_CONTAINERID="$1-$2" CNI_NETNS="/run/netns/$ns" CNI_IFNAME=eth0 \
+      CNI_PATH=/usr/lib/cni "/usr/lib/cni/$type" <<<"$plugin") || { echo "CNI $type failed for $ns: $out" >&2; return 1; }
+    prev=$out
+  done
+  jq -r '.ips[].address' <<<"$prev" | cut -d/ -f1 >"$work/$1/$2.ips"
+}
+
+# ping_stats FILE: "lost N of M, longest gap G ms" from `ping -D -i 0.01` output (sequence numbers that never came back).
+ping_stats() {
+  awk '/icmp_seq=/{match($0, /icmp_seq=[0-9]+/); s = substr($0, RSTART + 9, RLENGTH - 9) + 0; seen[s] = 1; if (s > max) max = s}
+       /packets transmitted/{sent = $1}
+       END {lost = 0; run = 0; longest = 0
+            for (i = 1; i <= sent; i++) { if (i in seen) { run = 0 } else { lost++; run++; if (run > longest) longest = run } }
+            printf "lost %d of %d, longest gap %d ms", lost, sent, longest * 10}' "$1"
+}
