@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests and the manifest check on the host, then every kernel test in one VM
 # guest, then the agent's three-node scenario in a second guest (kernel WireGuard) and on the host
-# (wireguard-go).
+# (wireguard-go), then the demo.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -20,3 +20,5 @@ swift build --product TestAPIServerTool >/dev/null
 WGMESH_VM_MEMORY=3G bash scripts/vm-run.sh 'bash scripts/e2e-agent.sh'
 echo "== host: three nodes with the userspace backend (WGMESH_E2E_BACKEND=userspace scripts/e2e-agent.sh)"
 WGMESH_E2E_BACKEND=userspace bash scripts/e2e-agent.sh
+echo "== host: the demo (scripts/demo.sh)"
+bash scripts/demo.sh
