@@ -26,8 +26,8 @@ work="${WGMESH_VM_OUT:?}/bench-agent"
 mkdir -p "$work"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  wait 2>/dev/null
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
   ip netns del wgb 2>/dev/null || true
 }
 trap cleanup EXIT
