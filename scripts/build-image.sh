@@ -76,7 +76,8 @@ version=$("$binary" --version)
 
 mkdir -p "$out"
 archive=$out/wgmesh-$version.oci.tar
-work=$(mktemp -d "$root/$out/.image-XXXXXX")
+work=$(mktemp -d "$out/.image-XXXXXX")
+work=$(cd "$work" && pwd)
 buildah_cmd=(buildah --root "$work/storage" --runroot "$work/run" --storage-driver vfs)
 container=
 cleanup() {
@@ -151,7 +152,7 @@ find "$rootfs/usr/share/doc" -mindepth 1 -depth -type d -empty -delete
 rm -rf "$rootfs"/usr/share/{man,info,locale,lintian,bug,gdb,gcc} \
   "$rootfs"/var/cache/apt "$rootfs"/var/lib/apt "$rootfs"/etc/apt "$rootfs"/etc/dpkg \
   "$rootfs"/var/log/* "$rootfs"/etc/hostname "$rootfs"/etc/resolv.conf "$rootfs"/etc/fstab \
-  "$rootfs"/usr/lib/x86_64-linux-gnu/gconv "$rootfs"/usr/lib/systemd "$rootfs"/etc/update-motd.d "$rootfs"/usr/sbin/update-ca-certificates \
+  "$rootfs"/usr/lib/*-linux-gnu*/gconv "$rootfs"/usr/lib/systemd "$rootfs"/etc/update-motd.d "$rootfs"/usr/sbin/update-ca-certificates \
   "$rootfs"/dev/* "$rootfs"/var/lib/dpkg/{alternatives,info,triggers,updates,status,status-old,arch,available,cmethopt,diversions,statoverride,lock*}
 
 strip --strip-unneeded -o "$rootfs/usr/bin/wgmesh" "$binary"
@@ -167,7 +168,7 @@ cp -a "$rootfs/." "$mount/"
 "${buildah_cmd[@]}" umount "$container" >/dev/null
 created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 "${buildah_cmd[@]}" config \
-  --os linux --arch amd64 \
+  --os linux --arch "$(dpkg --print-architecture)" \
   --entrypoint '["/usr/bin/wgmesh"]' \
   --user "$controller_uid:$controller_uid" --workingdir / \
   --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

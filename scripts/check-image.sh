@@ -120,6 +120,36 @@ done
 [ "$(jq -r '.config.Labels["org.opencontainers.image.version"]' "$config")" = "$version" ] || bad "the version label is not $version"
 [ ! -e "$rootfs/bin/sh" ] && [ ! -e "$rootfs/usr/bin/apt" ] && pass "no shell, no apt" || bad "a shell or apt is in the image"
 
+# The manifests, where this checkout has them: every container runs this image, and what it runs is in it.
+if [ -f manifests/kustomization.yaml ]; then
+  kubectl kustomize manifests/ > "$work/manifests.yaml"
+  if problems=$(python3 - "$work/manifests.yaml" "$image:$version" "$rootfs" "$config" <<'PY'
+import json, os, sys, yaml
+rendered, want, rootfs, config = sys.argv[1:]
+entrypoint = json.load(open(config))["config"].get("Entrypoint") or []
+count = 0
+for o in yaml.safe_load_all(open(rendered)):
+    spec = ((o or {}).get("spec") or {}).get("template", {}).get("spec")
+    if not spec:
+        continue
+    for c in spec.get("initContainers", []) + spec.get("containers", []):
+        count += 1
+        where = f"{o['kind']}/{o['metadata']['name']} {c['name']}"
+        if c.get("image") != want:
+            print(f"{where}: image {c.get('image')}, not {want}")
+        program = (c.get("command") or entrypoint or [""])[0]
+        if not os.path.isfile(os.path.join(rootfs, program.lstrip("/"))):
+            print(f"{where}: runs {program}, which the image does not have")
+if count == 0:
+    print("no containers in the rendered manifests")
+PY
+  ) && [ -z "$problems" ]; then
+    pass "kubectl kustomize manifests/: every container runs $image:$version and a program the image has"
+  else
+    bad "kubectl kustomize manifests/: $problems"
+  fi
+fi
+
 if $rebuild; then
   first=build/wgmesh-$version.files
   [ -s "$first" ] || fail "no $first: build with scripts/build-image.sh first"

@@ -1,7 +1,6 @@
 import Agent
 import ArgumentParser
 import Logging
-import WGMeshCore
 
 /// `wgmesh install-cni`: the agent DaemonSet's init container, which puts the image's CNI plugins on the node.
 struct InstallCNICommand: ParsableCommand {
@@ -31,10 +30,6 @@ struct InstallCNICommand: ParsableCommand {
     func run() throws {
         var logger = Logger(label: "wgmesh.install-cni")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-        do {
-            try CNIPluginInstaller(sourceDirectory: from, destinationDirectory: to, sourceVersionFile: pluginsVersionFile).run(logger: logger)
-        } catch {
-            throw ValidationError(error.description)
-        }
+        try CNIPluginInstaller(sourceDirectory: from, destinationDirectory: to, sourceVersionFile: pluginsVersionFile).run(logger: logger)
     }
 }

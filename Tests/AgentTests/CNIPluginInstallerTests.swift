@@ -25,10 +25,14 @@ final class CNIPluginInstallerTests: XCTestCase {
     func plugin(_ directory: String, _ name: String, reports: String, body: String = "") {
         try! FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let text = "#!/bin/sh\n\(body)echo 'CNI \(name) plugin \(reports)' >&2\necho 'CNI protocol versions supported: 0.1.0, 1.0.0' >&2\n"
-        FileManager.default.createFile(atPath: directory + "/" + name, contents: Data(text.utf8), attributes: [.posixPermissions: 0o755])
+        write(directory + "/" + name, text, mode: 0o755)
     }
 
-    func imageVersion(_ text: String) { FileManager.default.createFile(atPath: versionFile, contents: Data((text + "\n").utf8)) }
+    func write(_ path: String, _ text: String, mode: Int = 0o644) {
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: mode]), path)
+    }
+
+    func imageVersion(_ text: String) { write(versionFile, text + "\n") }
 
     func read(_ path: String) -> String? { FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) } }
 
@@ -51,7 +55,7 @@ final class CNIPluginInstallerTests: XCTestCase {
         imageVersion("1.1.1")
         plugin(node, "host-local", reports: "v1.0.0")
         plugin(node, "portmap", reports: "v1.4.0")
-        plugin(node, "loopback", reports: "version unknown")
+        plugin(node, "loopback", reports: "version unknown", body: "# the node's own build\n")
         plugin(node, "macvlan", reports: "v0.1.0")
         let portmap = read(node + "/portmap"), loopback = read(node + "/loopback"), macvlan = read(node + "/macvlan")
 
@@ -141,7 +145,7 @@ final class CNIPluginInstallerTests: XCTestCase {
 
     func testAnEmptyImageDirectoryIsAnError() throws {
         imageVersion("1.1.1")
-        FileManager.default.createFile(atPath: image + "/.hidden", contents: Data("x".utf8), attributes: [.posixPermissions: 0o755])
+        write(image + "/.hidden", "x", mode: 0o755)
         XCTAssertThrowsError(try install()) { error in
             XCTAssertEqual("\(error)", "no CNI plugins in \(image): give --from the directory that holds them")
         }
@@ -155,8 +159,8 @@ final class CNIPluginInstallerTests: XCTestCase {
     func testAMalformedRecordMakesEveryPluginForeign() throws {
         plugin(image, "bridge", reports: "version unknown")
         imageVersion("1.1.1")
-        plugin(node, "bridge", reports: "version unknown")
-        FileManager.default.createFile(atPath: node + "/" + CNIPluginInstall.recordFileName, contents: Data("bridge 1.0.0 \(sha(node + "/bridge")) x\n".utf8))
+        plugin(node, "bridge", reports: "version unknown", body: "# the node's own build\n")
+        write(node + "/" + CNIPluginInstall.recordFileName, "bridge 1.0.0 \(sha(node + "/bridge")) x\n")
         XCTAssertEqual(try install(), ["bridge": .keepForeign(reported: nil)])
         XCTAssertTrue(log.lines.withLock { $0 }.contains { $0.hasPrefix("warning ignoring the record") && $0.contains("line 1") })
     }
