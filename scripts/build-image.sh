@@ -91,7 +91,7 @@ say "mmdebstrap $suite from $sources: ${packages[*]}"
 # extract: the packages' files only, no maintainer scripts, so no shell, no dpkg, no apt in the image.
 mmdebstrap --quiet --variant=extract --mode=root --skip=cleanup/apt/cache \
   --setup-hook=/usr/share/mmdebstrap/hooks/merged-usr/setup00.sh \
-  --include="$(IFS=,; echo "${packages[*]}")" "$suite" "$rootfs" "$sources"
+  --include="$(IFS=,; echo "${packages[*]}")" "$suite" "$rootfs" "$sources" >/dev/null  # (the hook's dpkg talks on stdout)
 
 debs=$rootfs/var/cache/apt/archives
 deb_of() { local f=("$debs/$1"_*.deb); [ -e "${f[0]}" ] || fail "mmdebstrap fetched no $1"; echo "${f[0]}"; }
