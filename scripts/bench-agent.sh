@@ -44,7 +44,8 @@ for _ in $(seq 100); do curl -sf http://192.0.2.254:6443/api/v1/nodes >/dev/null
 "$bin/BenchAgent" populate "$work/kubeconfig" "$count" "$work/setconf.conf"
 
 started=$EPOCHREALTIME
-wgb "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig" --node-name bench-node --cluster-cidr 10.0.0.0/8 \
+# Started without a shell function around it, so that $! is the agent's own PID (for SIGHUP, RSS, CPU).
+ip netns exec wgb "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig" --node-name bench-node --cluster-cidr 10.0.0.0/8 \
   --state-dir "$work/state" --cni-conf-dir "$work/cni" --metrics-bind-address 127.0.0.1:9586 --resync-period 3600s >"$work/agent.log" 2>&1 &
 agent=$!
 pids+=($agent)
@@ -62,7 +63,7 @@ sleep 2
 
 # --- the changes, with every netlink message of the agent's namespace captured ---
 wgb ip link add nlmon0 type nlmon && wgb ip link set nlmon0 up
-wgb tcpdump -i nlmon0 -s 0 -U -w "$work/netlink.pcap" >/dev/null 2>&1 &
+ip netns exec wgb tcpdump -i nlmon0 -s 0 -U -w "$work/netlink.pcap" >/dev/null 2>&1 &
 capture=$!
 pids+=($capture)
 sleep 1

@@ -18,8 +18,20 @@ command -v ping >/dev/null || pkgs+=(iputils-ping)
 command -v qemu-system-x86_64 >/dev/null || pkgs+=(qemu-system-x86)
 command -v depmod >/dev/null || pkgs+=(kmod)
 python3 -m venv --help >/dev/null 2>&1 || pkgs+=(python3-venv)
+# kubectl renders manifests/ (`kubectl kustomize`); Debian's has kustomize v2 built in, which the manifests keep to.
+command -v kubectl >/dev/null || pkgs+=(kubernetes-client)
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+fi
+# The manifest check's Python tools (kubernetes-validate, a CEL implementation), pinned, in a git-ignored
+# venv of the repo's own; installed again only when scripts/requirements-manifests.txt changes.
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=$root/.venv-validate
+if ! cmp -s "$root/scripts/requirements-manifests.txt" "$venv/requirements.txt" 2>/dev/null; then
+  echo "setup: installing scripts/requirements-manifests.txt into .venv-validate"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$root/scripts/requirements-manifests.txt"
+  cp "$root/scripts/requirements-manifests.txt" "$venv/requirements.txt"
 fi

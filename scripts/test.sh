@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests on the host, then every kernel test in one VM guest, then the
-# agent's three-node scenario in a second guest (kernel WireGuard) and on the host (wireguard-go).
+# The whole test suite: unit tests and the manifest check on the host, then every kernel test in one VM
+# guest, then the agent's three-node scenario in a second guest (kernel WireGuard) and on the host
+# (wireguard-go), then the demo.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup.sh
 echo "== host: swift test (XCTest) (kernel tests skip themselves here and run in the VM below)"
 swift test --disable-swift-testing 2>&1 | grep -vE "^Test (Case|Suite) .* started at"
+echo "== host: manifests/ rendered, validated and checked against the wgmesh binary (scripts/check-manifests.sh)"
+swift build --product wgmesh >/dev/null
+bash scripts/check-manifests.sh
 echo "== VM kernel: scripts/vm-test.sh"
 bash scripts/vm-test.sh 2>&1 | grep -vE "^Test (Case|Suite) .* started at"
 echo "== VM: three nodes, controller and agents (scripts/e2e-agent.sh)"
@@ -16,3 +20,5 @@ swift build --product TestAPIServerTool >/dev/null
 WGMESH_VM_MEMORY=3G bash scripts/vm-run.sh 'bash scripts/e2e-agent.sh'
 echo "== host: three nodes with the userspace backend (WGMESH_E2E_BACKEND=userspace scripts/e2e-agent.sh)"
 WGMESH_E2E_BACKEND=userspace bash scripts/e2e-agent.sh
+echo "== host: the demo (scripts/demo.sh)"
+bash scripts/demo.sh

@@ -16,7 +16,13 @@ public final class AgentMetrics: Sendable {
     let perPeer = Mutex<[String: [Gauge]]>([:])
     let lastUnencrypted = Mutex<(packets: UInt64, bytes: UInt64)>((0, 0))
 
-    public init() {
+    /// Per-peer series (handshake age, bytes) only while the mesh has at most this many peers: each
+    /// node exporting one series per peer is N² series across a cluster, more than a Prometheus holds
+    /// at thousands of nodes. Beyond it, the aggregate gauges stay.
+    public let perPeerLimit: Int
+
+    public init(perPeerLimit: Int = 100) {
+        self.perPeerLimit = perPeerLimit
         peersPlanned = registry.makeGauge(descriptor: Self.name("peers_planned", "", "Peers this node should have (current keys)."))
         peersConfigured = registry.makeGauge(descriptor: Self.name("peers_configured", "", "Planned peers present on the WireGuard interface."))
         peersRecent = registry.makeGauge(descriptor: Self.name("peers_handshake_recent", "", "Planned peers with a handshake in the last 3 minutes."))
@@ -59,6 +65,7 @@ public final class AgentMetrics: Sendable {
             let state = have[peer.publicKey]
             let age = state.flatMap { s in s.lastHandshakeSeconds > 0 ? now.timeIntervalSince1970 - Double(s.lastHandshakeSeconds) : nil }
             if let age, age < 180 { recent += 1 }
+            guard current.count <= perPeerLimit else { continue }
             let labels = [("node", peer.node)]
             let g = [registry.makeGauge(descriptor: Self.name("peer_handshake_age", "seconds", "Time since the peer's last handshake (-1: none yet)."), labels: labels),
                      registry.makeGauge(descriptor: Self.name("peer_received", "bytes", "Bytes received from the peer."), labels: labels),

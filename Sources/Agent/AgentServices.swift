@@ -34,12 +34,8 @@ public struct HealthService: Service {
 
     public func run() async throws {
         let agent = self.agent
-        let server: HealthServer
-        do {
-            server = try await HealthServer.start(host: host ?? "::", port: port, metrics: agent.metrics, ready: { agent.isReady })
-        } catch where host == nil {
-            server = try await HealthServer.start(host: "0.0.0.0", port: port, metrics: agent.metrics, ready: { agent.isReady })
-        }
+        let server = try await HealthServer.start(host: host, port: port, metrics: { agent.metrics.registry.emitToString() },
+                                                  ready: { agent.isReady })
         logger.info("metrics and health listening", metadata: ["port": "\(server.port ?? port)"])
         try? await gracefulShutdown()
         try await server.stop()

@@ -3,12 +3,22 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// `/metrics` (Prometheus text), `/healthz` and `/readyz` on the metrics address.
+/// `/healthz` (the process answers), `/readyz` (`ready` says yes) and, when given, `/metrics` (Prometheus
+/// text): the agent's metrics address and the controller's health address.
 public final class HealthServer: Sendable {
     let channel: any Channel
 
-    /// Listens on `host:port` (`:9586` is every address).
-    public static func start(host: String, port: Int, metrics: AgentMetrics, ready: @escaping @Sendable () -> Bool) async throws -> HealthServer {
+    /// Listens on `host:port`; `host` nil is every address (IPv6 and IPv4, or IPv4 alone where the host has
+    /// no IPv6). `metrics` nil answers /metrics with 404.
+    public static func start(host: String?, port: Int, metrics: (@Sendable () -> String)?,
+                             ready: @escaping @Sendable () -> Bool) async throws -> HealthServer {
+        guard let host else {
+            do {
+                return try await start(host: "::", port: port, metrics: metrics, ready: ready)
+            } catch {
+                return try await start(host: "0.0.0.0", port: port, metrics: metrics, ready: ready)
+            }
+        }
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -28,10 +38,10 @@ public final class HealthServer: Sendable {
     final class Handler: ChannelInboundHandler, Sendable {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
-        let metrics: AgentMetrics
+        let metrics: (@Sendable () -> String)?
         let ready: @Sendable () -> Bool
 
-        init(metrics: AgentMetrics, ready: @escaping @Sendable () -> Bool) {
+        init(metrics: (@Sendable () -> String)?, ready: @escaping @Sendable () -> Bool) {
             self.metrics = metrics
             self.ready = ready
         }
@@ -40,10 +50,10 @@ public final class HealthServer: Sendable {
             guard case .head(let head) = unwrapInboundIn(data) else { return }
             let path = head.uri.split(separator: "?").first.map(String.init) ?? head.uri
             let (status, body, type): (HTTPResponseStatus, String, String)
-            switch (head.method, path) {
-            case (.GET, "/metrics"): (status, body, type) = (.ok, metrics.registry.emitToString(), "text/plain; version=0.0.4")
-            case (.GET, "/healthz"): (status, body, type) = (.ok, "ok\n", "text/plain")
-            case (.GET, "/readyz"): (status, body, type) = ready() ? (.ok, "ok\n", "text/plain") : (.serviceUnavailable, "not synced yet\n", "text/plain")
+            switch (head.method, path, metrics) {
+            case (.GET, "/metrics", let metrics?): (status, body, type) = (.ok, metrics(), "text/plain; version=0.0.4")
+            case (.GET, "/healthz", _): (status, body, type) = (.ok, "ok\n", "text/plain")
+            case (.GET, "/readyz", _): (status, body, type) = ready() ? (.ok, "ok\n", "text/plain") : (.serviceUnavailable, "not ready\n", "text/plain")
             default: (status, body, type) = (.notFound, "not found\n", "text/plain")
             }
             var headers = HTTPHeaders([("Content-Type", type), ("Content-Length", String(body.utf8.count)), ("Connection", "close")])

@@ -92,6 +92,9 @@ public final class MeshAgent: Sendable {
         var ruleset: String?
         var condition: MeshCondition?
         var passes = 0
+        /// The unencrypted-packet count as last computed, and when this process last published it.
+        var drops: UnencryptedDrops?
+        var dropsPublished: ContinuousClock.Instant?
         /// What the last pass left on the interface; nil after a failure, so the next pass is full.
         var applied: Applied?
         var fullPassWanted = true
@@ -135,9 +138,9 @@ public final class MeshAgent: Sendable {
         let enrollment = try EnrollmentKeyStore(directory: configuration.stateDirectory).loadOrCreate(logger: logger)
         memory.withLock { $0.enrollment = enrollment }
         try failClosed()
-        try await publishEnrollmentKey(enrollment.publicKey)
+        try await publishSettings(enrollmentKey: enrollment.publicKey)
 
-        let informer = Informer(api: api, resource: .nodes, configuration: .init(metadataOnly: true), logger: logger)
+        let informer = Informer(api: api, resource: .nodes, configuration: .init(metadataOnly: true, transform: Self.slim), logger: logger)
         // At most one pass waits: a burst of changes becomes one pass. Node events ask for a delta;
         // the resync and the wakeups for a full pass, which wins when both wait.
         let (triggers, trigger) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -169,6 +172,18 @@ public final class MeshAgent: Sendable {
         logger.info("stopped watching; the interface, routes and rules stay as they are")
     }
 
+    /// What the agent keeps of a Node: what names it in an Event, and wgmesh's annotations. At 5,000
+    /// Nodes, managedFields and other owners' annotations would be most of the agent's memory.
+    static func slim(_ node: KubeObject) -> KubeObject {
+        let metadata = node.json["metadata"]
+        var kept: [String: JSON] = [:]
+        for key in ["name", "uid", "resourceVersion"] { kept[key] = metadata?[key] }
+        kept["annotations"] = .object((metadata?["annotations"]?.object ?? [:]).filter { $0.key.hasPrefix(Annotation.prefix) })
+        var json: [String: JSON] = ["metadata": .object(kept)]
+        for key in ["apiVersion", "kind"] { json[key] = node.json[key] }
+        return (try? KubeObject(json: .object(json))) ?? node
+    }
+
     /// Strict mode before the first plan: the interface exists and the cluster CIDRs are routed into
     /// it, so nothing from a Pod to another node leaves in the clear while the agent starts.
     func failClosed() throws {
@@ -186,9 +201,12 @@ public final class MeshAgent: Sendable {
         if try kernel.filter.unencrypted() == nil { _ = try applyRuleset(localPodCIDRs: [], present: false) }
     }
 
-    /// Pods' traffic is routed through the node: forwarding on for both families (in the agent's
-    /// network namespace, which is the host's).
-    func enableForwarding() throws {
+    func enableForwarding() throws { try Self.enableForwarding(logger: logger) }
+
+    /// Pods' traffic is routed through the node: forwarding on for both families (in the caller's network
+    /// namespace: the agent's is the host's). Also `wgmesh agent --forwarding-only`, for a container whose
+    /// /proc/sys is writable where the agent's is not.
+    public static func enableForwarding(logger: Logger) throws {
         for path in ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"] {
             guard try AtomicFile.read(path) != Array("1\n".utf8) else { continue }
             try AtomicFile.overwrite(path, Array("1\n".utf8))
@@ -196,15 +214,18 @@ public final class MeshAgent: Sendable {
         }
     }
 
-    /// Publishes the enrollment key on this node, once it differs.
-    func publishEnrollmentKey(_ key: WireGuardKey) async throws {
+    /// Publishes the enrollment key on this node, and the settings an audit reads (cluster CIDRs, strict
+    /// mode), once they differ.
+    func publishSettings(enrollmentKey key: WireGuardKey) async throws {
         let name = configuration.nodeName
+        var wanted = AgentReport.settings(clusterCIDRs: configuration.clusterCIDRs, strict: configuration.strict)
+        wanted[Annotation.enrollmentKey] = key.base64
         var backoff = Backoff(initial: .milliseconds(500), maximum: .seconds(10))
         while !Task.isCancelled {
             do {
                 try await api.patchRetrying(.nodes, name: name) { node in
-                    node.metadata.annotations[Annotation.enrollmentKey] == key.base64 ? nil
-                        : .merge(.object(["metadata": .object(["annotations": .object([Annotation.enrollmentKey: .string(key.base64)])])]))
+                    let changes = wanted.filter { node.metadata.annotations[$0.key] != $0.value }
+                    return changes.isEmpty ? nil : .merge(.object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
                 }
                 logger.info("enrollment key published", metadata: ["enrollmentKey": "\(key.base64)"])
                 return
@@ -277,16 +298,17 @@ public final class MeshAgent: Sendable {
         }
 
         var diff = MeshDiff(plan: plan, actual: device, actualRoutes: routes, privateKey: keys?.privateKey)
+        let planned = diff
         if diff.device.privateKey != nil, !plan.peers.isEmpty {
             // A new private key: make every peer handshake at once instead of after a retry timeout.
             diff.forceHandshakes(plan: plan, current: device)
-            logger.info("switching the interface to a new private key", metadata: ["generation": "\(keys?.generation ?? 0)"])
+            logger.info("switching the interface to a new private key", metadata: ["generation": "\(keys?.generation ?? 0)", "peers": "\(plan.peers.count)"])
         }
         memory.withLock { $0.applied = nil }
         if !diff.isEmpty {
             try diff.apply(interface: configuration.interface, wireGuard: kernel.wireGuard, routes: kernel.network)
             metrics.applied(diff)
-            log(diff, plan: plan)
+            log(planned, plan: plan)
         }
         // Forced handshakes leave keepalives off plan until the next diff: that one reads the kernel.
         if diff.device.privateKey == nil {
@@ -294,20 +316,23 @@ public final class MeshAgent: Sendable {
                                                    podCIDRs: local.podCIDRs, endpoint: local.effectiveEndpoint) }
         }
         guard last == nil || diff.device.privateKey != nil else {
-            // The condition and the metrics need handshakes and counters: the next full pass (or a key
-            // switch, below) reports them.
-            if let keys, local.appliedKeyGeneration != keys.generation { try await publishApplied(keys.generation) }
+            // The condition, the metrics and the unencrypted count need handshakes and counters: the next
+            // full pass (or a key switch, below) reports them. What the interface runs is the plan now.
+            try await publishReport(keys: keys, device: plan.device(named: configuration.interface, interfaceIndex: link.index, privateKey: nil),
+                                    drops: nil, published: localObject.metadata.annotations)
             return
         }
         // One read of the table's counter serves both: is the table there, and what did it count.
         var counted = try? kernel.filter.unencrypted()
-        if try applyRuleset(localPodCIDRs: local.podCIDRs, present: counted != nil) { counted = (0, 0) }
+        var drops = counted.map { countDrops($0.packets, published: localObject.metadata.annotations[Annotation.unencryptedDrops]) }
+        if try applyRuleset(localPodCIDRs: local.podCIDRs, present: counted != nil) {
+            counted = (0, 0)
+            drops = countDrops(0, published: nil)
+        }
         if !local.podCIDRs.isEmpty { try writeCNIConfig(podCIDRs: local.podCIDRs, mtu: mtu) }
 
-        if let keys, local.appliedKeyGeneration != keys.generation {
-            try await publishApplied(keys.generation)
-        }
         let after = diff.isEmpty ? device : try kernel.wireGuard.device(named: configuration.interface)
+        try await publishReport(keys: keys, device: after, drops: drops, published: localObject.metadata.annotations)
         let condition = keys == nil
             ? MeshCondition(ready: false, reason: "NoKey", message: "the controller has not issued a keypair for this node's enrollment key yet")
             : MeshCondition.evaluate(plan: plan, device: after, now: Date())
@@ -400,10 +425,40 @@ public final class MeshAgent: Sendable {
 
     // MARK: reporting
 
-    func publishApplied(_ generation: UInt64) async throws {
-        let patch = Patch.merge(.object(["metadata": .object(["annotations": .object([Annotation.appliedKeyGeneration: .string(String(generation))])])]))
+    /// The unencrypted-packet count after the table's counter read `reading`: it goes on from the count this
+    /// process has, else from the one this node published (a restarted agent adds only what the table
+    /// counted since).
+    func countDrops(_ reading: UInt64, published: String?) -> UnencryptedDrops {
+        memory.withLock { m in
+            let next = (m.drops ?? published.flatMap(UnencryptedDrops.init) ?? UnencryptedDrops()).observing(counter: reading, at: Date())
+            m.drops = next
+            return next
+        }
+    }
+
+    /// What the node runs, in one annotation patch of the values that changed: `applied-key-generation`,
+    /// `applied-peers` (the keys the interface routes to, so that `wgmesh rotate-keys --wait` can tell every
+    /// peer moved to a new key) and `unencrypted-drops` (at most once per resync period while it grows: every
+    /// agent watches every Node, and a count that climbs every pass must not make them all busy).
+    func publishReport(keys: NodeKeys?, device: DeviceState, drops: UnencryptedDrops?, published: [String: String]) async throws {
+        var changes: [String: String] = [:]
+        if let keys { changes[Annotation.appliedKeyGeneration] = String(keys.generation) }
+        changes[Annotation.appliedPeers] = AppliedPeers.digest(device.peers.filter { !$0.allowedIPs.isEmpty }.map(\.publicKey))
+        let now = ContinuousClock.now
+        if let drops, memory.withLock({ m in m.dropsPublished.map { now - $0 >= configuration.resyncPeriod } ?? true }) {
+            changes[Annotation.unencryptedDrops] = drops.description
+        }
+        changes = changes.filter { published[$0.key] != $0.value }
+        guard !changes.isEmpty else { return }
+        let patch = Patch.merge(.object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
         _ = try await api.patch(.nodes, namespace: nil, name: configuration.nodeName, patch, subresource: nil)
-        logger.info("the interface runs key generation \(generation)", metadata: ["generation": "\(generation)"])
+        if changes[Annotation.unencryptedDrops] != nil { memory.withLock { $0.dropsPublished = now } }
+        if let generation = changes[Annotation.appliedKeyGeneration] {
+            logger.info("the interface runs key generation \(generation)", metadata: ["generation": "\(generation)"])
+        }
+        if let value = changes[Annotation.unencryptedDrops], drops?.packets ?? 0 > 0 {
+            logger.warning("Pod packets counted leaving unencrypted", metadata: ["unencryptedDrops": "\(value)"])
+        }
     }
 
     /// The `WireGuardMeshReady` condition, through the status subresource, only when it changes.
@@ -439,16 +494,30 @@ public final class MeshAgent: Sendable {
         await events.record(about: node, warning: warning, reason: reason, action: "Reconcile", note: note)
     }
 
+    /// A diff of more changes than this is logged as one line of counts, the changes themselves at debug
+    /// level: a node joining a 5,000-node cluster logs one line, not 10,000.
+    static let loggedChangeLimit = 20
+
+    /// One line per peer and route change (the forced keepalives of a key switch are not changes).
     func log(_ diff: MeshDiff, plan: MeshPlan) {
         let owners = Dictionary(plan.peers.map { ($0.publicKey, $0.node) }, uniquingKeysWith: { a, _ in a })
-        for peer in diff.device.peers {
+        let peers = diff.device.peers
+        let changes = peers.count + diff.routesToAdd.count + diff.routesToReplace.count + diff.routesToDelete.count
+        let level: Logger.Level = changes > Self.loggedChangeLimit ? .debug : .info
+        if level == .debug {
+            let added = peers.filter { !$0.remove && !$0.updateOnly }.count, removed = peers.filter(\.remove).count
+            logger.info("\(changes) changes applied", metadata: [
+                "peersAdded": "\(added)", "peersUpdated": "\(peers.count - added - removed)", "peersRemoved": "\(removed)",
+                "routesAdded": "\(diff.routesToAdd.count)", "routesReplaced": "\(diff.routesToReplace.count)", "routesDeleted": "\(diff.routesToDelete.count)"])
+        }
+        for peer in peers {
             let who = owners[peer.publicKey] ?? "a node no longer in the plan"
             let what = peer.remove ? "peer removed" : peer.updateOnly ? "peer updated" : "peer added"
-            logger.info("\(what)", metadata: ["peer": "\(who)", "allowedIPs": "\(peer.allowedIPs.map(\.description).joined(separator: ","))"])
+            logger.log(level: level, "\(what)", metadata: ["peer": "\(who)", "allowedIPs": "\(peer.allowedIPs.map(\.description).joined(separator: ","))"])
         }
-        for r in diff.routesToAdd { logger.info("route added", metadata: ["route": "\(r.destination)"]) }
-        for r in diff.routesToReplace { logger.info("route replaced", metadata: ["route": "\(r.destination)"]) }
-        for r in diff.routesToDelete { logger.info("route deleted", metadata: ["route": "\(r.destination)"]) }
+        for r in diff.routesToAdd { logger.log(level: level, "route added", metadata: ["route": "\(r.destination)"]) }
+        for r in diff.routesToReplace { logger.log(level: level, "route replaced", metadata: ["route": "\(r.destination)"]) }
+        for r in diff.routesToDelete { logger.log(level: level, "route deleted", metadata: ["route": "\(r.destination)"]) }
     }
 }
 

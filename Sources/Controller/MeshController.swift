@@ -325,8 +325,9 @@ public final class MeshController: Sendable {
             sealed = try SealedKey.seal(pair.privateKey, to: enrollment, nodeName: name, generation: generation)
         } catch {
             decision.key = nil
-            // A rotation request stays unanswered until a key is really staged.
+            // A rotation request stays unanswered, and an accepted enrollment key accepted, until a key is really issued.
             decision.annotations[Annotation.rotateAnswered] = nil
+            decision.annotations[Annotation.acceptEnrollment] = nil
             decision.notices.removeAll { $0.reason == .keyIssued || $0.reason == .keyRotationStaged }
             decision.notices.append(.init(warning: true, reason: .enrollmentKeyInvalid,
                                           note: "node \(name): no keypair issued: \(error) (enrollment key \(enrollment.base64))"))

@@ -44,10 +44,15 @@ public final class Informer: Sendable {
         /// A full relist this often; differences found are delivered as events. Nil: only after 410.
         public var resyncInterval: Duration?
         public var backoff: Backoff
+        /// Applied to every object before it is cached (client-go's SetTransform): what the consumer
+        /// does not read need not stay in memory, such as `managedFields` or other owners' annotations.
+        public var transform: (@Sendable (KubeObject) -> KubeObject)?
 
         public init(namespace: String? = nil, labelSelector: String? = nil, metadataOnly: Bool = false, pageSize: Int = 500,
                     watchTimeoutSeconds: ClosedRange<Int> = 300...600, resyncInterval: Duration? = .seconds(600),
-                    backoff: Backoff = Backoff(initial: .milliseconds(800), maximum: .seconds(30))) {
+                    backoff: Backoff = Backoff(initial: .milliseconds(800), maximum: .seconds(30)),
+                    transform: (@Sendable (KubeObject) -> KubeObject)? = nil) {
+            self.transform = transform
             self.namespace = namespace
             self.labelSelector = labelSelector
             self.metadataOnly = metadataOnly
@@ -246,7 +251,8 @@ public final class Informer: Sendable {
     func relist() async throws(KubeError) {
         let list = try await api.listAll(resource, namespace: configuration.namespace, pageSize: configuration.pageSize,
                                          metadataOnly: configuration.metadataOnly, labelSelector: configuration.labelSelector)
-        let fresh = Dictionary(list.items.map { (Informer.key($0), $0) }, uniquingKeysWith: { $1 })
+        let items = configuration.transform.map { list.items.map($0) } ?? list.items
+        let fresh = Dictionary(items.map { (Informer.key($0), $0) }, uniquingKeysWith: { $1 })
         state.withLock { s in
             s.statistics.lists += 1
             for (key, old) in s.objects where fresh[key] == nil { s.apply(.delete(old)) }
@@ -279,8 +285,9 @@ public final class Informer: Sendable {
                     logger.info("watch expired, relisting", metadata: ["message": "\(status.message ?? "")"])
                     return true
                 }
+                let change = event.change?.transformed(by: configuration.transform)
                 state.withLock { s in
-                    if let change = event.change { s.apply(change) }
+                    if let change { s.apply(change) }
                     if let rv = event.resourceVersion { s.resourceVersion = rv }
                 }
             }
@@ -297,6 +304,14 @@ extension WatchEvent {
     enum Change {
         case upsert(KubeObject)
         case delete(KubeObject)
+
+        func transformed(by transform: (@Sendable (KubeObject) -> KubeObject)?) -> Change {
+            guard let transform else { return self }
+            switch self {
+            case .upsert(let o): return .upsert(transform(o))
+            case .delete(let o): return .delete(transform(o))
+            }
+        }
     }
 
     var change: Change? {

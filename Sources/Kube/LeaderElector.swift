@@ -45,6 +45,8 @@ public final class LeaderElector: Sendable {
         /// The spec this process last wrote: a lease naming this identity is ours only while it still
         /// holds that spec. Another process with the same identity renewing it is another leader.
         var written: JSON?
+        /// When the API server last answered a lease request as it should (a lost race included).
+        var answered: ContinuousClock.Instant?
     }
 
     public let configuration: Configuration
@@ -62,6 +64,12 @@ public final class LeaderElector: Sendable {
     }
 
     public var isLeader: Bool { observation.withLock { $0.leading } }
+
+    /// Whether the API server answered a lease request within the last `leaseDuration`. Leader and
+    /// standby both ask every `retryPeriod` or so, so this is a replica's readiness either way.
+    public var isConnected: Bool {
+        observation.withLock { o in o.answered.map { ContinuousClock.now - $0 < configuration.leaseDuration } ?? false }
+    }
 
     /// The holder named in the lease as last read.
     public var observedHolder: String? {
@@ -217,16 +225,18 @@ public final class LeaderElector: Sendable {
             } else {
                 logger.debug("lost a race for the lease", metadata: ["error": "\(error)"])
             }
+            if error.code == 409 { observation.withLock { $0.answered = .now } }
             return .failed
         }
     }
 
-    /// Records the lease; the observation time moves only when the record changed.
+    /// Records the lease as the server answered it; the observation time moves only when the record changed.
     @discardableResult
     func observe(_ lease: KubeObject, leading: Bool?) -> ContinuousClock.Instant {
         observation.withLock { o in
             if o.lease?.json["spec"] != lease.json["spec"] { o.at = .now }
             o.lease = lease
+            o.answered = .now
             if let leading {
                 o.leading = leading
                 if leading { o.written = lease.json["spec"] }

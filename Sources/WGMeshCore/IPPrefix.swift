@@ -31,6 +31,14 @@ public struct IPPrefix: Sendable, Hashable, Comparable, CustomStringConvertible 
         return try IPPrefix(address: address, length: n)
     }
 
+    /// Parses a comma-separated list (`10.244.0.0/16,fd00:10:244::/48`), one flag or ConfigMap value
+    /// for both families; spaces around an item are allowed, an empty item is malformed.
+    public static func list(_ text: some StringProtocol) throws(AddressError) -> [IPPrefix] {
+        try text.split(separator: ",", omittingEmptySubsequences: false).map { (item) throws(AddressError) in
+            try IPPrefix(item.trimmingWhitespace)
+        }
+    }
+
     public var family: IPFamily { address.family }
 
     /// The mask as a value in the family's width.

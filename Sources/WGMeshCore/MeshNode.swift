@@ -27,11 +27,14 @@ public enum Annotation {
     /// The enrollment key the sealed keys are sealed to: when the node publishes a different one, the
     /// controller issues a new keypair.
     public static let sealedTo = prefix + "sealed-to"
+    /// Set by an operator to the fingerprint of a node's new enrollment key: under
+    /// `--enrollment-change-policy hold`, the controller issues a keypair sealed to that key only then.
+    public static let acceptEnrollment = prefix + "accept-enrollment"
 
     /// Every key of the contract.
     public static let all = [podCIDRs, publicKey, sealedPrivateKey, keyGeneration, keyIssuedAt, nextPublicKey,
                              nextSealedPrivateKey, endpoint, endpointOverride, rotateRequest, rotateAnswered, enrollmentKey, appliedKeyGeneration,
-                             sealedTo]
+                             sealedTo, acceptEnrollment]
 }
 
 /// A Node as wgmesh sees it: its name and its `wgmesh.dev/` annotations, typed and validated.
@@ -52,6 +55,7 @@ public struct MeshNode: Sendable, Hashable {
     public var enrollmentKey: WireGuardKey?
     public var appliedKeyGeneration: UInt64?
     public var sealedTo: WireGuardKey?
+    public var acceptEnrollment: String?
 
     public init(name: String) { self.name = name }
 
@@ -95,11 +99,10 @@ public struct MeshNode: Sendable, Hashable {
         }
 
         if let v = value(Annotation.podCIDRs) {
+            let listed: [IPPrefix]
+            do { listed = try IPPrefix.list(v) } catch { throw fail(Annotation.podCIDRs, v, "\(error)") }
             var cidrs: [IPPrefix] = []
-            for item in v.split(separator: ",", omittingEmptySubsequences: false) {
-                let text = item.trimmingWhitespace
-                let cidr: IPPrefix
-                do { cidr = try IPPrefix(text) } catch { throw fail(Annotation.podCIDRs, v, "\(error)") }
+            for cidr in listed {
                 guard cidr.isCanonical else { throw fail(Annotation.podCIDRs, v, "\(cidr) has host bits set; write \(cidr.canonical)") }
                 guard !cidrs.contains(where: { $0.family == cidr.family }) else {
                     throw fail(Annotation.podCIDRs, v, "more than one \(cidr.family) CIDR; give one per IP family")
@@ -121,6 +124,7 @@ public struct MeshNode: Sendable, Hashable {
         enrollmentKey = try key(Annotation.enrollmentKey)
         appliedKeyGeneration = try integer(Annotation.appliedKeyGeneration)
         sealedTo = try key(Annotation.sealedTo)
+        acceptEnrollment = value(Annotation.acceptEnrollment)
 
         // Fields that only make sense together.
         if (publicKey == nil) != (sealedPrivateKey == nil) || (publicKey != nil && keyGeneration == nil) {
@@ -151,6 +155,7 @@ public struct MeshNode: Sendable, Hashable {
         a[Annotation.enrollmentKey] = enrollmentKey?.base64
         a[Annotation.appliedKeyGeneration] = appliedKeyGeneration.map(String.init)
         a[Annotation.sealedTo] = sealedTo?.base64
+        a[Annotation.acceptEnrollment] = acceptEnrollment
         return a
     }
 }

@@ -16,7 +16,18 @@ public struct ControllerPolicy: Sendable {
         case wgmesh
     }
 
+    /// What to do when a node that has keys publishes another enrollment key: it was reinstalled, or
+    /// someone took its place.
+    public enum EnrollmentChange: String, Sendable, CaseIterable {
+        /// Issue a keypair sealed to the new key at once (with a Warning).
+        case reissue
+        /// Keep the node's keys (with a Warning) until an operator accepts the new key with
+        /// `wgmesh.dev/accept-enrollment`.
+        case hold
+    }
+
     public var cidrSource: CIDRSource
+    public var enrollmentChange: EnrollmentChange
     /// Node address types in order of preference (`InternalIP`, `ExternalIP`).
     public var endpointAddressTypes: [String]
     public var listenPort: UInt16
@@ -26,8 +37,10 @@ public struct ControllerPolicy: Sendable {
     public var specWait: TimeInterval
 
     public init(cidrSource: CIDRSource = .auto, endpointAddressTypes: [String] = ["InternalIP", "ExternalIP"],
-                listenPort: UInt16 = 51820, rotation: KeyRotation.Policy = .init(), specWait: TimeInterval = 15) {
+                listenPort: UInt16 = 51820, rotation: KeyRotation.Policy = .init(), specWait: TimeInterval = 15,
+                enrollmentChange: EnrollmentChange = .reissue) {
         self.cidrSource = cidrSource
+        self.enrollmentChange = enrollmentChange
         self.endpointAddressTypes = endpointAddressTypes
         self.listenPort = listenPort
         self.rotation = rotation
@@ -104,6 +117,7 @@ public struct NodeIssuance: Sendable, Equatable {
             case podCIDRPending = "PodCIDRPending", podCIDRInvalid = "PodCIDRInvalid", podCIDRConflict = "PodCIDRConflict"
             case podCIDRMismatch = "PodCIDRMismatch", podCIDRUnmanaged = "PodCIDRUnmanaged"
             case keyIssued = "KeyIssued", enrollmentKeyInvalid = "EnrollmentKeyInvalid", invalidAnnotation = "InvalidAnnotation"
+            case enrollmentKeyChanged = "EnrollmentKeyChanged"
             case keyRotationStaged = "KeyRotationStaged", keyRotated = "KeyRotated", rotationQueued = "RotationQueued"
             case rotationDeferred = "RotationDeferred"
             case endpointUnknown = "EndpointUnknown"
@@ -115,7 +129,7 @@ public struct NodeIssuance: Sendable, Equatable {
                 case .podCIDRConflict, .podCIDRMismatch, .podCIDRUnmanaged: return "CheckPodCIDR"
                 case .keyRotationStaged, .keyRotated, .rotationQueued, .rotationDeferred: return "RotateKey"
                 case .endpointUnknown: return "ChooseEndpoint"
-                case .keyIssued, .enrollmentKeyInvalid, .invalidAnnotation: return "IssueKey"
+                case .keyIssued, .enrollmentKeyInvalid, .invalidAnnotation, .enrollmentKeyChanged: return "IssueKey"
                 }
             }
         }
@@ -320,6 +334,23 @@ public struct NodeIssuance: Sendable, Equatable {
             return
         }
         let generation = node.keyGeneration ?? 0
+        if node.publicKey != nil, let previous = node.sealedTo, previous != enrollment {
+            // A security event: the node was reinstalled, or whoever could write its annotation took its place.
+            let change = "node \(node.name) published enrollment key \(enrollment.fingerprint) in place of \(previous.fingerprint), to which its keys are sealed"
+            let accepted = node.acceptEnrollment == enrollment.fingerprint
+            if policy.enrollmentChange == .hold && !accepted {
+                notices.append(Notice(warning: true, reason: .enrollmentKeyChanged, note: """
+                    \(change): held (--enrollment-change-policy=hold): the node keeps its keys, which the new enrollment key cannot open, so \
+                    it stays out of the mesh, and rotations wait. If the node was reinstalled, accept the new key: kubectl annotate node \
+                    \(node.name) \(Annotation.acceptEnrollment)=\(enrollment.fingerprint)
+                    """))
+                return
+            }
+            notices.append(Notice(warning: true, reason: .enrollmentKeyChanged, note: accepted
+                ? "\(change): accepted by \(Annotation.acceptEnrollment); issuing a keypair sealed to the new key"
+                : "\(change): issuing a keypair sealed to the new key (--enrollment-change-policy=reissue); if the node was not reinstalled, someone who can write its annotations may have taken its place"))
+            if node.acceptEnrollment != nil { annotations[Annotation.acceptEnrollment] = .some(nil) }
+        }
         guard node.publicKey != nil, node.sealedTo == enrollment, let issuedAt = node.keyIssuedAt else {
             // A new node, a new enrollment key (the old one is gone), or a keypair of unknown age.
             key = .issue(generation: generation + 1, enrollmentKey: enrollment)

@@ -60,6 +60,13 @@ public struct WireGuardKey: Sendable, Hashable, Comparable, CustomStringConverti
 
     /// The all-zero key, which the kernel reads as "no key".
     public static let zero = try! WireGuardKey(bytes: [UInt8](repeating: 0, count: byteCount))
+
+    /// `SHA256:` and the unpadded base64 of the key's SHA-256, as OpenSSH shows keys: what people compare
+    /// and type (`wgmesh.dev/accept-enrollment`); it tells nothing about a private key.
+    public var fingerprint: String {
+        "SHA256:" + (try! WireGuardKey(bytes: Array(SHA256.hash(data: bytes)))).base64.dropLast()
+    }
+
     public var isZero: Bool { bytes.allSatisfy { $0 == 0 } }
 
     public var base64: String { Data(bytes).base64EncodedString() }

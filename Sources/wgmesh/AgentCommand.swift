@@ -35,7 +35,7 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "This Node's name (default: $NODE_NAME, as the downward API gives it).")
     var nodeName: String?
 
-    @Option(name: .customLong("cluster-cidr"), help: "A cluster CIDR, as the controller's; repeat for more ranges or for IPv6.")
+    @Option(name: .customLong("cluster-cidr"), help: "The cluster CIDRs, as the controller's, separated by commas or in repeated flags (e.g. 10.244.0.0/16,fd00:10:244::/48).")
     var clusterCIDRs: [String] = []
 
     @Option(help: "The WireGuard interface.")
@@ -71,21 +71,21 @@ struct AgentCommand: AsyncParsableCommand {
     @Flag(help: "Print the plan and the diff this node would apply, change nothing, and exit.")
     var dryRun = false
 
+    @Flag(help: "Turn IPv4 and IPv6 forwarding on and exit, needing no other flag: the DaemonSet's privileged init container, since /proc/sys is read-only in the agent's own.")
+    var forwardingOnly = false
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
     func run() async throws {
+        if forwardingOnly {
+            return try MeshAgent.enableForwarding(logger: makeLogger("wgmesh.agent", level: logLevel, identity: ProcessInfo.processInfo.hostName))
+        }
         let env = ProcessInfo.processInfo.environment
         guard let name = nodeName ?? env["NODE_NAME"], !name.isEmpty else {
             throw ValidationError("--node-name is required (or $NODE_NAME, from the downward API's spec.nodeName)")
         }
-        var cidrs: [IPPrefix] = []
-        for text in clusterCIDRs {
-            guard let cidr = try? IPPrefix(text), cidr.isCanonical else {
-                throw ValidationError("--cluster-cidr \(text) is not a CIDR without host bits, such as 10.244.0.0/16")
-            }
-            cidrs.append(cidr)
-        }
+        let cidrs = try ControllerCommand.clusterCIDRs(clusterCIDRs)
         guard !cidrs.isEmpty else { throw ValidationError("--cluster-cidr is required: the ranges the controller allocates Pod CIDRs from") }
         let resync = try ControllerCommand.seconds(resyncPeriod, flag: "--resync-period")
         let (host, port) = try Self.bindAddress(metricsBindAddress)
@@ -117,7 +117,7 @@ struct AgentCommand: AsyncParsableCommand {
             print(try agent.dryRun(try await client.listAll(.nodes, metadataOnly: true).items))
             return
         }
-        logger.info("starting", metadata: ["clusterCIDRs": "\(clusterCIDRs.joined(separator: ","))", "strict": "\(strict)",
+        logger.info("starting", metadata: ["clusterCIDRs": "\(cidrs.map(\.description).joined(separator: ","))", "strict": "\(strict)",
                                            "metrics": "\(metricsBindAddress)"])
         // SIGHUP: a full pass now, as the periodic resync makes (reads the kernel, repairs drift).
         signal(SIGHUP, SIG_IGN)
@@ -161,9 +161,9 @@ struct AgentCommand: AsyncParsableCommand {
     }
 
     /// `:9586` (host nil: every address), `127.0.0.1:9586`, `[::1]:9586`.
-    static func bindAddress(_ text: String) throws -> (String?, Int) {
+    static func bindAddress(_ text: String, flag: String = "--metrics-bind-address", example: Int = 9586) throws -> (String?, Int) {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
-            throw ValidationError("--metrics-bind-address \(text): use host:port, for example :9586 or 127.0.0.1:9586")
+            throw ValidationError("\(flag) \(text): use host:port, for example :\(example) or 127.0.0.1:\(example)")
         }
         var host = String(text[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }

@@ -1,3 +1,4 @@
+import Agent
 import ArgumentParser
 import Controller
 import Dispatch
@@ -27,7 +28,7 @@ struct ControllerCommand: AsyncParsableCommand {
 
     @OptionGroup var kube: KubeOptions
 
-    @Option(name: .customLong("cluster-cidr"), help: "A range to allocate Pod CIDRs from; repeat for more ranges or for IPv6 (e.g. 10.244.0.0/16, fd00:10:244::/48).")
+    @Option(name: .customLong("cluster-cidr"), help: "Ranges to allocate Pod CIDRs from, separated by commas or in repeated flags: one per IP family, or more (e.g. 10.244.0.0/16,fd00:10:244::/48).")
     var clusterCIDRs: [String] = []
 
     @Option(name: .customLong("node-cidr-mask-size-ipv4"), help: "The size of each node's IPv4 Pod CIDR.")
@@ -48,8 +49,11 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(help: "How long peers get to pre-stage a node's next key before it switches (e.g. 10s).")
     var rotationGrace: String = "10s"
 
-    @Option(help: "Rotate keys older than this (e.g. 720h); off by default.")
+    @Option(help: "Rotate keys older than this (e.g. 720h); 0 or not given: never.")
     var maxKeyAge: String?
+
+    @Option(help: "When a node that has keys publishes another enrollment key (reinstalled, or taken over): reissue (a keypair sealed to the new key at once, with a Warning) or hold (keep its keys, with a Warning, until an operator sets wgmesh.dev/accept-enrollment to the new key's fingerprint).")
+    var enrollmentChangePolicy: String = "reissue"
 
     @Option(help: "How many nodes may be in a rotation at once.")
     var maxConcurrentRotations = 1
@@ -66,6 +70,9 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(help: "With --cidr-source auto: how long after a Node's creation to wait for spec.podCIDRs before allocating a family that no Node has in spec.podCIDRs (e.g. 15s).")
     var podCIDRSpecWait: String = "15s"
 
+    @Option(help: "Where /healthz and /readyz listen (host:port, e.g. :9587 for every address); not given: nowhere.")
+    var healthBindAddress: String?
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -74,16 +81,17 @@ struct ControllerCommand: AsyncParsableCommand {
         guard let source = ControllerPolicy.CIDRSource(rawValue: cidrSource) else {
             throw ValidationError("--cidr-source \(cidrSource) is not one of auto, node-spec, wgmesh")
         }
-        var cidrs: [IPPrefix] = []
-        for text in clusterCIDRs {
-            do { cidrs.append(try IPPrefix(text)) } catch { throw ValidationError("--cluster-cidr \(text): \(error)") }
+        let cidrs = try Self.clusterCIDRs(clusterCIDRs)
+        guard let enrollmentChange = ControllerPolicy.EnrollmentChange(rawValue: enrollmentChangePolicy) else {
+            throw ValidationError("--enrollment-change-policy \(enrollmentChangePolicy) is not one of reissue, hold")
         }
         let grace = try Self.seconds(rotationGrace, flag: "--rotation-grace")
-        let maxAge = try maxKeyAge.map { try Self.seconds($0, flag: "--max-key-age") }
+        let maxAge = try Self.keyAgeLimit(maxKeyAge)
         guard maxConcurrentRotations >= 1 else { throw ValidationError("--max-concurrent-rotations must be at least 1") }
         let types = endpointAddressType.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard !types.isEmpty else { throw ValidationError("--endpoint-address-type needs at least one type, e.g. InternalIP") }
         let specWait = try Self.seconds(podCIDRSpecWait, flag: "--pod-cidr-spec-wait", allowZero: true)
+        let health = try healthBindAddress.map { try AgentCommand.bindAddress($0, flag: "--health-bind-address", example: 9587) }
         let name = identity ?? env["POD_NAME"] ?? ProcessInfo.processInfo.hostName
         // As client-go does: two processes never share a Lease identity unless told to.
         let leaseIdentity = identity ?? "\(name)_\(UUID().uuidString.lowercased())"
@@ -97,18 +105,54 @@ struct ControllerCommand: AsyncParsableCommand {
             controller = try MeshController(api: client, configuration: .init(
                 clusterCIDRs: cidrs, nodeMaskIPv4: nodeMaskIPv4, nodeMaskIPv6: nodeMaskIPv6,
                 policy: ControllerPolicy(cidrSource: source, endpointAddressTypes: types, listenPort: listenPort,
-                                         rotation: .init(grace: grace, maxKeyAge: maxAge), specWait: specWait),
+                                         rotation: .init(grace: grace, maxKeyAge: maxAge), specWait: specWait,
+                                         enrollmentChange: enrollmentChange),
                 maxConcurrentRotations: maxConcurrentRotations, identity: name), logger: logger)
         } catch {
             throw ValidationError("\(error)")
         }
         let elector = LeaderElector(api: client, configuration: .init(
             namespace: leaseNamespace ?? env["POD_NAMESPACE"] ?? "wgmesh-system", name: leaseName, identity: leaseIdentity), logger: logger)
-        logger.info("starting", metadata: ["clusterCIDRs": "\(clusterCIDRs.joined(separator: ","))", "cidrSource": "\(cidrSource)"])
-        try await runUntilSignalled {
-            try await elector.run { await controller.run() }
+        logger.info("starting", metadata: ["clusterCIDRs": "\(cidrs.map(\.description).joined(separator: ","))", "cidrSource": "\(cidrSource)"])
+        // Ready means this replica reaches the API server, leader or standby: a standby is a working
+        // replica waiting for the Lease, and marking it unready would only stall a rolling update.
+        var server: HealthServer?
+        if let (host, port) = health {
+            server = try await HealthServer.start(host: host, port: port, metrics: nil, ready: { elector.isConnected })
+            logger.info("health listening", metadata: ["port": "\(server?.port ?? port)"])
         }
+        do {
+            try await runUntilSignalled {
+                try await elector.run { await controller.run() }
+            }
+        } catch {
+            try? await server?.stop()
+            try? await client.shutdown()
+            throw error
+        }
+        try await server?.stop()
         try await client.shutdown()
+    }
+
+    /// `--max-key-age`: nil (never) when not given or 0.
+    static func keyAgeLimit(_ text: String?) throws -> TimeInterval? {
+        guard let text else { return nil }
+        let age = try seconds(text, flag: "--max-key-age", allowZero: true)
+        return age == 0 ? nil : age
+    }
+
+    /// `--cluster-cidr` values, each one CIDR or several separated by commas, none with host bits set.
+    static func clusterCIDRs(_ values: [String]) throws -> [IPPrefix] {
+        var cidrs: [IPPrefix] = []
+        for text in values {
+            let listed: [IPPrefix]
+            do { listed = try IPPrefix.list(text) } catch { throw ValidationError("--cluster-cidr \(text): \(error)") }
+            for cidr in listed where !cidr.isCanonical {
+                throw ValidationError("--cluster-cidr \(text): \(cidr) has host bits set; write \(cidr.canonical)")
+            }
+            cidrs += listed
+        }
+        return cidrs
     }
 
     /// `10s`, `5m`, `720h`, `1h30m`, or plain seconds.

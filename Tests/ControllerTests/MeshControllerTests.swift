@@ -217,6 +217,46 @@ final class MeshControllerTests: XCTestCase {
         try await cluster.stop()
     }
 
+    /// Issue 17: a changed enrollment key is a security event, whatever the policy.
+    func testAChangedEnrollmentKeyIsHeldOrReissuedWithAWarning() async throws {
+        for policy in ControllerPolicy.EnrollmentChange.allCases {
+            let cluster = try await TestCluster()
+            try cluster.addNodes(["e"])
+            let task = run(try cluster.controller("x", policy: .init(enrollmentChange: policy)))
+            await eventually("e has a key") { cluster.node("e")?.keyGeneration == 1 }
+            let first = try XCTUnwrap(cluster.node("e"))
+            let old = cluster.enrollment["e"]!.publicKey
+            let new = WireGuardKeyPair.generate()
+            try await cluster.annotate("e", [Annotation.enrollmentKey: new.publicKey.base64])
+            await eventually("\(policy): a Warning") { !cluster.events(reason: "EnrollmentKeyChanged", node: "e").isEmpty }
+            let event = cluster.events(reason: "EnrollmentKeyChanged", node: "e")[0]
+            XCTAssertEqual(event["type"], "Warning")
+            let note = event["note"]?.string ?? ""
+            XCTAssertTrue(note.contains("node e") && note.contains(old.fingerprint) && note.contains(new.publicKey.fingerprint), note)
+            XCTAssertTrue(cluster.logs.lines.withLock { $0.contains { $0.contains("EnrollmentKeyChanged") && $0.contains(new.publicKey.fingerprint) } },
+                          "\(policy): a log line")
+            switch policy {
+            case .reissue:
+                await eventually("reissue: a new keypair") { cluster.node("e")?.keyGeneration == 2 }
+                XCTAssertEqual(cluster.node("e")?.sealedTo, new.publicKey)
+            case .hold:
+                try await Task.sleep(for: .milliseconds(500))
+                let kept = try XCTUnwrap(cluster.node("e"))
+                XCTAssertEqual([kept.publicKey, kept.sealedTo], [first.publicKey, old], "hold: the keys stay sealed to the old enrollment key")
+                XCTAssertEqual(kept.keyGeneration, 1)
+                try await cluster.annotate("e", [Annotation.acceptEnrollment: new.publicKey.fingerprint])
+                await eventually("hold: accepted, a new keypair") { cluster.node("e")?.keyGeneration == 2 }
+                XCTAssertEqual(cluster.node("e")?.sealedTo, new.publicKey)
+                XCTAssertNil(cluster.node("e")?.acceptEnrollment, "the acceptance is used up")
+            }
+            cluster.enrollment["e"] = new
+            XCTAssertEqual(cluster.openAll().count, 1, "\(policy): it opens with the new enrollment key")
+            task.cancel()
+            await task.value
+            try await cluster.stop()
+        }
+    }
+
     func testEndpointsFollowAddressesAndSpecPodCIDRsAreUsed() async throws {
         let cluster = try await TestCluster()
         try cluster.server.withStore(.nodes) { store in

@@ -148,6 +148,34 @@ final class LeaderElectionTests: XCTestCase {
         }
     }
 
+    /// `isConnected` is the controller's /readyz: true for leader and standby alike while the API server
+    /// answers their lease requests, false from start until the first answer and once answers stop.
+    func testLeaderAndStandbyAreConnectedWhileTheServerAnswersThem() async throws {
+        try await withServer { server, client in
+            XCTAssertFalse(LeaderElector(api: client, configuration: Self.configuration("idle", release: true), logger: testLogger).isConnected,
+                           "no lease request answered yet")
+            let log = Log()
+            let (a, aTask, aClient) = try candidate(server, "a", release: true, log: log)
+            await eventually("a leads") { a.isLeader }
+            XCTAssertTrue(a.isConnected)
+            let (b, bTask, bClient) = try candidate(server, "b", release: true, log: log)
+            await eventually("b, a standby, is connected") { b.isConnected }
+            XCTAssertFalse(b.isLeader)
+            // b is cut off from the API server: within one lease duration it is no longer ready; a still is.
+            server.inject(.init(.status(503), path: "/leases", userAgent: "wgmesh-controller/b", count: 1_000_000))
+            await eventually("b is no longer connected") { !b.isConnected }
+            XCTAssertTrue(a.isConnected, "a renews: it is still connected")
+            server.clearFaults()
+            await eventually("b is connected again") { b.isConnected }
+            aTask.cancel()
+            bTask.cancel()
+            _ = try? await aTask.value
+            _ = try? await bTask.value
+            try await aClient.shutdown()
+            try await bClient.shutdown()
+        }
+    }
+
     func testWorkThatEndsReleasesAndReturnsItsError() async throws {
         struct Failure: Error {}
         try await withServer { server, client in

@@ -250,4 +250,27 @@ final class WatchTests: XCTestCase {
             await task.value
         }
     }
+
+    func testTheInformerCachesObjectsAsItsTransformLeavesThem() async throws {
+        try await withServer { server, client in
+            try server.createNodes(["a"])
+            let slim: @Sendable (KubeObject) -> KubeObject = { o in
+                try! KubeObject(json: .object(["metadata": .object(["name": o.json["metadata"]!["name"]!,
+                                                                    "resourceVersion": o.json["metadata"]!["resourceVersion"]!])]))
+            }
+            let informer = Informer(api: client, resource: .nodes, configuration: .init(transform: slim), logger: testLogger)
+            let task = Task { await informer.run() }
+            await informer.waitUntilSynced()
+            XCTAssertEqual(informer.get("a")?.json["metadata"]?.object?.keys.sorted(), ["name", "resourceVersion"], "listed, then transformed")
+            _ = try await client.patch(.nodes, namespace: nil, name: "a", .merge(.object(["metadata": .object(["annotations": .object(["x": "1"])])])))
+            try server.createNodes(["b"])
+            let patched = try await client.get(.nodes, namespace: nil, name: "a").metadata.resourceVersion
+            await eventually("both watched") { informer.get("b") != nil && informer.get("a")?.metadata.resourceVersion == patched }
+            for name in ["a", "b"] {
+                XCTAssertEqual(informer.get(name)?.json["metadata"]?.object?.keys.sorted(), ["name", "resourceVersion"], "watched, then transformed")
+            }
+            task.cancel()
+            await task.value
+        }
+    }
 }

@@ -87,6 +87,18 @@ final class AddressTests: XCTestCase {
         }
     }
 
+    func testPrefixLists() throws {
+        XCTAssertEqual(try IPPrefix.list("10.244.0.0/16").map(\.description), ["10.244.0.0/16"])
+        XCTAssertEqual(try IPPrefix.list(" 10.244.0.0/16 , fd00:10:244::/48").map(\.description), ["10.244.0.0/16", "fd00:10:244::/48"])
+        // Each bad item is named in the error, as given.
+        for (bad, named) in [("10.244.0.0/16,,fd00::/48", "\"\""), ("10.244.0.0/16,", "\"\""), ("", "\"\""),
+                             ("10.244.0.0/16,fd00::/129", "fd00::/129"), ("10.244.0.0/16;fd00::/48", "10.244.0.0/16;fd00::/48")] {
+            XCTAssertThrowsError(try IPPrefix.list(bad), bad) { error in
+                XCTAssertTrue("\(error)".contains(named), "\(error) names \(named)")
+            }
+        }
+    }
+
     func testSubnets() throws {
         let cluster = try IPPrefix("10.0.0.0/8")
         XCTAssertEqual(cluster.subnetCount(newLength: 24), 65_536)

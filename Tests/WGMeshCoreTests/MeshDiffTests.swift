@@ -100,7 +100,7 @@ final class MeshDiffTests: XCTestCase {
         nodes[4000].podCIDRs = [try IPPrefix("10.99.0.0/24")]
         let after = MeshPlan(localNode: "local", settings: settings, nodes: nodes, interfaceIndex: 3)
         let diff = MeshDiff(plan: after, actual: applied, actualRoutes: before.routes, privateKey: key)
-        XCTAssertEqual(diff.device.peers, [
+        XCTAssertEqual(Set(diff.device.peers), [
             PeerConfig(publicKey: nodes[1234].publicKey!, endpoint: try Endpoint("198.51.100.7:51821"), updateOnly: true),
             PeerConfig(publicKey: nodes[4000].publicKey!, allowedIPs: [try IPPrefix("10.99.0.0/24")], replaceAllowedIPs: true, updateOnly: true),
         ])

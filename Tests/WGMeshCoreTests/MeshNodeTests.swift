@@ -20,6 +20,7 @@ final class MeshNodeTests: XCTestCase {
         n.enrollmentKey = enrollment.publicKey
         n.appliedKeyGeneration = 2
         n.sealedTo = enrollment.publicKey
+        n.acceptEnrollment = enrollment.publicKey.fingerprint
         return n
     }
 

@@ -91,6 +91,57 @@ final class NodeIssuanceTests: XCTestCase {
         XCTAssertEqual(skipped.notices.first?.reason.rawValue, "InvalidAnnotation")
     }
 
+    func testAChangedEnrollmentKeyIsASecurityEventHeldOrReissuedByPolicy() throws {
+        var changed = try issued()
+        let replacement = WireGuardKeyPair.generate()
+        changed[Annotation.enrollmentKey] = replacement.publicKey.base64
+        let fingerprints = [enrollment.publicKey.fingerprint, replacement.publicKey.fingerprint]
+        XCTAssertTrue(fingerprints.allSatisfy { $0.hasPrefix("SHA256:") && $0.count == 50 }, "\(fingerprints)")
+
+        var a = try allocator()
+        let held = decide(NodeFacts(name: "n", annotations: changed), &a, policy: .init(enrollmentChange: .hold))
+        XCTAssertNil(held.key, "hold: no keypair sealed to the new key")
+        XCTAssertTrue(held.writesNothing, "hold: the node keeps its keys")
+        XCTAssertEqual(reasons(held), ["EnrollmentKeyChanged"])
+        XCTAssertTrue(held.notices[0].warning)
+        let note = held.notices[0].note
+        for part in ["node n", fingerprints[0], fingerprints[1], "held", "wgmesh.dev/accept-enrollment=\(fingerprints[1])"] {
+            XCTAssertTrue(note.contains(part), "\(part) in: \(note)")
+        }
+        var requested = changed
+        requested[Annotation.rotateRequest] = "r1"
+        a = try allocator()
+        XCTAssertNil(decide(NodeFacts(name: "n", annotations: requested), &a, policy: .init(enrollmentChange: .hold)).key,
+                     "hold: a rotation, which would seal to the new key, waits too")
+
+        var wrong = changed
+        wrong[Annotation.acceptEnrollment] = fingerprints[0]
+        a = try allocator()
+        XCTAssertNil(decide(NodeFacts(name: "n", annotations: wrong), &a, policy: .init(enrollmentChange: .hold)).key,
+                     "accepting another key accepts nothing")
+
+        var accepted = changed
+        accepted[Annotation.acceptEnrollment] = fingerprints[1]
+        a = try allocator()
+        let issued = decide(NodeFacts(name: "n", annotations: accepted), &a, policy: .init(enrollmentChange: .hold))
+        XCTAssertEqual(issued.key, .issue(generation: 2, enrollmentKey: replacement.publicKey))
+        XCTAssertEqual(issued.annotations[Annotation.acceptEnrollment], .some(nil), "the acceptance is used up")
+        XCTAssertEqual(reasons(issued), ["EnrollmentKeyChanged", "KeyIssued"])
+        XCTAssertTrue(issued.notices[0].note.contains("accepted by wgmesh.dev/accept-enrollment"), issued.notices[0].note)
+
+        a = try allocator()
+        let reissued = decide(NodeFacts(name: "n", annotations: changed), &a)
+        XCTAssertEqual(reissued.key, .issue(generation: 2, enrollmentKey: replacement.publicKey), "reissue, the default")
+        XCTAssertEqual(reasons(reissued), ["EnrollmentKeyChanged", "KeyIssued"])
+        XCTAssertTrue(reissued.notices[0].warning)
+        XCTAssertTrue(reissued.notices[0].note.contains(fingerprints[0]) && reissued.notices[0].note.contains(fingerprints[1]), reissued.notices[0].note)
+
+        a = try allocator()
+        XCTAssertEqual(reasons(decide(NodeFacts(name: "n", annotations: [Annotation.enrollmentKey: enrollment.publicKey.base64]), &a,
+                                      policy: .init(enrollmentChange: .hold))), ["PodCIDRAllocated", "KeyIssued"],
+                       "a new node's first enrollment key is no change")
+    }
+
     func testACorruptedPodCIDRsAnnotationKeepsItsCIDRTaken() throws {
         var a = try allocator(["10.244.0.0/16"])
         for (i, garbled) in ["10.244.0.0/24,nonsense", "10.244.1.0/2x4", "10.244.2.0/24;", " 10.244.3.0 / 24"].enumerated() {
