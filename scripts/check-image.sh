@@ -89,7 +89,15 @@ out=$(in_image wireguard-go --version 2>&1) && [[ $out == "wireguard-go v"* ]] &
 [ -s "$rootfs/etc/ssl/certs/ca-certificates.crt" ] && grep -q "BEGIN CERTIFICATE" "$rootfs/etc/ssl/certs/ca-certificates.crt" &&
   pass "CA bundle: $(grep -c "BEGIN CERTIFICATE" "$rootfs/etc/ssl/certs/ca-certificates.crt") certificates" || bad "no CA bundle at /etc/ssl/certs/ca-certificates.crt"
 
-# The init container's command, on a stand-in for the node's /opt/cni/bin with a plugin of its own.
+# The forwarding init container's command, in a network namespace of its own with forwarding off.
+out=$(env -i PATH=/usr/sbin:/usr/bin unshare --net --mount --pid --fork --mount-proc="$rootfs/proc" sh -c '
+  f4=/proc/sys/net/ipv4/ip_forward f6=/proc/sys/net/ipv6/conf/all/forwarding
+  echo 0 > $f4 && echo 0 > $f6 && chroot "$1" /usr/bin/wgmesh agent --forwarding-only && echo "after: $(cat $f4) $(cat $f6)"' _ "$rootfs" 2>&1) &&
+  [ "$(grep -c "forwarding enabled" <<<"$out")" = 2 ] && [[ $out == *"after: 1 1" ]] &&
+  pass "wgmesh agent --forwarding-only turned on IPv4 and IPv6 forwarding" ||
+  bad "wgmesh agent --forwarding-only in a new network namespace: $out"
+
+# The CNI init container's command, on a stand-in for the node's /opt/cni/bin with a plugin of its own.
 mkdir -p "$rootfs/node-cni-bin"
 printf '#!/bin/sh\necho "CNI macvlan plugin v9.9.9" >&2\n' > "$rootfs/node-cni-bin/macvlan"
 chmod 0755 "$rootfs/node-cni-bin/macvlan"
