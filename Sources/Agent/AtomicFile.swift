@@ -33,9 +33,11 @@ enum AtomicFile {
         guard fd >= 0 else { throw StateFileError(path: temporary, operation: "create", errno: errno) }
         let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         let e = errno
+        // The exact mode, whatever the umask: a CNI plugin must come out 0755.
+        let moded = fchmod(fd, mode)
         let synced = fsync(fd)
         close(fd)
-        guard written == bytes.count, synced == 0 else {
+        guard written == bytes.count, moded == 0, synced == 0 else {
             unlink(temporary)
             throw StateFileError(path: temporary, operation: "write", errno: written < 0 ? e : errno)
         }

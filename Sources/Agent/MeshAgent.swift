@@ -201,9 +201,12 @@ public final class MeshAgent: Sendable {
         if try kernel.filter.unencrypted() == nil { _ = try applyRuleset(localPodCIDRs: [], present: false) }
     }
 
-    /// Pods' traffic is routed through the node: forwarding on for both families (in the agent's
-    /// network namespace, which is the host's).
-    func enableForwarding() throws {
+    func enableForwarding() throws { try Self.enableForwarding(logger: logger) }
+
+    /// Pods' traffic is routed through the node: forwarding on for both families (in the caller's network
+    /// namespace: the agent's is the host's). Also `wgmesh agent --forwarding-only`, for a container whose
+    /// /proc/sys is writable where the agent's is not.
+    public static func enableForwarding(logger: Logger) throws {
         for path in ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"] {
             guard try AtomicFile.read(path) != Array("1\n".utf8) else { continue }
             try AtomicFile.overwrite(path, Array("1\n".utf8))

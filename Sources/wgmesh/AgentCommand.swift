@@ -71,10 +71,16 @@ struct AgentCommand: AsyncParsableCommand {
     @Flag(help: "Print the plan and the diff this node would apply, change nothing, and exit.")
     var dryRun = false
 
+    @Flag(help: "Turn IPv4 and IPv6 forwarding on and exit, needing no other flag: the DaemonSet's privileged init container, since /proc/sys is read-only in the agent's own.")
+    var forwardingOnly = false
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
     func run() async throws {
+        if forwardingOnly {
+            return try MeshAgent.enableForwarding(logger: makeLogger("wgmesh.agent", level: logLevel, identity: ProcessInfo.processInfo.hostName))
+        }
         let env = ProcessInfo.processInfo.environment
         guard let name = nodeName ?? env["NODE_NAME"], !name.isEmpty else {
             throw ValidationError("--node-name is required (or $NODE_NAME, from the downward API's spec.nodeName)")

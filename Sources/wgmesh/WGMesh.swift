@@ -15,7 +15,7 @@ struct WGMesh: AsyncParsableCommand {
             """,
             version: "0.1.0-dev",
             subcommands: [StatusCommand.self, RotateKeysCommand.self, AuditCommand.self, UninstallCommand.self,
-                          ControllerCommand.self, AgentCommand.self, WireGuardCommand.self]
+                          ControllerCommand.self, AgentCommand.self, WireGuardCommand.self, InstallCNICommand.self]
         )
     }
 
