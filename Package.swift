@@ -80,10 +80,15 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
+        // The people's commands (status, rotate-keys, audit, uninstall) as a library, so that tests run them.
+        .target(
+            name: "CLI",
+            dependencies: ["WGMeshCore", "Kube", .product(name: "Yams", package: "Yams")]
+        ),
         .executableTarget(
             name: "wgmesh",
             dependencies: [
-                "WGMeshCore", "Netlink", "Controller", "Agent", "Userspace", "Kube",
+                "WGMeshCore", "Netlink", "Controller", "Agent", "Userspace", "Kube", "CLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -119,6 +124,10 @@ let package = Package(
         ]),
         // The commands' flag parsing, through the executable module.
         .testTarget(name: "wgmeshTests", dependencies: ["wgmesh", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(name: "CLITests", dependencies: [
+            "CLI", "Controller", "WGMeshCore", "Kube", "KubeTestSupport", "TestSupport",
+            .product(name: "Logging", package: "swift-log"), .product(name: "Yams", package: "Yams"),
+        ]),
         .testTarget(name: "KubeTests", dependencies: [
             "Kube", "KubeTestSupport",
             .product(name: "Logging", package: "swift-log"),

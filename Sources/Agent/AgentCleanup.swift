@@ -22,22 +22,14 @@ extension MeshAgent {
 
         let name = configuration.nodeName
         let node = try await api.get(.nodes, namespace: nil, name: name)
-        let mine = [Annotation.enrollmentKey, Annotation.appliedKeyGeneration].filter { node.metadata.annotations[$0] != nil }
+        let mine = Annotation.agentOwned.filter { node.metadata.annotations[$0] != nil }
         if !mine.isEmpty {
             let patch: [String: JSON] = Dictionary(uniqueKeysWithValues: mine.map { ($0, JSON.null) })
             _ = try await api.patch(.nodes, namespace: nil, name: name, .merge(.object(["metadata": .object(["annotations": .object(patch)])])),
                                     subresource: nil)
             removed += mine.map { "annotation \($0)" }
         }
-        let conditions = Node(node).conditions
-        if let index = conditions.firstIndex(where: { $0.type == MeshCondition.type }) {
-            // The index is checked in the same patch: a list that changed meanwhile fails instead of losing another condition.
-            _ = try await api.patch(.nodes, namespace: nil, name: name, .json([
-                .object(["op": "test", "path": .string("/status/conditions/\(index)/type"), "value": .string(MeshCondition.type)]),
-                .object(["op": "remove", "path": .string("/status/conditions/\(index)")]),
-            ]), subresource: "status")
-            removed.append("condition \(MeshCondition.type)")
-        }
+        if try await api.removeNodeCondition(MeshCondition.type, node: name) { removed.append("condition \(MeshCondition.type)") }
         return removed
     }
 

@@ -92,6 +92,9 @@ public final class MeshAgent: Sendable {
         var ruleset: String?
         var condition: MeshCondition?
         var passes = 0
+        /// The unencrypted-packet count as last computed, and when this process last published it.
+        var drops: UnencryptedDrops?
+        var dropsPublished: ContinuousClock.Instant?
         /// What the last pass left on the interface; nil after a failure, so the next pass is full.
         var applied: Applied?
         var fullPassWanted = true
@@ -135,7 +138,7 @@ public final class MeshAgent: Sendable {
         let enrollment = try EnrollmentKeyStore(directory: configuration.stateDirectory).loadOrCreate(logger: logger)
         memory.withLock { $0.enrollment = enrollment }
         try failClosed()
-        try await publishEnrollmentKey(enrollment.publicKey)
+        try await publishSettings(enrollmentKey: enrollment.publicKey)
 
         let informer = Informer(api: api, resource: .nodes, configuration: .init(metadataOnly: true, transform: Self.slim), logger: logger)
         // At most one pass waits: a burst of changes becomes one pass. Node events ask for a delta;
@@ -208,15 +211,18 @@ public final class MeshAgent: Sendable {
         }
     }
 
-    /// Publishes the enrollment key on this node, once it differs.
-    func publishEnrollmentKey(_ key: WireGuardKey) async throws {
+    /// Publishes the enrollment key on this node, and the settings an audit reads (cluster CIDRs, strict
+    /// mode), once they differ.
+    func publishSettings(enrollmentKey key: WireGuardKey) async throws {
         let name = configuration.nodeName
+        var wanted = AgentReport.settings(clusterCIDRs: configuration.clusterCIDRs, strict: configuration.strict)
+        wanted[Annotation.enrollmentKey] = key.base64
         var backoff = Backoff(initial: .milliseconds(500), maximum: .seconds(10))
         while !Task.isCancelled {
             do {
                 try await api.patchRetrying(.nodes, name: name) { node in
-                    node.metadata.annotations[Annotation.enrollmentKey] == key.base64 ? nil
-                        : .merge(.object(["metadata": .object(["annotations": .object([Annotation.enrollmentKey: .string(key.base64)])])]))
+                    let changes = wanted.filter { node.metadata.annotations[$0.key] != $0.value }
+                    return changes.isEmpty ? nil : .merge(.object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
                 }
                 logger.info("enrollment key published", metadata: ["enrollmentKey": "\(key.base64)"])
                 return
@@ -307,20 +313,23 @@ public final class MeshAgent: Sendable {
                                                    podCIDRs: local.podCIDRs, endpoint: local.effectiveEndpoint) }
         }
         guard last == nil || diff.device.privateKey != nil else {
-            // The condition and the metrics need handshakes and counters: the next full pass (or a key
-            // switch, below) reports them.
-            if let keys, local.appliedKeyGeneration != keys.generation { try await publishApplied(keys.generation) }
+            // The condition, the metrics and the unencrypted count need handshakes and counters: the next
+            // full pass (or a key switch, below) reports them. What the interface runs is the plan now.
+            try await publishReport(keys: keys, device: plan.device(named: configuration.interface, interfaceIndex: link.index, privateKey: nil),
+                                    drops: nil, published: localObject.metadata.annotations)
             return
         }
         // One read of the table's counter serves both: is the table there, and what did it count.
         var counted = try? kernel.filter.unencrypted()
-        if try applyRuleset(localPodCIDRs: local.podCIDRs, present: counted != nil) { counted = (0, 0) }
+        var drops = counted.map { countDrops($0.packets, published: localObject.metadata.annotations[Annotation.unencryptedDrops]) }
+        if try applyRuleset(localPodCIDRs: local.podCIDRs, present: counted != nil) {
+            counted = (0, 0)
+            drops = countDrops(0, published: nil)
+        }
         if !local.podCIDRs.isEmpty { try writeCNIConfig(podCIDRs: local.podCIDRs, mtu: mtu) }
 
-        if let keys, local.appliedKeyGeneration != keys.generation {
-            try await publishApplied(keys.generation)
-        }
         let after = diff.isEmpty ? device : try kernel.wireGuard.device(named: configuration.interface)
+        try await publishReport(keys: keys, device: after, drops: drops, published: localObject.metadata.annotations)
         let condition = keys == nil
             ? MeshCondition(ready: false, reason: "NoKey", message: "the controller has not issued a keypair for this node's enrollment key yet")
             : MeshCondition.evaluate(plan: plan, device: after, now: Date())
@@ -413,10 +422,40 @@ public final class MeshAgent: Sendable {
 
     // MARK: reporting
 
-    func publishApplied(_ generation: UInt64) async throws {
-        let patch = Patch.merge(.object(["metadata": .object(["annotations": .object([Annotation.appliedKeyGeneration: .string(String(generation))])])]))
+    /// The unencrypted-packet count after the table's counter read `reading`: it goes on from the count this
+    /// process has, else from the one this node published (a restarted agent adds only what the table
+    /// counted since).
+    func countDrops(_ reading: UInt64, published: String?) -> UnencryptedDrops {
+        memory.withLock { m in
+            let next = (m.drops ?? published.flatMap(UnencryptedDrops.init) ?? UnencryptedDrops()).observing(counter: reading, at: Date())
+            m.drops = next
+            return next
+        }
+    }
+
+    /// What the node runs, in one annotation patch of the values that changed: `applied-key-generation`,
+    /// `applied-peers` (the keys the interface routes to, so that `wgmesh rotate-keys --wait` can tell every
+    /// peer moved to a new key) and `unencrypted-drops` (at most once per resync period while it grows: every
+    /// agent watches every Node, and a count that climbs every pass must not make them all busy).
+    func publishReport(keys: NodeKeys?, device: DeviceState, drops: UnencryptedDrops?, published: [String: String]) async throws {
+        var changes: [String: String] = [:]
+        if let keys { changes[Annotation.appliedKeyGeneration] = String(keys.generation) }
+        changes[Annotation.appliedPeers] = AppliedPeers.digest(device.peers.filter { !$0.allowedIPs.isEmpty }.map(\.publicKey))
+        let now = ContinuousClock.now
+        if let drops, memory.withLock({ m in m.dropsPublished.map { now - $0 >= configuration.resyncPeriod } ?? true }) {
+            changes[Annotation.unencryptedDrops] = drops.description
+        }
+        changes = changes.filter { published[$0.key] != $0.value }
+        guard !changes.isEmpty else { return }
+        let patch = Patch.merge(.object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
         _ = try await api.patch(.nodes, namespace: nil, name: configuration.nodeName, patch, subresource: nil)
-        logger.info("the interface runs key generation \(generation)", metadata: ["generation": "\(generation)"])
+        if changes[Annotation.unencryptedDrops] != nil { memory.withLock { $0.dropsPublished = now } }
+        if let generation = changes[Annotation.appliedKeyGeneration] {
+            logger.info("the interface runs key generation \(generation)", metadata: ["generation": "\(generation)"])
+        }
+        if let value = changes[Annotation.unencryptedDrops], drops?.packets ?? 0 > 0 {
+            logger.warning("Pod packets counted leaving unencrypted", metadata: ["unencryptedDrops": "\(value)"])
+        }
     }
 
     /// The `WireGuardMeshReady` condition, through the status subresource, only when it changes.

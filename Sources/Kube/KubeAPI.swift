@@ -145,4 +145,24 @@ extension KubeAPI {
             }
         }
     }
+
+    /// Removes a Node's condition of `type` through the status subresource: a JSON patch that tests the index
+    /// it removes, at the version read (409 reads again), so that no other condition goes instead. False when
+    /// the Node has none.
+    public func removeNodeCondition(_ type: String, node: String) async throws(KubeError) -> Bool {
+        var found = false
+        try await patchRetrying(.nodes, name: node, subresource: "status") { object in
+            let conditions = object.json["status"]?["conditions"]?.array ?? []
+            guard let index = conditions.firstIndex(where: { $0["type"]?.string == type }) else {
+                found = false
+                return nil
+            }
+            found = true
+            return .json([
+                .object(["op": "test", "path": .string("/status/conditions/\(index)/type"), "value": .string(type)]),
+                .object(["op": "remove", "path": .string("/status/conditions/\(index)")]),
+            ])
+        }
+        return found
+    }
 }

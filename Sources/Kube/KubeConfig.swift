@@ -44,6 +44,8 @@ public struct KubeConfig: Sendable {
     public var namespace: String?
     /// Where this came from (the kubeconfig's path, or the service-account folder), for error messages.
     public var source: String
+    /// The kubeconfig context that chose this server; nil in a Pod or without a context.
+    public var context: String?
 
     public init(server: String, certificateAuthorityPEM: [UInt8]? = nil, insecureSkipTLSVerify: Bool = false,
                 tlsServerName: String? = nil, proxyURL: String? = nil, credentials: Credentials = .none, namespace: String? = nil,
@@ -114,6 +116,7 @@ public struct KubeConfig: Sendable {
         }
         var config = try clusterConfiguration(cluster, name: clusterName)
         config.namespace = ctx?.value.namespace
+        config.context = name.isEmpty ? nil : name
         if let userName = userFlag ?? ctx?.value.user, !userName.isEmpty {
             guard let user = merged.users[userName] else {
                 throw .field(ctx?.file ?? source, "users", "has no user \"\(userName)\", \(namedBy(userFlag, "--user"))")

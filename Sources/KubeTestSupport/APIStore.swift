@@ -49,8 +49,9 @@ public struct APIStore: Sendable {
     }
 
     /// A page of the list, sorted by name, as of one resourceVersion: the current one for a first page,
-    /// the token's for the next pages (410 once it has left the window, as etcd compaction does).
-    public func list(limit: Int? = nil, continueToken: String? = nil) throws(Status) -> JSON {
+    /// the token's for the next pages (410 once it has left the window, as etcd compaction does); only the
+    /// objects `labelSelector` matches, when given.
+    public func list(limit: Int? = nil, continueToken: String? = nil, labelSelector: LabelSelector? = nil) throws(Status) -> JSON {
         var at = resourceVersion, after = ""
         if let continueToken {
             guard let (rv, start) = APIStore.decodeContinue(continueToken) else {
@@ -62,7 +63,7 @@ public struct APIStore: Sendable {
             at = rv
             after = String(start.dropFirst())
         }
-        let snapshot = self.snapshot(at: at).filter { $0.key > after }.sorted { $0.key < $1.key }
+        let snapshot = self.snapshot(at: at).filter { $0.key > after && labelSelector?.matches($0.value) != false }.sorted { $0.key < $1.key }
         let page = limit.map { Array(snapshot.prefix(max(1, $0))) } ?? snapshot
         var meta: [String: JSON] = ["resourceVersion": .string(String(at))]
         if page.count < snapshot.count, let last = page.last {

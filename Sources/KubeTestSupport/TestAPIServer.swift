@@ -90,6 +90,7 @@ public final class TestAPIServer: Sendable {
         var key: StoreKey
         var channel: any Channel
         var metadataOnly: Bool
+        var selector: LabelSelector?
         var bookmarks: Bool
         var dropAfter: Int?
         var timers: [Scheduled<Void>] = []
@@ -290,7 +291,13 @@ public final class TestAPIServer: Sendable {
         let accept = request.headers.first(name: "accept") ?? ""
         let metadataOnly = accept.contains("as=PartialObjectMetadata")
         if isWatch, route.name == nil {
-            startWatch(request, key: key, channel: channel, metadataOnly: metadataOnly, fault: fault)
+            var selector: LabelSelector?
+            do throws(Status) {
+                if let text = request.query["labelSelector"] { selector = try LabelSelector(text) }
+            } catch {
+                return .json(.badRequest, error.json, delay: delay)
+            }
+            startWatch(request, key: key, channel: channel, metadataOnly: metadataOnly, selector: selector, fault: fault)
             return .watching
         }
         do {
@@ -327,7 +334,9 @@ public final class TestAPIServer: Sendable {
                 if tooOld { throw APIStore.status(410, "Expired", "The resourceVersion for the provided list is too old.") }
             }
             let limit = request.query["limit"].flatMap { Int($0) }
-            return (.ok, try store { s throws(Status) in try s.list(limit: limit, continueToken: request.query["continue"]) })
+            var selector: LabelSelector?
+            if let text = request.query["labelSelector"] { selector = try LabelSelector(text) }
+            return (.ok, try store { s throws(Status) in try s.list(limit: limit, continueToken: request.query["continue"], labelSelector: selector) })
         case ("GET", let name?):
             return (.ok, try store { s throws(Status) in try s.get(name) })
         case ("POST", nil):
@@ -376,7 +385,7 @@ public final class TestAPIServer: Sendable {
 
     // MARK: watches
 
-    func startWatch(_ request: Request, key: StoreKey, channel: any Channel, metadataOnly: Bool, fault: Fault.Effect?) {
+    func startWatch(_ request: Request, key: StoreKey, channel: any Channel, metadataOnly: Bool, selector: LabelSelector?, fault: Fault.Effect?) {
         let timeout = request.query["timeoutSeconds"].flatMap { Int64($0) } ?? 1800
         let bookmarks = request.query["allowWatchBookmarks"] == "true"
         let rv = request.query["resourceVersion"]
@@ -386,7 +395,7 @@ public final class TestAPIServer: Sendable {
             s.nextWatcher += 1
             s.ensureStore(key, windowSize: options.windowSize)
             let store = s.stores[key]!
-            var watcher = Watcher(key: key, channel: channel, metadataOnly: metadataOnly, bookmarks: bookmarks)
+            var watcher = Watcher(key: key, channel: channel, metadataOnly: metadataOnly, selector: selector, bookmarks: bookmarks)
             if case .dropWatch(let n) = fault { watcher.dropAfter = n }
             s.watchers[id] = watcher
             if watcher.dropAfter == 0 { return endWatch(&s, id, cleanly: false) }
@@ -404,7 +413,7 @@ public final class TestAPIServer: Sendable {
             }
             if rv == nil || rv == "0" || rv == "" || initialEvents {
                 // Synthetic ADDED events for the current state, then changes from now on.
-                let list = (try? store.list()) ?? .null
+                let list = (try? store.list(labelSelector: selector)) ?? .null
                 for item in list["items"]?.array ?? [] {
                     var object = item.object ?? [:]
                     object["kind"] = .string(key.resource.kind)
@@ -418,7 +427,8 @@ public final class TestAPIServer: Sendable {
             } else {
                 do throws(Status) {
                     for change in try store.changes(after: Int64(rv!) ?? 0) {
-                        send(&s, id, event(change.type.rawValue, change.object, metadataOnly: metadataOnly))
+                        guard let (type, object) = TestAPIServer.selected(change, selector) else { continue }
+                        send(&s, id, event(type, object, metadataOnly: metadataOnly))
                         if s.watchers[id] == nil { return }
                     }
                 } catch {
@@ -447,9 +457,22 @@ public final class TestAPIServer: Sendable {
     func notify(_ s: inout State, _ key: StoreKey, _ changes: [APIStore.Change]) {
         for (id, w) in s.watchers where w.key == key {
             for change in changes {
-                send(&s, id, event(change.type.rawValue, change.object, metadataOnly: w.metadataOnly))
+                guard let (type, object) = TestAPIServer.selected(change, w.selector) else { continue }
+                send(&s, id, event(type, object, metadataOnly: w.metadataOnly))
                 if s.watchers[id] == nil { break }
             }
+        }
+    }
+
+    /// The event a watch with `selector` gets for a change, as kube-apiserver sends it: an object that starts
+    /// matching arrives as ADDED, one that stops matching as DELETED; nil when it matches neither before nor after.
+    static func selected(_ change: APIStore.Change, _ selector: LabelSelector?) -> (String, JSON)? {
+        guard let selector else { return (change.type.rawValue, change.object) }
+        let now = selector.matches(change.object), before = change.previous.map(selector.matches) ?? false
+        switch change.type {
+        case .added: return now ? ("ADDED", change.object) : nil
+        case .deleted: return before ? ("DELETED", change.object) : nil
+        case .modified: return now ? (before ? "MODIFIED" : "ADDED", change.object) : before ? ("DELETED", change.object) : nil
         }
     }
 

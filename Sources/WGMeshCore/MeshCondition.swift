@@ -56,4 +56,29 @@ public struct MeshCondition: Sendable, Equatable {
     }
 
     private static func count(_ n: Int, _ noun: String) -> String { n == 1 ? "1 \(noun)" : "\(n) \(noun)s" }
+
+    /// The peers with a recent handshake and the peers in all, as `evaluate` wrote them into a condition's
+    /// reason and message; nil when they do not say (`NoKey`, or another writer's words).
+    public static func peerCounts(reason: String, message: String) -> (ready: Int, total: Int)? {
+        /// The number at the start of `text` after `prefix`, and what follows it.
+        func number(after prefix: String, in text: Substring) -> (Int, Substring)? {
+            guard text.hasPrefix(prefix) else { return nil }
+            let rest = text.dropFirst(prefix.count)
+            let digits = rest.prefix { $0.isASCII && $0.isNumber }
+            return Int(digits).map { ($0, rest.dropFirst(digits.count)) }
+        }
+        switch reason {
+        case "NoPeers":
+            return (0, 0)
+        case "AllPeersConnected":
+            guard let (n, rest) = number(after: "all ", in: message[...]), rest.hasPrefix(" peer") else { return nil }
+            return (n, n)
+        case "PeersStale":
+            guard let at = message.firstRange(of: " with "), let (stale, rest) = number(after: " with ", in: message[at.lowerBound...]),
+                  let (n, tail) = number(after: " of ", in: rest), tail.hasPrefix(" peer"), stale <= n else { return nil }
+            return (n - stale, n)
+        default:
+            return nil
+        }
+    }
 }

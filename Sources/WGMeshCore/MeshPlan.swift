@@ -66,28 +66,7 @@ public struct MeshPlan: Sendable, Hashable {
             candidates.append(node)
         }
         // Conflicts: the local node's own key or CIDR counts too, but only the remote side is dropped.
-        let claimants = candidates + (local.map { [$0] } ?? [])
-        var keyOwners: [WireGuardKey: [String]] = [:]
-        for n in claimants {
-            for k in [n.publicKey, n.nextPublicKey].compactMap({ $0 }) { keyOwners[k, default: []].append(n.name) }
-        }
-        var conflicted: [String: String] = [:]
-        for (key, owners) in keyOwners where Set(owners).count > 1 {
-            for o in owners { conflicted[o] = "public key \(key) is also claimed by \(owners.filter { $0 != o }.sorted().joined(separator: ", "))" }
-        }
-        // Overlaps in O(n log n): in (address, length) order, prefixes that overlap form a containment
-        // chain, so a stack of still-open prefixes finds every containing one.
-        let claims = claimants.flatMap { n in n.podCIDRs.map { (cidr: $0.canonical, node: n.name) } }
-            .sorted { $0.cidr < $1.cidr }
-        var open: [(cidr: IPPrefix, node: String)] = []
-        for claim in claims {
-            while let top = open.last, !top.cidr.contains(claim.cidr) { open.removeLast() }
-            for outer in open where outer.node != claim.node {
-                conflicted[outer.node] = conflicted[outer.node] ?? "Pod CIDR \(outer.cidr) overlaps \(claim.cidr) of node \(claim.node)"
-                conflicted[claim.node] = conflicted[claim.node] ?? "Pod CIDR \(claim.cidr) overlaps \(outer.cidr) of node \(outer.node)"
-            }
-            open.append(claim)
-        }
+        let conflicted = MeshPlan.conflicts(among: candidates + (local.map { [$0] } ?? []))
         peers = []
         routes = []
         for node in candidates {
@@ -111,6 +90,33 @@ public struct MeshPlan: Sendable, Hashable {
         peers.sort { $0.publicKey < $1.publicKey }
         routes.sort()
         excluded.sort { $0.node < $1.node }
+    }
+
+    /// The nodes among `claimants` that claim a public key (current or next) another one claims, or a Pod
+    /// CIDR that overlaps another one's, each with a sentence naming the other node.
+    public static func conflicts(among claimants: [MeshNode]) -> [String: String] {
+        var keyOwners: [WireGuardKey: [String]] = [:]
+        for n in claimants {
+            for k in [n.publicKey, n.nextPublicKey].compactMap({ $0 }) { keyOwners[k, default: []].append(n.name) }
+        }
+        var conflicted: [String: String] = [:]
+        for (key, owners) in keyOwners where Set(owners).count > 1 {
+            for o in owners { conflicted[o] = "public key \(key) is also claimed by \(owners.filter { $0 != o }.sorted().joined(separator: ", "))" }
+        }
+        // Overlaps in O(n log n): in (address, length) order, prefixes that overlap form a containment
+        // chain, so a stack of still-open prefixes finds every containing one.
+        let claims = claimants.flatMap { n in n.podCIDRs.map { (cidr: $0.canonical, node: n.name) } }
+            .sorted { $0.cidr < $1.cidr }
+        var open: [(cidr: IPPrefix, node: String)] = []
+        for claim in claims {
+            while let top = open.last, !top.cidr.contains(claim.cidr) { open.removeLast() }
+            for outer in open where outer.node != claim.node {
+                conflicted[outer.node] = conflicted[outer.node] ?? "Pod CIDR \(outer.cidr) overlaps \(claim.cidr) of node \(claim.node)"
+                conflicted[claim.node] = conflicted[claim.node] ?? "Pod CIDR \(claim.cidr) overlaps \(outer.cidr) of node \(outer.node)"
+            }
+            open.append(claim)
+        }
+        return conflicted
     }
 }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLI
 import Kube
 
 /// How every subcommand that talks to the API server reaches it: kubeconfig read as kubectl reads it
@@ -18,8 +19,24 @@ struct KubeOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Kubeconfig user to use instead of the context's.", valueName: "name"))
     var user: String?
 
+    func config() throws -> KubeConfig {
+        try KubeConfig.resolve(kubeconfig: kubeconfig, context: context, cluster: cluster, user: user)
+    }
+
     func client(userAgent: String, fieldManager: String? = nil, requestTimeout: Duration = .seconds(30)) throws -> KubeClient {
-        let config = try KubeConfig.resolve(kubeconfig: kubeconfig, context: context, cluster: cluster, user: user)
-        return try KubeClient(config: config, userAgent: userAgent, fieldManager: fieldManager, requestTimeout: requestTimeout)
+        try KubeClient(config: try config(), userAgent: userAgent, fieldManager: fieldManager, requestTimeout: requestTimeout)
+    }
+
+    /// Runs `body` with a client of the people's commands (field manager `wgmesh-cli`), shut down on every way out.
+    func withClient<T>(_ config: KubeConfig? = nil, _ body: (KubeClient) async throws -> T) async throws -> T {
+        let client = try KubeClient(config: try config ?? self.config(), userAgent: cliFieldManager, fieldManager: cliFieldManager)
+        do {
+            let result = try await body(client)
+            try await client.shutdown()
+            return result
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
     }
 }

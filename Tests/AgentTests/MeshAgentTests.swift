@@ -46,8 +46,9 @@ final class MeshAgentTests: XCTestCase {
             resyncPeriod: resync, coalescePeriod: coalesce), logger: h.logs.logger("agent"))
     }
 
-    func controller(_ h: Harness) throws -> Task<Void, Never> {
-        let c = try MeshController(api: h.client, configuration: .init(clusterCIDRs: clusterCIDRs, policy: .init(cidrSource: .wgmesh, specWait: 0),
+    func controller(_ h: Harness, rotationGrace: TimeInterval = 10) throws -> Task<Void, Never> {
+        let c = try MeshController(api: h.client, configuration: .init(clusterCIDRs: clusterCIDRs, policy: .init(
+                                                                           cidrSource: .wgmesh, rotation: .init(grace: rotationGrace), specWait: 0),
                                                                        identity: "test"), logger: Logger(label: "controller") { _ in SwiftLogNoOpLogHandler() })
         return Task { await c.run() }
     }
@@ -230,14 +231,71 @@ final class MeshAgentTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: h.state + "/cni/10-wgmesh.conflist"))
         XCTAssertFalse(FileManager.default.fileExists(atPath: h.state + "/state/enrollment.key"))
         let node = try await h.node("n1")
-        XCTAssertNil(node.metadata.annotations[Annotation.enrollmentKey])
-        XCTAssertNil(node.metadata.annotations[Annotation.appliedKeyGeneration])
+        for key in Annotation.agentOwned { XCTAssertNil(node.metadata.annotations[key], key) }
         XCTAssertEqual(node.metadata.annotations["example.com/keep"], "yes", "nothing the agent did not make")
         XCTAssertNotNil(node.metadata.annotations[Annotation.publicKey], "the controller's annotations are the controller's (wgmesh uninstall)")
         XCTAssertEqual(Node(node).conditions.map(\.type), ["Ready"], "only the agent's condition goes")
         let again = try await agent.cleanup()
         XCTAssertEqual(again, [], "a second cleanup finds nothing")
         try await stop(h)
+    }
+
+    /// What `wgmesh rotate-keys --wait` and `wgmesh audit` read: the agent's settings, the digest of the
+    /// keys it runs (equal to what the commands compute from the Nodes, before and after a peer rotates),
+    /// and the unencrypted-packet count.
+    func testTheAgentReportsItsSettingsPeersAndUnencryptedPackets() async throws {
+        let h = try await harness(nodes: ["n1", "n2"])
+        let controller = try controller(h, rotationGrace: 0.2)
+        try await enrol(h, ["n2"])
+        let agent = agent(h, resync: .milliseconds(500))
+        let run = Task { _ = try? await agent.run() }
+        func observed() async throws -> [ObservedNode] { try await h.client.listAll(.nodes).items.map { ObservedNode(name: $0.metadata.name, annotations: $0.metadata.annotations) } }
+        func peersMatch() async -> Bool {
+            guard let nodes = try? await observed(), let n1 = nodes.first(where: { $0.name == "n1" }) else { return false }
+            return n1.report.appliedPeers == AppliedPeers.expected(for: "n1", nodes: nodes.compactMap(\.meshNode), clusterCIDRs: clusterCIDRs)
+        }
+        await eventually("n1 runs n2's key") { await h.annotation("n1", Annotation.appliedPeers) != nil && (try? h.kernel.device(named: "wgmesh0").peers.count) == 1 }
+        await eventually("n1's applied-peers is what the commands expect") { await peersMatch() }
+        let settings = try await h.node("n1").metadata.annotations
+        XCTAssertEqual(settings[Annotation.clusterCIDRs], "10.244.0.0/16,fd00:10:244::/48")
+        XCTAssertEqual(settings[Annotation.strict], "true")
+        let before = settings[Annotation.appliedPeers]
+
+        // n2 rotates, as `wgmesh rotate-keys --node n2` asks; its own agent is played here.
+        _ = try await h.client.patch(.nodes, namespace: nil, name: "n2", .merge(.object(["metadata": .object(["annotations": .object([
+            Annotation.rotateRequest: "t1"])])])))
+        try await eventually("the controller switched n2 to generation 2") {
+            let a = try await h.node("n2").metadata.annotations
+            return a[Annotation.keyGeneration] == "2" && a[Annotation.nextPublicKey] == nil
+        }
+        _ = try await h.client.patch(.nodes, namespace: nil, name: "n2", .merge(.object(["metadata": .object(["annotations": .object([
+            Annotation.appliedKeyGeneration: "2"])])])))
+        await eventually("n1's applied-peers moved to n2's new key") {
+            let moved = await h.annotation("n1", Annotation.appliedPeers) != before
+            return moved ? await peersMatch() : false
+        }
+        let progress = RotationProgress.evaluate(requests: ["n2": "t1"], nodes: try await observed())
+        XCTAssertEqual(progress["n2"], .done(generation: 2, peers: 1))
+
+        // Unencrypted packets: counted from the table, kept across a restart and a table written anew.
+        func drops() async -> UnencryptedDrops? { await h.annotation("n1", Annotation.unencryptedDrops).flatMap(UnencryptedDrops.init) }
+        let initial = await drops()
+        XCTAssertEqual(initial, UnencryptedDrops(packets: 0, counter: 0, last: nil))
+        h.kernel.locked { h.kernel.counted = (5, 500) }
+        await eventually("5 packets published") { await drops()?.packets == 5 }
+        let five = await drops()
+        XCTAssertNotNil(five?.last, "with the time it saw them")
+        run.cancel()
+        await run.value
+        let second = self.agent(h, resync: .milliseconds(500))
+        let rerun = Task { _ = try? await second.run() }
+        h.kernel.locked { h.kernel.counted = (7, 700) }
+        await eventually("the restarted agent adds only the 2 new packets") { await drops()?.packets == 7 }
+        h.kernel.locked { h.kernel.ruleset = nil }  // removed by hand: the agent writes it anew, its counter from 0
+        await eventually("the table is back") { h.kernel.locked { h.kernel.ruleset != nil } }
+        h.kernel.locked { h.kernel.counted = (3, 300) }
+        await eventually("3 more after the rewrite") { await drops()?.packets == 10 }
+        try await stop(h, rerun, controller)
     }
 
     func testTheEnrollmentKeyFileStates() throws {

@@ -108,3 +108,31 @@ final class MeshConditionTests: XCTestCase {
         XCTAssertTrue(MeshCondition.evaluate(plan: plan([b]), device: publicOnly, now: now).ready)
     }
 }
+
+final class MeshConditionPeerCountTests: XCTestCase {
+    /// What `status` reads back from every message `evaluate` writes, and nothing from other words.
+    func testPeerCountsReadBackEveryMessageEvaluateWrites() {
+        let settings = ClusterSettings(clusterCIDRs: [try! IPPrefix("10.244.0.0/16")])
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let own = WireGuardKeyPair.generate()
+        for (total, stale, excluded) in [(0, 0, 0), (0, 0, 2), (1, 0, 0), (1, 1, 0), (3, 0, 1), (3, 2, 0), (30, 25, 3), (30, 30, 0)] {
+            var nodes = [node("local", 0)] + (1...max(1, total)).prefix(total).map { node("p\($0)", $0) }
+            for i in 0..<excluded { nodes.append(node("x\(i)", 200 + i, cidrs: ["10.99.\(i).0/24"])) }
+            let plan = MeshPlan(localNode: "local", settings: settings, nodes: nodes, interfaceIndex: 1)
+            let device = DeviceState(name: "wgmesh0", privateKey: own.privateKey, publicKey: own.publicKey, peers: plan.peers.enumerated().map { i, p in
+                var peer = PeerState(publicKey: p.publicKey)
+                peer.lastHandshake = (Int64(now.timeIntervalSince1970) - (i < stale ? 600 : 5), 0)
+                return peer
+            })
+            let c = MeshCondition.evaluate(plan: plan, device: device, now: now)
+            let counts = MeshCondition.peerCounts(reason: c.reason, message: c.message)
+            XCTAssertEqual(counts?.ready, total - stale, c.message)
+            XCTAssertEqual(counts?.total, total, c.message)
+        }
+        XCTAssertNil(MeshCondition.peerCounts(reason: "NoKey", message: "interface wgmesh0 has no private key yet"))
+        XCTAssertNil(MeshCondition.peerCounts(reason: "AllPeersConnected", message: "fine"))
+        XCTAssertNil(MeshCondition.peerCounts(reason: "PeersStale", message: "no handshake in the last 180 s with 5 of 3 peers: a"), "more stale than peers")
+        XCTAssertNil(MeshCondition.peerCounts(reason: "PeersStale", message: ""))
+        XCTAssertNil(MeshCondition.peerCounts(reason: "", message: "all 3 peers had a handshake"))
+    }
+}
