@@ -67,11 +67,13 @@ lab_underlay() {
 
 # A capture of the underlay (for the leak check) and the test API server with one Node per node.
 lab_api() {
-  ip netns exec wge-lan tcpdump -i wge-br0 -nn -U -w "$work/underlay.pcap" >/dev/null 2>&1 &
+  # Headers are enough for the leak check (-s 128), and keep a throughput test's capture small.
+  ip netns exec wge-lan tcpdump -i wge-br0 -nn -U -s 128 -w "$work/underlay.pcap" >/dev/null 2>&1 &
   pids+=($!)
   capture=$!
   ip netns exec wge-lan "$bin/TestAPIServerTool" $api 6443 "$work/kubeconfig" >"$work/apiserver.log" 2>&1 &
   pids+=($!)
+  apiserver=$!
   wait_for 30 lan curl -sf "http://$api:6443/api/v1/nodes" || { echo "the test API server did not start"; cat "$work/apiserver.log"; return 1; }
   local i=0 n
   for n in "${nodes[@]}"; do
@@ -88,11 +90,11 @@ start_controller() {
   pids+=($controller)
 }
 
-start_agent() {  # start_agent NODE
+start_agent() {  # start_agent NODE (resync_period, 3s unless set)
   mkdir -p "$work/$1"
   ip netns exec "wge-$1" "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig" --node-name "$1" --backend "$backend" --interface "$(ifname "$1")" \
     --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --state-dir "$work/$1/state" --cni-conf-dir "$work/$1/cni" \
-    --metrics-bind-address 127.0.0.1:9586 --resync-period 3s >>"$work/$1/agent.log" 2>&1 &
+    --metrics-bind-address 127.0.0.1:9586 --resync-period "${resync_period:-3s}" >>"$work/$1/agent.log" 2>&1 &
   eval "agent_$1=$!"
   pids+=($!)
 }
