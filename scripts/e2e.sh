@@ -254,7 +254,7 @@ wait_for 60 invalid; ev_rc=$?
 wait_for 60 left_out; out_rc=$?
 sleep 2
 stats=$(ping_stop malformed)
-note=$(kapi "http://$api:6443/apis/events.k8s.io/v1/namespaces/default/events" | jq -r '[.items[] | select(.regarding.name == "n10" and .reason == "InvalidAnnotation")] | "\(length) InvalidAnnotation Events on n10, e.g. \"\(.[-1].note // "" | .[0:90])\""')
+note=$(kapi "http://$api:6443/apis/events.k8s.io/v1/namespaces/default/events" | jq -r '[.items[] | select(.regarding.name == "n10" and .reason == "InvalidAnnotation")] | "\(length) InvalidAnnotation Events on n10, e.g. \"\(.[-1].note // "" | .[0:120])\""')
 patch_annotations n10 '{"wgmesh.dev/endpoint-override":null}'
 wait_for 90 converged; back_rc=$?
 if [ "$written" = 100 ] && [ $ev_rc = 0 ] && [ $out_rc = 0 ] && alive && kill -0 "$ctl_c1" "$ctl_c2" 2>/dev/null && [ $back_rc = 0 ] && [ "$(silence_ms "$stats")" -lt 10000 ]; then
