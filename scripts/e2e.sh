@@ -26,7 +26,12 @@ started=$SECONDS
 result() {  # result NAME ok|fail DETAIL
   if [ "$2" = ok ]; then echo "e2e: PASS $1: $3"; passes=$((passes + 1)); else echo "e2e: FAIL $1: $3"; failures=$((failures + 1)); fi
 }
-trap lab_cleanup EXIT
+# The controllers stop first, while the API server they release their Lease to still runs.
+stop_controllers() {
+  for c in c1 c2 c3; do eval "p=\${ctl_$c:-}"; [ -n "$p" ] && kill -TERM "$p" 2>/dev/null; done
+  local end=$((SECONDS + 10)); while [ $SECONDS -lt $end ] && pgrep -f "wgmesh controller --kubeconfig $work/" >/dev/null; do sleep 0.2; done
+}
+trap 'stop_controllers; lab_cleanup' EXIT
 
 if ! ip link add wge-probe type wireguard 2>/dev/null; then
   echo "e2e: this kernel has no WireGuard: run it in the VM, bash scripts/vm-run.sh 'bash scripts/e2e.sh'"; exit 1

@@ -25,8 +25,15 @@ remove_namespaces() {
   for ns in $(ip netns list | awk '/^wge-/{print $1}'); do ip netns del "$ns"; done
 }
 
+# A process that still runs 10 s after SIGTERM is named and killed, so that a hung shutdown cannot hang the run.
 lab_cleanup() {
+  local p end=$((SECONDS + 10))
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  running() { [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }  # a zombie has ended
+  for p in "${pids[@]}"; do while running "$p" && [ $SECONDS -lt $end ]; do sleep 0.2; done; done
+  for p in "${pids[@]}"; do
+    running "$p" && { echo "lab: still running 10 s after SIGTERM, killed: $(tr '\0' ' ' <"/proc/$p/cmdline" | cut -c1-120)" >&2; kill -KILL "$p" 2>/dev/null; }
+  done
   wait 2>/dev/null
   remove_namespaces
 }
