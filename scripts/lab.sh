@@ -25,8 +25,15 @@ remove_namespaces() {
   for ns in $(ip netns list | awk '/^wge-/{print $1}'); do ip netns del "$ns"; done
 }
 
+# A process that still runs 10 s after SIGTERM is named and killed, so that a hung shutdown cannot hang the run.
 lab_cleanup() {
+  local p end=$((SECONDS + 10))
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  running() { [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }  # a zombie has ended
+  for p in "${pids[@]}"; do while running "$p" && [ $SECONDS -lt $end ]; do sleep 0.2; done; done
+  for p in "${pids[@]}"; do
+    running "$p" && { echo "lab: still running 10 s after SIGTERM, killed: $(tr '\0' ' ' <"/proc/$p/cmdline" | cut -c1-120)" >&2; kill -KILL "$p" 2>/dev/null; }
+  done
   wait 2>/dev/null
   remove_namespaces
 }
@@ -67,11 +74,13 @@ lab_underlay() {
 
 # A capture of the underlay (for the leak check) and the test API server with one Node per node.
 lab_api() {
-  ip netns exec wge-lan tcpdump -i wge-br0 -nn -U -w "$work/underlay.pcap" >/dev/null 2>&1 &
+  # Headers are enough for the leak check (-s 128), and keep a throughput test's capture small.
+  ip netns exec wge-lan tcpdump -i wge-br0 -nn -U -s 128 -w "$work/underlay.pcap" >/dev/null 2>&1 &
   pids+=($!)
   capture=$!
   ip netns exec wge-lan "$bin/TestAPIServerTool" $api 6443 "$work/kubeconfig" >"$work/apiserver.log" 2>&1 &
   pids+=($!)
+  apiserver=$!
   wait_for 30 lan curl -sf "http://$api:6443/api/v1/nodes" || { echo "the test API server did not start"; cat "$work/apiserver.log"; return 1; }
   local i=0 n
   for n in "${nodes[@]}"; do
@@ -88,11 +97,11 @@ start_controller() {
   pids+=($controller)
 }
 
-start_agent() {  # start_agent NODE
+start_agent() {  # start_agent NODE (resync_period, 3s unless set)
   mkdir -p "$work/$1"
   ip netns exec "wge-$1" "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig" --node-name "$1" --backend "$backend" --interface "$(ifname "$1")" \
     --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --state-dir "$work/$1/state" --cni-conf-dir "$work/$1/cni" \
-    --metrics-bind-address 127.0.0.1:9586 --resync-period 3s >>"$work/$1/agent.log" 2>&1 &
+    --metrics-bind-address 127.0.0.1:9586 --resync-period "${resync_period:-3s}" >>"$work/$1/agent.log" 2>&1 &
   eval "agent_$1=$!"
   pids+=($!)
 }

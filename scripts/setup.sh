@@ -8,6 +8,7 @@ pkg-config --exists libnftables 2>/dev/null || pkgs+=(libnftables-dev)
 command -v nft >/dev/null || pkgs+=(nftables)
 [ -x /usr/lib/cni/bridge ] || pkgs+=(containernetworking-plugins)
 command -v tcpdump >/dev/null || pkgs+=(tcpdump)
+command -v iperf3 >/dev/null || pkgs+=(iperf3)  # scripts/e2e.sh: throughput
 command -v curl >/dev/null || pkgs+=(curl)
 command -v jq >/dev/null || pkgs+=(jq)
 command -v wg >/dev/null || pkgs+=(wireguard-tools)
