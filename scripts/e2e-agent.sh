@@ -249,9 +249,9 @@ fi
 # --- the leak check over everything so far ---
 sleep 1
 kill -INT "$capture" 2>/dev/null; sleep 1
-total=$(tcpdump -r "$work/underlay.pcap" -nn 2>/dev/null | wc -l)
-leaked=$(tcpdump -r "$work/underlay.pcap" -nn "net $clusterv4 or net $clusterv6" 2>/dev/null | wc -l)
-other=$(tcpdump -r "$work/underlay.pcap" -nn "ip and not udp port 51820 and not tcp port 6443 and not icmp" 2>/dev/null | wc -l)
+total=$(packets "$work/underlay.pcap")
+leaked=$(packets "$work/underlay.pcap" "$pod_traffic")
+other=$(packets "$work/underlay.pcap" "ip and not udp port 51820 and not tcp port 6443 and not icmp")
 [ "$leaked" -eq 0 ] && [ "$total" -gt 0 ] && result leak-check ok "leak check: 0 Pod-addressed packets of $total captured ($other IPv4 packets neither WireGuard nor API)" \
   || result leak-check fail "leak check: $leaked Pod-addressed packets of $total captured"
 

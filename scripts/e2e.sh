@@ -303,11 +303,11 @@ fi
 # --- 5. the leak check over every scenario above ---
 sleep 1
 kill -INT "$capture" 2>/dev/null; sleep 1
-total=$(tcpdump -r "$work/underlay.pcap" -nn 2>/dev/null | wc -l)
-leaked=$(tcpdump -r "$work/underlay.pcap" -nn "net $clusterv4 or net $clusterv6" 2>/dev/null | wc -l)
-wgp=$(tcpdump -r "$work/underlay.pcap" -nn "udp port 51820" 2>/dev/null | wc -l)
+total=$(packets "$work/underlay.pcap")
+leaked=$(packets "$work/underlay.pcap" "$pod_traffic")
+wgp=$(packets "$work/underlay.pcap" "udp port 51820")
 [ "$leaked" -eq 0 ] && [ "$wgp" -gt 0 ] && result leak-check ok "0 Pod-addressed packets of $total captured on the underlay across every scenario ($wgp WireGuard packets) (goal: 0)" \
-  || result leak-check fail "$leaked Pod-addressed packets of $total captured on the underlay: $(tcpdump -r "$work/underlay.pcap" -nn "net $clusterv4 or net $clusterv6" 2>/dev/null | head -3)"
+  || result leak-check fail "$leaked Pod-addressed packets of $total captured on the underlay: $(tcpdump -r "$work/underlay.pcap" -nn "$pod_traffic" 2>/dev/null | head -3)"
 
 echo "e2e: $passes passed, $failures failed in $((SECONDS - started)) s"
 [ $failures -eq 0 ]

@@ -46,6 +46,11 @@ wait_for() {
   "$@" >/dev/null 2>&1
 }
 
+# packets CAPTURE [FILTER...]: how many packets of a capture file match the tcpdump filter (all without one).
+packets() { local file=$1; shift; tcpdump -r "$file" -nn "$@" 2>/dev/null | wc -l; }
+# The filter for packets to or from a Pod address: none may cross the underlay outside WireGuard.
+pod_traffic="net $clusterv4 or net $clusterv6"
+
 kapi() { lan curl -s -H 'Content-Type: application/merge-patch+json' "$@"; }
 node_json() { kapi "http://$api:6443/api/v1/nodes/$1"; }
 annotation() { node_json "$1" | jq -r --arg k "wgmesh.dev/$2" '.metadata.annotations[$k] // empty'; }
