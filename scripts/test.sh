@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests and the manifest check on the host, then every kernel test in one VM
-# guest, then the agent's three-node scenario in a second guest (kernel WireGuard) and on the host
-# (wireguard-go), then the demo.
+# guest, then the agent's three-node scenario in a second guest (kernel WireGuard), the ten-node faults
+# and figures in a third, the three-node scenario on the host (wireguard-go), then the demo.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -18,6 +18,8 @@ swift build --product wgmesh >/dev/null
 swift build --product TestAPIServerTool >/dev/null
 # Three agents, a controller, the API server and wireguard-go: more than the kernel tests' 2 GiB.
 WGMESH_VM_MEMORY=3G bash scripts/vm-run.sh 'bash scripts/e2e-agent.sh'
+echo "== VM: faults and figures on ten nodes (scripts/e2e.sh)"
+WGMESH_VM_MEMORY=3G bash scripts/vm-run.sh 'bash scripts/e2e.sh'
 echo "== host: three nodes with the userspace backend (WGMESH_E2E_BACKEND=userspace scripts/e2e-agent.sh)"
 WGMESH_E2E_BACKEND=userspace bash scripts/e2e-agent.sh
 echo "== host: the demo (scripts/demo.sh)"

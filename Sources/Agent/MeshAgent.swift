@@ -95,9 +95,16 @@ public final class MeshAgent: Sendable {
         /// The unencrypted-packet count as last computed, and when this process last published it.
         var drops: UnencryptedDrops?
         var dropsPublished: ContinuousClock.Instant?
+        /// When this process last published `applied-peers`, and the plan of the last report: a peer
+        /// routed to another key than in that plan is published at once.
+        var peersPublished: ContinuousClock.Instant?
+        var lastPlan: MeshPlan?
         /// What the last pass left on the interface; nil after a failure, so the next pass is full.
         var applied: Applied?
         var fullPassWanted = true
+        /// A pass the last one asks for without a Node event (after a key switch, or a failure, backed off).
+        var followUp: Duration?
+        var failures = 0
     }
 
     /// The interface as the last pass left it, as planned, with the inputs that a Node event cannot
@@ -149,7 +156,7 @@ public final class MeshAgent: Sendable {
             group.addTask {
                 await informer.waitUntilSynced()
                 trigger.yield()
-                for await _ in informer.events { trigger.yield() }
+                for await event in informer.events where Self.mayChangePlan(event) { trigger.yield() }
             }
             group.addTask {
                 while !Task.isCancelled {
@@ -161,15 +168,33 @@ public final class MeshAgent: Sendable {
             if let wakeups {
                 group.addTask { for await _ in wakeups { self.memory.withLock { $0.fullPassWanted = true }; trigger.yield() } }
             }
+            var followUp: Task<Void, Never>?
             for await _ in triggers {
                 if Task.isCancelled { break }
                 let full = memory.withLock { m in defer { m.fullPassWanted = false }; return m.fullPassWanted }
                 await reconcile(informer.list(), full: full)
+                if let delay = memory.withLock({ m in defer { m.followUp = nil }; return m.followUp }) {
+                    followUp?.cancel()
+                    followUp = Task {
+                        try? await Task.sleep(for: delay)
+                        if !Task.isCancelled { trigger.yield() }
+                    }
+                }
                 try? await Task.sleep(for: configuration.coalescePeriod)
             }
+            followUp?.cancel()
             group.cancelAll()
         }
         logger.info("stopped watching; the interface, routes and rules stay as they are")
+    }
+
+    /// Whether a Node event can change what any agent plans. Every agent writes its report to its own
+    /// Node (and a real cluster's kubelets write Node status): a pass on every node for each of those
+    /// would make the cost of a change grow with the square of the cluster. The resync still reads all.
+    public static func mayChangePlan(_ event: InformerEvent) -> Bool {
+        guard case .updated(let old, let new) = event else { return true }
+        func inputs(_ o: KubeObject) -> [String: String] { o.metadata.annotations.filter { !Annotation.agentOwned.contains($0.key) } }
+        return old.metadata.uid != new.metadata.uid || inputs(old) != inputs(new)
     }
 
     /// What the agent keeps of a Node: what names it in an Event, and wgmesh's annotations. At 5,000
@@ -250,9 +275,16 @@ public final class MeshAgent: Sendable {
         do {
             try await pass(objects, full: full)
             metrics.reconciled(after: ContinuousClock.now - started, failed: false)
+            memory.withLock { $0.failures = 0 }
         } catch {
             metrics.reconciled(after: ContinuousClock.now - started, failed: true)
-            logger.error("reconcile failed; the next pass retries from the kernel's state", metadata: ["error": "\(error)"])
+            // Retried from the kernel's state: after 0.5 s, doubling up to the resync period.
+            let delay = memory.withLock { m in
+                m.failures += 1
+                m.followUp = min(.milliseconds(500) * (1 << min(m.failures - 1, 16)), configuration.resyncPeriod)
+                return m.followUp!
+            }
+            logger.error("reconcile failed; the next pass retries from the kernel's state", metadata: ["error": "\(error)", "retryIn": "\(delay)"])
         }
         memory.withLock { $0.passes += 1 }
     }
@@ -300,8 +332,10 @@ public final class MeshAgent: Sendable {
         var diff = MeshDiff(plan: plan, actual: device, actualRoutes: routes, privateKey: keys?.privateKey)
         let planned = diff
         if diff.device.privateKey != nil, !plan.peers.isEmpty {
-            // A new private key: make every peer handshake at once instead of after a retry timeout.
+            // A new private key: make every peer handshake at once instead of after a retry timeout. The
+            // pass that follows at once reads the kernel and sets the keepalives back to the plan.
             diff.forceHandshakes(plan: plan, current: device)
+            memory.withLock { $0.followUp = .zero }
             logger.info("switching the interface to a new private key", metadata: ["generation": "\(keys?.generation ?? 0)", "peers": "\(plan.peers.count)"])
         }
         memory.withLock { $0.applied = nil }
@@ -319,7 +353,7 @@ public final class MeshAgent: Sendable {
             // The condition, the metrics and the unencrypted count need handshakes and counters: the next
             // full pass (or a key switch, below) reports them. What the interface runs is the plan now.
             try await publishReport(keys: keys, device: plan.device(named: configuration.interface, interfaceIndex: link.index, privateKey: nil),
-                                    drops: nil, published: localObject.metadata.annotations)
+                                    drops: nil, plan: plan, published: localObject.metadata.annotations)
             return
         }
         // One read of the table's counter serves both: is the table there, and what did it count.
@@ -332,7 +366,7 @@ public final class MeshAgent: Sendable {
         if !local.podCIDRs.isEmpty { try writeCNIConfig(podCIDRs: local.podCIDRs, mtu: mtu) }
 
         let after = diff.isEmpty ? device : try kernel.wireGuard.device(named: configuration.interface)
-        try await publishReport(keys: keys, device: after, drops: drops, published: localObject.metadata.annotations)
+        try await publishReport(keys: keys, device: after, drops: drops, plan: plan, published: localObject.metadata.annotations)
         let condition = keys == nil
             ? MeshCondition(ready: false, reason: "NoKey", message: "the controller has not issued a keypair for this node's enrollment key yet")
             : MeshCondition.evaluate(plan: plan, device: after, now: Date())
@@ -438,20 +472,30 @@ public final class MeshAgent: Sendable {
 
     /// What the node runs, in one annotation patch of the values that changed: `applied-key-generation`,
     /// `applied-peers` (the keys the interface routes to, so that `wgmesh rotate-keys --wait` can tell every
-    /// peer moved to a new key) and `unencrypted-drops` (at most once per resync period while it grows: every
-    /// agent watches every Node, and a count that climbs every pass must not make them all busy).
-    func publishReport(keys: NodeKeys?, device: DeviceState, drops: UnencryptedDrops?, published: [String: String]) async throws {
+    /// peer moved to a new key) and `unencrypted-drops`. Every agent watches every Node, so a value that
+    /// changes with every join or every pass would make each write a pass on every node: `applied-peers`
+    /// is written at once when a peer moved to another key and otherwise at most once per resync period,
+    /// and `unencrypted-drops` at most once per resync period while it grows.
+    func publishReport(keys: NodeKeys?, device: DeviceState, drops: UnencryptedDrops?, plan: MeshPlan, published: [String: String]) async throws {
+        let keysMoved = memory.withLock { $0.lastPlan }.map { plan.movesKeys(from: $0) } ?? true
         var changes: [String: String] = [:]
         if let keys { changes[Annotation.appliedKeyGeneration] = String(keys.generation) }
-        changes[Annotation.appliedPeers] = AppliedPeers.digest(device.peers.filter { !$0.allowedIPs.isEmpty }.map(\.publicKey))
         let now = ContinuousClock.now
-        if let drops, memory.withLock({ m in m.dropsPublished.map { now - $0 >= configuration.resyncPeriod } ?? true }) {
+        func due(_ last: ContinuousClock.Instant?) -> Bool { last.map { now - $0 >= configuration.resyncPeriod } ?? true }
+        if keysMoved || due(memory.withLock { $0.peersPublished }) {
+            changes[Annotation.appliedPeers] = AppliedPeers.digest(device.peers.filter { !$0.allowedIPs.isEmpty }.map(\.publicKey))
+        }
+        if let drops, due(memory.withLock { $0.dropsPublished }) {
             changes[Annotation.unencryptedDrops] = drops.description
         }
         changes = changes.filter { published[$0.key] != $0.value }
+        if !changes.isEmpty {
+            let patch = Patch.merge(.object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
+            _ = try await api.patch(.nodes, namespace: nil, name: configuration.nodeName, patch, subresource: nil)
+        }
+        memory.withLock { $0.lastPlan = plan }
         guard !changes.isEmpty else { return }
-        let patch = Patch.merge(.object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
-        _ = try await api.patch(.nodes, namespace: nil, name: configuration.nodeName, patch, subresource: nil)
+        if changes[Annotation.appliedPeers] != nil { memory.withLock { $0.peersPublished = now } }
         if changes[Annotation.unencryptedDrops] != nil { memory.withLock { $0.dropsPublished = now } }
         if let generation = changes[Annotation.appliedKeyGeneration] {
             logger.info("the interface runs key generation \(generation)", metadata: ["generation": "\(generation)"])

@@ -15,6 +15,8 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
     var ruleset: String?
     var counted: (packets: UInt64, bytes: UInt64) = (0, 0)
     var configureCalls = 0
+    /// How many of the next configure calls fail, as a kernel refusing a request would.
+    var failingConfigures = 0
     /// Every call the agent makes to this kernel, by name, reads included.
     var calls: [String] = []
 
@@ -54,6 +56,7 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
     func configure(_ name: String, _ config: DeviceConfig) throws {
         try locked {
             guard links[name] != nil else { throw FakeError.noDevice(name) }
+            if failingConfigures > 0 { failingConfigures -= 1; throw FakeError.refused }
             configureCalls += 1
             calls.append("configure")
             try model.configure(name, config)
@@ -102,7 +105,7 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
     func remove() throws { locked { ruleset = nil } }
     func unencrypted() throws -> (packets: UInt64, bytes: UInt64)? { locked { calls.append("unencrypted"); return ruleset == nil ? nil : counted } }
 
-    enum FakeError: Error { case noDevice(String) }
+    enum FakeError: Error { case noDevice(String), refused }
 }
 
 /// A fresh temporary directory, removed by the caller.

@@ -69,6 +69,79 @@ final class MeshAgentTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: h.state)
     }
 
+    /// Node events start passes only when a plan can change, so the agent asks for the passes no event
+    /// brings: right after a key switch (whose forced handshakes left keepalives off the plan), and
+    /// after a failure, backed off, with no resync needed.
+    func testAKeySwitchAndAFailureAreFollowedByAPassWithoutAnEvent() async throws {
+        let h = try await harness(nodes: ["n1", "n2"])
+        let controller = try controller(h)
+        try await enrol(h, ["n2"])
+        let agent = MeshAgent(api: h.agentClient, kernel: h.kernel.kernel, configuration: .init(
+            nodeName: "n1", stateDirectory: h.state + "/state", cniConfDirectory: h.state + "/cni", clusterCIDRs: clusterCIDRs,
+            persistentKeepalive: 0, resyncPeriod: .seconds(3600)), logger: h.logs.logger("agent"))
+        let run = Task { _ = try? await agent.run() }
+        await eventually("n1 switched to its key and runs n2 with keepalives off, as planned") {
+            await h.annotation("n1", Annotation.appliedKeyGeneration) == "1"
+                && h.kernel.locked { h.kernel.model.state.peers.count == 1 && h.kernel.model.state.peers.allSatisfy { $0.persistentKeepalive == 0 } }
+        }
+
+        h.kernel.locked { h.kernel.failingConfigures = 1 }
+        _ = try await h.client.patch(.nodes, namespace: nil, name: "n2", .merge(.object(["metadata": .object(["annotations": .object([
+            Annotation.endpointOverride: "198.51.100.2:51821"])])])))
+        await eventually("the refused change is retried with no other event") {
+            h.kernel.locked { h.kernel.failingConfigures == 0 && h.kernel.model.state.peers.first?.endpoint?.description == "198.51.100.2:51821" }
+        }
+        try await stop(h, run, controller)
+    }
+
+    /// A Node event starts a pass only when it can change a plan: not an agent's report, not status.
+    func testOnlyEventsThatCanChangeAPlanStartAPass() throws {
+        func node(rv: String, uid: String = "u1", _ annotations: [String: String]) throws -> KubeObject {
+            try KubeObject(json: .object(["apiVersion": "v1", "kind": "Node", "metadata": .object([
+                "name": "n2", "uid": .string(uid), "resourceVersion": .string(rv), "annotations": .object(annotations.mapValues(JSON.string))])]))
+        }
+        let base = [Annotation.publicKey: "k1", Annotation.podCIDRs: "10.244.2.0/24"]
+        let old = try node(rv: "1", base)
+        func passes(_ new: KubeObject) -> Bool { MeshAgent.mayChangePlan(.updated(old: old, new: new)) }
+        XCTAssertFalse(passes(try node(rv: "2", base)), "status or another owner's field: same annotations")
+        XCTAssertFalse(passes(try node(rv: "2", base.merging([Annotation.appliedPeers: "sha256:aa", Annotation.unencryptedDrops: "packets=1,counter=1"]) { a, _ in a })),
+                       "an agent's report")
+        XCTAssertTrue(passes(try node(rv: "2", base.merging([Annotation.publicKey: "k2"]) { _, b in b })), "a new key")
+        XCTAssertTrue(passes(try node(rv: "2", base.merging([Annotation.endpointOverride: "192.0.2.9:51820"]) { a, _ in a })), "an override")
+        XCTAssertTrue(passes(try node(rv: "2", uid: "u2", base)), "deleted and created again under the same name")
+        XCTAssertTrue(MeshAgent.mayChangePlan(.added(old)))
+        XCTAssertTrue(MeshAgent.mayChangePlan(.deleted(old)))
+    }
+
+    /// Every agent watches every Node, so `applied-peers` must not be written on every join (each write
+    /// is a pass on every node): a join waits for the resync period, a peer moved to a new key does not.
+    func testAppliedPeersIsWrittenAtOnceForAKeyMoveButNotForAJoin() async throws {
+        let h = try await harness(nodes: ["n1", "n2", "n3"])
+        let controller = try controller(h, rotationGrace: 0.2)
+        try await enrol(h, ["n2"])
+        let agent = agent(h, resync: .seconds(3600))
+        let run = Task { _ = try? await agent.run() }
+        await eventually("n1 routes to n2") { await h.annotation("n1", Annotation.appliedPeers) != nil && (try? h.kernel.device(named: "wgmesh0").peers.count) == 1 }
+        let one = await h.annotation("n1", Annotation.appliedPeers)
+
+        try await enrol(h, ["n3"])
+        await eventually("n1 routes to n3 too") { (try? h.kernel.device(named: "wgmesh0").peers.filter { !$0.allowedIPs.isEmpty }.count) == 2 }
+        try await Task.sleep(for: .milliseconds(500))  // several coalesce periods: a write would have come
+        let afterJoin = await h.annotation("n1", Annotation.appliedPeers)
+        XCTAssertEqual(afterJoin, one, "a join is published with the next resync, not at once")
+
+        _ = try await h.client.patch(.nodes, namespace: nil, name: "n2", .merge(.object(["metadata": .object(["annotations": .object([
+            Annotation.rotateRequest: "t1"])])])))
+        await eventually("n1's applied-peers names n2's new key (and n3) at once") {
+            guard let n2 = try? await h.node("n2"), n2.metadata.annotations[Annotation.keyGeneration] == "2",
+                  let key = n2.metadata.annotations[Annotation.publicKey].flatMap({ try? WireGuardKey(base64: $0) }),
+                  let n3 = try? await h.node("n3"), let key3 = n3.metadata.annotations[Annotation.publicKey].flatMap({ try? WireGuardKey(base64: $0) })
+            else { return false }
+            return await h.annotation("n1", Annotation.appliedPeers) == AppliedPeers.digest([key, key3])
+        }
+        try await stop(h, run, controller)
+    }
+
     func testTheAgentEnrolsConfiguresTheKernelAndReportsWhatItRuns() async throws {
         let h = try await harness(nodes: ["n1", "n2", "n3"])
         let controller = try controller(h)

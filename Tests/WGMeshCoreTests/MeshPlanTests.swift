@@ -61,4 +61,22 @@ final class MeshPlanTests: XCTestCase {
         XCTAssertEqual(plan.peers.first { $0.publicKey == b.nextPublicKey }?.allowedIPs, [])
         XCTAssertEqual(plan.peers.first { $0.publicKey == b.publicKey }?.allowedIPs, b.podCIDRs)
     }
+
+    /// What makes an agent write `applied-peers` at once: a node routed to another key. A join, a node
+    /// leaving or a next key pre-staged waits for the resync period.
+    func testOnlyARoutedKeyThatChangesMovesKeys() throws {
+        let (a, b) = (node("a", 1), node("b", 2))
+        func plan(_ nodes: [MeshNode]) -> MeshPlan { MeshPlan(localNode: "a", settings: settings, nodes: nodes, interfaceIndex: 1) }
+        let before = plan([a, b])
+        XCTAssertFalse(plan([a, b, node("c", 3)]).movesKeys(from: before), "a join")
+        XCTAssertFalse(plan([a]).movesKeys(from: before), "a node gone")
+        var staged = b
+        staged.nextPublicKey = WireGuardKeyPair.generate().publicKey
+        XCTAssertFalse(plan([a, staged]).movesKeys(from: before), "a next key pre-staged")
+        var switched = staged
+        switched.publicKey = staged.nextPublicKey
+        switched.nextPublicKey = nil
+        XCTAssertTrue(plan([a, switched]).movesKeys(from: plan([a, staged])), "b routed to its new key")
+        XCTAssertFalse(before.movesKeys(from: before))
+    }
 }
