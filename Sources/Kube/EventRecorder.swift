@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -6,9 +7,11 @@ import Foundation
 #endif
 
 /// Writes events.k8s.io/v1 Events about objects. A failed write is logged, never thrown: an Event is
-/// a courtesy to the operator and must not stop the work it describes.
+/// a courtesy to the operator and must not stop the work it describes. As client-go's recorder, it
+/// sends at most 25 Events about one object at once, then one per 5 minutes (`EventSpamFilter`).
 public struct EventRecorder: Sendable {
     let api: any KubeAPI
+    let spam = SpamFilterBox()
     /// `wgmesh.dev/controller`.
     public let reportingController: String
     /// This replica (its Pod name).
@@ -26,6 +29,11 @@ public struct EventRecorder: Sendable {
     /// `at` is when it happened (now by default).
     public func record(about object: KubeObject, warning: Bool, reason: String, action: String, note: String, at now: Date = Date()) async {
         let meta = object.metadata
+        let key = [object.kind ?? "Node", meta.namespace ?? "", meta.name, meta.uid ?? ""].joined(separator: "\u{0}")
+        guard spam.state.withLock({ $0.allow(key, at: .now) }) else {
+            logger.debug("Event not sent: more than the spam filter allows about one object", metadata: ["object": "\(meta.name)", "reason": "\(reason)"])
+            return
+        }
         var regarding: [String: JSON] = ["kind": .string(object.kind ?? "Node"), "name": .string(meta.name),
                                          "apiVersion": .string(object.apiVersion ?? "v1")]
         regarding["uid"] = meta.uid.map(JSON.string)
@@ -50,5 +58,36 @@ public struct EventRecorder: Sendable {
             guard !error.isCancelled else { return }
             logger.warning("could not record an Event", metadata: ["object": "\(meta.name)", "reason": "\(reason)", "error": "\(error)"])
         }
+    }
+}
+
+final class SpamFilterBox: Sendable {
+    let state = Mutex(EventSpamFilter())
+}
+
+/// client-go's `EventSourceObjectSpamFilter`: a token bucket per object a recorder reports about, of
+/// `burst` tokens refilled at one per `refill`, for at most `capacity` objects (the least recently
+/// seen forgotten first). Twenty agents each reporting a node's hundred bad values send 25 Events each,
+/// not 2,000.
+public struct EventSpamFilter: Sendable {
+    public var burst = 25.0
+    public var refill: Duration = .seconds(300)
+    public var capacity = 4096
+    var buckets: [String: (tokens: Double, at: ContinuousClock.Instant)] = [:]
+
+    public init() {}
+
+    /// Whether an Event about the object `key` may be sent at `now`; takes a token if so.
+    public mutating func allow(_ key: String, at now: ContinuousClock.Instant) -> Bool {
+        var bucket = buckets[key] ?? (burst, now)
+        bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) / refill)
+        bucket.at = now
+        let allowed = bucket.tokens >= 1
+        if allowed { bucket.tokens -= 1 }
+        if buckets[key] == nil, buckets.count >= capacity, let oldest = buckets.min(by: { $0.value.at < $1.value.at })?.key {
+            buckets[oldest] = nil
+        }
+        buckets[key] = bucket
+        return allowed
     }
 }
