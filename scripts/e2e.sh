@@ -231,7 +231,7 @@ stats=$(ping_stop underlay)
 [ $rc = 0 ] && [ $reach = 0 ] && result underlay-changed ok "n4 moved from 192.0.2.4 to 192.0.2.44: endpoint $(annotation n4 endpoint) in all 9 peers' kernels after $(ms "$t0" "$t1") ms; 10 ms ping n1→n4 Pods: $stats (the longest silence is the time to recover)" \
   || result underlay-changed fail "peers following=$rc reachable=$reach endpoint '$(annotation n4 endpoint)'; ping: $stats"
 
-# A peer's interface deleted by hand: the agent's periodic full resync recreates it.
+# A peer's interface deleted by hand: the agent sees the link go (rtnetlink's link notifications) and recreates it.
 ping_start ifdel n1 n5; sleep 1
 t0=$(now)
 ip -n wge-n5 link del wgmesh0
@@ -239,7 +239,7 @@ back() { [ "$(wgs n5 peers | wc -l)" -eq 9 ] && ip netns exec wge-n1-p1 ping -c 
 wait_for 120 back; rc=$?
 t1=$(now); sleep 1
 stats=$(ping_stop ifdel)
-[ $rc = 0 ] && result interface-deleted ok "n5's wgmesh0 deleted with ip link del: recreated with its 9 peers, Pods reachable again after $(ms "$t0" "$t1") ms (resync every $resync_period; SIGHUP repairs at once); 10 ms ping n1→n5 Pods: $stats" \
+[ $rc = 0 ] && result interface-deleted ok "n5's wgmesh0 deleted with ip link del: recreated with its 9 peers, Pods reachable again after $(ms "$t0" "$t1") ms (the agent watches link changes); 10 ms ping n1→n5 Pods: $stats" \
   || result interface-deleted fail "n5's interface not back in 120 s: $(wgs n5 peers | wc -l) peers"
 
 # 100 malformed wgmesh annotations written to one node: Events explain, nobody crashes, the others are unaffected.

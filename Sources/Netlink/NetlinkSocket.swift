@@ -14,7 +14,8 @@ final class NetlinkSocket {
     /// Opens a socket of `netlinkProtocol` (`NETLINK_GENERIC`, `NETLINK_ROUTE`), optionally inside the
     /// network namespace at `namespacePath` (`/run/netns/NAME`, `/proc/PID/ns/net`); the socket stays bound
     /// to that namespace for its whole life.
-    init(protocol netlinkProtocol: Int32, namespacePath: String? = nil) throws {
+    /// `groups`: the multicast groups to listen to (`RTMGRP_LINK`), for a socket that reads notifications.
+    init(protocol netlinkProtocol: Int32, namespacePath: String? = nil, groups: UInt32 = 0) throws {
         let opened: OpaquePointer? = try NetlinkSocket.inNamespace(namespacePath) { mnl_socket_open(netlinkProtocol) }
         guard let socket = opened else {
             throw NetlinkError(operation: "open netlink socket", errno: Glibc.errno)
@@ -24,7 +25,7 @@ final class NetlinkSocket {
         // Ask for the kernel's error text, and for acks that do not echo our (possibly 32 KiB) request.
         _ = mnl_socket_setsockopt(socket, NETLINK_EXT_ACK, &one, socklen_t(MemoryLayout<Int32>.size))
         _ = mnl_socket_setsockopt(socket, NETLINK_CAP_ACK, &one, socklen_t(MemoryLayout<Int32>.size))
-        guard mnl_socket_bind(socket, 0, pid_t(MNL_SOCKET_AUTOPID)) == 0 else {
+        guard mnl_socket_bind(socket, groups, pid_t(MNL_SOCKET_AUTOPID)) == 0 else {
             let e = Glibc.errno
             mnl_socket_close(socket)
             throw NetlinkError(operation: "bind netlink socket", errno: e)
@@ -120,6 +121,32 @@ final class NetlinkSocket {
                 }
             }
         }
+    }
+
+    /// Waits up to `timeout` for notifications and passes each message to `onMessage`; returns false
+    /// when the kernel dropped some because this socket's buffer was full (ENOBUFS).
+    func receiveNotifications(timeout: Duration, _ onMessage: (ReceivedMessage) -> Void) throws -> Bool {
+        var tv = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
+        setsockopt(mnl_socket_get_fd(socket), SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let n = mnl_socket_recvfrom(socket, receiveBuffer.baseAddress, receiveBuffer.count)
+        if n < 0 {
+            switch Glibc.errno {
+            case EAGAIN, EINTR: return true
+            case ENOBUFS: return false
+            case let e: throw NetlinkError(operation: "read rtnetlink notifications", errno: e)
+            }
+        }
+        var offset = 0
+        while offset + MemoryLayout<nlmsghdr>.size <= n {
+            let base = receiveBuffer.baseAddress! + offset
+            let header = base.loadUnaligned(as: nlmsghdr.self)
+            let length = Int(header.nlmsg_len)
+            guard length >= MemoryLayout<nlmsghdr>.size, offset + length <= n else { break }
+            onMessage(ReceivedMessage(type: header.nlmsg_type, flags: header.nlmsg_flags,
+                                      body: UnsafeRawBufferPointer(start: base + MemoryLayout<nlmsghdr>.size, count: length - MemoryLayout<nlmsghdr>.size)))
+            offset += (length + 3) & ~3
+        }
+        return true
     }
 
     /// The NLMSGERR_ATTR_MSG text of an error or done message, if the kernel attached one.

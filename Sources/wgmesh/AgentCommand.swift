@@ -5,6 +5,7 @@ import Kube
 import Logging
 import Netlink
 import ServiceLifecycle
+import Synchronization
 import Userspace
 import WGMeshCore
 #if canImport(FoundationEssentials)
@@ -125,6 +126,21 @@ struct AgentCommand: AsyncParsableCommand {
         hangup.setEventHandler { wake.yield() }
         hangup.resume()
         defer { hangup.cancel() }
+        // The interface deleted or set down by hand: a full pass now, not at the next resync.
+        let stopWatching = Atomic(false)
+        let monitor = try LinkMonitor()
+        // A queue of its own: the read blocks its thread for up to a second at a time.
+        DispatchQueue(label: "wgmesh.link-watch").async { [interface] in
+            while !stopWatching.load(ordering: .relaxed) {
+                do {
+                    if try monitor.next().contains(where: { $0.needsRepair(of: interface) }) { wake.yield() }
+                } catch {
+                    logger.error("stopped watching link changes; the resync still repairs the interface", metadata: ["error": "\(error)"])
+                    return
+                }
+            }
+        }
+        defer { stopWatching.store(true, ordering: .relaxed) }
         // SIGTERM and SIGINT shut down gracefully: the watching stops, the data plane stays.
         let group = ServiceGroup(services: [AgentService(agent, wakeups: wakeups), HealthService(host: host, port: port, agent: agent, logger: logger)],
                                  gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

@@ -33,6 +33,29 @@ final class KernelNetworkTests: XCTestCase {
         XCTAssertNil(try network.link(named: "wgmt-absent"))
     }
 
+    /// What the agent's link watch reads: the kernel announces a link set down and deleted.
+    func testTheLinkMonitorSeesALinkSetDownAndDeleted() throws {
+        let monitor = try LinkMonitor()
+        var scratch: ScratchLink? = try ScratchLink("wgmt-watch", network: network)
+        let index = scratch!.link.index
+        try network.setLink(index: index, mtu: nil, up: true)
+        try network.setLink(index: index, mtu: nil, up: false)
+        scratch = nil  // deleted
+        var seen: [LinkMonitor.Change] = []
+        let end = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < end, !seen.contains(where: { if case .removed(let l) = $0 { l.name == "wgmt-watch" } else { false } }) {
+            seen += try monitor.next(timeout: .milliseconds(200))
+        }
+        let ours = seen.filter { $0.needsRepair(of: "wgmt-watch") }
+        XCTAssertTrue(ours.contains { if case .changed(let l) = $0 { !l.isUp && l.index == index } else { false } }, "set down: \(seen)")
+        XCTAssertTrue(ours.contains { if case .removed(let l) = $0 { l.index == index } else { false } }, "deleted: \(seen)")
+        let setUp = seen.filter { if case .changed(let l) = $0 { l.isUp && l.name == "wgmt-watch" } else { false } }
+        XCTAssertFalse(setUp.isEmpty, "set up: \(seen)")
+        XCTAssertFalse(setUp.contains { $0.needsRepair(of: "wgmt-watch") }, "a link set up needs nothing")
+        XCTAssertFalse(LinkMonitor.Change.removed(LinkState(name: "eth9", index: 9, mtu: 1500, isUp: false, kind: nil)).needsRepair(of: "wgmt-watch"))
+        XCTAssertTrue(LinkMonitor.Change.lost.needsRepair(of: "wgmt-watch"))
+    }
+
     func testRoutesAreAddedDumpedReplacedAndDeletedOnlyOurs() throws {
         let a = try ScratchLink("wgmt-ra", network: network)
         let b = try ScratchLink("wgmt-rb", network: network)
