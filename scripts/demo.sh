@@ -80,7 +80,7 @@ ip netns exec wge-n1-p1 ping -c 5 -i 0.2 "$dst" >/dev/null
 sleep 1; kill -INT "$proof" 2>/dev/null; wait "$proof" 2>/dev/null
 tcpdump -r "$work/proof.pcap" -nn "udp port 51820" 2>/dev/null | head -4
 wireguard=$(packets "$work/proof.pcap" "udp port 51820")
-clear=$(packets "$work/proof.pcap" "$pod_traffic")
+clear=$(packets "$work/proof.pcap" "$pod_leak")
 echo "$wireguard WireGuard packets (UDP 51820) between the nodes; $clear packets with a Pod address on the underlay"
 [ "$clear" -eq 0 ] && [ "$wireguard" -gt 0 ] || die "Pod traffic was seen on the underlay outside WireGuard"
 

@@ -256,7 +256,7 @@ fi
 sleep 1
 kill -INT "$capture" 2>/dev/null; sleep 1
 total=$(packets "$work/underlay.pcap")
-leaked=$(packets "$work/underlay.pcap" "$pod_traffic")
+leaked=$(packets "$work/underlay.pcap" "$pod_leak")
 other=$(packets "$work/underlay.pcap" "ip and not udp port 51820 and not tcp port 6443 and not icmp")
 [ "$leaked" -eq 0 ] && [ "$total" -gt 0 ] && result leak-check ok "leak check: 0 Pod-addressed packets of $total captured ($other IPv4 packets neither WireGuard nor API)" \
   || result leak-check fail "leak check: $leaked Pod-addressed packets of $total captured"

@@ -50,6 +50,11 @@ wait_for() {
 packets() { local file=$1; shift; tcpdump -r "$file" -nn "$@" 2>/dev/null | wc -l; }
 # The filter for packets to or from a Pod address: none may cross the underlay outside WireGuard.
 pod_traffic="net $clusterv4 or net $clusterv6"
+# A WireGuard message (its header: a type from 1 to 4, then three reserved zero bytes), whatever its outer
+# addresses: the kernel sent one from the tunnel's own address while a node's underlay had none.
+wireguard_message="udp and udp[8] >= 1 and udp[8] <= 4 and udp[9:2] = 0 and udp[11] = 0"
+# A leak: a packet to or from a Pod address that is not a WireGuard message.
+pod_leak="($pod_traffic) and not ($wireguard_message)"
 
 kapi() { lan curl -s -H 'Content-Type: application/merge-patch+json' "$@"; }
 node_json() { kapi "http://$api:6443/api/v1/nodes/$1"; }
