@@ -89,16 +89,9 @@ final class NetlinkSocket {
                 if Glibc.errno == EINTR { continue }
                 throw NetlinkError(operation: operation(), errno: Glibc.errno)
             }
-            var offset = 0
-            while offset + MemoryLayout<nlmsghdr>.size <= n {
-                let base = receiveBuffer.baseAddress! + offset
-                let header = base.loadUnaligned(as: nlmsghdr.self)
-                let length = Int(header.nlmsg_len)
-                guard length >= MemoryLayout<nlmsghdr>.size, offset + length <= n else { break }
-                defer { offset += (length + 3) & ~3 }
+            for (header, body) in received(count: n) {
                 // Replies to another request on this socket (there are none: one request at a time) are skipped.
                 if header.nlmsg_seq != seq || (header.nlmsg_pid != 0 && header.nlmsg_pid != portID) { continue }
-                let body = UnsafeRawBufferPointer(start: base + MemoryLayout<nlmsghdr>.size, count: length - MemoryLayout<nlmsghdr>.size)
                 switch Int32(header.nlmsg_type) {
                 case NLMSG_NOOP:
                     continue
@@ -136,17 +129,26 @@ final class NetlinkSocket {
             case let e: throw NetlinkError(operation: "read rtnetlink notifications", errno: e)
             }
         }
+        for (header, body) in received(count: n) {
+            onMessage(ReceivedMessage(type: header.nlmsg_type, flags: header.nlmsg_flags, body: body))
+        }
+        return true
+    }
+
+    /// The messages in the first `n` bytes of the receive buffer, each header with its body; a message
+    /// whose length does not fit ends the walk.
+    private func received(count n: Int) -> [(header: nlmsghdr, body: UnsafeRawBufferPointer)] {
+        var messages: [(header: nlmsghdr, body: UnsafeRawBufferPointer)] = []
         var offset = 0
         while offset + MemoryLayout<nlmsghdr>.size <= n {
             let base = receiveBuffer.baseAddress! + offset
             let header = base.loadUnaligned(as: nlmsghdr.self)
             let length = Int(header.nlmsg_len)
             guard length >= MemoryLayout<nlmsghdr>.size, offset + length <= n else { break }
-            onMessage(ReceivedMessage(type: header.nlmsg_type, flags: header.nlmsg_flags,
-                                      body: UnsafeRawBufferPointer(start: base + MemoryLayout<nlmsghdr>.size, count: length - MemoryLayout<nlmsghdr>.size)))
+            messages.append((header, UnsafeRawBufferPointer(start: base + MemoryLayout<nlmsghdr>.size, count: length - MemoryLayout<nlmsghdr>.size)))
             offset += (length + 3) & ~3
         }
-        return true
+        return messages
     }
 
     /// The NLMSGERR_ATTR_MSG text of an error or done message, if the kernel attached one.
