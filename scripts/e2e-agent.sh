@@ -193,11 +193,11 @@ ip netns exec wge-n1-p1 ping -c 3 -W 1 "$dst" >/dev/null 2>&1; unreachable=$?
 # Without wgmesh's strict route (deleted by hand; each resync puts it back, so delete it again before each
 # try) the packet would take the default route: nftables drops it. The agent reads the counter at a resync.
 dropped() { ip netns exec wge-n1 curl -s http://127.0.0.1:9586/metrics | awk '/^wgmesh_unencrypted_packets_dropped_total/{print $2}'; }
+counted() { local d; d=$(dropped); [ -n "$d" ] && [ "$d" != 0 ]; }
 leak_try() {
   ip -n wge-n1 route del $clusterv4 proto 0x57 2>/dev/null
   ip netns exec wge-n1-p1 ping -c 1 -W 1 "$dst" && return 1  # answered: it left in the clear
-  [ "$(dropped)" != 0 ] && [ -n "$(dropped)" ] && return 0
-  sleep 2; [ "$(dropped)" != 0 ] && [ -n "$(dropped)" ]
+  counted || { sleep 2; counted; }
 }
 wait_for 30 leak_try
 dropped=$(dropped)

@@ -38,6 +38,13 @@ final class LeaderElectionTests: XCTestCase {
         return (elector, task, client)
     }
 
+    /// Ends candidates: their work cancelled and waited for, then their clients shut down.
+    func stop(_ candidates: (task: Task<Void, Error>, client: KubeClient)...) async throws {
+        for c in candidates { c.task.cancel() }
+        for c in candidates { _ = try? await c.task.value }
+        for c in candidates { try await c.client.shutdown() }
+    }
+
     func lease(_ client: KubeClient) async throws -> Lease {
         Lease(try await client.get(.leases, namespace: "wgmesh-system", name: "wgmesh-controller"))
     }
@@ -139,12 +146,7 @@ final class LeaderElectionTests: XCTestCase {
             let bStarted = try XCTUnwrap(log.time("b", "start"))
             XCTAssertLessThan(aStopped, bStarted, "never two leaders at once: renewDeadline < leaseDuration")
             server.clearFaults()
-            aTask.cancel()
-            bTask.cancel()
-            _ = try? await aTask.value
-            _ = try? await bTask.value
-            try await aClient.shutdown()
-            try await bClient.shutdown()
+            try await stop((aTask, aClient), (bTask, bClient))
         }
     }
 
@@ -167,12 +169,7 @@ final class LeaderElectionTests: XCTestCase {
             XCTAssertTrue(a.isConnected, "a renews: it is still connected")
             server.clearFaults()
             await eventually("b is connected again") { b.isConnected }
-            aTask.cancel()
-            bTask.cancel()
-            _ = try? await aTask.value
-            _ = try? await bTask.value
-            try await aClient.shutdown()
-            try await bClient.shutdown()
+            try await stop((aTask, aClient), (bTask, bClient))
         }
     }
 
