@@ -1,11 +1,46 @@
 import Kube
 import WGMeshCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// `--cleanup` refused, changing nothing: Pods on this node still have addresses from wgmesh's network.
+public struct CleanupRefused: Error, CustomStringConvertible {
+    public var node: String
+    public var addresses: [String]
+
+    public var description: String {
+        let listed = addresses.prefix(5).joined(separator: ", ") + (addresses.count > 5 ? ", …" : "")
+        return """
+            node \(node): nothing was removed: \(addresses.count) Pod\(addresses.count == 1 ? "" : "s") on this node still \
+            \(addresses.count == 1 ? "has an address" : "have addresses") from wgmesh's network (\(listed)), and the container runtime \
+            tears a Pod's network down through the CNI configuration that the cleanup removes: delete those Pods (or drain the \
+            node), then run the cleanup again
+            """
+    }
+}
 
 extension MeshAgent {
+    /// The Pod addresses host-local still holds for wgmesh's network under `ipamDirectory` (its `dataDir`,
+    /// `/var/lib/cni/networks` by default): one file per address, named by it, until the Pod's network is
+    /// torn down.
+    public static func podAddresses(ipamDirectory: String) -> [String] {
+        let folder = ipamDirectory + "/" + CNIConfig.networkName
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        return names.filter { (try? IPAddress($0)) != nil }.sorted()
+    }
+
     /// Removes exactly what the agent made on this node: the interface, every route with wgmesh's
-    /// route protocol, the nftables table, the CNI file, the enrollment key file, its own annotations and
-    /// the `WireGuardMeshReady` condition. Returns one line per thing removed.
-    public func cleanup() async throws -> [String] {
+    /// route protocol, the CNI bridge its configuration names, the nftables table, the CNI file, the enrollment key file, its own annotations and
+    /// the `WireGuardMeshReady` condition. Returns one line per thing removed. With `ipamDirectory`, refuses
+    /// (`CleanupRefused`), removing nothing, while Pods on the node still hold addresses from wgmesh's network.
+    public func cleanup(ipamDirectory: String? = nil) async throws -> [String] {
+        if let ipamDirectory {
+            let held = Self.podAddresses(ipamDirectory: ipamDirectory)
+            guard held.isEmpty else { throw CleanupRefused(node: configuration.nodeName, addresses: held) }
+        }
         var removed: [String] = []
         let network = kernel.network
         for route in try network.routes(family: nil) {
@@ -13,6 +48,12 @@ extension MeshAgent {
             removed.append("route \(route.destination)")
         }
         if try kernel.interfaces.remove(named: configuration.interface) { removed.append("interface \(configuration.interface)") }
+        // The CNI bridge and its gateway addresses: left behind, a reinstall that hands this node another Pod
+        // CIDR finds the old gateway on it, which the bridge plugin refuses.
+        if let bridge = try network.link(named: CNIConfig.bridge), bridge.kind == "bridge" {
+            try network.deleteLink(index: bridge.index)
+            removed.append("bridge \(CNIConfig.bridge)")
+        }
         if try kernel.filter.unencrypted() != nil {
             try kernel.filter.remove()
             removed.append("nftables table inet \(FirewallRuleset.table)")

@@ -10,9 +10,9 @@ import Foundation
 /// The agent's Prometheus metrics. Peers are labelled by node name, never by key.
 public final class AgentMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
-    let peersPlanned, peersConfigured, peersRecent, keyGeneration, keyAge: Gauge
+    let peersPlanned, peersConfigured, peersRecent, keyGeneration, keyAge, lastPassSucceeded: Gauge
     let reconcileDuration: DurationHistogram
-    let reconcileErrors, netlinkOperations, unencryptedPackets, unencryptedBytes: Counter
+    let reconcileErrors, writesRefused, netlinkOperations, unencryptedPackets, unencryptedBytes: Counter
     let perPeer = Mutex<[String: [Gauge]]>([:])
     let lastUnencrypted = Mutex<(packets: UInt64, bytes: UInt64)>((0, 0))
 
@@ -32,6 +32,10 @@ public final class AgentMetrics: Sendable {
                                                            buckets: [.milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250),
                                                                      .seconds(1), .seconds(5), .seconds(30)])
         reconcileErrors = registry.makeCounter(descriptor: Self.name("reconcile_errors", "total", "Reconcile passes that failed."))
+        lastPassSucceeded = registry.makeGauge(descriptor: Self.name("reconcile_last_succeeded", "",
+            "1 when the last reconcile pass succeeded, 0 when it failed (the WireGuardMeshReady condition says why)."))
+        writesRefused = registry.makeCounter(descriptor: Self.name("api_writes_refused", "total",
+            "Writes of the agent that the API server refused for good (RBAC or an admission policy: 400, 403, 422)."))
         netlinkOperations = registry.makeCounter(descriptor: Self.name("netlink_operations", "total", "Peer, key and route changes applied through netlink."))
         unencryptedPackets = registry.makeCounter(descriptor: Self.name("unencrypted_packets_dropped", "total",
             "Pod packets to another node's Pod CIDR that would have left by another interface than the tunnel (dropped in strict mode, counted only otherwise)."))
@@ -45,7 +49,10 @@ public final class AgentMetrics: Sendable {
     func reconciled(after duration: Duration, failed: Bool) {
         reconcileDuration.record(duration)
         if failed { reconcileErrors.increment() }
+        lastPassSucceeded.set(Double(failed ? 0 : 1))
     }
+
+    func writeRefused() { writesRefused.increment() }
 
     func applied(_ diff: MeshDiff) {
         netlinkOperations.increment(by: Int64(diff.device.peers.count + diff.routesToAdd.count + diff.routesToReplace.count + diff.routesToDelete.count

@@ -3,7 +3,8 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// `/healthz` (the process answers), `/readyz` (`ready` says yes) and, when given, `/metrics` (Prometheus
+/// `/healthz` (the process answers), `/readyz` (`readiness` gives no reason not to be: 503 with the reason
+/// otherwise) and, when given, `/metrics` (Prometheus
 /// text): the agent's metrics address and the controller's health address.
 public final class HealthServer: Sendable {
     let channel: any Channel
@@ -11,19 +12,19 @@ public final class HealthServer: Sendable {
     /// Listens on `host:port`; `host` nil is every address (IPv6 and IPv4, or IPv4 alone where the host has
     /// no IPv6). `metrics` nil answers /metrics with 404.
     public static func start(host: String?, port: Int, metrics: (@Sendable () -> String)?,
-                             ready: @escaping @Sendable () -> Bool) async throws -> HealthServer {
+                             readiness: @escaping @Sendable () -> String?) async throws -> HealthServer {
         guard let host else {
             do {
-                return try await start(host: "::", port: port, metrics: metrics, ready: ready)
+                return try await start(host: "::", port: port, metrics: metrics, readiness: readiness)
             } catch {
-                return try await start(host: "0.0.0.0", port: port, metrics: metrics, ready: ready)
+                return try await start(host: "0.0.0.0", port: port, metrics: metrics, readiness: readiness)
             }
         }
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(Handler(metrics: metrics, ready: ready))
+                    channel.pipeline.addHandler(Handler(metrics: metrics, readiness: readiness))
                 }
             }
         return HealthServer(channel: try await bootstrap.bind(host: host, port: port).get())
@@ -39,11 +40,11 @@ public final class HealthServer: Sendable {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
         let metrics: (@Sendable () -> String)?
-        let ready: @Sendable () -> Bool
+        let readiness: @Sendable () -> String?
 
-        init(metrics: (@Sendable () -> String)?, ready: @escaping @Sendable () -> Bool) {
+        init(metrics: (@Sendable () -> String)?, readiness: @escaping @Sendable () -> String?) {
             self.metrics = metrics
-            self.ready = ready
+            self.readiness = readiness
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -53,7 +54,9 @@ public final class HealthServer: Sendable {
             switch (head.method, path, metrics) {
             case (.GET, "/metrics", let metrics?): (status, body, type) = (.ok, metrics(), "text/plain; version=0.0.4")
             case (.GET, "/healthz", _): (status, body, type) = (.ok, "ok\n", "text/plain")
-            case (.GET, "/readyz", _): (status, body, type) = ready() ? (.ok, "ok\n", "text/plain") : (.serviceUnavailable, "not ready\n", "text/plain")
+            case (.GET, "/readyz", _):
+                let why = readiness()
+                (status, body, type) = (why == nil ? .ok : .serviceUnavailable, why.map { "not ready: \($0)\n" } ?? "ok\n", "text/plain")
             default: (status, body, type) = (.notFound, "not found\n", "text/plain")
             }
             var headers = HTTPHeaders([("Content-Type", type), ("Content-Length", String(body.utf8.count)), ("Connection", "close")])

@@ -105,6 +105,12 @@ public final class MeshAgent: Sendable {
         /// A pass the last one asks for without a Node event (after a key switch, or a failure, backed off).
         var followUp: Duration?
         var failures = 0
+        /// The condition of the last pass when it failed; nil while passes succeed. Until a pass succeeds
+        /// again, `/readyz`, the condition and the metrics say so.
+        var failure: MeshCondition?
+        /// When this process first configured each planned peer key: a peer that never had a handshake is
+        /// still connecting, not stale, for the first `maxHandshakeAge`.
+        var configuredAt: [WireGuardKey: Date] = [:]
     }
 
     /// The interface as the last pass left it, as planned, with the inputs that a Node event cannot
@@ -129,8 +135,16 @@ public final class MeshAgent: Sendable {
         events = EventRecorder(api: api, reportingController: Self.reportingController, reportingInstance: configuration.nodeName, logger: logger)
     }
 
-    /// True once the first reconcile has run (`/readyz`).
-    public var isReady: Bool { passes > 0 }
+    /// True once a pass has succeeded and the last one did (`/readyz`).
+    public var isReady: Bool { readiness == nil }
+
+    /// Why the agent is not ready, in a line; nil when it is: a pass ran and the last one succeeded.
+    public var readiness: String? {
+        memory.withLock { m in
+            if let failure = m.failure { return "\(failure.reason): \(failure.message)" }
+            return m.passes == 0 ? "no pass has run yet" : nil
+        }
+    }
 
     /// Reconcile passes so far.
     public var passes: Int { memory.withLock { $0.passes } }
@@ -145,7 +159,6 @@ public final class MeshAgent: Sendable {
         let enrollment = try EnrollmentKeyStore(directory: configuration.stateDirectory).loadOrCreate(logger: logger)
         memory.withLock { $0.enrollment = enrollment }
         try failClosed()
-        try await publishSettings(enrollmentKey: enrollment.publicKey)
 
         let informer = Informer(api: api, resource: .nodes, configuration: .init(metadataOnly: true, transform: Self.slim), logger: logger)
         // At most one pass waits: a burst of changes becomes one pass. Node events ask for a delta;
@@ -156,7 +169,7 @@ public final class MeshAgent: Sendable {
             group.addTask {
                 await informer.waitUntilSynced()
                 trigger.yield()
-                for await event in informer.events where Self.mayChangePlan(event) { trigger.yield() }
+                for await event in informer.events where Self.mayChangePlan(event, node: self.configuration.nodeName) { trigger.yield() }
             }
             group.addTask {
                 while !Task.isCancelled {
@@ -188,13 +201,16 @@ public final class MeshAgent: Sendable {
         logger.info("stopped watching; the interface, routes and rules stay as they are")
     }
 
-    /// Whether a Node event can change what any agent plans. Every agent writes its report to its own
-    /// Node (and a real cluster's kubelets write Node status): a pass on every node for each of those
-    /// would make the cost of a change grow with the square of the cluster. The resync still reads all.
-    public static func mayChangePlan(_ event: InformerEvent) -> Bool {
+    /// Whether a Node event can change what the agent on `node` plans or publishes. Every agent writes its
+    /// report to its own Node (and a real cluster's kubelets write Node status): a pass on every node for
+    /// each of those would make the cost of a change grow with the square of the cluster. Only the agent's
+    /// own Node's agent keys matter, to it: one removed or changed by someone else is written again at once.
+    /// The resync still reads all.
+    public static func mayChangePlan(_ event: InformerEvent, node: String) -> Bool {
         guard case .updated(let old, let new) = event else { return true }
         func inputs(_ o: KubeObject) -> [String: String] { o.metadata.annotations.filter { !Annotation.agentOwned.contains($0.key) } }
-        return old.metadata.uid != new.metadata.uid || inputs(old) != inputs(new)
+        func reports(_ o: KubeObject) -> [String: String] { o.metadata.annotations.filter { Annotation.agentOwned.contains($0.key) } }
+        return old.metadata.uid != new.metadata.uid || inputs(old) != inputs(new) || (new.metadata.name == node && reports(old) != reports(new))
     }
 
     /// What the agent keeps of a Node: what names it in an Event, and wgmesh's annotations. At 5,000
@@ -239,31 +255,6 @@ public final class MeshAgent: Sendable {
         }
     }
 
-    /// Publishes the enrollment key on this node, and the settings an audit reads (cluster CIDRs, strict
-    /// mode), once they differ.
-    func publishSettings(enrollmentKey key: WireGuardKey) async throws {
-        let name = configuration.nodeName
-        var wanted = AgentReport.settings(clusterCIDRs: configuration.clusterCIDRs, strict: configuration.strict)
-        wanted[Annotation.enrollmentKey] = key.base64
-        var backoff = Backoff(initial: .milliseconds(500), maximum: .seconds(10))
-        while !Task.isCancelled {
-            do {
-                try await api.patchRetrying(.nodes, name: name) { node in
-                    let changes = wanted.filter { node.metadata.annotations[$0.key] != $0.value }
-                    return changes.isEmpty ? nil : .merge(.object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
-                }
-                logger.info("enrollment key published", metadata: ["enrollmentKey": "\(key.base64)"])
-                return
-            } catch {
-                if error.isCancelled { return }
-                // The Node may not be registered yet; keep trying, saying why.
-                let delay = backoff.next()
-                logger.warning("cannot publish the enrollment key yet, retrying", metadata: ["error": "\(error)", "delay": "\(Seconds(delay))"])
-                try? await Task.sleep(for: delay)
-            }
-        }
-    }
-
     // MARK: one pass
 
     /// One pass: plan from every Node, apply the difference, report. A full pass reads the kernel and
@@ -275,27 +266,70 @@ public final class MeshAgent: Sendable {
         do {
             try await pass(objects, full: full)
             metrics.reconciled(after: ContinuousClock.now - started, failed: false)
-            memory.withLock { $0.failures = 0 }
+            memory.withLock { m in
+                m.failures = 0
+                m.failure = nil
+                m.passes += 1
+            }
         } catch {
             metrics.reconciled(after: ContinuousClock.now - started, failed: true)
+            let failure = Self.condition(failed: error)
+            if failure.reason == Self.writeRefused { metrics.writeRefused() }
             // Retried from the kernel's state: after 0.5 s, doubling up to the resync period.
             let delay = memory.withLock { m in
                 m.failures += 1
+                m.failure = failure
+                m.applied = nil
+                m.passes += 1
                 m.followUp = min(.milliseconds(500) * (1 << min(m.failures - 1, 16)), configuration.resyncPeriod)
                 return m.followUp!
             }
-            logger.error("reconcile failed; the next pass retries from the kernel's state", metadata: ["error": "\(error)", "retryIn": "\(delay)"])
+            logger.error("reconcile failed; the next pass retries from the kernel's state",
+                         metadata: ["reason": "\(failure.reason)", "error": "\(error)", "retryIn": "\(delay)"])
+            // Told where people look: an Event on this Node (once per text) and the condition, unless the
+            // API is what fails.
+            if let own = objects.first(where: { $0.metadata.name == configuration.nodeName }) {
+                await report(own, warning: true, reason: failure.reason, note: failure.message)
+            }
+            do { try await writeCondition(failure) } catch {
+                logger.warning("cannot write the \(MeshCondition.type) condition", metadata: ["error": "\(error)"])
+            }
         }
-        memory.withLock { $0.passes += 1 }
+    }
+
+    /// The condition's reason when the API server refuses one of the agent's writes for good (403, 422, 400:
+    /// RBAC or an admission policy), unlike a Node that is not registered yet (404) or a busy server.
+    static let writeRefused = "WriteRefused"
+
+    /// What a failed pass tells people: why, in the condition's terms.
+    static func condition(failed error: any Error) -> MeshCondition {
+        switch error {
+        case let failure as PassFailure:
+            return .failed(reason: failure.reason, message: failure.message)
+        case let taken as RoutesTaken:
+            return .failed(reason: "RouteConflict", message: taken.description)
+        case let kube as KubeError where [400, 403, 422].contains(kube.code ?? 0):
+            return .failed(reason: writeRefused, message: """
+                the API server refused the agent's write for good (\(kube.code ?? 0) \(kube.status?.reason ?? "")): \
+                \(kube.status?.message ?? "\(kube)"); the agent's RBAC or an admission policy does not allow what it writes \
+                (README, Security model); it tries again, backed off
+                """)
+        default:
+            return .failed(reason: "ReconcileFailed", message: "\(error)")
+        }
     }
 
     func pass(_ objects: [KubeObject], full: Bool) async throws {
         let name = configuration.nodeName
+        guard let localObject = objects.first(where: { $0.metadata.name == name }) else {
+            throw PassFailure(reason: "NodeNotFound", message: "Node \(name) is not in the API yet: the kubelet registers it, and the agent waits for it")
+        }
+        try await publishSettings(on: localObject)
         let (nodes, invalid) = meshNodes(objects)
         for (object, error) in invalid { await report(object, warning: true, reason: "InvalidAnnotation", note: "\(error)") }
-        guard let local = nodes.first(where: { $0.name == name }), let localObject = objects.first(where: { $0.metadata.name == name }) else {
-            logger.warning("this node is not in the API or its wgmesh annotations are unreadable: nothing changes until it is")
-            return
+        guard let local = nodes.first(where: { $0.name == name }) else {
+            let why = invalid.first { $0.0.metadata.name == name }.map { "\($0.1)" } ?? "unreadable"
+            throw PassFailure(reason: "InvalidAnnotation", message: "this node's wgmesh annotations do not read, so nothing changes until they do: \(why)")
         }
 
         // The node's own keys: a key that does not open, or does not match, changes nothing.
@@ -304,8 +338,7 @@ public final class MeshAgent: Sendable {
             do {
                 keys = try NodeKeys.open(local, enrollmentPrivateKey: enrollment.privateKey)
             } catch {
-                await report(localObject, warning: true, reason: "SealedKeyInvalid", note: "\(error)")
-                return
+                throw PassFailure(reason: "SealedKeyInvalid", message: "\(error)")
             }
         }
 
@@ -323,7 +356,8 @@ public final class MeshAgent: Sendable {
             routes = try kernel.network.routes(family: nil)
         }
         let plan = plan(local: local, nodes: nodes, interfaceIndex: link.index, mtu: mtu)
-        for exclusion in plan.excluded {
+        // A node still joining is no one's problem; a conflict or a Pod CIDR outside the cluster's is.
+        for exclusion in plan.excluded where !exclusion.isJoining {
             if let object = objects.first(where: { $0.metadata.name == exclusion.node }) {
                 await report(object, warning: true, reason: "NodeLeftOut", note: "\(exclusion) (seen by node \(name))")
             }
@@ -339,13 +373,21 @@ public final class MeshAgent: Sendable {
             logger.info("switching the interface to a new private key", metadata: ["generation": "\(keys?.generation ?? 0)", "peers": "\(plan.peers.count)"])
         }
         memory.withLock { $0.applied = nil }
+        // Another program's route to a peer's Pod CIDR keeps that route out, and nothing else: the rest is
+        // applied, the CNI file written and the report made, and then the pass fails, naming the route.
+        var taken: RoutesTaken?
         if !diff.isEmpty {
-            try diff.apply(interface: configuration.interface, wireGuard: kernel.wireGuard, routes: kernel.network)
+            do {
+                try diff.apply(interface: configuration.interface, wireGuard: kernel.wireGuard, routes: kernel.network)
+            } catch let error as RoutesTaken {
+                taken = error
+            }
             metrics.applied(diff)
             log(planned, plan: plan)
         }
+        let configuredAt = noteConfigured(plan)
         // Forced handshakes leave keepalives off plan until the next diff: that one reads the kernel.
-        if diff.device.privateKey == nil {
+        if diff.device.privateKey == nil, taken == nil {
             memory.withLock { $0.applied = Applied(plan: plan, privateKey: keys?.privateKey ?? device.privateKey, link: link, mtu: mtu,
                                                    podCIDRs: local.podCIDRs, endpoint: local.effectiveEndpoint) }
         }
@@ -354,6 +396,7 @@ public final class MeshAgent: Sendable {
             // full pass (or a key switch, below) reports them. What the interface runs is the plan now.
             try await publishReport(keys: keys, device: plan.device(named: configuration.interface, interfaceIndex: link.index, privateKey: nil),
                                     drops: nil, plan: plan, published: localObject.metadata.annotations)
+            if let taken { throw taken }
             return
         }
         // One read of the table's counter serves both: is the table there, and what did it count.
@@ -363,15 +406,49 @@ public final class MeshAgent: Sendable {
             counted = (0, 0)
             drops = countDrops(0, published: nil)
         }
-        if !local.podCIDRs.isEmpty { try writeCNIConfig(podCIDRs: local.podCIDRs, mtu: mtu) }
+        if !local.podCIDRs.isEmpty {
+            try removeStaleBridgeAddresses(podCIDRs: local.podCIDRs)
+            try writeCNIConfig(podCIDRs: local.podCIDRs, mtu: mtu)
+        }
 
         let after = diff.isEmpty ? device : try kernel.wireGuard.device(named: configuration.interface)
         try await publishReport(keys: keys, device: after, drops: drops, plan: plan, published: localObject.metadata.annotations)
+        metrics.observe(plan: plan, device: after, keys: keys, keyIssuedAt: local.keyIssuedAt, unencrypted: counted)
+        if let taken { throw taken }
         let condition = keys == nil
             ? MeshCondition(ready: false, reason: "NoKey", message: "the controller has not issued a keypair for this node's enrollment key yet")
-            : MeshCondition.evaluate(plan: plan, device: after, now: Date())
+            : MeshCondition.evaluate(plan: plan, device: after, now: Date(), configuredAt: configuredAt)
         try await writeCondition(condition)
-        metrics.observe(plan: plan, device: after, keys: keys, keyIssuedAt: local.keyIssuedAt, unencrypted: counted)
+    }
+
+    /// Notes when each planned peer key was first configured by this process (`MeshCondition.evaluate`), and
+    /// forgets keys no longer planned.
+    func noteConfigured(_ plan: MeshPlan) -> [WireGuardKey: Date] {
+        let now = Date()
+        return memory.withLock { m in
+            var next: [WireGuardKey: Date] = [:]
+            for peer in plan.peers where !peer.allowedIPs.isEmpty { next[peer.publicKey] = m.configuredAt[peer.publicKey] ?? now }
+            m.configuredAt = next
+            return next
+        }
+    }
+
+    /// Publishes the enrollment key and the settings an audit reads (cluster CIDRs, strict mode) when `node`'s
+    /// differ: at the first pass, and whenever someone removed or changed them (a malformed enrollment key
+    /// included). A refusal fails the pass (`WriteRefused`).
+    func publishSettings(on node: KubeObject) async throws {
+        guard let enrollment = memory.withLock({ $0.enrollment }) else { return }
+        var wanted = AgentReport.settings(clusterCIDRs: configuration.clusterCIDRs, strict: configuration.strict)
+        wanted[Annotation.enrollmentKey] = enrollment.publicKey.base64
+        let changes = wanted.filter { node.metadata.annotations[$0.key] != $0.value }
+        guard !changes.isEmpty else { return }
+        let patch = Patch.merge(.object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
+        _ = try await api.patch(.nodes, namespace: nil, name: configuration.nodeName, patch, subresource: nil)
+        if changes[Annotation.enrollmentKey] != nil {
+            logger.info("enrollment key published", metadata: ["enrollmentKey": "\(enrollment.publicKey.base64)"])
+        } else {
+            logger.info("settings published", metadata: ["annotations": "\(changes.keys.sorted().joined(separator: ","))"])
+        }
     }
 
     /// The Nodes whose wgmesh annotations read, and those that do not, with why.
@@ -446,6 +523,19 @@ public final class MeshAgent: Sendable {
         memory.withLock { $0.ruleset = ruleset }
         logger.info("nftables table inet \(FirewallRuleset.table) written", metadata: ["podCIDRs": "\(localPodCIDRs.map(\.description).joined(separator: ","))"])
         return true
+    }
+
+    /// Removes the addresses of the CNI bridge that lie in the cluster CIDRs but outside this node's Pod CIDRs:
+    /// the gateways of an earlier install or allocation. The bridge plugin refuses to add a Pod to a bridge
+    /// with another gateway ("already has an IP address different from …"), and their routes would keep a
+    /// peer's Pod CIDR out of the tunnel. The bridge is wgmesh's: its CNI configuration names it.
+    func removeStaleBridgeAddresses(podCIDRs: [IPPrefix]) throws {
+        guard let bridge = try kernel.network.link(named: CNIConfig.bridge), bridge.kind == "bridge" else { return }
+        for address in try kernel.network.addresses(ofLinkIndex: bridge.index)
+        where configuration.clusterCIDRs.contains(where: { $0.contains(address.address) }) && !podCIDRs.contains(where: { $0.contains(address.address) }) {
+            try kernel.network.removeAddress(address, fromLinkIndex: bridge.index)
+            logger.info("stale address removed from the CNI bridge", metadata: ["bridge": "\(CNIConfig.bridge)", "address": "\(address)"])
+        }
     }
 
     /// The CNI configuration, written only when its content changes.
@@ -565,3 +655,10 @@ public final class MeshAgent: Sendable {
     }
 }
 
+
+/// A pass that cannot do its work, with the condition's reason and a sentence for people.
+struct PassFailure: Error, CustomStringConvertible {
+    var reason: String
+    var message: String
+    var description: String { "\(reason): \(message)" }
+}

@@ -293,7 +293,7 @@ public final class MeshController: Sendable {
                 for waiting in state.waitingForRotation { timers.schedule(waiting, at: written, now: written) }
             }
             logger.info("node updated", metadata: ["node": "\(name)", "annotations": "\(changes.keys.sorted().joined(separator: ","))",
-                                                   "generation": "\(issued ?? "-")"])
+                                                   "generation": "\(issued ?? changes[Annotation.keyGeneration].flatMap { $0 } ?? "unchanged")"])
         }
         for notice in decision.notices {
             let key = Self.reportKey(notice.reason.rawValue, notice.note)

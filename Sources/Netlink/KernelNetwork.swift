@@ -171,8 +171,13 @@ public final class KernelNetwork: LinkTable, RouteTable {
     }
 
     func decodeRoute(_ reply: ReceivedMessage, family: IPFamily) -> Route? {
-        guard reply.type == UInt16(RTM_NEWROUTE), let h = reply.header(as: rtmsg.self),
-              h.rtm_protocol == routeProtocol, h.rtm_type == UInt8(RTN_UNICAST),
+        guard let h = reply.header(as: rtmsg.self), h.rtm_protocol == routeProtocol else { return nil }
+        return decodeAnyRoute(reply, family: family)
+    }
+
+    /// A unicast route of `family`, whoever made it.
+    func decodeAnyRoute(_ reply: ReceivedMessage, family: IPFamily) -> Route? {
+        guard reply.type == UInt16(RTM_NEWROUTE), let h = reply.header(as: rtmsg.self), h.rtm_type == UInt8(RTN_UNICAST),
               UInt16(h.rtm_family) == AddressFamily.of(family) else { return nil }
         var destination = IPAddress(family: family, value: 0)
         var table = UInt32(h.rtm_table), oif: UInt32 = 0, metric: UInt32 = 0
@@ -190,7 +195,59 @@ public final class KernelNetwork: LinkTable, RouteTable {
     }
 
     public func add(_ route: Route) throws {
-        try sendRoute(RTM_NEWROUTE, route, flags: NLM_F_CREATE | NLM_F_EXCL, verb: "add")
+        do {
+            try sendRoute(RTM_NEWROUTE, route, flags: NLM_F_CREATE | NLM_F_EXCL, verb: "add")
+        } catch let error as NetlinkError where error.errno == EEXIST {
+            guard let holder = try foreignRoute(withKeyOf: route) else { throw error }
+            throw RouteTaken(route: route, holder: holder)
+        }
+    }
+
+    /// Another program's route with `route`'s key (destination, table, metric), as `ip route` shows it;
+    /// nil when there is none (the route that exists is wgmesh's own).
+    func foreignRoute(withKeyOf route: Route) throws -> String? {
+        let family = route.destination.family
+        let m = MessageBuilder(capacity: 256, type: UInt16(RTM_GETROUTE), flags: 0)
+        var h = rtmsg()
+        h.rtm_family = UInt8(AddressFamily.of(family))
+        m.putHeader(h)
+        var found: (route: Route, protocol: UInt8)?
+        try socket.dump(m, operation: "list \(family) routes") { reply in
+            guard found == nil, let h = reply.header(as: rtmsg.self), h.rtm_protocol != routeProtocol,
+                  let other = decodeAnyRoute(reply, family: family), other.key == route.key else { return }
+            found = (other, h.rtm_protocol)
+        }
+        guard let found else { return nil }
+        let device = try linkName(index: found.route.interfaceIndex).map { " dev \($0)" } ?? ""
+        return "\(found.route.destination)\(device) proto \(Self.protocolName(found.protocol))"
+    }
+
+    /// The name of link `index`; nil when none has it.
+    func linkName(index: UInt32) throws -> String? {
+        guard index != 0 else { return nil }
+        let m = MessageBuilder(capacity: 256, type: UInt16(RTM_GETLINK), flags: 0)
+        var h = ifinfomsg()
+        h.ifi_index = Int32(bitPattern: index)
+        m.putHeader(h)
+        var name: String?
+        do {
+            try socket.request(m, operation: "get link #\(index)") { name = Self.decodeLink($0)?.name }
+        } catch let error as NetlinkError where error.errno == ENODEV {
+            return nil
+        }
+        return name
+    }
+
+    /// A route protocol as iproute2's /etc/iproute2/rt_protos names it.
+    static func protocolName(_ p: UInt8) -> String {
+        switch p {
+        case 1: return "redirect"
+        case 2: return "kernel"
+        case 3: return "boot"
+        case 4: return "static"
+        case 16: return "dhcp"
+        default: return String(p)
+        }
     }
 
     public func replace(_ route: Route) throws {

@@ -2,6 +2,10 @@
 public enum CNIConfig {
     /// The file name under the CNI configuration directory (`/etc/cni/net.d`); `10-` sorts it before most others.
     public static let fileName = "10-wgmesh.conflist"
+    /// The bridge the configuration's Pods attach to: wgmesh's, removed with `agent --cleanup`.
+    public static let bridge = "cni0"
+    /// The network's name, under which host-local keeps the addresses it gave out (`/var/lib/cni/networks/wgmesh`).
+    public static let networkName = "wgmesh"
 
     /// The node's CNI network configuration list (CNI spec 1.0.0) as JSON text ending in a newline.
     ///
@@ -11,7 +15,7 @@ public enum CNIConfig {
     ///
     /// Caller contract: `podCIDRs` is never empty; the agent writes no conflist until the node has a Pod CIDR
     /// (with none, the ranges come out empty and host-local refuses every Pod).
-    public static func conflist(podCIDRs: [IPPrefix], mtu: UInt32, bridge: String = "cni0", networkName: String = "wgmesh") -> String {
+    public static func conflist(podCIDRs: [IPPrefix], mtu: UInt32, bridge: String = CNIConfig.bridge, networkName: String = CNIConfig.networkName) -> String {
         let cidrs = Set(podCIDRs.map(\.canonical)).sorted()
         let families = Set(cidrs.map(\.family)).sorted()
         let ipam: JSONText = .object([

@@ -72,11 +72,17 @@ extension MeshDiff {
 
     /// Applies the diff through the seams: peers first (so a new Pod CIDR has its peer before its
     /// route), then stale routes out, changed routes replaced, new routes in. Stops at the first error;
-    /// what was applied stays, and the next diff picks up from the state the kernel then reports.
+    /// what was applied stays, and the next diff picks up from the state the kernel then reports. A route
+    /// that another program's route keeps out does not stop the others: they are all added, then
+    /// `RoutesTaken` names the ones that were not.
     public func apply(interface: String, wireGuard: some WireGuardDevice, routes: some RouteTable) throws {
         if !device.isEmpty { try wireGuard.configure(interface, device) }
         for r in routesToDelete { try routes.delete(r) }
         for r in routesToReplace { try routes.replace(r) }
-        for r in routesToAdd { try routes.add(r) }
+        var taken: [RouteTaken] = []
+        for r in routesToAdd {
+            do { try routes.add(r) } catch let error as RouteTaken { taken.append(error) }
+        }
+        if !taken.isEmpty { throw RoutesTaken(taken) }
     }
 }

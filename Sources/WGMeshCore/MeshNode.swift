@@ -56,6 +56,9 @@ public struct MeshNode: Sendable, Hashable {
     public var appliedKeyGeneration: UInt64?
     public var sealedTo: WireGuardKey?
     public var acceptEnrollment: String?
+    /// The node's agent-written values (`enrollment-key`, `applied-key-generation`) that do not read: each is
+    /// taken as absent, so that a bad report of one agent never takes its node out of the others' peers.
+    public var problems: [AnnotationError] = []
 
     public init(name: String) { self.name = name }
 
@@ -121,8 +124,10 @@ public struct MeshNode: Sendable, Hashable {
         endpointOverride = try endpoint(Annotation.endpointOverride)
         rotateRequest = value(Annotation.rotateRequest)
         rotateAnswered = value(Annotation.rotateAnswered)
-        enrollmentKey = try key(Annotation.enrollmentKey)
-        appliedKeyGeneration = try integer(Annotation.appliedKeyGeneration)
+        // The agent's own reports: the controller answers a malformed enrollment key with an Event and keeps the
+        // node's keys, and the agent publishes its key again; its peers keep routing to it meanwhile.
+        do { enrollmentKey = try key(Annotation.enrollmentKey) } catch { problems.append(error) }
+        do { appliedKeyGeneration = try integer(Annotation.appliedKeyGeneration) } catch { problems.append(error) }
         sealedTo = try key(Annotation.sealedTo)
         acceptEnrollment = value(Annotation.acceptEnrollment)
 
@@ -161,7 +166,7 @@ public struct MeshNode: Sendable, Hashable {
 }
 
 /// A malformed `wgmesh.dev/` annotation: the node is left out of the mesh until it is fixed.
-public struct AnnotationError: Error, Equatable, CustomStringConvertible {
+public struct AnnotationError: Error, Hashable, CustomStringConvertible {
     public var node: String
     public var key: String
     public var value: String
@@ -180,6 +185,8 @@ public struct AnnotationError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         let consequence = key == Annotation.podCIDRs
             ? "agents leave the node out of the mesh until it is fixed; every CIDR in it stays reserved for the node"
+            : key == Annotation.enrollmentKey || key == Annotation.appliedKeyGeneration
+            ? "the node stays in the mesh with the keys it has; its agent writes the value again"
             : "agents leave the node out of the mesh until it is fixed"
         return "node \(node): annotation \(key)=\"\(shownValue)\" is invalid: \(reason); \(consequence)"
     }

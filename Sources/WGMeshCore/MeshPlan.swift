@@ -37,6 +37,9 @@ public struct DesiredPeer: Sendable, Hashable {
 public struct Exclusion: Sendable, Hashable, CustomStringConvertible {
     public var node: String
     public var reason: String
+    /// Not a problem but a node still joining: no key, Pod CIDR or endpoint yet (its agent has not enrolled,
+    /// or the controller has not answered). Nobody is warned about it.
+    public var isJoining = false
     public var description: String { "node \(node) left out: \(reason)" }
 }
 
@@ -56,9 +59,9 @@ public struct MeshPlan: Sendable, Hashable {
         var candidates: [MeshNode] = []
         let local = nodes.first { $0.name == localNode }
         for node in nodes.sorted(by: { $0.name < $1.name }) where node.name != localNode {
-            if node.publicKey == nil { excluded.append(Exclusion(node: node.name, reason: "no public key yet")); continue }
-            if node.podCIDRs.isEmpty { excluded.append(Exclusion(node: node.name, reason: "no Pod CIDR yet")); continue }
-            if node.effectiveEndpoint == nil { excluded.append(Exclusion(node: node.name, reason: "no endpoint yet")); continue }
+            if node.publicKey == nil { excluded.append(Exclusion(node: node.name, reason: "no public key yet", isJoining: true)); continue }
+            if node.podCIDRs.isEmpty { excluded.append(Exclusion(node: node.name, reason: "no Pod CIDR yet", isJoining: true)); continue }
+            if node.effectiveEndpoint == nil { excluded.append(Exclusion(node: node.name, reason: "no endpoint yet", isJoining: true)); continue }
             if let outside = node.podCIDRs.first(where: { c in !settings.clusterCIDRs.contains { $0.contains(c) } }) {
                 excluded.append(Exclusion(node: node.name, reason: "Pod CIDR \(outside) is outside the cluster CIDRs"))
                 continue

@@ -174,28 +174,20 @@ public struct NodeIssuance: Sendable, Equatable {
         allocator.claim(node: facts.name, cidrs: facts.publishedCIDRs)
         let overlaps = allocator.overlaps(of: facts.name)
         out.report(overlaps, of: facts.name, allocator)
-        var annotations = facts.annotations
-        var node: MeshNode
+        let node: MeshNode
         do {
-            node = try MeshNode(name: facts.name, annotations: annotations)
-        } catch where error.key == Annotation.enrollmentKey {
-            annotations[Annotation.enrollmentKey] = nil
-            do {
-                node = try MeshNode(name: facts.name, annotations: annotations)
-            } catch {
-                out.notices.append(Notice(warning: true, reason: .invalidAnnotation, note: "\(error)"))
-                out.skipped = true
-                return out
-            }
+            node = try MeshNode(name: facts.name, annotations: facts.annotations)
+        } catch {
+            out.notices.append(Notice(warning: true, reason: .invalidAnnotation, note: "\(error)"))
+            out.skipped = true
+            return out
+        }
+        if let error = node.problems.first(where: { $0.key == Annotation.enrollmentKey }) {
             let what = node.publicKey == nil
                 ? "no keypair is issued, so the node stays out of the mesh until its agent publishes a valid key"
                 : "no new keypair is issued; the node keeps its current keys, Pod CIDR and place in the mesh until its agent publishes a valid key"
             out.notices.append(Notice(warning: true, reason: .enrollmentKeyInvalid,
                                       note: "node \(facts.name): annotation \(error.key)=\"\(error.shownValue)\" is invalid: \(error.reason); \(what)"))
-        } catch {
-            out.notices.append(Notice(warning: true, reason: .invalidAnnotation, note: "\(error)"))
-            out.skipped = true
-            return out
         }
         out.decideCIDRs(facts, node, allocator: &allocator, overlapping: Set(overlaps.map(\.cidr)), specFamilies: specFamilies, policy: policy, now: now)
         out.decideEndpoint(facts, node, policy: policy)
@@ -210,7 +202,8 @@ public struct NodeIssuance: Sendable, Equatable {
             let sides = [(name, o.cidr), (o.otherNode, o.otherCIDR)].sorted { $0.0 < $1.0 }
             let what = o.cidr == o.otherCIDR ? "Pod CIDR \(o.cidr) is claimed by both node \(sides[0].0) and node \(sides[1].0)"
                 : "Pod CIDR \(sides[0].1) of node \(sides[0].0) overlaps \(sides[1].1) of node \(sides[1].0)"
-            let owner = allocator.owner(of: o.cidr) ?? allocator.owner(of: o.otherCIDR)
+            // Only one of the two sides can be the one wgmesh allocated it to: a third node's claim is its own conflict.
+            let owner = [allocator.owner(of: o.cidr), allocator.owner(of: o.otherCIDR)].compactMap { $0 }.first { $0 == name || $0 == o.otherNode }
             let fix = owner.map { "wgmesh allocated it to node \($0): remove it from the other node's \(Annotation.podCIDRs) annotation or spec.podCIDRs" }
                 ?? "wgmesh allocated it to neither: remove it from one of them"
             notices.append(Notice(warning: true, reason: .podCIDRConflict,

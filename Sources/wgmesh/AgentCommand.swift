@@ -66,8 +66,20 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Where /metrics, /healthz and /readyz listen (host:port; :9586 is every address).")
     var metricsBindAddress = ":9586"
 
-    @Flag(help: "Remove what the agent made on this node (interface, routes, nftables table, CNI file, enrollment key, its annotations and condition), then exit.")
+    @Flag(help: "Remove what the agent made on this node (interface, routes, CNI bridge, nftables table, CNI file, enrollment key, its annotations and condition), then exit.")
     var cleanup = false
+
+    @Option(help: """
+        host-local's data folder (its dataDir): --cleanup removes nothing while a Pod on this node still holds an address \
+        from wgmesh's network there, since the container runtime tears a Pod's network down through the CNI configuration.
+        """)
+    var ipamDir = "/var/lib/cni/networks"
+
+    @Flag(help: """
+        With --cleanup: while Pods still hold addresses, try again every 10 s instead of failing; once done, stay until \
+        SIGTERM instead of exiting (the wgmesh-cleanup DaemonSet, manifests/cleanup/).
+        """)
+    var waitAfterCleanup = false
 
     @Flag(help: "Print the plan and the diff this node would apply, change nothing, and exit.")
     var dryRun = false
@@ -110,10 +122,7 @@ struct AgentCommand: AsyncParsableCommand {
             nodeName: name, interface: interface, stateDirectory: stateDir, cniConfDirectory: cniConfDir, clusterCIDRs: cidrs,
             strict: strict, mtu: mtu, persistentKeepalive: persistentKeepalive, resyncPeriod: .milliseconds(Int64(resync * 1000))), logger: logger)
 
-        if cleanup {
-            for line in try await agent.cleanup() { print("removed \(line)") }
-            return
-        }
+        if cleanup { return try await runCleanup(agent, logger: logger) }
         if dryRun {
             print(try agent.dryRun(try await client.listAll(.nodes, metadataOnly: true).items))
             return
@@ -145,6 +154,39 @@ struct AgentCommand: AsyncParsableCommand {
         let group = ServiceGroup(services: [AgentService(agent, wakeups: wakeups), HealthService(host: host, port: port, agent: agent, logger: logger)],
                                  gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
+    }
+
+    /// `--cleanup`: refused while Pods hold addresses (retried every 10 s with `--wait-after-cleanup`, which then
+    /// stays until SIGTERM, so that a DaemonSet's Pod neither exits nor cleans up again and again).
+    func runCleanup(_ agent: MeshAgent, logger: Logger) async throws {
+        let (terminated, terminate) = AsyncStream<Void>.makeStream()
+        signal(SIGTERM, SIG_IGN)
+        let sigterm = DispatchSource.makeSignalSource(signal: SIGTERM)
+        sigterm.setEventHandler { terminate.yield() }
+        sigterm.resume()
+        defer { sigterm.cancel() }
+        /// Waits `duration` or until SIGTERM; false after SIGTERM.
+        func wait(_ duration: Duration?) async -> Bool {
+            await withTaskGroup(of: Bool.self) { group in
+                group.addTask { for await _ in terminated { return false }; return false }
+                if let duration { group.addTask { (try? await Task.sleep(for: duration)) != nil } }
+                let first = await group.next() ?? false
+                group.cancelAll()
+                return first
+            }
+        }
+        while true {
+            do {
+                for line in try await agent.cleanup(ipamDirectory: ipamDir) { print("removed \(line)") }
+                break
+            } catch let refused as CleanupRefused where waitAfterCleanup {
+                logger.warning("cleanup waits for the node's Pods to go", metadata: ["why": "\(refused)"])
+                guard await wait(.seconds(10)) else { return }
+            }
+        }
+        guard waitAfterCleanup else { return }
+        print("cleanup done: waiting for SIGTERM (delete the wgmesh-cleanup DaemonSet once `wgmesh uninstall` has run)")
+        _ = await wait(nil)
     }
 
     /// The WireGuard backend: the kernel's, or wireguard-go's; links, addresses, routes and nftables

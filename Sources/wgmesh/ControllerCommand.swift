@@ -118,7 +118,7 @@ struct ControllerCommand: AsyncParsableCommand {
         // replica waiting for the Lease, and marking it unready would only stall a rolling update.
         var server: HealthServer?
         if let (host, port) = health {
-            server = try await HealthServer.start(host: host, port: port, metrics: nil, ready: { elector.isConnected })
+            server = try await HealthServer.start(host: host, port: port, metrics: nil, readiness: { elector.isConnected ? nil : "not connected to the API server" })
             logger.info("health listening", metadata: ["port": "\(server?.port ?? port)"])
         }
         do {

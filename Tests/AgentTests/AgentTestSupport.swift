@@ -19,6 +19,9 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
     var failingConfigures = 0
     /// Every call the agent makes to this kernel, by name, reads included.
     var calls: [String] = []
+    /// Routes of other programs, by key, as `ip route` shows them: wgmesh never sees them, and adding a route
+    /// with their key fails.
+    var foreignRoutes: [RouteKey: String] = [:]
 
     func locked<T>(_ body: () throws -> T) rethrows -> T {
         lock.lock()
@@ -65,9 +68,11 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
 
     // LinkTable
     func link(named name: String) throws -> LinkState? { locked { calls.append("link"); return links[name] } }
-    func createWireGuardLink(named name: String, mtu: UInt32?) throws -> LinkState {
+    func createWireGuardLink(named name: String, mtu: UInt32?) throws -> LinkState { addLink(named: name, kind: "wireguard", mtu: mtu ?? 1420) }
+    /// A link of any kind, as another program (or the CNI bridge plugin) makes one.
+    func addLink(named name: String, kind: String, mtu: UInt32 = 1500) -> LinkState {
         locked {
-            let link = LinkState(name: name, index: UInt32(10 + links.count), mtu: mtu ?? 1420, isUp: false, kind: "wireguard")
+            let link = LinkState(name: name, index: UInt32(10 + links.count), mtu: mtu, isUp: false, kind: kind)
             links[name] = link
             return link
         }
@@ -81,9 +86,10 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
     }
     func deleteLink(index: UInt32) throws {
         locked {
+            let wireGuard = links.values.contains { $0.index == index && $0.kind == "wireguard" }
             links = links.filter { $0.value.index != index }
             addressTable[index] = nil
-            model.state = DeviceState(name: "wgmesh0")
+            if wireGuard { model.state = DeviceState(name: "wgmesh0") }
             model.table.removeAll { $0.interfaceIndex == index }
         }
     }
@@ -96,7 +102,13 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
 
     // RouteTable
     func routes(family: IPFamily?) throws -> [Route] { try locked { calls.append("routes"); return try model.routes(family: family) } }
-    func add(_ route: Route) throws { try locked { calls.append("add"); try model.add(route) } }
+    func add(_ route: Route) throws {
+        try locked {
+            calls.append("add")
+            if let holder = foreignRoutes[route.key] { throw RouteTaken(route: route, holder: holder) }
+            try model.add(route)
+        }
+    }
     func replace(_ route: Route) throws { try locked { calls.append("replace"); try model.replace(route) } }
     func delete(_ route: Route) throws { try locked { calls.append("delete"); try model.delete(route) } }
 

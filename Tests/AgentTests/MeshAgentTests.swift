@@ -102,15 +102,19 @@ final class MeshAgentTests: XCTestCase {
         }
         let base = [Annotation.publicKey: "k1", Annotation.podCIDRs: "10.244.2.0/24"]
         let old = try node(rv: "1", base)
-        func passes(_ new: KubeObject) -> Bool { MeshAgent.mayChangePlan(.updated(old: old, new: new)) }
+        func passes(_ new: KubeObject, on agentNode: String = "n1") -> Bool { MeshAgent.mayChangePlan(.updated(old: old, new: new), node: agentNode) }
         XCTAssertFalse(passes(try node(rv: "2", base)), "status or another owner's field: same annotations")
         XCTAssertFalse(passes(try node(rv: "2", base.merging([Annotation.appliedPeers: "sha256:aa", Annotation.unencryptedDrops: "packets=1,counter=1"]) { a, _ in a })),
                        "an agent's report")
         XCTAssertTrue(passes(try node(rv: "2", base.merging([Annotation.publicKey: "k2"]) { _, b in b })), "a new key")
         XCTAssertTrue(passes(try node(rv: "2", base.merging([Annotation.endpointOverride: "192.0.2.9:51820"]) { a, _ in a })), "an override")
         XCTAssertTrue(passes(try node(rv: "2", uid: "u2", base)), "deleted and created again under the same name")
-        XCTAssertTrue(MeshAgent.mayChangePlan(.added(old)))
-        XCTAssertTrue(MeshAgent.mayChangePlan(.deleted(old)))
+        XCTAssertTrue(passes(try node(rv: "2", base.merging([Annotation.enrollmentKey: "removed-or-changed"]) { a, _ in a }), on: "n2"),
+                      "its own Node's report, changed by someone else, to the agent on that node (it writes it again)")
+        XCTAssertFalse(passes(try node(rv: "2", base.merging([Annotation.enrollmentKey: "removed-or-changed"]) { a, _ in a })),
+                       "another node's report, to every other agent")
+        XCTAssertTrue(MeshAgent.mayChangePlan(.added(old), node: "n1"))
+        XCTAssertTrue(MeshAgent.mayChangePlan(.deleted(old), node: "n1"))
     }
 
     /// Every agent watches every Node, so `applied-peers` must not be written on every join (each write
@@ -179,7 +183,7 @@ final class MeshAgentTests: XCTestCase {
         await eventually("the condition is written") { (try? await Node(h.node("n1")).conditions.first { $0.type == MeshCondition.type }) != nil }
         let condition = try await Node(h.node("n1")).conditions.first { $0.type == MeshCondition.type }
         XCTAssertEqual(condition?.status, "False")
-        XCTAssertEqual(condition?.reason, "PeersStale")
+        XCTAssertEqual(condition?.reason, "PeersConnecting", "a peer configured a moment ago has had no time for a handshake yet")
         let logs = h.logs.lines.withLock { $0.joined(separator: "\n") }
         XCTAssertFalse(logs.contains(stored.privateKey.base64), "the enrollment private key never reaches a log line")
         XCTAssertFalse(logs.contains(try XCTUnwrap(device.privateKey).base64), "nor the node's private key")
@@ -280,6 +284,154 @@ final class MeshAgentTests: XCTestCase {
         try await stop(h, run)
     }
 
+    /// The Warning Events about `node` with `reason`.
+    func events(_ h: Harness, reason: String, about node: String) async -> [KubeObject] {
+        ((try? await h.client.listAll(.events, namespace: "default").items) ?? []).filter {
+            $0.json["reason"]?.string == reason && $0.json["regarding"]?["name"]?.string == node && $0.json["type"]?.string == "Warning"
+        }
+    }
+
+    func condition(_ h: Harness, _ node: String = "n1") async -> Node.Condition? {
+        try? await Node(h.node(node)).conditions.first { $0.type == MeshCondition.type }
+    }
+
+    /// Issue 20, defect 4: another program's route to a peer's Pod CIDR (a stale `cni0` of an earlier install)
+    /// made every pass fail with EEXIST: no peers, no CNI file. Now only that route stays out, everything else
+    /// is applied, and every health signal names the route until it goes.
+    func testAForeignRouteKeepsOnlyItsRouteOutAndEveryHealthSignalNamesIt() async throws {
+        let h = try await harness(nodes: ["n1", "n2", "n3"])
+        let controller = try controller(h)
+        try await enrol(h, ["n2", "n3"])
+        await eventually("the controller issued n2 and n3 their Pod CIDRs") {
+            let n2 = await h.annotation("n2", Annotation.podCIDRs), n3 = await h.annotation("n3", Annotation.podCIDRs)
+            return n2 != nil && n3 != nil
+        }
+        let n2Text = await h.annotation("n2", Annotation.podCIDRs), n3Text = await h.annotation("n3", Annotation.podCIDRs)
+        let n2 = try IPPrefix.list(try XCTUnwrap(n2Text))
+        // The stale bridge's kernel route to n2's IPv4 Pod CIDR, there before the agent starts.
+        let v4 = try XCTUnwrap(n2.first { $0.family == .v4 })
+        h.kernel.locked { h.kernel.foreignRoutes[Route(destination: v4, interfaceIndex: 0).key] = "\(v4) dev cni0 proto kernel" }
+        let agent = agent(h, resync: .seconds(3600))
+        let run = Task { _ = try? await agent.run() }
+        await eventually("the pass fails, naming the route") { agent.readiness?.contains("RouteConflict") == true }
+        XCTAssertTrue(agent.readiness?.contains("\(v4) dev cni0 proto kernel") == true, agent.readiness ?? "ready")
+        XCTAssertFalse(agent.isReady)
+        await eventually("the condition says so") { await self.condition(h)?.reason == "RouteConflict" }
+        let condition = await self.condition(h)
+        XCTAssertEqual(condition?.status, "False")
+        XCTAssertTrue(condition?.message?.contains("cni0") == true, condition?.message ?? "")
+        await eventually("a Warning Event on the node") { await !self.events(h, reason: "RouteConflict", about: "n1").isEmpty }
+        XCTAssertTrue(agent.metrics.registry.emitToString().contains("wgmesh_reconcile_last_succeeded 0"))
+        // Everything but that route: both peers, every other route, the CNI file.
+        XCTAssertEqual(h.kernel.locked { h.kernel.model.state.peers.count }, 2)
+        let routed = Set(try h.kernel.routes(family: nil).map(\.destination))
+        XCTAssertFalse(routed.contains(v4))
+        XCTAssertTrue(n2.filter { $0 != v4 }.allSatisfy(routed.contains), "n2's IPv6 Pod CIDR is routed")
+        XCTAssertTrue(try IPPrefix.list(try XCTUnwrap(n3Text)).allSatisfy(routed.contains), "n3 is routed")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: h.state + "/cni/10-wgmesh.conflist"))
+
+        // The route goes: the next try (backed off, no resync needed) adds wgmesh's and every signal clears.
+        h.kernel.locked { h.kernel.foreignRoutes = [:] }
+        await eventually("ready again") { agent.isReady }
+        XCTAssertTrue(Set(try h.kernel.routes(family: nil).map(\.destination)).contains(v4))
+        await eventually("the condition no longer says RouteConflict") { await self.condition(h)?.reason != "RouteConflict" }
+        XCTAssertTrue(agent.metrics.registry.emitToString().contains("wgmesh_reconcile_last_succeeded 1"))
+        try await stop(h, run, controller)
+    }
+
+    /// Issue 20, defect 5: `/readyz` counted passes, failed ones included, and the condition kept the last
+    /// good pass's True. A pass that fails turns both false, with the reason, until one succeeds.
+    func testAFailingPassTurnsReadinessAndTheConditionFalseUntilOneSucceeds() async throws {
+        let h = try await harness(nodes: ["n1", "n2"])
+        let controller = try controller(h)
+        try await enrol(h, ["n2"])
+        let agent = agent(h, resync: .milliseconds(300))
+        let run = Task { _ = try? await agent.run() }
+        await eventually("ready, running its key, the condition written") {
+            let applied = await h.annotation("n1", Annotation.appliedKeyGeneration), written = await self.condition(h)
+            return agent.isReady && applied == "1" && written?.reason == "PeersConnecting"
+        }
+        // The kernel refuses every WireGuard change; a peer's endpoint moves, so every pass has one to make.
+        h.kernel.locked { h.kernel.failingConfigures = .max }
+        _ = try await h.client.patch(.nodes, namespace: nil, name: "n2", .merge(.object(["metadata": .object(["annotations": .object([
+            Annotation.endpointOverride: "198.51.100.2:51821"])])])))
+        await eventually("not ready") { agent.readiness?.hasPrefix("ReconcileFailed") == true }
+        await eventually("the condition is False with the reason") { await self.condition(h)?.reason == "ReconcileFailed" }
+        let failed = await self.condition(h)
+        XCTAssertEqual(failed?.status, "False")
+        XCTAssertTrue(agent.metrics.registry.emitToString().contains("wgmesh_reconcile_last_succeeded 0"))
+        h.kernel.locked { h.kernel.failingConfigures = 0 }
+        await eventually("ready again") { agent.isReady }
+        await eventually("the condition as a good pass says") { await self.condition(h)?.reason == "PeersConnecting" }
+        try await stop(h, run, controller)
+    }
+
+    /// Issue 20, defect 3: the API server's permanent refusal (422 from an admission policy) was taken for
+    /// "the Node may not be registered yet" and retried forever with one log line. Now it fails the pass
+    /// as `WriteRefused`, with an Event, the metric and `/readyz` saying so, and it is still retried.
+    func testARefusedWriteIsReportedNotTakenForWaiting() async throws {
+        let h = try await harness(nodes: ["n1"])
+        h.server.inject(.init(.status(422), method: "PATCH", path: "/nodes/n1?", userAgent: "wgmesh-agent", count: .max))
+        let agent = agent(h, resync: .seconds(3600))
+        let run = Task { _ = try? await agent.run() }
+        await eventually("not ready, saying the write was refused") { agent.readiness?.hasPrefix("WriteRefused") == true }
+        XCTAssertTrue(agent.readiness?.contains("admission policy") == true, agent.readiness ?? "")
+        await eventually("a Warning Event on the node") { await !self.events(h, reason: "WriteRefused", about: "n1").isEmpty }
+        XCTAssertTrue(agent.metrics.registry.emitToString().contains("wgmesh_api_writes_refused_total"))
+        let published = await h.annotation("n1", Annotation.enrollmentKey)
+        XCTAssertNil(published)
+        h.server.clearFaults()
+        await eventually("the retry publishes the enrollment key and the agent is ready") {
+            await h.annotation("n1", Annotation.enrollmentKey) != nil && agent.isReady
+        }
+        try await stop(h, run)
+    }
+
+    /// Issue 20, defect 8: a malformed enrollment key made the whole Node unreadable, so every agent left it
+    /// out and its own agent stopped; and a running agent never published a removed key again.
+    func testAMalformedOrRemovedEnrollmentKeyIsWrittenAgainAndTheNodeStaysAPeer() async throws {
+        let h = try await harness(nodes: ["n1", "n2"])
+        let controller = try controller(h)
+        try await enrol(h, ["n2"])
+        let agent = agent(h, resync: .seconds(3600))
+        let run = Task { _ = try? await agent.run() }
+        await eventually("n1 runs its key") { await h.annotation("n1", Annotation.appliedKeyGeneration) == "1" }
+        let own = await h.annotation("n1", Annotation.enrollmentKey)
+        // n2's agent wrote garbage: n1 keeps n2 as a peer.
+        _ = try await h.client.patch(.nodes, namespace: nil, name: "n2", .merge(.object(["metadata": .object(["annotations": .object([
+            Annotation.enrollmentKey: "not-a-key"])])])))
+        await agent.reconcile(try await h.client.listAll(.nodes, metadataOnly: true).items, full: true)
+        XCTAssertTrue(agent.isReady, agent.readiness ?? "")
+        XCTAssertEqual(h.kernel.locked { h.kernel.model.state.peers.count }, 1, "n2 is still a peer")
+        // n1's own key, made malformed and then removed: written again at once, with no resync.
+        for value: JSON in ["not-a-key", .null] {
+            _ = try await h.client.patch(.nodes, namespace: nil, name: "n1", .merge(.object(["metadata": .object(["annotations": .object([
+                Annotation.enrollmentKey: value])])])))
+            await eventually("n1's agent publishes its key again after \(value)") { await h.annotation("n1", Annotation.enrollmentKey) == own }
+        }
+        try await stop(h, run, controller)
+    }
+
+    /// Issue 20, defects 6 and 10: a stale gateway address on the CNI bridge (an earlier install's Pod CIDR)
+    /// is removed, anything else on it stays; a node with no agent yet is no Warning.
+    func testAStaleBridgeAddressGoesAndAJoiningNodeIsNoWarning() async throws {
+        let h = try await harness(nodes: ["n1", "n2", "n3"])
+        let controller = try controller(h)
+        try await enrol(h, ["n2"])  // n3 has no agent yet
+        let bridge = h.kernel.addLink(named: "cni0", kind: "bridge")
+        let stale = try IPPrefix("10.244.200.1/24"), foreign = try IPPrefix("192.168.77.1/24")
+        h.kernel.locked { h.kernel.addressTable[bridge.index] = [stale, foreign] }
+        let agent = agent(h)
+        let run = Task { _ = try? await agent.run() }
+        await eventually("the CNI file is written") { FileManager.default.fileExists(atPath: h.state + "/cni/10-wgmesh.conflist") }
+        XCTAssertEqual(h.kernel.locked { h.kernel.addressTable[bridge.index] }, [foreign], "only the cluster's stale gateway goes")
+        await eventually("n1 runs its key (passes planned with n3 in them)") { await h.annotation("n1", Annotation.appliedKeyGeneration) == "1" }
+        // Each report is logged before its Event is sent.
+        let logs = h.logs.lines.withLock { $0.joined(separator: "\n") }
+        XCTAssertFalse(logs.contains("NodeLeftOut"), "n3 is still joining, no one's problem")
+        try await stop(h, run, controller)
+    }
+
     func testCleanupRemovesExactlyWhatTheAgentMade() async throws {
         let h = try await harness(nodes: ["n1", "n2"])
         let controller = try controller(h)
@@ -296,8 +448,11 @@ final class MeshAgentTests: XCTestCase {
         controller.cancel()
         await controller.value
 
+        _ = h.kernel.addLink(named: "cni0", kind: "bridge")  // the bridge plugin made it for the node's Pods
         let removed = try await agent.cleanup()
         XCTAssertTrue(removed.contains("interface wgmesh0"), "\(removed)")
+        XCTAssertTrue(removed.contains("bridge cni0"), "\(removed)")
+        XCTAssertNil(h.kernel.links["cni0"])
         XCTAssertNil(h.kernel.links["wgmesh0"])
         XCTAssertEqual(try h.kernel.routes(family: nil), [])
         XCTAssertNil(h.kernel.ruleset)

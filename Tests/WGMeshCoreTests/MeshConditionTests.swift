@@ -23,6 +23,28 @@ final class MeshConditionTests: XCTestCase {
         })
     }
 
+    /// Issue 20, defect 10: a node that had just joined read "no handshake in the last 180 s". A peer that never
+    /// had a handshake and was configured less than 180 s ago is connecting, not stale.
+    func testAPeerConfiguredMomentsAgoIsConnectingNotStale() {
+        let b = node("b", 2), c = node("c", 3)
+        let fresh = now.addingTimeInterval(-2), old = now.addingTimeInterval(-200)
+        let joining = MeshCondition.evaluate(plan: plan([b, c]), device: device([(b.publicKey!, nil), (c.publicKey!, nil)]), now: now,
+                                             configuredAt: [b.publicKey!: fresh, c.publicKey!: fresh])
+        XCTAssertEqual(joining, MeshCondition(ready: false, reason: "PeersConnecting", message: "waiting for the first handshake with 2 peers: b, c"))
+        XCTAssertEqual(MeshCondition.peerCounts(reason: joining.reason, message: joining.message)?.total, 2)
+        let oneNew = MeshCondition.evaluate(plan: plan([b, c]), device: device([(b.publicKey!, 10), (c.publicKey!, nil)]), now: now,
+                                            configuredAt: [b.publicKey!: old, c.publicKey!: fresh])
+        XCTAssertEqual(oneNew.reason, "AllPeersConnected")
+        XCTAssertTrue(oneNew.message.contains("1 added less than 180 s ago and still connecting: c"), oneNew.message)
+        let never = MeshCondition.evaluate(plan: plan([b, c]), device: device([(b.publicKey!, 10), (c.publicKey!, nil)]), now: now,
+                                           configuredAt: [b.publicKey!: old, c.publicKey!: old])
+        XCTAssertEqual(never.reason, "PeersStale", "configured 200 s ago and still no handshake")
+        // A node still joining (no key yet) is counted apart from one left out for a problem.
+        let pending = MeshNode(name: "d")
+        XCTAssertTrue(MeshCondition.evaluate(plan: plan([b, pending]), device: device([(b.publicKey!, 10)]), now: now).message
+            .hasSuffix("; 1 node still joining (no key, Pod CIDR or endpoint yet)"))
+    }
+
     func testAllPeersWithARecentHandshakeAreReady() {
         let b = node("b", 2), c = node("c", 3)
         let condition = MeshCondition.evaluate(plan: plan([b, c]), device: device([(b.publicKey!, 10), (c.publicKey!, 179.5)]), now: now)
@@ -77,16 +99,16 @@ final class MeshConditionTests: XCTestCase {
         XCTAssertEqual(condition, MeshCondition(ready: true, reason: "NoPeers", message: "no other node is in the mesh yet, so there is no peer to connect to"))
     }
 
-    func testNodesLeftOutAreMentioned() {
+    /// Nodes left out for a problem (a CIDR outside the cluster's) and nodes still joining (no endpoint yet) apart.
+    func testNodesLeftOutAndJoiningAreMentionedApart() {
         var noEndpoint = node("x", 9)
         noEndpoint.endpoint = nil
         XCTAssertEqual(MeshCondition.evaluate(plan: plan([noEndpoint]), device: device([]), now: now).message,
-                       "no other node is in the mesh yet, so there is no peer to connect to; 1 node left out of the mesh (see the Events of those Nodes)")
+                       "no other node is in the mesh yet, so there is no peer to connect to; 1 node still joining (no key, Pod CIDR or endpoint yet)")
         let b = node("b", 2)
-        var alsoNoEndpoint = node("y", 10)
-        alsoNoEndpoint.endpoint = nil
-        XCTAssertEqual(MeshCondition.evaluate(plan: plan([b, noEndpoint, alsoNoEndpoint]), device: device([(b.publicKey!, 1)]), now: now).message,
-                       "all 1 peer had a handshake in the last 180 s; 2 nodes left out of the mesh (see the Events of those Nodes)")
+        let outside = node("y", 10, cidrs: ["10.99.0.0/24"]), alsoOutside = node("z", 11, cidrs: ["10.98.0.0/24"])
+        XCTAssertEqual(MeshCondition.evaluate(plan: plan([b, noEndpoint, outside, alsoOutside]), device: device([(b.publicKey!, 1)]), now: now).message,
+                       "all 1 peer had a handshake in the last 180 s; 2 nodes left out of the mesh (see the Events of those Nodes); 1 node still joining (no key, Pod CIDR or endpoint yet)")
     }
 
     func testADeviceWithoutAKeyIsNotReady() {

@@ -109,6 +109,33 @@ final class MeshDiffTests: XCTestCase {
         XCTAssertEqual(diff.routesToDelete.map(\.destination), [try IPPrefix("10.15.159.0/24")])
     }
 
+    /// Issue 20, defect 4: a route that another program's route keeps out does not stop the others.
+    func testARouteHeldByAnotherProgramKeepsOnlyItselfOut() throws {
+        final class Table: RouteTable {
+            var routes: [Route] = []
+            let held: RouteKey
+            init(held: RouteKey) { self.held = held }
+            func routes(family: IPFamily?) throws -> [Route] { routes }
+            func add(_ route: Route) throws {
+                if route.key == held { throw RouteTaken(route: route, holder: "\(route.destination) dev cni0 proto kernel") }
+                routes.append(route)
+            }
+            func replace(_ route: Route) throws { routes.removeAll { $0.key == route.key }; routes.append(route) }
+            func delete(_ route: Route) throws { routes.removeAll { $0.key == route.key } }
+        }
+        let plan = MeshPlan(localNode: "a", settings: settings, nodes: [node("a", 1), node("b", 2), node("c", 3)], interfaceIndex: 3)
+        let held = try XCTUnwrap(plan.routes.first)
+        let table = Table(held: held.key)
+        let wireGuard = ModelKernel(state: DeviceState(name: "wgmesh0"), routes: [])
+        let diff = MeshDiff(plan: plan, actual: wireGuard.state, actualRoutes: [])
+        XCTAssertThrowsError(try diff.apply(interface: "wgmesh0", wireGuard: wireGuard, routes: table)) { error in
+            XCTAssertEqual((error as? RoutesTaken)?.taken.map(\.route), [held])
+            XCTAssertTrue("\(error)".contains("dev cni0 proto kernel"), "\(error)")
+        }
+        XCTAssertEqual(table.routes.sorted(), plan.routes.filter { $0 != held }.sorted(), "every other route is in")
+        XCTAssertEqual(wireGuard.state.peers.count, 2, "and every peer")
+    }
+
     func testPrivateKeyChangeIsPartOfTheDiff() throws {
         let plan = MeshPlan(localNode: "local", settings: settings, nodes: [node("local", 0)], interfaceIndex: 3)
         let key = WireGuardKeyPair.generate().privateKey

@@ -50,8 +50,6 @@ final class MeshNodeTests: XCTestCase {
             (Annotation.nextSealedPrivateKey, "%%%"),
             (Annotation.endpoint, "192.0.2.3"),
             (Annotation.endpointOverride, "fd00::1:51820"),
-            (Annotation.enrollmentKey, String(repeating: "A", count: 43) + "B="),
-            (Annotation.appliedKeyGeneration, "1.5"),
             (Annotation.sealedTo, "short"),
         ]
         for (key, value) in bad {
@@ -64,6 +62,22 @@ final class MeshNodeTests: XCTestCase {
                 XCTAssertEqual(e.value, value)
                 XCTAssertTrue("\(e)".contains("node node-a") && "\(e)".contains(key), "\(e)")
             }
+        }
+    }
+
+    /// Issue 20, defect 8: an agent's malformed report took its node out of every peer. The agent's values
+    /// are read leniently: absent, with the problem named, and the node reads.
+    func testAMalformedAgentValueIsAProblemNotAnUnreadableNode() throws {
+        let good = try Self.fullNode().annotations
+        for (key, value) in [(Annotation.enrollmentKey, String(repeating: "A", count: 43) + "B="), (Annotation.appliedKeyGeneration, "1.5")] {
+            var a = good
+            a[key] = value
+            let node = try MeshNode(name: "node-a", annotations: a)
+            XCTAssertEqual(node.problems.map(\.key), [key])
+            XCTAssertEqual(node.problems.first?.value, value)
+            XCTAssertTrue("\(node.problems[0])".contains("stays in the mesh"), "\(node.problems[0])")
+            XCTAssertEqual(node.publicKey, try MeshNode(name: "node-a", annotations: good).publicKey, "the rest reads")
+            XCTAssertTrue(key == Annotation.enrollmentKey ? node.enrollmentKey == nil : node.appliedKeyGeneration == nil)
         }
     }
 
