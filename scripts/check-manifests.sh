@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks manifests/ offline, as rendered by `kubectl kustomize manifests/`: every object against the
+# Checks manifests/ (and manifests/cleanup/) offline, as rendered by `kubectl kustomize`: every object against the
 # Kubernetes API schemas with kubernetes-validate --strict (unknown fields fail), for the oldest and the
 # newest Kubernetes the manifests are meant for; every flag and environment variable given to wgmesh
 # against the binary (scripts/check-manifests.py); and the admission policies' CEL against a table of
@@ -13,7 +13,8 @@ venv=$root/.venv-validate
 [ -x "$venv/bin/kubernetes-validate" ] || { echo "check-manifests: $venv is missing: run scripts/setup.sh" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-kubectl kustomize manifests/ >"$work/wgmesh.yaml"
+# manifests/ and the uninstall's manifests/cleanup/, one document stream.
+{ kubectl kustomize manifests/; echo ---; kubectl kustomize manifests/cleanup/; } >"$work/wgmesh.yaml"
 kubectl=$(kubectl version --client -o json 2>/dev/null | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p' | head -1)
 echo "rendered $(grep -c '^kind:' "$work/wgmesh.yaml") objects with kubectl $kubectl"
 # 1.30: the oldest with the v1 ValidatingAdmissionPolicy and node-bound service-account tokens on by default.

@@ -22,7 +22,10 @@ public enum Uninstall {
             if !signs.isEmpty { lines.append("node \(node.name) still has its agent's \(signs.joined(separator: " and "))") }
         }
         if !lines.isEmpty {
-            lines.append("run the agent DaemonSet with --cleanup on every node so that it removes the interface, routes, nftables table and CNI file, then delete it")
+            lines.append("""
+                delete the agent DaemonSet and run the cleanup on every node (kubectl apply -k manifests/cleanup/): it removes the \
+                interface, routes, CNI bridge, nftables table and CNI file once no Pod on the node holds an address from wgmesh's network
+                """)
         }
         if let lease, let holder = lease.holderIdentity, !holder.isEmpty,
            let renewed = lease.renewTime.flatMap(RFC3339.parse), renewed.addingTimeInterval(Double(lease.leaseDurationSeconds ?? 15)) > now {

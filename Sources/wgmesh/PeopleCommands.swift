@@ -154,9 +154,10 @@ struct UninstallCommand: AsyncParsableCommand {
         commandName: "uninstall",
         abstract: "Remove every wgmesh.dev/ annotation and the WireGuardMeshReady condition from all Nodes.",
         discussion: """
-        The last step: first run the agent DaemonSet with --cleanup on every node (it removes the interface, routes, \
-        nftables table, CNI file, its own annotations and the condition) and delete it, and delete the controller's \
-        Deployment. Until then uninstall refuses and changes nothing: a node that still has wgmesh.dev/enrollment-key or \
+        The last step: first delete the controller's Deployment and the agent DaemonSet, and run the cleanup DaemonSet on \
+        every node (kubectl apply -k manifests/cleanup/: once no Pod on a node holds an address from wgmesh's network, it \
+        removes the interface, routes, CNI bridge, nftables table, CNI file, the agent's annotations and the condition). \
+        Until then uninstall refuses and changes nothing: a node that still has wgmesh.dev/enrollment-key or \
         the condition has an agent that has not cleaned up, and a controller that holds its Lease would write the \
         annotations again. --force removes them anyway.
         """

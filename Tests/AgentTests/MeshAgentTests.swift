@@ -468,6 +468,42 @@ final class MeshAgentTests: XCTestCase {
         try await stop(h)
     }
 
+    /// Issue 20, defect 7: a Pod still on the node is torn down through the CNI file; the cleanup removes
+    /// nothing while host-local holds an address of wgmesh's network, and everything once none is held.
+    func testCleanupWaitsForTheNodesPods() async throws {
+        let h = try await harness(nodes: ["n1", "n2"])
+        let controller = try controller(h)
+        try await enrol(h, ["n2"])
+        let agent = agent(h)
+        let run = Task { _ = try? await agent.run() }
+        await eventually("the CNI file is written") { FileManager.default.fileExists(atPath: h.state + "/cni/10-wgmesh.conflist") }
+        run.cancel()
+        await run.value
+        controller.cancel()
+        await controller.value
+        let ipam = h.state + "/ipam", network = ipam + "/" + CNIConfig.networkName
+        try FileManager.default.createDirectory(atPath: network, withIntermediateDirectories: true)
+        // host-local's files: one per address given out, and its bookkeeping.
+        for file in ["10.244.1.5", "fd00:10:244:1::5", "last_reserved_ip.0", "lock"] {
+            FileManager.default.createFile(atPath: network + "/" + file, contents: Data("c1\neth0".utf8))
+        }
+        do {
+            _ = try await agent.cleanup(ipamDirectory: ipam)
+            XCTFail("cleanup went ahead while Pods hold addresses")
+        } catch let refused as CleanupRefused {
+            XCTAssertEqual(refused.addresses, ["10.244.1.5", "fd00:10:244:1::5"])
+            XCTAssertTrue("\(refused)".contains("nothing was removed") && "\(refused)".contains("drain the node"), "\(refused)")
+        }
+        XCTAssertNotNil(h.kernel.links["wgmesh0"], "nothing was removed")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: h.state + "/cni/10-wgmesh.conflist"))
+        let enrolled = await h.annotation("n1", Annotation.enrollmentKey)
+        XCTAssertNotNil(enrolled)
+        for file in ["10.244.1.5", "fd00:10:244:1::5"] { try FileManager.default.removeItem(atPath: network + "/" + file) }
+        let removed = try await agent.cleanup(ipamDirectory: ipam)
+        XCTAssertTrue(removed.contains("interface wgmesh0") && removed.contains("CNI configuration \(h.state)/cni/10-wgmesh.conflist"), "\(removed)")
+        try await stop(h)
+    }
+
     /// What `wgmesh rotate-keys --wait` and `wgmesh audit` read: the agent's settings, the digest of the
     /// keys it runs (equal to what the commands compute from the Nodes, before and after a peer rotates),
     /// and the unencrypted-packet count.
