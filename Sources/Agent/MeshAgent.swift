@@ -68,6 +68,9 @@ public final class MeshAgent: Sendable {
         }
     }
 
+    /// How soon a full pass looks again at peers still connecting.
+    static let connectingRecheck: Duration = .seconds(3)
+
     /// The field manager of the agent's writes.
     public static let fieldManager = "wgmesh-agent"
     public static let reportingController = "wgmesh.dev/agent"
@@ -419,6 +422,15 @@ public final class MeshAgent: Sendable {
             ? MeshCondition(ready: false, reason: "NoKey", message: "the controller has not issued a keypair for this node's enrollment key yet")
             : MeshCondition.evaluate(plan: plan, device: after, now: Date(), configuredAt: configuredAt)
         try await writeCondition(condition)
+        let now = Date()
+        if after.peers.contains(where: { $0.lastHandshake == nil && configuredAt[$0.publicKey].map { now.timeIntervalSince($0) < 180 } == true }) {
+            // Handshakes come within a second of a peer's configuration (keepalives force one): look again soon,
+            // not at the next resync, so that the condition says so.
+            memory.withLock { m in
+                m.fullPassWanted = true
+                m.followUp = min(m.followUp ?? Self.connectingRecheck, Self.connectingRecheck)
+            }
+        }
     }
 
     /// Notes when each planned peer key was first configured by this process (`MeshCondition.evaluate`), and

@@ -233,7 +233,10 @@ final class MeshAgentTests: XCTestCase {
         await eventually("applied, with both peers") {
             await h.annotation("n1", Annotation.appliedKeyGeneration) == "1" && h.kernel.locked { h.kernel.model.state.peers.count } == 2
         }
-        await eventually("the condition is written") { (try? await Node(h.node("n1")).conditions.first { $0.type == MeshCondition.type }) != nil }
+        // Both peers handshake: once a full pass has seen it, no pass looks again for peers still connecting.
+        let handshake = Int64(Date().timeIntervalSince1970)
+        h.kernel.locked { for i in h.kernel.model.state.peers.indices { h.kernel.model.state.peers[i].lastHandshake = (handshake, 0) } }
+        await eventually("the condition says every peer is connected") { await self.condition(h)?.reason == "AllPeersConnected" }
         try await Task.sleep(for: .milliseconds(500))
 
         // One peer's endpoint moves: the new plan is diffed against the last one, nothing is read.

@@ -196,7 +196,7 @@ final class CommandTests: XCTestCase {
             XCTFail("refused while the agents have not cleaned up")
         } catch {
             XCTAssertTrue("\(error)".contains("node n1 still has its agent's wgmesh.dev/enrollment-key and condition WireGuardMeshReady"), "\(error)")
-            XCTAssertTrue("\(error)".contains("--cleanup"), "\(error)")
+            XCTAssertTrue("\(error)".contains("kubectl apply -k manifests/cleanup/"), "\(error)")
         }
         XCTAssertEqual(cluster.server.withStore(.nodes) { $0.resourceVersion }, before, "nothing changed")
 
