@@ -141,6 +141,127 @@ repaired() {
 wait_for 20 repaired && result drift-repair ok "a peer removed with wg set and a route removed with ip route del came back within the resync (3 s)" \
   || result drift-repair fail "not repaired: $(ip netns exec wge-n1 wg show "$(ifname n1)" peers | wc -l) peers, route '$(ip -n wge-n1 route show "$n3v4")'"
 
+# --- health that tells the truth: while a pass fails, /readyz, the condition, `wgmesh status` and `wgmesh
+# audit` all say so, with the reason, and the rest of the mesh keeps working; once a pass succeeds, all clear ---
+readyz() { ip netns exec "wge-$1" curl -s -m 3 -w ' %{http_code}' http://127.0.0.1:9586/readyz | tr '\n' ' '; }
+mesh_condition() { node_json "$1" | jq -r '.status.conditions[]? | select(.type == "WireGuardMeshReady") | "\(.status) \(.reason)"'; }
+wgm() { lan "$bin/wgmesh" "$@" --kubeconfig "$work/kubeconfig"; }
+# Every signal says NODE fails with REASON.
+signals_fail() {
+  [[ "$(readyz "$1")" == *"$2"*503 ]] && [ "$(mesh_condition "$1")" = "False $2" ] || return 1
+  ! wgm status -o wide >"$work/status.txt" 2>&1 && grep -E "^$1 +False .*$2" "$work/status.txt" >/dev/null || return 1
+  ! wgm audit >"$work/audit.txt" 2>&1 && grep -F "$1: WireGuardMeshReady is False ($2)" "$work/audit.txt" >/dev/null
+}
+# Every signal says NODE is well, and the whole cluster passes status and audit.
+signals_ok() {
+  [[ "$(readyz "$1")" == *200 ]] && [ "$(mesh_condition "$1")" = "True AllPeersConnected" ] && wgm status >/dev/null 2>&1 && wgm audit >/dev/null 2>&1
+}
+signals() { echo "readyz '$(readyz "$1")', condition '$(mesh_condition "$1")', status: $(grep -E "^$1 " "$work/status.txt" | tr -s ' ')"; }
+
+# Another program's route (a leftover bridge's) holds the key of wgmesh's route to n3's Pod CIDR on n1 (defect 4: it
+# stopped every pass).
+n3v4=$(annotation n3 pod-cidrs | cut -d, -f1)
+ip -n wge-n1 link add wge-stale type bridge && ip -n wge-n1 link set wge-stale up
+ip -n wge-n1 route replace "$n3v4" dev wge-stale proto static
+if wait_for 30 signals_fail n1 RouteConflict; then
+  if ip netns exec wge-n1-p1 ping -c 1 -W 3 "$(head -1 "$work/n2/p1.ips")" >/dev/null 2>&1; then
+    result foreign-route ok "a static route to n3's $n3v4 on n1: $(signals n1); n1's Pods still reach n2's"
+  else
+    result foreign-route fail "n1's Pods no longer reach n2's while the route to n3 is held: the rest of the pass was not applied"
+  fi
+else
+  result foreign-route fail "not every signal says RouteConflict: $(signals n1)"
+fi
+ip -n wge-n1 route del "$n3v4" dev wge-stale proto static; ip -n wge-n1 link del wge-stale
+if wait_for 30 signals_ok n1 && ip netns exec wge-n1-p1 ping -c 1 -W 3 "$(head -1 "$work/n3/p1.ips")" >/dev/null 2>&1; then
+  result foreign-route-gone ok "the other route removed: wgmesh's is back, n1's Pods reach n3's, every signal clear and status and audit pass"
+else
+  result foreign-route-gone fail "$(signals n1); audit: $(grep -E '^- (PASS|FAIL)' "$work/audit.txt" | tr '\n' ' ')"
+fi
+
+# A pass that keeps failing (its CNI file cannot be written: a directory in its place) on n2.
+conflist="$work/n2/cni/10-wgmesh.conflist"
+rm -f "$conflist" && mkdir "$conflist"
+if wait_for 30 signals_fail n2 ReconcileFailed; then
+  result failing-pass ok "n2's CNI file cannot be written: $(signals n2)"
+else
+  result failing-pass fail "not every signal says ReconcileFailed: $(signals n2)"
+fi
+rmdir "$conflist"
+if wait_for 30 signals_ok n2 && [ -f "$conflist" ]; then
+  result failing-pass-over ok "the CNI file written again: every signal clear, status and audit pass"
+else
+  result failing-pass-over fail "$(signals n2)"
+fi
+
+# --- uninstall, then install again (defects 6 and 7): the cleanup waits for the node's Pods; after it no
+# wgmesh state is left; a new install hands out the Pod CIDRs in another order and every node works ---
+cidrs_before=$(for n in "${nodes[@]}"; do annotation "$n" pod-cidrs; done | paste -sd' ')
+kill -TERM "$controller"; for n in "${nodes[@]}"; do kill -TERM "$(eval echo \$agent_$n)"; done
+wait "$controller" 2>/dev/null; for n in "${nodes[@]}"; do wait "$(eval echo \$agent_$n)" 2>/dev/null; done
+cleanup_node() {
+  ip netns exec "wge-$1" "$bin/wgmesh" agent --cleanup --kubeconfig "$work/kubeconfig" --node-name "$1" --backend "$backend" \
+    --interface "$(ifname "$1")" --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --state-dir "$work/$1/state" \
+    --cni-conf-dir "$work/$1/cni" --ipam-dir "$work/$1/ipam" >"$work/$1/cleanup.txt" 2>&1
+}
+if cleanup_node n1; then
+  result cleanup-waits fail "cleanup went ahead on n1 while its Pods hold addresses: $(cat "$work/n1/cleanup.txt")"
+elif grep -q "nothing was removed" "$work/n1/cleanup.txt" && [ -f "$work/n1/cni/10-wgmesh.conflist" ] && ip -n wge-n1 link show "$(ifname n1)" >/dev/null 2>&1; then
+  result cleanup-waits ok "$(grep -o 'node n1: nothing was removed: [^(]*' "$work/n1/cleanup.txt")"
+else
+  result cleanup-waits fail "$(cat "$work/n1/cleanup.txt")"
+fi
+dels=0; for n in "${nodes[@]}"; do for p in p1 p2; do cni_del "$n" "$p" || dels=1; done; done
+left=""
+for n in "${nodes[@]}"; do
+  cleanup_node "$n" || left+=" $n: cleanup failed: $(tail -1 "$work/$n/cleanup.txt");"
+  [ -z "$(ip -n "wge-$n" route show proto 0x57; ip -6 -n "wge-$n" route show proto 0x57)" ] || left+=" $n: wgmesh routes;"
+  ip -n "wge-$n" link show "$(ifname "$n")" >/dev/null 2>&1 && left+=" $n: interface;"
+  ip -n "wge-$n" link show cni0 >/dev/null 2>&1 && left+=" $n: cni0;"
+  ip netns exec "wge-$n" nft list table inet wgmesh >/dev/null 2>&1 && left+=" $n: nftables table;"
+  [ -e "$work/$n/cni/10-wgmesh.conflist" ] && left+=" $n: CNI file;"
+done
+wait_for 30 wgm uninstall --lease-namespace default; uninstall_rc=$?
+annotated=$(kapi "http://$api:6443/api/v1/nodes" | jq -r '[.items[].metadata.annotations // {} | keys[] | select(startswith("wgmesh.dev/"))] | length')
+if [ $dels = 0 ] && [ -z "$left" ] && [ $uninstall_rc = 0 ] && [ "$annotated" = 0 ]; then
+  result uninstall ok "Pods deleted through the conflist, then cleanup on every node and wgmesh uninstall: no interface, wgmesh route, cni0, nftables table, CNI file or wgmesh.dev/ annotation left"
+else
+  result uninstall fail "CNI DEL ok=$((1 - dels)), left:${left:- nothing}, uninstall rc=$uninstall_rc, $annotated wgmesh.dev/ annotations"
+fi
+# Installed again after n1 and n2 were replaced (their Nodes deleted and registered again, as new machines'
+# kubelets do, after the controller allocated to n3): the Pod CIDRs come out in another order.
+for n in n1 n2; do lan curl -s -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
+start_controller
+for n in "${nodes[@]}"; do start_agent "$n"; done
+has_cidrs() { [ -n "$(annotation "$1" pod-cidrs)" ]; }
+wait_for 30 has_cidrs n3
+for i in 2 1; do
+  kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes" -d "{\"apiVersion\":\"v1\",\"kind\":\"Node\",
+    \"metadata\":{\"name\":\"n$i\"},\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"192.0.2.$i\"}]}}" >/dev/null
+  wait_for 30 has_cidrs "n$i"
+done
+cidrs_after=$(for n in "${nodes[@]}"; do annotation "$n" pod-cidrs; done | paste -sd' ')
+reinstalled=1
+wait_for 120 converged || reinstalled=0
+for n in "${nodes[@]}"; do for p in p1 p2; do cni_add "$n" "$p" || reinstalled=0; done; done
+for n in "${nodes[@]}"; do for m in "${nodes[@]}"; do
+  [ "$n" = "$m" ] || wait_for 20 ip netns exec "wge-$n-p1" ping -c 1 -W 2 "$(head -1 "$work/$m/p1.ips")" || reinstalled=0
+done; done
+all_ok() { for n in "${nodes[@]}"; do signals_ok "$n" || return 1; done; }
+wait_for 60 all_ok || reinstalled=0
+if [ $reinstalled = 1 ] && [ "$cidrs_before" != "$cidrs_after" ]; then
+  result reinstall ok "installed again, Pod CIDRs $cidrs_before -> $cidrs_after: Pods on every node reach each other, every signal clear, status and audit pass"
+else
+  result reinstall fail "reinstalled=$reinstalled, Pod CIDRs $cidrs_before -> $cidrs_after; $(for n in "${nodes[@]}"; do echo "$n: $(readyz "$n") $(mesh_condition "$n");"; done)"
+fi
+# A stale gateway on the bridge (what an older cleanup left) goes at the next full pass.
+ip -n wge-n1 addr add 10.244.250.1/24 dev cni0
+if wait_for 20 bash -c "! ip -n wge-n1 addr show dev cni0 | grep -q 10.244.250.1"; then
+  result stale-bridge-address ok "a gateway of another Pod CIDR on n1's cni0 was removed by the agent"
+else
+  result stale-bridge-address fail "10.244.250.1/24 is still on n1's cni0"
+fi
+
 # --- bad input: other nodes keep working, nobody crashes ---
 bad_key=$(head -c 31 /dev/urandom | base64)
 good_key=$(wg genkey | wg pubkey)

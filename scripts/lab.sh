@@ -63,6 +63,9 @@ patch_annotations() { kapi -X PATCH "http://$api:6443/api/v1/nodes/$1" -d "{\"me
 
 # The underlay: a bridge in wge-lan, a veth per node, and an outside host (wge-ext, 192.0.2.100).
 lab_underlay() {
+  # The lab's namespace names are fixed: one scenario at a time on a machine; a second one waits here.
+  exec {lab_lock}>/tmp/wgmesh-lab.lock
+  flock "$lab_lock"
   remove_namespaces
   ip netns add wge-lan
   lan ip link set lo up
@@ -154,4 +157,20 @@ ping_stats() {
        END {lost = 0; run = 0; longest = 0
             for (i = 1; i <= sent; i++) { if (i in seen) { run = 0 } else { lost++; run++; if (run > longest) longest = run } }
             printf "lost %d of %d, longest gap %d ms", lost, sent, longest * 10}' "$1"
+}
+
+# Tears down a Pod that cni_add made, through the same conflist (plugins in reverse order, CNI_COMMAND=DEL),
+# as the container runtime does; then removes its namespace.
+cni_del() {  # cni_del NODE POD
+  local ns="wge-$1-$2" conf="$work/$1/cni/10-wgmesh.conflist" k plugin type out rc=0
+  local count; count=$(jq '.plugins | length' "$conf")
+  for k in $(seq $((count - 1)) -1 0); do
+    plugin=$(jq -c --argjson k "$k" '.plugins[$k] + {cniVersion: .cniVersion, name: .name}' "$conf")
+    plugin=$(jq -c --arg d "$work/$1/ipam" 'if .ipam then .ipam.dataDir = $d else . end' <<<"$plugin")
+    type=$(jq -r .type <<<"$plugin")
+    out=$(ip netns exec "wge-$1" env CNI_COMMAND=DEL CNI_CONTAINERID="$1-$2" CNI_NETNS="/run/netns/$ns" CNI_IFNAME=eth0 \
+      CNI_PATH=/usr/lib/cni "/usr/lib/cni/$type" <<<"$plugin") || { echo "CNI DEL $type failed for $ns: $out" >&2; rc=1; }
+  done
+  ip netns del "$ns"
+  return $rc
 }
