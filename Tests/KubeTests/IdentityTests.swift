@@ -27,7 +27,7 @@ final class IdentityTests: XCTestCase {
                 _ = try await controller.patch(.nodes, namespace: nil, name: "n1", Patch.merge(.object(["metadata": .object(["annotations": .object([
                     "wgmesh.dev/pod-cidrs": "10.244.2.0/24"])])])).precondition(resourceVersion: "1"), subresource: nil)
                 XCTFail("a stale precondition was accepted")
-            } catch {
+            } catch let error as KubeError {
                 XCTAssertTrue(error.isConflict, "\(error)")
             }
             _ = try await controller.create(.leases, namespace: "default", .object(["metadata": .object(["name": "l"]), "spec": .object([:])]))
@@ -37,7 +37,7 @@ final class IdentityTests: XCTestCase {
             do {
                 _ = try await stranger.list(.nodes, namespace: nil, options: ListOptions())
                 XCTFail("an unknown token was accepted")
-            } catch {
+            } catch let error as KubeError {
                 XCTAssertEqual(error.code, 401, "\(error)")
             }
             for c in [agent, controller, stranger] { try await c.shutdown() }
