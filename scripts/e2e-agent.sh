@@ -171,7 +171,7 @@ ip netns exec wge-n3-p1 ping -c 1 -W 3 "$(head -1 "$work/n1/p1.ips")" >/dev/null
 [ $rep_rc = 0 ] && [ $alive = 1 ] && [ $pod_rc = 0 ] \
   && result bad-input ok "a 31-byte key, a Pod CIDR outside the cluster CIDRs, a key claimed twice, overlapping Pod CIDRs: those nodes are left out with an Event, every agent runs, Pods still reach each other" \
   || result bad-input fail "events=$rep_rc alive=$alive ping=$pod_rc; events: $(events | grep -E '^(bad|outside|twin|ov1|ov2) ' | cut -c1-160 | sort -u)"
-for n in bad outside twin ov1 ov2; do lan curl -s -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
+for n in bad outside twin ov1 ov2; do kapi -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
 
 # --- a sealed key that does not open: a Warning, and the interface untouched ---
 kill -TERM "$controller"; wait "$controller" 2>/dev/null
@@ -212,7 +212,7 @@ wait_for 60 recovered && result rejoin ok "the controller issued n2 a new keypai
 
 # --- deleting a Node removes its peer and routes on the other nodes ---
 n3cidrs=$(annotation n3 pod-cidrs)
-lan curl -s -X DELETE "http://$api:6443/api/v1/nodes/n3" >/dev/null
+kapi -X DELETE "http://$api:6443/api/v1/nodes/n3" >/dev/null
 forgotten() {
   for n in n1 n2; do
     [ "$(ip netns exec "wge-$n" wg show "$(ifname "$n")" peers | wc -l)" -eq 1 ] || return 1
