@@ -313,6 +313,7 @@ def replay(rendered, files):
         except OSError as e:
             bad.append(f"{path}: {e}")
             continue
+        print(f"replay: {path}: {len(lines)} writes")
         if not lines:
             bad.append(f"{path}: no write recorded: the scenario ran without --record, or wrote nothing to a Node")
         for number, line in lines:
