@@ -14,6 +14,7 @@ backend="${WGMESH_E2E_BACKEND:-kernel}"
 work="${WGMESH_VM_OUT:-$root/.e2e}/e2e-$backend"
 rm -rf "$work" && mkdir -p "$work"
 . "$root/scripts/lab.sh"
+agent_nodes="${nodes[*]} n4"  # n4 joins on wireguard-go below (interop)
 failures=0
 passes=0
 
@@ -32,7 +33,7 @@ if [ "$backend" = userspace ]; then
     ip -n wge-n1 link del wge-probe
     echo "e2e: SKIP kernel-refused: this kernel has WireGuard, so --backend kernel works here"
   else
-    out=$(ip netns exec wge-n1 timeout 20 "$bin/wgmesh" agent --backend kernel --kubeconfig "$work/kubeconfig" --node-name n1 \
+    out=$(ip netns exec wge-n1 timeout 20 "$bin/wgmesh" agent --backend kernel --kubeconfig "$work/kubeconfig.agent-n1" --node-name n1 \
       --cluster-cidr $clusterv4 --state-dir "$work/refused" --cni-conf-dir "$work/refused" --metrics-bind-address 127.0.0.1:9586 2>&1); rc=$?
     made=$(ip -n wge-n1 link show type wireguard 2>/dev/null; ls "$work/refused" 2>/dev/null)
     if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q -- "--backend userspace" <<<"$out" && [ -z "$made" ]; then
@@ -91,7 +92,7 @@ grep -q "192.0.2.1 > 192.0.2.100" "$work/seen-outside.txt" && [ $out_rc = 0 ] \
 # --- the mesh as the kernel runs it agrees with the plan ---
 agree=1
 for n in "${nodes[@]}"; do
-  ip netns exec "wge-$n" "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig" --node-name "$n" --cluster-cidr $clusterv4 \
+  ip netns exec "wge-$n" "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig.agent-$n" --node-name "$n" --cluster-cidr $clusterv4 \
     --cluster-cidr $clusterv6 --backend "$backend" --interface "$(ifname "$n")" --dry-run >"$work/$n/dry-run.txt" 2>&1
   grep -q "diff: nothing to change" "$work/$n/dry-run.txt" || agree=0
   for m in "${nodes[@]}"; do
@@ -291,7 +292,7 @@ ip netns exec wge-n3-p1 ping -c 1 -W 3 "$(head -1 "$work/n1/p1.ips")" >/dev/null
 [ $rep_rc = 0 ] && [ $alive = 1 ] && [ $pod_rc = 0 ] \
   && result bad-input ok "a 31-byte key, a Pod CIDR outside the cluster CIDRs, a key claimed twice, overlapping Pod CIDRs: those nodes are left out with an Event, every agent runs, Pods still reach each other" \
   || result bad-input fail "events=$rep_rc alive=$alive ping=$pod_rc; events: $(events | grep -E '^(bad|outside|twin|ov1|ov2) ' | cut -c1-160 | sort -u)"
-for n in bad outside twin ov1 ov2; do lan curl -s -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
+for n in bad outside twin ov1 ov2; do kapi -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
 
 # --- a sealed key that does not open: a Warning, and the interface untouched ---
 kill -TERM "$controller"; wait "$controller" 2>/dev/null
@@ -332,7 +333,7 @@ wait_for 60 recovered && result rejoin ok "the controller issued n2 a new keypai
 
 # --- deleting a Node removes its peer and routes on the other nodes ---
 n3cidrs=$(annotation n3 pod-cidrs)
-lan curl -s -X DELETE "http://$api:6443/api/v1/nodes/n3" >/dev/null
+kapi -X DELETE "http://$api:6443/api/v1/nodes/n3" >/dev/null
 forgotten() {
   for n in n1 n2; do
     [ "$(ip netns exec "wge-$n" wg show "$(ifname "$n")" peers | wc -l)" -eq 1 ] || return 1
@@ -356,7 +357,7 @@ if [ "$backend" = kernel ] && command -v wireguard-go >/dev/null; then
   kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes" -d '{"apiVersion":"v1","kind":"Node",
     "metadata":{"name":"n4"},"status":{"addresses":[{"type":"InternalIP","address":"192.0.2.4"}]}}' >/dev/null
   mkdir -p "$work/n4"
-  ip netns exec wge-n4 "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig" --node-name n4 --backend userspace --interface wgm-n4 \
+  ip netns exec wge-n4 "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig.agent-n4" --node-name n4 --backend userspace --interface wgm-n4 \
     --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --state-dir "$work/n4/state" --cni-conf-dir "$work/n4/cni" \
     --metrics-bind-address 127.0.0.1:9586 --resync-period 3s >>"$work/n4/agent.log" 2>&1 &
   pids+=($!)

@@ -45,7 +45,7 @@ alive() { for n in "${all[@]}"; do kill -0 "$(eval echo "\$agent_$n")" 2>/dev/nu
 
 # A controller replica; its PID goes to ctl_NAME.
 ctl() {  # ctl NAME
-  ip netns exec wge-lan "$bin/wgmesh" controller --kubeconfig "$work/kubeconfig" --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 \
+  ip netns exec wge-lan "$bin/wgmesh" controller --kubeconfig "$work/kubeconfig.controller" --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 \
     --cidr-source wgmesh --rotation-grace "${2:-$grace}" --lease-namespace default --identity "$1" >>"$work/controller-$1.log" 2>&1 &
   eval "ctl_$1=$!"
   pids+=($!)

@@ -5,6 +5,11 @@
 # added by the real CNI plugins from the agent's conflist. Source it with root, bin, backend and work set.
 # Background processes are started here without a shell function around the command itself, so that
 # $! is their own PID; each goes into pids, and lab_cleanup ends exactly those and the namespaces.
+# Each client has its own identity at the test API server, as on a real cluster: the controller its
+# ServiceAccount ($work/kubeconfig.controller), each agent its node's Pod ($work/kubeconfig.agent-NODE, for
+# the nodes in agent_nodes, all of nodes unless set), the people's commands kubernetes-admin
+# ($work/kubeconfig), and the scenario's own setup and faults (kapi) a harness identity. Every Node write
+# is recorded in $WGMESH_RECORD ($work/writes.jsonl unless set), for check-admission-policies.py --replay.
 # Traffic goes only to addresses of these namespaces.
 # wireguard-go's sockets share one folder across namespaces: each node's interface needs its own name.
 ifname() { if [ "$backend" = userspace ]; then echo "wgm-$1"; else echo wgmesh0; fi; }
@@ -56,7 +61,7 @@ wireguard_message="udp and udp[8] >= 1 and udp[8] <= 4 and udp[9:2] = 0 and udp[
 # A leak: a packet to or from a Pod address that is not a WireGuard message.
 pod_leak="($pod_traffic) and not ($wireguard_message)"
 
-kapi() { lan curl -s -H 'Content-Type: application/merge-patch+json' "$@"; }
+kapi() { lan curl -s -H 'Content-Type: application/merge-patch+json' -H 'Authorization: Bearer test-harness' "$@"; }
 node_json() { kapi "http://$api:6443/api/v1/nodes/$1"; }
 annotation() { node_json "$1" | jq -r --arg k "wgmesh.dev/$2" '.metadata.annotations[$k] // empty'; }
 patch_annotations() { kapi -X PATCH "http://$api:6443/api/v1/nodes/$1" -d "{\"metadata\":{\"annotations\":$2}}" >/dev/null; }
@@ -91,7 +96,8 @@ lab_api() {
   ip netns exec wge-lan tcpdump -i wge-br0 -nn -U -s 128 -w "$work/underlay.pcap" >/dev/null 2>&1 &
   pids+=($!)
   capture=$!
-  ip netns exec wge-lan "$bin/TestAPIServerTool" $api 6443 "$work/kubeconfig" >"$work/apiserver.log" 2>&1 &
+  ip netns exec wge-lan "$bin/TestAPIServerTool" $api 6443 "$work/kubeconfig" --agents "${agent_nodes:-${nodes[*]}}" \
+    --record "${WGMESH_RECORD:-$work/writes.jsonl}" >"$work/apiserver.log" 2>&1 &
   pids+=($!)
   apiserver=$!
   wait_for 30 lan curl -sf "http://$api:6443/api/v1/nodes" || { echo "the test API server did not start"; cat "$work/apiserver.log"; return 1; }
@@ -104,7 +110,7 @@ lab_api() {
 }
 
 start_controller() {
-  ip netns exec wge-lan "$bin/wgmesh" controller --kubeconfig "$work/kubeconfig" --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 \
+  ip netns exec wge-lan "$bin/wgmesh" controller --kubeconfig "$work/kubeconfig.controller" --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 \
     --cidr-source wgmesh --rotation-grace 2s --lease-namespace default >>"$work/controller.log" 2>&1 &
   controller=$!
   pids+=($controller)
@@ -112,7 +118,7 @@ start_controller() {
 
 start_agent() {  # start_agent NODE (resync_period, 3s unless set)
   mkdir -p "$work/$1"
-  ip netns exec "wge-$1" "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig" --node-name "$1" --backend "$backend" --interface "$(ifname "$1")" \
+  ip netns exec "wge-$1" "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig.agent-$1" --node-name "$1" --backend "$backend" --interface "$(ifname "$1")" \
     --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --state-dir "$work/$1/state" --cni-conf-dir "$work/$1/cni" \
     --metrics-bind-address 127.0.0.1:9586 --resync-period "${resync_period:-3s}" >>"$work/$1/agent.log" 2>&1 &
   eval "agent_$1=$!"

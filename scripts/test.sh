@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests and the manifest check on the host, then every kernel test in one VM
 # guest, then the agent's three-node scenario in a second guest (kernel WireGuard), the ten-node faults
-# and figures in a third, the three-node scenario on the host (wireguard-go), then the demo.
+# and figures in a third, the three-node scenario on the host (wireguard-go), then the demo; last, every Node
+# write those scenarios recorded, replayed through the admission policies.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -18,9 +19,18 @@ swift build --product wgmesh >/dev/null
 swift build --product TestAPIServerTool >/dev/null
 # Three agents, a controller, the API server and wireguard-go: more than the kernel tests' 2 GiB.
 WGMESH_VM_MEMORY=3G bash scripts/vm-run.sh 'bash scripts/e2e-agent.sh'
+# Each guest's writes, kept for the replay at the end (vm-run.sh empties .vm/out on every run).
+keep_writes() { mkdir -p .e2e && { cp ".vm/out/$1/writes.jsonl" ".e2e/vm-$1-writes.jsonl" 2>/dev/null || rm -f ".e2e/vm-$1-writes.jsonl"; }; }
+keep_writes e2e-kernel
 echo "== VM: faults and figures on ten nodes (scripts/e2e.sh)"
 WGMESH_VM_MEMORY=3G bash scripts/vm-run.sh 'bash scripts/e2e.sh'
+keep_writes e2e-faults
 echo "== host: three nodes with the userspace backend (WGMESH_E2E_BACKEND=userspace scripts/e2e-agent.sh)"
 WGMESH_E2E_BACKEND=userspace bash scripts/e2e-agent.sh
 echo "== host: the demo (scripts/demo.sh)"
-bash scripts/demo.sh
+mkdir -p .e2e
+WGMESH_RECORD="$root/.e2e/demo-writes.jsonl" bash scripts/demo.sh
+echo "== host: every Node write the scenarios recorded, replayed through the admission policies (check-admission-policies.py --replay)"
+kubectl kustomize manifests/ >.e2e/wgmesh.yaml
+.venv-validate/bin/python scripts/check-admission-policies.py --replay .e2e/wgmesh.yaml .e2e/e2e-userspace/writes.jsonl .e2e/demo-writes.jsonl \
+  .e2e/vm-e2e-kernel-writes.jsonl .e2e/vm-e2e-faults-writes.jsonl

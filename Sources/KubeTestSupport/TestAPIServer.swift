@@ -30,9 +30,19 @@ public final class TestAPIServer: Sendable {
         public var host: String
         /// 0: a free port.
         public var port: Int
+        /// Bearer tokens that authenticate as these users (accepted besides `token`). A request with none of
+        /// them is `UserInfo.testClient` when `token` or a client certificate let it in, else `anonymous`.
+        public var identities: [String: UserInfo]
+        /// Called, in the order of the writes, with one admission request for every accepted POST, PUT,
+        /// PATCH and DELETE of a Node or its status: userInfo, operation, subResource, name, oldObject and
+        /// object (the stored result; null for a DELETE), as a ValidatingAdmissionPolicy would see it.
+        public var recordNodeWrite: (@Sendable (JSON) -> Void)?
 
         public init(tls: Bool = false, nameOnlyCertificate: Bool = false, token: String? = nil, bookmarkInterval: Duration = .seconds(1),
-                    windowSize: Int = 20_000, host: String = "127.0.0.1", port: Int = 0) {
+                    windowSize: Int = 20_000, host: String = "127.0.0.1", port: Int = 0, identities: [String: UserInfo] = [:],
+                    recordNodeWrite: (@Sendable (JSON) -> Void)? = nil) {
+            self.identities = identities
+            self.recordNodeWrite = recordNodeWrite
             self.host = host
             self.port = port
             self.tls = tls
@@ -301,7 +311,7 @@ public final class TestAPIServer: Sendable {
             return .watching
         }
         do {
-            let result = try serve(request, route: route, key: key)
+            let result = try serve(request, route: route, key: key, user: user(request))
             var body = result.body
             if metadataOnly { body = body["items"] != nil ? TestAPIServer.metadataList(body) : TestAPIServer.metadataObject(body) }
             return .json(result.status, body, delay: delay)
@@ -310,7 +320,7 @@ public final class TestAPIServer: Sendable {
         }
     }
 
-    func serve(_ request: Request, route: Route, key: StoreKey) throws(Status) -> (status: HTTPResponseStatus, body: JSON) {
+    func serve(_ request: Request, route: Route, key: StoreKey, user: UserInfo) throws(Status) -> (status: HTTPResponseStatus, body: JSON) {
         func body() throws(Status) -> JSON {
             do {
                 return try JSON.parse(request.body.readableBytesView)
@@ -318,9 +328,16 @@ public final class TestAPIServer: Sendable {
                 throw APIStore.status(400, "BadRequest", "the request body is not JSON: \(error)")
             }
         }
+        let record: (@Sendable (JSON) -> Void)? = key.resource == .nodes && request.method != "GET" ? options.recordNodeWrite : nil
         let store = { (body: (inout APIStore) throws(Status) -> JSON) throws(Status) -> JSON in
             let result: Result<JSON, Status> = self.withStore(key.resource, namespace: key.namespace) { s in
-                do throws(Status) { return .success(try body(&s)) } catch { return .failure(error) }
+                do throws(Status) {
+                    let old = route.name.flatMap { try? s.get($0) }
+                    let result = try body(&s)
+                    // Under the store's lock: the records come in the order of the writes.
+                    record?(TestAPIServer.admissionRequest(request.method, route: route, user: user, old: old, result: result))
+                    return .success(result)
+                } catch { return .failure(error) }
             }
             return try result.get()
         }
@@ -369,8 +386,31 @@ public final class TestAPIServer: Sendable {
 
     func authorized(_ request: Request) -> Bool {
         guard let token = state.withLock({ $0.token }) else { return true }
-        if request.clientCertificate { return true }
+        if request.clientCertificate || bearer(request).map({ options.identities[$0] != nil }) == true { return true }
         return request.headers.first(name: "authorization") == "Bearer \(token)"
+    }
+
+    func bearer(_ request: Request) -> String? {
+        guard let value = request.headers.first(name: "authorization"), value.hasPrefix("Bearer ") else { return nil }
+        return String(value.dropFirst("Bearer ".count))
+    }
+
+    /// Who sent an authorized request.
+    func user(_ request: Request) -> UserInfo {
+        if let token = bearer(request), let user = options.identities[token] { return user }
+        let token = state.withLock { $0.token }
+        if request.clientCertificate || (token != nil && bearer(request) == token) { return .testClient }
+        return .anonymous
+    }
+
+    /// A write as admission sees it (what `Options.recordNodeWrite` gets).
+    static func admissionRequest(_ method: String, route: Route, user: UserInfo, old: JSON?, result: JSON) -> JSON {
+        let operation = ["POST": "CREATE", "DELETE": "DELETE"][method] ?? "UPDATE"
+        return .object([
+            "userInfo": user.json, "operation": .string(operation), "subResource": .string(route.subresource ?? ""),
+            "name": .string(route.name ?? ObjectMeta(result["metadata"]).name),
+            "oldObject": old ?? .null, "object": operation == "DELETE" ? .null : result,
+        ])
     }
 
     static func faultStatus(_ code: Int) -> Status {

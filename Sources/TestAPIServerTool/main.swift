@@ -1,34 +1,88 @@
 // Not shipped: the Kubernetes-compatible test API server as a process, for the multi-node scenarios in
-// the VM (scripts/e2e-agent.sh) and the demo. Plain HTTP without authentication, on the address given.
-// Usage: wgmesh-test-apiserver HOST PORT KUBECONFIG_OUT
+// the VM (scripts/e2e-agent.sh) and the demo. Plain HTTP on the address given; no credentials are required,
+// but each kubeconfig it writes carries a token that names who sends a request, as a real API server's
+// authenticator does: KUBECONFIG_OUT is a person's (kubernetes-admin: the people's commands),
+// KUBECONFIG_OUT.controller the controller's ServiceAccount, KUBECONFIG_OUT.agent-NODE the agent's Pod on
+// NODE (its token names the node), KUBECONFIG_OUT.harness the scenario's own setup and fault injection.
+// With --record, every accepted write to a Node or its status is appended to FILE as one admission request
+// per line (scripts/check-admission-policies.py --replay evaluates them through the admission policies).
+// Usage: wgmesh-test-apiserver HOST PORT KUBECONFIG_OUT [--agents NODE,NODE...] [--record FILE]
 import Foundation
+import Kube
 import KubeTestSupport
 
-let args = CommandLine.arguments
-guard args.count == 4, let port = Int(args[2]) else {
-    FileHandle.standardError.write(Data("usage: wgmesh-test-apiserver HOST PORT KUBECONFIG_OUT\n".utf8))
+let usage = "usage: wgmesh-test-apiserver HOST PORT KUBECONFIG_OUT [--agents NODE,NODE...] [--record FILE]\n"
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data((message + "\n" + usage).utf8))
     exit(2)
 }
-let server = try await TestAPIServer.start(.init(bookmarkInterval: .seconds(5), host: args[1], port: port))
-let kubeconfig = """
-    apiVersion: v1
-    kind: Config
-    clusters:
-    - name: test
-      cluster:
-        server: \(server.url)
-    users:
-    - name: test
-      user: {}
-    contexts:
-    - name: test
-      context:
-        cluster: test
-        user: test
-    current-context: test
 
-    """
-try kubeconfig.write(toFile: args[3], atomically: true, encoding: .utf8)
-FileHandle.standardOutput.write(Data("test API server listening on \(server.url)\n".utf8))
+var positional: [String] = []
+var agents: [String] = []
+var recordPath: String?
+var rest = CommandLine.arguments.dropFirst()
+while let arg = rest.popFirst() {
+    switch arg {
+    case "--agents":
+        guard let list = rest.popFirst() else { fail("--agents needs a list of node names") }
+        agents += list.split(whereSeparator: { $0 == "," || $0 == " " }).map(String.init)
+    case "--record":
+        guard let path = rest.popFirst() else { fail("--record needs a file") }
+        recordPath = path
+    default:
+        positional.append(arg)
+    }
+}
+guard positional.count == 3, let port = Int(positional[1]) else { fail("expected HOST PORT KUBECONFIG_OUT, got \(positional)") }
+let kubeconfigPath = positional[2]
+
+/// The scenario's own writes (Nodes registered as a kubelet would, faults injected as etcd surgery would):
+/// not the product's, so the replay counts them without judging them.
+let harness = UserInfo(username: "wgmesh-test-harness", groups: ["wgmesh:test-harness", "system:authenticated"])
+var identities: [String: (file: String, user: UserInfo)] = [
+    "test-admin": (kubeconfigPath, .admin),
+    "test-controller": (kubeconfigPath + ".controller", .controller),
+    "test-harness": (kubeconfigPath + ".harness", harness),
+]
+for node in agents { identities["test-agent-" + node] = (kubeconfigPath + ".agent-" + node, .agent(node: node)) }
+
+let recorder: FileHandle?
+if let recordPath {
+    guard FileManager.default.createFile(atPath: recordPath, contents: nil), let handle = FileHandle(forWritingAtPath: recordPath) else {
+        fail("cannot write \(recordPath)")
+    }
+    recorder = handle
+} else {
+    recorder = nil
+}
+let record: (@Sendable (JSON) -> Void)? = recorder.map { handle in
+    { @Sendable request in handle.write(request.data + Data("\n".utf8)) }
+}
+
+let server = try await TestAPIServer.start(.init(bookmarkInterval: .seconds(5), host: positional[0], port: port,
+                                                 identities: identities.mapValues(\.user), recordNodeWrite: record))
+for (token, identity) in identities {
+    let kubeconfig = """
+        apiVersion: v1
+        kind: Config
+        clusters:
+        - name: test
+          cluster:
+            server: \(server.url)
+        users:
+        - name: \(identity.user.username)
+          user:
+            token: \(token)
+        contexts:
+        - name: test
+          context:
+            cluster: test
+            user: \(identity.user.username)
+        current-context: test
+
+        """
+    try kubeconfig.write(toFile: identity.file, atomically: true, encoding: .utf8)
+}
+FileHandle.standardOutput.write(Data("test API server listening on \(server.url)\(recordPath.map { ", recording Node writes to \($0)" } ?? "")\n".utf8))
 // Runs until killed (SIGTERM's default action).
 while true { try await Task.sleep(for: .seconds(3600)) }
