@@ -201,7 +201,7 @@ cidrs_before=$(for n in "${nodes[@]}"; do annotation "$n" pod-cidrs; done | past
 kill -TERM "$controller"; for n in "${nodes[@]}"; do kill -TERM "$(eval echo \$agent_$n)"; done
 wait "$controller" 2>/dev/null; for n in "${nodes[@]}"; do wait "$(eval echo \$agent_$n)" 2>/dev/null; done
 cleanup_node() {
-  ip netns exec "wge-$1" "$bin/wgmesh" agent --cleanup --kubeconfig "$work/kubeconfig" --node-name "$1" --backend "$backend" \
+  ip netns exec "wge-$1" "$bin/wgmesh" agent --cleanup --kubeconfig "$work/kubeconfig.agent-$1" --node-name "$1" --backend "$backend" \
     --interface "$(ifname "$1")" --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --state-dir "$work/$1/state" \
     --cni-conf-dir "$work/$1/cni" --ipam-dir "$work/$1/ipam" >"$work/$1/cleanup.txt" 2>&1
 }
@@ -231,7 +231,7 @@ else
 fi
 # Installed again after n1 and n2 were replaced (their Nodes deleted and registered again, as new machines'
 # kubelets do, after the controller allocated to n3): the Pod CIDRs come out in another order.
-for n in n1 n2; do lan curl -s -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
+for n in n1 n2; do kapi -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
 start_controller
 for n in "${nodes[@]}"; do start_agent "$n"; done
 has_cidrs() { [ -n "$(annotation "$1" pod-cidrs)" ]; }
