@@ -37,16 +37,24 @@ public final class UserspaceWireGuard: WireGuardDevice, @unchecked Sendable {
     /// True when a wireguard-go answers on the interface's socket.
     public func answers(_ name: String) -> Bool { (try? exchange(UAPI.getRequest, with: name, operation: "probe")) != nil }
 
-    /// Sends one request and reads the answer up to its blank line.
-    func exchange(_ request: String, with name: String, operation: String) throws -> String {
+    /// True when a process listens on the interface's socket: a connection and nothing sent, so that polling
+    /// it stays cheap however many peers the device has (`answers` reads its whole configuration).
+    public func accepts(_ name: String) -> Bool {
+        guard let fd = try? connect(name, operation: "probe") else { return false }
+        close(fd)
+        return true
+    }
+
+    /// A connected socket to the interface's wireguard-go; the caller closes it.
+    func connect(_ name: String, operation: String) throws -> Int32 {
         let path = socketPath(name)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw UserspaceError(operation: operation, errno: errno, detail: "socket") }
-        defer { close(fd) }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
         guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            close(fd)
             throw UserspaceError(operation: operation, errno: ENAMETOOLONG, detail: "socket path \(path) is too long")
         }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
@@ -54,13 +62,22 @@ public final class UserspaceWireGuard: WireGuardDevice, @unchecked Sendable {
             raw[bytes.count] = 0
         }
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard connected == 0 else {
             let e = errno
+            close(fd)
             throw UserspaceError(operation: operation, errno: e,
                                  detail: "no wireguard-go answers on \(path)" + (e == ENOENT ? ": is it running for this interface?" : ""))
         }
+        return fd
+    }
+
+    /// Sends one request and reads the answer up to its blank line.
+    func exchange(_ request: String, with name: String, operation: String) throws -> String {
+        let path = socketPath(name)
+        let fd = try connect(name, operation: operation)
+        defer { close(fd) }
         var out = Array(request.utf8)[...]
         while !out.isEmpty {
             let n = out.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }

@@ -6,32 +6,65 @@ import WGMeshCore
 import Glibc
 #endif
 
-/// Userspace WireGuard interfaces: `wireguard-go -f NAME` started and supervised by the agent. A
-/// wireguard-go already answering on the interface's socket (left by an earlier agent) is adopted as it
-/// is; one that dies is started again, and `exited` asks the agent for a pass, which re-applies the
-/// whole plan to the new, empty device.
+/// Userspace WireGuard interfaces: `wireguard-go -f NAME`, started and supervised here, or (`Launch.elsewhere`)
+/// by another process whose socket is waited for. Started here: a wireguard-go already answering on the
+/// interface's socket (left by an earlier agent, or the wgmesh-device DaemonSet's) is adopted as it is; one
+/// of ours that dies is started again, and `exited` asks the agent for a pass, which re-applies the whole
+/// plan to the new, empty device.
 public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
+    /// Who starts wireguard-go.
+    public enum Launch: Sendable {
+        /// This process: the agent without --external-wireguard-go, and `wgmesh userspace-device`. A
+        /// wireguard-go started here ends with this process's container.
+        case here
+        /// Another process (`wgmesh userspace-device`, the wgmesh-device DaemonSet), whose container does
+        /// not end with the agent's: `ensure` waits for its socket, and never starts or removes anything.
+        case elsewhere
+    }
+
     public let program: String
     public let device: UserspaceWireGuard
+    public let launch: Launch
     /// Used by the agent's passes only, one at a time; the watcher threads touch `children` alone.
     let network: any LinkTable
     let logger: Logger
     let exited: @Sendable () -> Void
+    /// What the log says follows when a wireguard-go of ours exits.
+    let afterExit: String
     let children = Mutex<[String: pid_t]>([:])
+    /// How long `ensure` waits for a socket to answer: one started here, or the other process's.
+    let startTimeout: Duration
 
     public var backend: String { "userspace" }
 
     public init(program: String = "wireguard-go", device: UserspaceWireGuard, network: any LinkTable, logger: Logger,
+                launch: Launch = .here, startTimeout: Duration = .seconds(10),
+                afterExit: String = "starting it again and re-applying the whole configuration",
                 exited: @escaping @Sendable () -> Void = {}) {
         self.program = program
         self.device = device
         self.network = network
         self.logger = logger
+        self.launch = launch
+        self.startTimeout = startTimeout
+        self.afterExit = afterExit
         self.exited = exited
     }
 
+    /// Polls of 50 ms in `startTimeout`.
+    var polls: Int { max(1, Int(startTimeout / .milliseconds(50))) }
+
     public func ensure(named name: String, mtu: UInt32) throws -> Bool {
         if device.answers(name) { return false }
+        if launch == .elsewhere {
+            // The other process starts it again after a crash: wait, and touch nothing. True when it was
+            // not answering at first: a new device, empty.
+            for _ in 0..<polls {
+                usleep(50_000)
+                if device.answers(name) { return true }
+            }
+            throw UserspaceError(operation: "wait for \(name)", errno: nil, detail: Self.waiting(for: device.socketPath(name)))
+        }
         if let link = try network.link(named: name) {
             // A tun device nobody serves (its wireguard-go died): remove it so a new one can take the name.
             guard link.kind == "tun" else { throw InterfaceError.notWireGuard(name, kind: link.kind) }
@@ -41,7 +74,7 @@ public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
         let pid = try spawn([program, "-f", name])
         children.withLock { $0[name] = pid }
         logger.info("wireguard-go started", metadata: ["interface": "\(name)", "pid": "\(pid)"])
-        for _ in 0..<200 {
+        for _ in 0..<polls {
             if device.answers(name) {
                 watch(pid, name)
                 return true
@@ -50,12 +83,48 @@ public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
             if waitpid(pid, &status, WNOHANG) == pid {
                 children.withLock { _ = $0.removeValue(forKey: name) }
                 throw UserspaceError(operation: "start \(program) for \(name)", errno: nil,
-                                     detail: "it exited with status \(status >> 8) before its socket answered; its output is in the agent's log")
+                                     detail: "it \(Self.ended(status)) before its socket answered; its output is in this container's log")
             }
             usleep(50_000)
         }
+        children.withLock { _ = $0.removeValue(forKey: name) }
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        throw UserspaceError(operation: "start \(program) for \(name)", errno: nil,
+                             detail: "its socket \(device.socketPath(name)) did not answer within \(startTimeout)")
+    }
+
+    /// With `Launch.elsewhere`: why the interface is not there yet, until its wireguard-go answers.
+    public func unavailable(named name: String) -> String? {
+        guard launch == .elsewhere, !device.answers(name) else { return nil }
+        return Self.waiting(for: device.socketPath(name))
+    }
+
+    static func waiting(for socket: String) -> String {
+        "no wireguard-go answers on \(socket) yet: with --external-wireguard-go it comes from `wgmesh userspace-device` " +
+            "(the wgmesh-device DaemonSet, manifests/device.yaml); is its Pod running on this node?"
+    }
+
+    /// The wireguard-go this process started for the interface and still runs, if any.
+    public func child(of name: String) -> pid_t? { children.withLock { $0[name] } }
+
+    /// Ends the wireguard-go this process started for the interface (SIGTERM, then SIGKILL after
+    /// `grace`), silently: it is not started again. False when there was none.
+    @discardableResult
+    public func stop(named name: String, grace: Duration = .seconds(10)) -> Bool {
+        guard let pid = children.withLock({ $0.removeValue(forKey: name) }) else { return false }
         kill(pid, SIGTERM)
-        throw UserspaceError(operation: "start \(program) for \(name)", errno: nil, detail: "its socket \(device.socketPath(name)) did not answer within 10 s")
+        // Its watcher thread reaps it; until then kill(pid, 0) succeeds (a zombie too).
+        let end = ContinuousClock.now + grace
+        while kill(pid, 0) == 0 && ContinuousClock.now < end { usleep(20_000) }
+        if kill(pid, 0) == 0 {
+            logger.warning("wireguard-go still runs after SIGTERM: killed", metadata: ["interface": "\(name)", "pid": "\(pid)"])
+            kill(pid, SIGKILL)
+            while kill(pid, 0) == 0 { usleep(20_000) }
+        }
+        logger.info("wireguard-go stopped", metadata: ["interface": "\(name)", "pid": "\(pid)"])
+        return true
     }
 
     public func remove(named name: String) throws -> Bool {
@@ -70,6 +139,11 @@ public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
         return true
     }
 
+    /// How a child ended, from waitpid's status: "exited with status N" or "was killed by signal N".
+    static func ended(_ status: Int32) -> String {
+        status & 0x7f == 0 ? "exited with status \((status >> 8) & 0xff)" : "was killed by signal \(status & 0x7f)"
+    }
+
     /// Waits for the child on a thread of its own; its exit is logged and reported.
     func watch(_ pid: pid_t, _ name: String) {
         Thread.detach { [self] in
@@ -77,8 +151,7 @@ public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
             let ours = children.withLock { c in c[name] == pid ? c.removeValue(forKey: name) != nil : false }
             guard ours else { return }
-            logger.error("wireguard-go exited; starting it again and re-applying the whole configuration",
-                         metadata: ["interface": "\(name)", "pid": "\(pid)", "status": "\(status)"])
+            logger.error("wireguard-go exited; \(afterExit)", metadata: ["interface": "\(name)", "pid": "\(pid)", "how": "\(Self.ended(status))"])
             exited()
         }
     }
