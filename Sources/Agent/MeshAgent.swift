@@ -95,6 +95,8 @@ public final class MeshAgent: Sendable {
         var ruleset: String?
         var condition: MeshCondition?
         var passes = 0
+        /// Why the agent waits before its first pass (another process's wireguard-go does not answer yet).
+        var waiting: String?
         /// The unencrypted-packet count as last computed, and when this process last published it.
         var drops: UnencryptedDrops?
         var dropsPublished: ContinuousClock.Instant?
@@ -144,6 +146,7 @@ public final class MeshAgent: Sendable {
     /// Why the agent is not ready, in a line; nil when it is: a pass ran and the last one succeeded.
     public var readiness: String? {
         memory.withLock { m in
+            if let waiting = m.waiting { return "DeviceUnavailable: \(waiting)" }
             if let failure = m.failure { return "\(failure.reason): \(failure.message)" }
             return m.passes == 0 ? "no pass has run yet" : nil
         }
@@ -161,6 +164,7 @@ public final class MeshAgent: Sendable {
     public func run(wakeups: AsyncStream<Void>? = nil) async throws {
         let enrollment = try EnrollmentKeyStore(directory: configuration.stateDirectory).loadOrCreate(logger: logger)
         memory.withLock { $0.enrollment = enrollment }
+        guard await waitForInterface() else { return }
         try failClosed()
 
         let informer = Informer(api: api, resource: .nodes, configuration: .init(metadataOnly: true, transform: Self.slim), logger: logger)
@@ -226,6 +230,27 @@ public final class MeshAgent: Sendable {
         var json: [String: JSON] = ["metadata": .object(kept)]
         for key in ["apiVersion", "kind"] { json[key] = node.json[key] }
         return (try? KubeObject(json: .object(json))) ?? node
+    }
+
+    /// Until the interface can be had: another process's wireguard-go (the wgmesh-device DaemonSet's, with
+    /// --external-wireguard-go) answers. Not ready meanwhile, with the reason; false when cancelled first.
+    func waitForInterface() async -> Bool {
+        let name = configuration.interface
+        guard let why = kernel.interfaces.unavailable(named: name) else { return true }
+        logger.notice("waiting for the WireGuard device; not ready until it answers", metadata: ["interface": "\(name)", "why": "\(why)"])
+        memory.withLock { $0.waiting = why }
+        defer { memory.withLock { $0.waiting = nil } }
+        let started = ContinuousClock.now
+        var reminded = started
+        while kernel.interfaces.unavailable(named: name) != nil {
+            guard (try? await Task.sleep(for: .milliseconds(200))) != nil else { return false }
+            if ContinuousClock.now - reminded >= .seconds(60) {
+                reminded = .now
+                logger.warning("still waiting for the WireGuard device", metadata: ["interface": "\(name)", "for": "\(reminded - started)"])
+            }
+        }
+        logger.info("the WireGuard device answers", metadata: ["interface": "\(name)", "after": "\(ContinuousClock.now - started)"])
+        return true
     }
 
     /// Strict mode before the first plan: the interface exists and the cluster CIDRs are routed into

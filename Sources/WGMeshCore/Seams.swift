@@ -63,6 +63,13 @@ public protocol WireGuardInterfaces {
     func ensure(named name: String, mtu: UInt32) throws -> Bool
     /// Removes the interface; false when there was none.
     func remove(named name: String) throws -> Bool
+    /// Why the interface cannot be had yet, when another process provides it (wireguard-go of the
+    /// wgmesh-device DaemonSet) and it does not answer; nil when `ensure` can go ahead.
+    func unavailable(named name: String) -> String?
+}
+
+extension WireGuardInterfaces {
+    public func unavailable(named name: String) -> String? { nil }
 }
 
 /// An interface of that name exists but is not the backend's kind.

@@ -45,6 +45,13 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "kernel (WireGuard in the kernel, over generic netlink), userspace (wireguard-go, over its UAPI socket), or auto: the kernel when it has WireGuard.")
     var backend = "auto"
 
+    @Flag(name: .customLong("external-wireguard-go"), help: """
+        With the userspace backend: wireguard-go comes from `wgmesh userspace-device` (the wgmesh-device DaemonSet), whose \
+        container does not end with the agent's. The agent never starts one: it waits, not ready, until one answers on the \
+        interface's socket.
+        """)
+    var externalWireGuardGo = false
+
     @Option(help: "Where the enrollment key is kept (mode 0600).")
     var stateDir = "/var/lib/wgmesh"
 
@@ -117,7 +124,7 @@ struct AgentCommand: AsyncParsableCommand {
     func run(client: KubeClient, name: String, clusterCIDRs cidrs: [IPPrefix], resync: Double, host: String?, port: Int, logger: Logger) async throws {
         let network = try KernelNetwork()
         let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let kernel = try Self.kernel(backend: backend, network: network, logger: logger) { wake.yield() }
+        let kernel = try Self.kernel(backend: backend, externalWireGuardGo: externalWireGuardGo, network: network, logger: logger) { wake.yield() }
         let agent = MeshAgent(api: client, kernel: kernel, configuration: .init(
             nodeName: name, interface: interface, stateDirectory: stateDir, cniConfDirectory: cniConfDir, clusterCIDRs: cidrs,
             strict: strict, mtu: mtu, persistentKeepalive: persistentKeepalive, resyncPeriod: .milliseconds(Int64(resync * 1000))), logger: logger)
@@ -191,15 +198,19 @@ struct AgentCommand: AsyncParsableCommand {
 
     /// The WireGuard backend: the kernel's, or wireguard-go's; links, addresses, routes and nftables
     /// are the kernel's either way.
-    static func kernel(backend: String, network: KernelNetwork, logger: Logger, wake: @escaping @Sendable () -> Void) throws -> MeshAgent.Kernel {
+    /// With `externalWireGuardGo`, wireguard-go is another process's (the wgmesh-device DaemonSet's).
+    static func kernel(backend: String, externalWireGuardGo: Bool = false, network: KernelNetwork, logger: Logger,
+                       wake: @escaping @Sendable () -> Void) throws -> MeshAgent.Kernel {
+        let started = externalWireGuardGo ? "started by `wgmesh userspace-device`, as --external-wireguard-go says" : "started by the agent"
         func userspace() -> MeshAgent.Kernel {
             let device = UserspaceWireGuard()
-            return MeshAgent.Kernel(interfaces: WireGuardGo(device: device, network: network, logger: logger, exited: wake),
+            return MeshAgent.Kernel(interfaces: WireGuardGo(device: device, network: network, logger: logger,
+                                                            launch: externalWireGuardGo ? .elsewhere : .here, exited: wake),
                                     wireGuard: device, network: network, filter: NFTables())
         }
         switch backend {
         case "userspace":
-            logger.info("WireGuard backend: userspace (wireguard-go), as --backend says")
+            logger.info("WireGuard backend: userspace (wireguard-go), as --backend says", metadata: ["wireguard-go": "\(started)"])
             return userspace()
         case "kernel", "auto":
             do {
@@ -208,7 +219,8 @@ struct AgentCommand: AsyncParsableCommand {
                 logger.info("WireGuard backend: kernel", metadata: ["why": "\(backend == "auto" ? "the kernel has WireGuard" : "--backend kernel")"])
                 return kernel
             } catch where backend == "auto" {
-                logger.info("WireGuard backend: userspace (wireguard-go)", metadata: ["why": "the kernel has no WireGuard: \(error)"])
+                logger.info("WireGuard backend: userspace (wireguard-go)", metadata: ["why": "the kernel has no WireGuard: \(error)",
+                                                                                     "wireguard-go": "\(started)"])
                 return userspace()
             } catch {
                 throw ValidationError("--backend kernel: \(error). Use --backend userspace (wireguard-go) on a kernel without WireGuard")

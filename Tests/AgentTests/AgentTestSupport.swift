@@ -43,6 +43,9 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
         try deleteLink(index: link.index)
         return true
     }
+    /// Set: the interface is another process's that does not answer yet (--external-wireguard-go).
+    var unavailableReason: String?
+    func unavailable(named name: String) -> String? { locked { unavailableReason } }
 
     // WireGuardDevice
     func device(named name: String) throws -> DeviceState {

@@ -223,6 +223,29 @@ final class MeshAgentTests: XCTestCase {
         try await stop(h, run, controller)
     }
 
+    /// --external-wireguard-go: until the other process's device answers, the agent makes nothing (no interface,
+    /// no route), says why in /readyz and the log, and runs no pass; then it goes on as usual.
+    func testAnInterfaceOfAnotherProcessIsWaitedForNotReadyAndNothingMade() async throws {
+        let h = try await harness(nodes: ["n1", "n2"])
+        let controller = try controller(h)
+        try await enrol(h, ["n2"])
+        h.kernel.locked { h.kernel.unavailableReason = "no wireguard-go answers on /var/run/wireguard/wgmesh0.sock yet" }
+        let agent = agent(h)
+        let run = Task { _ = try? await agent.run() }
+        await eventually("not ready, saying why") { agent.readiness?.hasPrefix("DeviceUnavailable: no wireguard-go answers") == true }
+        try await Task.sleep(for: .milliseconds(500))
+        XCTAssertEqual(agent.passes, 0)
+        XCTAssertTrue(h.kernel.locked { h.kernel.links.isEmpty }, "no interface made")
+        XCTAssertTrue(try h.kernel.routes(family: nil).isEmpty, "no route")
+        XCTAssertTrue(h.logs.lines.withLock { $0.contains { $0.contains("waiting for the WireGuard device") } })
+
+        h.kernel.locked { h.kernel.unavailableReason = nil }
+        await eventually("applied once the device answers") { await h.annotation("n1", Annotation.appliedKeyGeneration) == "1" }
+        XCTAssertNotNil(h.kernel.locked { h.kernel.links["wgmesh0"] })
+        XCTAssertTrue(h.logs.lines.withLock { $0.contains { $0.contains("the WireGuard device answers") } })
+        try await stop(h, run, controller)
+    }
+
     func testANodeEventIsOneKernelCallAndAFullPassRepairsDrift() async throws {
         let h = try await harness(nodes: ["n1", "n2", "n3"])
         let controller = try controller(h)

@@ -14,6 +14,18 @@ final class FlagTests: XCTestCase {
         XCTAssertFalse(agent.strict)
     }
 
+    /// manifests/agent.yaml and device.yaml: wireguard-go in the wgmesh-device DaemonSet, the agent told so.
+    func testTheUserspaceDeviceFlags() throws {
+        XCTAssertTrue(try AgentCommand.parse(["--cluster-cidr=10.244.0.0/16", "--external-wireguard-go"]).externalWireGuardGo)
+        XCTAssertFalse(try AgentCommand.parse(["--cluster-cidr=10.244.0.0/16"]).externalWireGuardGo, "without the flag the agent starts its own")
+        let device = try UserspaceDeviceCommand.parse(["--interface=wgmesh0"])
+        XCTAssertEqual(device.interface, "wgmesh0")
+        XCTAssertEqual(device.backend, "auto")
+        XCTAssertThrowsError(try UserspaceDeviceCommand.parse(["--backend", "bogus"]).run()) {
+            XCTAssertTrue("\($0)".contains("--backend bogus is not one of auto, kernel, userspace"), "\($0)")
+        }
+    }
+
     func testABadClusterCIDRIsRefusedNamingTheValueAndTheItem() {
         let cases = [
             ("10.244.0.0/16,,fd00::/48", "--cluster-cidr 10.244.0.0/16,,fd00::/48: \"\" is not an IP address or CIDR"),
