@@ -114,14 +114,25 @@ public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
     @discardableResult
     public func stop(named name: String, grace: Duration = .seconds(10)) -> Bool {
         guard let pid = children.withLock({ $0.removeValue(forKey: name) }) else { return false }
+        // Reaped here or by its watcher thread, whichever comes first (the other then gets ECHILD).
+        func gone() -> Bool {
+            var status: Int32 = 0
+            let r = waitpid(pid, &status, WNOHANG)
+            return r == pid || (r < 0 && errno == ECHILD)
+        }
+        func wait(_ limit: Duration) -> Bool {
+            let end = ContinuousClock.now + limit
+            while !gone() {
+                guard ContinuousClock.now < end else { return false }
+                usleep(20_000)
+            }
+            return true
+        }
         kill(pid, SIGTERM)
-        // Its watcher thread reaps it; until then kill(pid, 0) succeeds (a zombie too).
-        let end = ContinuousClock.now + grace
-        while kill(pid, 0) == 0 && ContinuousClock.now < end { usleep(20_000) }
-        if kill(pid, 0) == 0 {
+        if !wait(grace) {
             logger.warning("wireguard-go still runs after SIGTERM: killed", metadata: ["interface": "\(name)", "pid": "\(pid)"])
             kill(pid, SIGKILL)
-            while kill(pid, 0) == 0 { usleep(20_000) }
+            _ = wait(.seconds(5))
         }
         logger.info("wireguard-go stopped", metadata: ["interface": "\(name)", "pid": "\(pid)"])
         return true
