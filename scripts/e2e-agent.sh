@@ -3,8 +3,9 @@
 # (`bash scripts/vm-run.sh 'bash scripts/e2e-agent.sh'`), and on the host with the userspace backend
 # (`WGMESH_E2E_BACKEND=userspace bash scripts/e2e-agent.sh`, as root): three Node network namespaces on
 # one underlay bridge (IPv4 and IPv6) in a namespace of its own that also holds the test API server and
-# `wgmesh controller`, one `wgmesh agent` per node with the flags the DaemonSet passes, and two Pods per
-# node added by the real CNI plugins from the agent's conflist. Only the backend differs between the runs.
+# `wgmesh controller`, one `wgmesh agent` per node with the flags the DaemonSet passes and one `wgmesh
+# userspace-device` (the wgmesh-device DaemonSet; it does nothing on kernel WireGuard), each in a session of
+# its own as in a container of its own, and two Pods per node added by the real CNI plugins from the agent's conflist. Only the backend differs between the runs.
 # Every check prints one result line; the script exits non-zero when one fails.
 # Traffic goes only to addresses of these namespaces (documentation ranges RFC 5737 / RFC 3849).
 set -uo pipefail
@@ -14,6 +15,9 @@ backend="${WGMESH_E2E_BACKEND:-kernel}"
 work="${WGMESH_VM_OUT:-$root/.e2e}/e2e-$backend"
 rm -rf "$work" && mkdir -p "$work"
 . "$root/scripts/lab.sh"
+# device (the default): wireguard-go in `wgmesh userspace-device`, a process of its own per node (the wgmesh-device
+# DaemonSet), the agents given --external-wireguard-go, as the manifests run them; agent: each agent starts its own.
+wireguard_go="${WGMESH_E2E_WIREGUARD_GO:-device}"
 agent_nodes="${nodes[*]} n4"  # n4 joins on wireguard-go below (interop)
 failures=0
 passes=0
@@ -46,6 +50,7 @@ fi
 
 # --- the controller and one agent per node converge; then two Pods per node ---
 start_controller
+if [ "$wireguard_go" = device ]; then for n in "${nodes[@]}"; do start_device "$n"; done; fi
 for n in "${nodes[@]}"; do start_agent "$n"; done
 if wait_for 120 converged; then
   result converge ok "every agent runs its key and has a peer for each other node"
@@ -54,6 +59,29 @@ else
 fi
 pods_ok=1
 for n in "${nodes[@]}"; do for p in p1 p2; do cni_add "$n" "$p" || pods_ok=0; done; done
+# --- who runs wireguard-go: with the device launch, `wgmesh userspace-device` (or nothing, on kernel WireGuard); no agent ---
+wg_go_of() { for p in $(session_pids "$1"); do [ "$(cat "/proc/$p/comm" 2>/dev/null)" = wireguard-go ] && echo "$p"; done; }
+if [ "$wireguard_go" = device ]; then
+  devices_ok=1; detail=""
+  for n in "${nodes[@]}"; do
+    dev=$(eval echo \$device_$n); agent=$(eval echo \$agent_$n)
+    [ -n "$(wg_go_of "$agent")" ] && { devices_ok=0; detail+=" $n: the agent started a wireguard-go;"; }
+    if [ "$backend" = userspace ]; then
+      [ -n "$(wg_go_of "$dev")" ] || { devices_ok=0; detail+=" $n: no wireguard-go under userspace-device;"; }
+      grep -q "started by .wgmesh userspace-device" "$work/$n/agent.log" || { devices_ok=0; detail+=" $n: the agent does not say whose wireguard-go it uses;"; }
+    else
+      grep -q "nothing to do: " "$work/$n/device.log" && [ -e "/proc/$dev" ] || { devices_ok=0; detail+=" $n: userspace-device did not say it has nothing to do;"; }
+    fi
+  done
+  if [ $devices_ok = 1 ] && [ "$backend" = userspace ]; then
+    result device ok "each node's wireguard-go runs under wgmesh userspace-device, in a session of its own (n1: pid $(wg_go_of "$device_n1")); no agent started one"
+  elif [ $devices_ok = 1 ]; then
+    result device ok "wgmesh userspace-device on kernel WireGuard does nothing and waits: \"$(grep -o 'nothing to do: .*' "$work/n1/device.log" | head -1 | cut -c1-120)\""
+  else
+    result device fail "$detail"
+  fi
+fi
+
 [ $pods_ok = 1 ] && result pods ok "$(cat "$work"/n*/p*.ips | wc -l) Pod addresses from host-local: $(cat "$work"/n1/p1.ips | paste -sd' ')…" \
   || { result pods fail "a CNI plugin failed"; exit 1; }
 
@@ -109,14 +137,18 @@ done
 ip netns exec wge-n1-p1 ping -D -i 0.01 -c 500 -W 1 "$dst" >"$work/restart-ping.txt" 2>&1 &
 ping_pid=$!
 sleep 1.5
-kill -TERM "$agent_n1"; wait "$agent_n1" 2>/dev/null
+# As the container runtime ends the agent's container (a rollout, a crash): SIGTERM, then SIGKILL to every
+# process left in it, the agent's own wireguard-go included where it started one. The data plane must not
+# depend on the agent running: with wireguard-go in its own process, nothing is lost however long it is away.
+ended=$(end_container "$agent_n1")
+sleep 1  # away for a second, as while the kubelet starts the new container (longer on a real cluster)
 start_agent n1
 wait $ping_pid
 stats=$(ping_stats "$work/restart-ping.txt")
 wait_for 30 grep -q "starting" "$work/n1/agent.log"
 lost=$(awk '{print $2}' <<<"$stats")
-[ "$lost" -le 1 ] && result agent-restart ok "agent restarted under a 10 ms Pod-to-Pod ping: $stats" \
-  || result agent-restart fail "agent restarted under a 10 ms Pod-to-Pod ping: $stats"
+[ "$lost" -le 1 ] && result agent-restart ok "n1's agent container ended ($ended; wireguard-go: $wireguard_go's) and restarted 1 s later under a 10 ms Pod-to-Pod ping: $stats" \
+  || result agent-restart fail "n1's agent container ended ($ended; wireguard-go: $wireguard_go's) and restarted 1 s later under a 10 ms Pod-to-Pod ping: $stats"
 
 generation=$(annotation n2 key-generation)
 ip netns exec wge-n1-p1 ping -D -i 0.01 -c 800 -W 1 "$dst" >"$work/rotation-ping.txt" 2>&1 &
@@ -213,6 +245,8 @@ else
   result cleanup-waits fail "$(cat "$work/n1/cleanup.txt")"
 fi
 dels=0; for n in "${nodes[@]}"; do for p in p1 p2; do cni_del "$n" "$p" || dels=1; done; done
+# The wgmesh-device DaemonSet goes before the cleanup (manifests/device.yaml): wireguard-go, and the interface, end with it.
+if [ "$wireguard_go" = device ]; then for n in "${nodes[@]}"; do end_container "$(eval echo \$device_$n)" >/dev/null; done; fi
 left=""
 for n in "${nodes[@]}"; do
   cleanup_node "$n" || left+=" $n: cleanup failed: $(tail -1 "$work/$n/cleanup.txt");"
@@ -233,6 +267,7 @@ fi
 # kubelets do, after the controller allocated to n3): the Pod CIDRs come out in another order.
 for n in n1 n2; do kapi -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
 start_controller
+if [ "$wireguard_go" = device ]; then for n in "${nodes[@]}"; do start_device "$n"; done; fi
 for n in "${nodes[@]}"; do start_agent "$n"; done
 has_cidrs() { [ -n "$(annotation "$1" pod-cidrs)" ]; }
 wait_for 30 has_cidrs n3
@@ -330,6 +365,27 @@ start_controller
 recovered() { [ -n "$(annotation n2 public-key)" ] && [ "$(annotation n2 applied-key-generation)" = "$(annotation n2 key-generation)" ] \
   && ip netns exec wge-n1-p1 ping -c 1 -W 1 "$dst" >/dev/null 2>&1; }
 wait_for 60 recovered && result rejoin ok "the controller issued n2 a new keypair and n1's Pods reach n2's again" || result rejoin fail "n2 did not come back"
+
+# --- the device's own wireguard-go killed (a crash): userspace-device starts a new, empty one, and the agent
+# re-applies the configuration when its link goes and comes (rtnetlink), not at the next resync. While the tun
+# device is gone its routes are too, and nftables drops what would leave unencrypted: so this runs after the
+# checks that want no such drop in `wgmesh audit` ---
+if [ "$wireguard_go" = device ] && [ "$backend" = userspace ]; then
+  ip netns exec wge-n1-p1 ping -D -i 0.01 -c 500 -W 1 "$dst" >"$work/device-restart-ping.txt" 2>&1 &
+  ping_pid=$!
+  sleep 1.5
+  old_wg=$(wg_go_of "$device_n1")
+  kill -KILL $old_wg
+  wait $ping_pid
+  stats=$(ping_stats "$work/device-restart-ping.txt")
+  new_wg=$(wg_go_of "$device_n1")
+  gap=$(awk '{print $7}' <<<"$stats")
+  if [ -n "$new_wg" ] && [ "$new_wg" != "$old_wg" ] && [ "$gap" -lt 3000 ] && ip netns exec wge-n1-p1 ping -c 1 -W 2 "$dst" >/dev/null 2>&1; then
+    result device-restart ok "n1's wireguard-go (pid $old_wg) killed: userspace-device started pid $new_wg and the agent re-applied its configuration under a 10 ms Pod-to-Pod ping: $stats"
+  else
+    result device-restart fail "n1's wireguard-go (pid $old_wg) killed: now ${new_wg:-none}; ping: $stats; $(tail -3 "$work/n1/agent.log")"
+  fi
+fi
 
 # --- deleting a Node removes its peer and routes on the other nodes ---
 n3cidrs=$(annotation n3 pod-cidrs)

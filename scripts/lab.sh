@@ -116,13 +116,47 @@ start_controller() {
   pids+=($controller)
 }
 
+# Each agent, and each `wgmesh userspace-device`, runs in a session of its own, as in a container of its own:
+# end_container ends it as the container runtime ends a container, every process it started included.
+# With wireguard_go=device (as manifests/agent.yaml and device.yaml run them), the agents get
+# --external-wireguard-go and start_device runs wireguard-go; otherwise (the default) each agent starts its own.
 start_agent() {  # start_agent NODE (resync_period, 3s unless set)
   mkdir -p "$work/$1"
-  ip netns exec "wge-$1" "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig.agent-$1" --node-name "$1" --backend "$backend" --interface "$(ifname "$1")" \
+  local external=(); [ "${wireguard_go:-agent}" = device ] && external=(--external-wireguard-go)
+  setsid ip netns exec "wge-$1" "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig.agent-$1" --node-name "$1" --backend "$backend" --interface "$(ifname "$1")" \
     --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --state-dir "$work/$1/state" --cni-conf-dir "$work/$1/cni" \
-    --metrics-bind-address 127.0.0.1:9586 --resync-period "${resync_period:-3s}" >>"$work/$1/agent.log" 2>&1 &
+    --metrics-bind-address 127.0.0.1:9586 --resync-period "${resync_period:-3s}" "${external[@]}" >>"$work/$1/agent.log" 2>&1 &
   eval "agent_$1=$!"
   pids+=($!)
+}
+
+# The wgmesh-device DaemonSet's process on a node: wireguard-go for the node's interface, or nothing where
+# the backend is the kernel's.
+start_device() {  # start_device NODE
+  mkdir -p "$work/$1"
+  setsid ip netns exec "wge-$1" "$bin/wgmesh" userspace-device --interface "$(ifname "$1")" --backend "$backend" >>"$work/$1/device.log" 2>&1 &
+  eval "device_$1=$!"
+  pids+=($!)
+}
+
+# The processes of session $1 (a process started with setsid above, and whatever it started).
+session_pids() { ps -e -o pid=,sid= | awk -v s="$1" '$2 == s {print $1}'; }
+
+# end_container PID: as the container runtime ends a container whose main process is PID: SIGTERM to it,
+# SIGKILL after 10 s; once it has ended, SIGKILL to every process left of it (its session: what it started).
+# Prints how many were left and their commands.
+end_container() {
+  local p left what="" end=$((SECONDS + 10))
+  alive() { [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }  # a zombie has ended
+  kill -TERM "$1" 2>/dev/null
+  while alive "$1" && [ $SECONDS -lt $end ]; do sleep 0.05; done
+  kill -KILL "$1" 2>/dev/null; wait "$1" 2>/dev/null
+  left=$(session_pids "$1")
+  for p in $left; do what+=" ($(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-40))"; done
+  for p in $left; do kill -KILL "$p" 2>/dev/null; done
+  end=$((SECONDS + 10))
+  for p in $left; do while alive "$p" && [ $SECONDS -lt $end ]; do sleep 0.05; done; done
+  echo "$(wc -w <<<"$left") left in its session and killed$what"
 }
 
 # Every agent runs its key, has a peer for each other node and has written its CNI configuration.
@@ -156,13 +190,18 @@ cni_add() {  # cni_add NODE POD
   jq -r '.ips[].address' <<<"$prev" | cut -d/ -f1 >"$work/$1/$2.ips"
 }
 
-# ping_stats FILE: "lost N of M, longest gap G ms" from `ping -D -i 0.01` output (sequence numbers that never came back).
+# ping_stats FILE: "lost N of M, longest gap G ms" from `ping -D -i 0.01` output: the sequence numbers that never
+# came back, and the longest time between two replies with lost ones between them (ping sends more slowly
+# while its packets go unanswered, so the count alone understates an outage).
 ping_stats() {
-  awk '/icmp_seq=/{match($0, /icmp_seq=[0-9]+/); s = substr($0, RSTART + 9, RLENGTH - 9) + 0; seen[s] = 1; if (s > max) max = s}
+  awk '/icmp_seq=/{match($0, /icmp_seq=[0-9]+/); s = substr($0, RSTART + 9, RLENGTH - 9) + 0; seen[s] = 1; if (s > max) max = s
+                   t = substr($1, 2, length($1) - 2) + 0
+                   if (s > prev + 1 && prev_t > 0 && t - prev_t > gap) gap = t - prev_t
+                   if (s > prev) { prev = s; prev_t = t }}
        /packets transmitted/{sent = $1}
-       END {lost = 0; run = 0; longest = 0
-            for (i = 1; i <= sent; i++) { if (i in seen) { run = 0 } else { lost++; run++; if (run > longest) longest = run } }
-            printf "lost %d of %d, longest gap %d ms", lost, sent, longest * 10}' "$1"
+       END {lost = 0
+            for (i = 1; i <= sent; i++) if (!(i in seen)) lost++
+            printf "lost %d of %d, longest gap %d ms", lost, sent, gap * 1000}' "$1"
 }
 
 # Tears down a Pod that cni_add made, through the same conflist (plugins in reverse order, CNI_COMMAND=DEL),
