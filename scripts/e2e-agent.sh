@@ -141,14 +141,15 @@ sleep 1.5
 # process left in it, the agent's own wireguard-go included where it started one. The data plane must not
 # depend on the agent running: with wireguard-go in its own process, nothing is lost however long it is away.
 ended=$(end_container "$agent_n1")
+plane="wireguard-go: $wireguard_go's"; [ "$backend" = kernel ] && plane="kernel WireGuard"
 sleep 1  # away for a second, as while the kubelet starts the new container (longer on a real cluster)
 start_agent n1
 wait $ping_pid
 stats=$(ping_stats "$work/restart-ping.txt")
 wait_for 30 grep -q "starting" "$work/n1/agent.log"
 lost=$(awk '{print $2}' <<<"$stats")
-[ "$lost" -le 1 ] && result agent-restart ok "n1's agent container ended ($ended; wireguard-go: $wireguard_go's) and restarted 1 s later under a 10 ms Pod-to-Pod ping: $stats" \
-  || result agent-restart fail "n1's agent container ended ($ended; wireguard-go: $wireguard_go's) and restarted 1 s later under a 10 ms Pod-to-Pod ping: $stats"
+[ "$lost" -le 1 ] && result agent-restart ok "n1's agent container ended ($ended; $plane) and restarted 1 s later under a 10 ms Pod-to-Pod ping: $stats" \
+  || result agent-restart fail "n1's agent container ended ($ended; $plane) and restarted 1 s later under a 10 ms Pod-to-Pod ping: $stats"
 
 generation=$(annotation n2 key-generation)
 ip netns exec wge-n1-p1 ping -D -i 0.01 -c 800 -W 1 "$dst" >"$work/rotation-ping.txt" 2>&1 &
