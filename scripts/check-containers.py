@@ -25,9 +25,16 @@ Not modelled: seccomp and AppArmor profiles, cgroups (resource limits, the devic
 namespaces. The readiness and liveness probes' httpGet are sent as the kubelet does, to the node's
 address (a hostNetwork Pod's IP).
 
-Prints one `ok` or `FAIL` line per container and `N passed, N failed`; exits 1 on any failure.
+Each --rendered after the first is applied after the workloads of the one before are deleted (the
+cleanup DaemonSet after manifests/, as README's uninstall does): a container with `--cleanup` must leave
+the node clean and keep running. The Pods' service-account tokens are the test API server's identities
+for their ServiceAccounts, so every Node write they make is recorded as theirs; at the end those writes
+are replayed through the admission policies of the first manifests (check-admission-policies.py --replay).
 
-usage: check-containers.py run --rendered R --rootfs DIR --image-config JSON --apiserver BIN --work DIR
+Prints one `ok` or `FAIL` line per container, one for the replay, and `N passed, N failed`; exits 1 on
+any failure.
+
+usage: check-containers.py run --rendered R [--rendered R2]... --rootfs DIR --image-config JSON --apiserver BIN --work DIR
        check-containers.py exec SPEC.json        (internal: becomes the container's first process)
 """
 import argparse
@@ -60,6 +67,9 @@ READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trig
 # The devices every container gets (runc's default devices).
 STANDARD_DEVICES = ["null", "zero", "full", "random", "urandom", "tty"]
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# What the agent writes to its Node (the controller's keys stay until `wgmesh uninstall`).
+AGENT_ANNOTATIONS = ["wgmesh.dev/" + k for k in ("enrollment-key", "applied-key-generation", "applied-peers",
+                                                 "unencrypted-drops", "cluster-cidrs", "strict")]
 POD_KINDS = {"Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "Job"}
 
 
@@ -359,7 +369,8 @@ def prepare_pod(pod, specs, work, api):
     sa = os.path.join(pod_dir, "serviceaccount")
     os.makedirs(sa, exist_ok=True)
     account = pod.spec.get("serviceAccountName", "default")
-    for name, content in (("token", f"wgmesh-check.{pod.namespace}.{account}.{pod.pod_name}"),
+    token = api["tokens"].get(account, f"wgmesh-check.{pod.namespace}.{account}.{pod.pod_name}")
+    for name, content in (("token", token),
                           ("ca.crt", open(api["ca"]).read()), ("namespace", pod.namespace)):
         with open(os.path.join(sa, name), "w") as f:
             f.write(content)
@@ -631,13 +642,20 @@ def run(args):
     work = os.path.abspath(args.work)
     with open(args.image_config) as f:
         image_config = json.load(f)
-    docs = [d for d in yaml.safe_load_all(open(args.rendered)) if d]
-    configmaps = {(d["metadata"].get("namespace", "default"), d["metadata"]["name"]): d for d in docs if d["kind"] == "ConfigMap"}
-    workloads = [d for d in docs if d["kind"] in POD_KINDS]
+    phases, configmaps = [], {}
+    for rendered in args.rendered:
+        docs = [d for d in yaml.safe_load_all(open(rendered)) if d]
+        # A later phase reads the ConfigMaps of the earlier ones (the cleanup reads the installed wgmesh-config).
+        configmaps.update({(d["metadata"].get("namespace", "default"), d["metadata"]["name"]): d
+                           for d in docs if d["kind"] == "ConfigMap"})
+        phases.append({"name": rendered, "docs": docs, "workloads": [d for d in docs if d["kind"] in POD_KINDS]})
     netns_name = f"wgmesh-cc-{os.getpid()}"
     netns = f"/run/netns/{netns_name}"
     node = {"name": "wgmesh-check-node", "ip": "192.0.2.1", "root": os.path.join(work, "node")}
-    api = {"host": "127.0.0.1", "port": 6443, "ca": os.path.join(work, "apiserver-ca.crt")}
+    api = {"host": "127.0.0.1", "port": 6443, "ca": os.path.join(work, "apiserver-ca.crt"),
+           # TestAPIServerTool's identities: the service accounts' tokens as the API server knows them.
+           "tokens": {"wgmesh-controller": "test-controller", "wgmesh-agent": f"test-agent-{node['name']}"}}
+    writes = os.path.join(work, "writes.jsonl")
     os.makedirs(node["root"], exist_ok=True)
     results, started, apiserver = [], [], None
 
@@ -663,14 +681,17 @@ def run(args):
         # The API server, as the Pods reach it in-cluster: HTTPS on the node's loopback.
         kubeconfig = os.path.join(work, "kubeconfig")
         apilog = open(os.path.join(work, "apiserver.log"), "wb")
-        apiserver = subprocess.Popen(["nsenter", f"--net={netns}", args.apiserver, "--tls", api["ca"], api["host"],
-                                      str(api["port"]), kubeconfig], stdout=apilog, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        # Its tokens name who writes (the Pods' service-account tokens below carry them); every Node write is
+        # recorded, for the admission policies' replay at the end.
+        apiserver = subprocess.Popen(["nsenter", f"--net={netns}", args.apiserver, "--tls", api["ca"], "--agents", node["name"],
+                                      "--record", writes, api["host"], str(api["port"]), kubeconfig],
+                                     stdout=apilog, stderr=subprocess.STDOUT, start_new_session=True)
         base = f"https://{api['host']}:{api['port']}"
 
         def kapi(*curl):
-            return subprocess.run(["nsenter", f"--net={netns}", "curl", "-sf", "--cacert", api["ca"], *curl],
-                                  capture_output=True, text=True)
+            # As the test's harness (a kubelet registering its Node): recorded, not judged.
+            return subprocess.run(["nsenter", f"--net={netns}", "curl", "-sf", "--cacert", api["ca"],
+                                   "-H", "Authorization: Bearer test-harness", *curl], capture_output=True, text=True)
         deadline = time.monotonic() + 60
         while not (os.path.exists(api["ca"]) and kapi(f"{base}/api/v1/nodes").returncode == 0):
             if apiserver.poll() is not None or time.monotonic() > deadline:
@@ -686,101 +707,145 @@ def run(args):
         if r.returncode != 0:
             raise RuntimeError(f"creating Node {node['name']}: curl exit {r.returncode} {r.stdout} {r.stderr}")
 
-        # Every Pod's containers, each as the kubelet makes it; init containers run one after another.
-        pods, mains = [], []
-        for i, obj in enumerate(workloads):
-            pod = Pod(obj, configmaps, node, 0x4f1a0 + i * 0x1b3)
-            entries = []
-            ordered = [(True, c) for c in pod.spec.get("initContainers", [])] + [(False, c) for c in pod.spec.get("containers", [])]
-            for init, c in ordered:
-                try:
-                    entries.append((init, c, container_spec(pod, c, init, image_config, args.rootfs, work, api)))
-                except ConfigError as e:
-                    entries.append((init, c, e))
-            prepare_pod(pod, [s for _, _, s in entries if isinstance(s, dict)], work, api)
-            pods.append((pod, entries))
+        def settled(c):
+            """(done, what it left): a cleanup container is done when the node holds nothing of wgmesh's."""
+            if "--cleanup" not in c.get("args", []):
+                return True, "running"
+            left = []
+            if subprocess.run(["ip", "-n", netns_name, "link", "show", "wgmesh0"], capture_output=True).returncode == 0:
+                left.append("interface wgmesh0")
+            if subprocess.run(["ip", "netns", "exec", netns_name, "nft", "list", "table", "inet", "wgmesh"],
+                              capture_output=True).returncode == 0:
+                left.append("nftables table inet wgmesh")
+            for f in ("etc/cni/net.d/10-wgmesh.conflist", "var/lib/wgmesh/enrollment.key"):
+                if os.path.exists(os.path.join(node["root"], f)):
+                    left.append("/" + f)
+            r = kapi(f"{base}/api/v1/nodes/{node['name']}")
+            obj = json.loads(r.stdout) if r.returncode == 0 else {}
+            notes = obj.get("metadata", {}).get("annotations") or {}
+            left += [k for k in AGENT_ANNOTATIONS if k in notes]
+            if any(x.get("type") == "WireGuardMeshReady" for x in (obj.get("status", {}).get("conditions") or [])):
+                left.append("condition WireGuardMeshReady")
+            if r.returncode != 0:
+                left.append(f"(Node unreadable: curl exit {r.returncode})")
+            return (not left, "the node clean: no wgmesh0, nftables table, CNI file, enrollment key, agent annotation "
+                    "or condition" if not left else "left: " + ", ".join(left))
 
-        for pod, entries in pods:
-            where_pod = f"{pod.kind}/{pod.name}"
-            blocked = None
-            for init, c, s in entries:
-                where = f"{where_pod} {'init ' if init else ''}{c['name']}"
-                if isinstance(s, ConfigError):
-                    report(False, where, f"the kubelet would not start it: {s}")
-                    blocked = blocked or c["name"]
-                    continue
-                if blocked:
-                    report(False, where, f"not started: container {blocked} of its Pod failed")
-                    continue
-                if init:
-                    k = Container(s, netns, python, script)
-                    started.append(k)
+        def run_phase(workloads, pod_index):
+            """Every Pod's containers, each as the kubelet makes it: init containers one after another, then the
+            main ones together. Returns the main containers still running."""
+            pods, mains = [], []
+            for i, obj in enumerate(workloads):
+                pod = Pod(obj, configmaps, node, 0x4f1a0 + (pod_index + i) * 0x1b3)
+                entries = []
+                ordered = [(True, c) for c in pod.spec.get("initContainers", [])] + [(False, c) for c in pod.spec.get("containers", [])]
+                for init, c in ordered:
                     try:
-                        rc = k.proc.wait(args.init_timeout)
-                    except subprocess.TimeoutExpired:
-                        k.stop(grace=2)
-                        report(False, where, f"did not exit within {args.init_timeout}s ({describe(s)})", k.tail())
-                        blocked = c["name"]
-                        continue
-                    k.log.close()
-                    if rc == 0:
-                        report(True, where, f"exited 0 in {time.monotonic() - k.started:.1f}s ({describe(s)})"
-                               + evidence(pod, c, node, netns_name))
-                    else:
-                        report(False, where, f"exited {rc} ({describe(s)}); its log:", k.tail())
-                        blocked = c["name"]
-                else:
-                    mains.append((pod, c, s))
+                        entries.append((init, c, container_spec(pod, c, init, image_config, args.rootfs, work, api)))
+                    except ConfigError as e:
+                        entries.append((init, c, e))
+                prepare_pod(pod, [s for _, _, s in entries if isinstance(s, dict)], work, api)
+                pods.append((pod, entries))
 
-        # The main containers, all running together as on a node; each must stay up, and pass its probes.
-        running = []
-        for pod, c, s in mains:
-            k = Container(s, netns, python, script)
-            started.append(k)
-            running.append((pod, c, s, k))
-        deadline = time.monotonic() + args.ready_timeout
-        pending = {id(k) for _, _, _, k in running}
-        ready_at, probes = {}, {}
-        while pending and time.monotonic() < deadline:
-            for pod, c, s, k in running:
-                if id(k) not in pending:
-                    continue
-                if k.proc.poll() is not None:
-                    pending.discard(id(k))
-                    continue
-                result = probe(netns, node["ip"], c, "readinessProbe")
-                probes[id(k)] = result
-                if result is None:
-                    if time.monotonic() - k.started > 10:
+            for pod, entries in pods:
+                where_pod = f"{pod.kind}/{pod.name}"
+                blocked = None
+                for init, c, s in entries:
+                    where = f"{where_pod} {'init ' if init else ''}{c['name']}"
+                    if isinstance(s, ConfigError):
+                        report(False, where, f"the kubelet would not start it: {s}")
+                        blocked = blocked or c["name"]
+                        continue
+                    if blocked:
+                        report(False, where, f"not started: container {blocked} of its Pod failed")
+                        continue
+                    if init:
+                        k = Container(s, netns, python, script)
+                        started.append(k)
+                        try:
+                            rc = k.proc.wait(args.init_timeout)
+                        except subprocess.TimeoutExpired:
+                            k.stop(grace=2)
+                            report(False, where, f"did not exit within {args.init_timeout}s ({describe(s)})", k.tail())
+                            blocked = c["name"]
+                            continue
+                        k.log.close()
+                        if rc == 0:
+                            report(True, where, f"exited 0 in {time.monotonic() - k.started:.1f}s ({describe(s)})"
+                                   + evidence(pod, c, node, netns_name))
+                        else:
+                            report(False, where, f"exited {rc} ({describe(s)}); its log:", k.tail())
+                            blocked = c["name"]
+                    else:
+                        mains.append((pod, c, s))
+
+            # The main containers, all running together as on a node; each must stay up, and pass its probes.
+            running = []
+            for pod, c, s in mains:
+                k = Container(s, netns, python, script)
+                started.append(k)
+                running.append((pod, c, s, k))
+            deadline = time.monotonic() + args.ready_timeout
+            pending = {id(k) for _, _, _, k in running}
+            ready_at, probes = {}, {}
+            while pending and time.monotonic() < deadline:
+                for pod, c, s, k in running:
+                    if id(k) not in pending:
+                        continue
+                    if k.proc.poll() is not None:
+                        pending.discard(id(k))
+                        continue
+                    result = probe(netns, node["ip"], c, "readinessProbe")
+                    probes[id(k)] = result
+                    if result is None:
+                        # No probe: running for a while, and done with what it is for (the cleanup: a clean node).
+                        if time.monotonic() - k.started > 5 and settled(c)[0]:
+                            ready_at[id(k)] = time.monotonic() - k.started
+                            pending.discard(id(k))
+                    elif result[1] == "200":
                         ready_at[id(k)] = time.monotonic() - k.started
                         pending.discard(id(k))
-                elif result[1] == "200":
-                    ready_at[id(k)] = time.monotonic() - k.started
-                    pending.discard(id(k))
-            time.sleep(0.5)
-        for pod, c, s, k in running:
-            where = f"{pod.kind}/{pod.name} {c['name']}"
-            if k.proc.poll() is not None:
-                report(False, where, f"exited {k.proc.returncode} ({describe(s)}); its log:", k.tail(10))
-                continue
-            live = k.status()
-            if id(k) not in ready_at:
-                url, code = probes.get(id(k)) or ("(no probe)", "")
-                report(False, where, f"not ready within {args.ready_timeout}s: {url} answered {code or 'nothing'} "
-                       f"({describe(s, live)}); its log:", k.tail(10))
-                continue
-            live_probe = probe(netns, node["ip"], c, "livenessProbe")
-            if live_probe and live_probe[1] != "200":
-                report(False, where, f"ready, but the liveness probe {live_probe[0]} answered {live_probe[1]}", k.tail())
-                continue
-            mismatch = live and (int(live["uid"]) != s["uid"] or sorted(live["bnd"]) != sorted(s["caps"]) or live["nnp"] != s["nnp"])
-            if mismatch:
-                report(False, where, f"runs with {live}, not as computed ({describe(s)})")
-                continue
-            what = f"ready after {ready_at[id(k)]:.1f}s" if probes.get(id(k)) else "running"
-            if probes.get(id(k)):
-                what += f" ({probes[id(k)][0]} 200)"
-            report(True, where, f"{what}; {describe(s, live)}" + evidence(pod, c, node, netns_name, kapi, base))
+                time.sleep(0.5)
+            for pod, c, s, k in running:
+                where = f"{pod.kind}/{pod.name} {c['name']}"
+                if k.proc.poll() is not None:
+                    report(False, where, f"exited {k.proc.returncode} ({describe(s)}); its log:", k.tail(10))
+                    continue
+                live = k.status()
+                if id(k) not in ready_at:
+                    if probes.get(id(k)):
+                        url, code = probes[id(k)]
+                        why = f"not ready within {args.ready_timeout}s: {url} answered {code or 'nothing'}"
+                    else:
+                        why = f"not done within {args.ready_timeout}s: {settled(c)[1]}"
+                    report(False, where, f"{why} ({describe(s, live)}); its log:", k.tail(10))
+                    continue
+                live_probe = probe(netns, node["ip"], c, "livenessProbe")
+                if live_probe and live_probe[1] != "200":
+                    report(False, where, f"ready, but the liveness probe {live_probe[0]} answered {live_probe[1]}", k.tail())
+                    continue
+                mismatch = live and (int(live["uid"]) != s["uid"] or sorted(live["bnd"]) != sorted(s["caps"]) or live["nnp"] != s["nnp"])
+                if mismatch:
+                    report(False, where, f"runs with {live}, not as computed ({describe(s)})")
+                    continue
+                what = f"ready after {ready_at[id(k)]:.1f}s" if probes.get(id(k)) else f"running ({settled(c)[1]})"
+                if probes.get(id(k)):
+                    what += f" ({probes[id(k)][0]} 200)"
+                report(True, where, f"{what}; {describe(s, live)}" + evidence(pod, c, node, netns_name, kapi, base))
+            return [(pod, c, s, k) for pod, c, s, k in running if k.proc.poll() is None]
+
+        # The phases: manifests/ installed; then, where given, what is applied next (the cleanup DaemonSet)
+        # after the Deployments and DaemonSets before it are deleted, as README's uninstall does.
+        running, count = [], 0
+        for n, rendered in enumerate(phases):
+            if n > 0:
+                names = sorted({f"{pod.kind}/{pod.name}" for pod, _, _, _ in running})
+                print(f"check-containers: deleting {', '.join(names) or 'nothing'}; then applying {os.path.basename(rendered['name'])}",
+                      flush=True)
+                for _, _, _, k in running:
+                    k.stop()
+            running = run_phase(rendered["workloads"], count)
+            count += len(rendered["workloads"])
     except Exception as e:  # noqa: BLE001 - the check reports whatever stopped it
         report(False, "check", f"{type(e).__name__}: {e}")
     finally:
@@ -794,6 +859,15 @@ def run(args):
                 apiserver.kill()
                 apiserver.wait()
         subprocess.run(["ip", "netns", "del", netns_name], capture_output=True)
+    if os.path.exists(writes) and any(w["kind"] == "ValidatingAdmissionPolicy" for w in phases[0]["docs"]):
+        # What the containers wrote to their Node, as their service accounts, through the admission policies.
+        r = subprocess.run([python, os.path.join(os.path.dirname(script), "check-admission-policies.py"), "--replay",
+                            phases[0]["name"], writes], capture_output=True, text=True)
+        lines = r.stdout.strip().splitlines()
+        summary = next((line for line in lines if line.startswith("admission replay:")), r.stderr.strip()[-300:])
+        who = "; ".join(" ".join(line.split()[1:]) for line in lines if " writes by " in line)
+        report(r.returncode == 0, "admission policies", f"{summary} ({who}; check-admission-policies.py --replay)",
+               [line for line in lines if line.startswith(("FAIL", "replay: "))] if r.returncode else ())
     passed = sum(1 for r in results if r)
     failed = len(results) - passed
     print(f"check-containers: {passed} passed, {failed} failed", flush=True)
@@ -810,7 +884,7 @@ def evidence(pod, c, node, netns_name, kapi=None, base=None):
     if "install-cni" in args:
         d = os.path.join(node["root"], "opt/cni/bin")
         return f"; the node's /opt/cni/bin: {' '.join(sorted(os.listdir(d)))}" if os.path.isdir(d) else ""
-    if kapi is not None and c.get("args") and c["args"][0] in ("agent", "controller"):
+    if kapi is not None and c.get("args") and c["args"][0] in ("agent", "controller") and "--cleanup" not in c["args"]:
         r = kapi(f"{base}/api/v1/nodes/{node['name']}")
         notes = (json.loads(r.stdout).get("metadata", {}).get("annotations") or {}) if r.returncode == 0 else {}
         if c["args"][0] == "controller":
@@ -832,7 +906,8 @@ def main():
         return
     p = argparse.ArgumentParser()
     p.add_argument("command", choices=["run"])
-    p.add_argument("--rendered", required=True)
+    p.add_argument("--rendered", required=True, action="append",
+                   help="rendered manifests; given again, applied after the earlier ones' workloads are deleted")
     p.add_argument("--rootfs", required=True)
     p.add_argument("--image-config", required=True)
     p.add_argument("--apiserver", required=True)

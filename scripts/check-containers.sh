@@ -5,21 +5,25 @@
 # unshare, nsenter and a chroot of the image unpacked with umoci. One network namespace plays the node's
 # host network; the test API server listens on its loopback over HTTPS, as the Pods reach it in-cluster
 # (KUBERNETES_SERVICE_HOST, the service-account token and ca.crt), with a Node for the stand-in node. The
-# init containers must exit 0; the controller and the agent must run and pass their readiness probes.
+# init containers must exit 0; the controller and the agent must run and pass their readiness probes. Then,
+# as README's uninstall does, the controller and the agent are deleted and manifests/cleanup/ applied: its
+# container must leave the node clean (no interface, nftables table, CNI file, enrollment key, agent
+# annotation or condition) and keep running.
 # Run as root, after scripts/build-image.sh:
-#   bash scripts/check-containers.sh [--rendered FILE] [build/wgmesh-<version>.oci.tar]
-#     --rendered FILE   the rendered manifests to run (default: kubectl kustomize manifests/)
+#   bash scripts/check-containers.sh [--rendered FILE]... [build/wgmesh-<version>.oci.tar]
+#     --rendered FILE   rendered manifests to run, each after the workloads of the one before are deleted
+#                       (default: kubectl kustomize manifests/, then manifests/cleanup/)
 # Environment: WGMESH_TEST_APISERVER, the TestAPIServerTool binary (default: .build/debug, built if missing);
 # WGMESH_CHECK_KEEP=1 keeps the work folder (the containers' logs, the stand-in node's files).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-rendered=
+rendered=()
 archive=
 while [ $# -gt 0 ]; do
   case $1 in
-    --rendered) rendered=$(realpath "$2"); shift ;;
+    --rendered) rendered+=("$(realpath "$2")"); shift ;;
     -*) echo "check-containers: unknown option $1 (use --rendered FILE)" >&2; exit 2 ;;
     *) archive=$1 ;;
   esac
@@ -57,9 +61,13 @@ if [ -n "${WGMESH_CHECK_KEEP:-}" ]; then
 else
   trap 'rm -rf "$work"' EXIT
 fi
-if [ -z "$rendered" ]; then
-  kubectl kustomize manifests/ >"$work/rendered.yaml"
-  rendered=$work/rendered.yaml
+if [ ${#rendered[@]} = 0 ]; then
+  kubectl kustomize manifests/ >"$work/manifests.yaml"
+  rendered=("$work/manifests.yaml")
+  if [ -f manifests/cleanup/kustomization.yaml ]; then
+    kubectl kustomize manifests/cleanup/ >"$work/manifests-cleanup.yaml"
+    rendered+=("$work/manifests-cleanup.yaml")
+  fi
 fi
 
 # The image as check-image.sh unpacks it: its root filesystem and its configuration (User, Env, Entrypoint).
@@ -71,7 +79,10 @@ umoci unpack --image "$work/layout:check" "$work/bundle" >/dev/null
 manifest=$(jq -r '.manifests[0].digest' "$work/layout/index.json" | sed 's/^sha256://')
 config=$(jq -r .config.digest "$work/layout/blobs/sha256/$manifest" | sed 's/^sha256://')
 cp "$work/layout/blobs/sha256/$config" "$work/image-config.json"
-echo "check-containers: $archive (user $(jq -r .config.User "$work/image-config.json")), $(grep -c '^kind:' "$rendered") objects from $rendered"
+echo "check-containers: $archive (user $(jq -r .config.User "$work/image-config.json")); $(for r in "${rendered[@]}"; do
+  printf '%s objects from %s, ' "$(grep -c '^kind:' "$r")" "$(basename "$r")"; done | sed 's/, $//')"
 
-"$venv/bin/python" scripts/check-containers.py run --rendered "$rendered" --rootfs "$work/bundle/rootfs" \
+phases=()
+for r in "${rendered[@]}"; do phases+=(--rendered "$r"); done
+"$venv/bin/python" scripts/check-containers.py run "${phases[@]}" --rootfs "$work/bundle/rootfs" \
   --image-config "$work/image-config.json" --apiserver "$apiserver" --work "$work/run"
