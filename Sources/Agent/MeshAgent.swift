@@ -521,7 +521,7 @@ public final class MeshAgent: Sendable {
             logger.info("interface address removed", metadata: ["address": "\(address)"])
         }
         for address in wanted where !have.contains(address) {
-            try kernel.network.addAddress(address, toLinkIndex: link.index)
+            try kernel.network.addAddress(address, toLinkIndex: link.index, scope: TunnelAddressing.scope)
             logger.info("interface address added", metadata: ["address": "\(address)"])
         }
     }
