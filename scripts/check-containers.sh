@@ -10,7 +10,7 @@
 # container must leave the node clean (no interface, nftables table, CNI file, enrollment key, agent
 # annotation or condition) and keep running.
 # Run as root, after scripts/build-image.sh:
-#   bash scripts/check-containers.sh [--rendered FILE]... [build/wgmesh-<version>.oci.tar]
+#   bash scripts/check-containers.sh [--rendered FILE]... [ARCHIVE]   (default build/wgmesh-$(wgmesh --version).oci.tar)
 #     --rendered FILE   rendered manifests to run, each after the workloads of the one before are deleted
 #                       (default: kubectl kustomize manifests/, then manifests/cleanup/)
 # Environment: WGMESH_TEST_APISERVER, the TestAPIServerTool binary (default: .build/debug, built if missing);
@@ -41,12 +41,7 @@ venv=$root/.venv-validate
 [ -x "$venv/bin/python" ] || fail "$venv is missing: run scripts/setup.sh"
 [ -c /dev/net/tun ] || fail "this host has no /dev/net/tun (the agent's hostPath CharDevice): modprobe tun"
 
-if [ -z "$archive" ]; then
-  found=(build/wgmesh-*.oci.tar)
-  [ ${#found[@]} = 1 ] && [ -e "${found[0]}" ] ||
-    fail "give the archive to check (found ${#found[@]} build/wgmesh-*.oci.tar; build one with: bash scripts/build-image.sh)"
-  archive=${found[0]}
-fi
+[ -n "$archive" ] || archive=build/wgmesh-$("$root/.build/debug/wgmesh" --version 2>/dev/null).oci.tar
 [ -f "$archive" ] || fail "no archive $archive: build it with: bash scripts/build-image.sh"
 
 apiserver=${WGMESH_TEST_APISERVER:-$root/.build/debug/TestAPIServerTool}
