@@ -117,6 +117,15 @@ grep -q "192.0.2.1 > 192.0.2.100" "$work/seen-outside.txt" && [ $out_rc = 0 ] \
   && result masquerade ok "a Pod reaching 192.0.2.100 (outside the cluster CIDRs) is masqueraded to its node's 192.0.2.1" \
   || result masquerade fail "rc=$out_rc, the outside saw: $(cat "$work/seen-outside.txt")"
 
+# --- the tunnel address is link-scoped: never the source of a packet leaving by the underlay, and still
+# the node's own source towards other nodes' Pods ---
+if ip -4 -n wge-n1 -o addr show dev "$(ifname n1)" | grep -q " scope link" \
+  && ip netns exec wge-n1 ping -c 1 -W 3 "$(head -1 "$work/n2/p1.ips")" >/dev/null 2>&1; then
+  result tunnel-address-scope ok "$(ip -4 -n wge-n1 -o addr show dev "$(ifname n1)" | awk '{print $4, $5, $6}'); node n1 itself reaches n2's Pods"
+else
+  result tunnel-address-scope fail "$(ip -4 -n wge-n1 -o addr show dev "$(ifname n1)")"
+fi
+
 # --- the mesh as the kernel runs it agrees with the plan ---
 agree=1
 for n in "${nodes[@]}"; do
@@ -231,6 +240,8 @@ fi
 # --- uninstall, then install again (defects 6 and 7): the cleanup waits for the node's Pods; after it no
 # wgmesh state is left; a new install hands out the Pod CIDRs in another order and every node works ---
 cidrs_before=$(for n in "${nodes[@]}"; do annotation "$n" pod-cidrs; done | paste -sd' ')
+# The nodes by their IPv4 Pod CIDR, highest first: registered in this order, they get them in reverse.
+reverse_order=$(for n in "${nodes[@]}"; do echo "$(annotation "$n" pod-cidrs | cut -d, -f1) $n"; done | sort -V -r | awk '{print $2}')
 kill -TERM "$controller"; for n in "${nodes[@]}"; do kill -TERM "$(eval echo \$agent_$n)"; done
 wait "$controller" 2>/dev/null; for n in "${nodes[@]}"; do wait "$(eval echo \$agent_$n)" 2>/dev/null; done
 cleanup_node() {
@@ -264,18 +275,17 @@ if [ $dels = 0 ] && [ -z "$left" ] && [ $uninstall_rc = 0 ] && [ "$annotated" = 
 else
   result uninstall fail "CNI DEL ok=$((1 - dels)), left:${left:- nothing}, uninstall rc=$uninstall_rc, $annotated wgmesh.dev/ annotations"
 fi
-# Installed again after n1 and n2 were replaced (their Nodes deleted and registered again, as new machines'
-# kubelets do, after the controller allocated to n3): the Pod CIDRs come out in another order.
-for n in n1 n2; do kapi -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
+# Installed again on replaced machines: every Node deleted and registered again, one at a time (as new
+# kubelets do), in the reverse order of their old Pod CIDRs, so that the allocation comes out otherwise.
+for n in "${nodes[@]}"; do kapi -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
 start_controller
 if [ "$wireguard_go" = device ]; then for n in "${nodes[@]}"; do start_device "$n"; done; fi
 for n in "${nodes[@]}"; do start_agent "$n"; done
 has_cidrs() { [ -n "$(annotation "$1" pod-cidrs)" ]; }
-wait_for 30 has_cidrs n3
-for i in 2 1; do
+for n in $reverse_order; do
   kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes" -d "{\"apiVersion\":\"v1\",\"kind\":\"Node\",
-    \"metadata\":{\"name\":\"n$i\"},\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"192.0.2.$i\"}]}}" >/dev/null
-  wait_for 30 has_cidrs "n$i"
+    \"metadata\":{\"name\":\"$n\"},\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"192.0.2.${n#n}\"}]}}" >/dev/null
+  wait_for 30 has_cidrs "$n"
 done
 cidrs_after=$(for n in "${nodes[@]}"; do annotation "$n" pod-cidrs; done | paste -sd' ')
 reinstalled=1

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests and the manifest check on the host, then every kernel test in one VM
-# guest, then the agent's three-node scenario in a second guest (kernel WireGuard), the ten-node faults
-# and figures in a third, the three-node scenario on the host (wireguard-go), then the demo; last, every Node
-# write those scenarios recorded, replayed through the admission policies.
+# The whole test suite: unit tests, the manifest check, and the image with every container of the manifests
+# run from it as a kubelet would, on the host; then every kernel test in one VM guest, then the agent's
+# three-node scenario in a second guest (kernel WireGuard), the ten-node faults and figures in a third, the
+# three-node scenario on the host (wireguard-go), then the demo; last, every Node write those scenarios
+# recorded, replayed through the admission policies.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -12,6 +13,11 @@ swift test --disable-swift-testing 2>&1 | grep -vE "^Test (Case|Suite) .* starte
 echo "== host: manifests/ rendered, validated and checked against the wgmesh binary (scripts/check-manifests.sh)"
 swift build --product wgmesh >/dev/null
 bash scripts/check-manifests.sh
+echo "== host: the image (scripts/build-image.sh), checked from the inside (scripts/check-image.sh), and every container of manifests/ run from it as a kubelet would (scripts/check-containers.sh)"
+bash scripts/build-image.sh
+archive=build/wgmesh-$(.build/debug/wgmesh --version).oci.tar
+bash scripts/check-image.sh "$archive"
+bash scripts/check-containers.sh "$archive"
 echo "== VM kernel: scripts/vm-test.sh"
 bash scripts/vm-test.sh 2>&1 | grep -vE "^Test (Case|Suite) .* started at"
 echo "== VM: three nodes, controller and agents (scripts/e2e-agent.sh)"

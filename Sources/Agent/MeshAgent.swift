@@ -354,7 +354,10 @@ public final class MeshAgent: Sendable {
         }
         try await publishSettings(on: localObject)
         let (nodes, invalid) = meshNodes(objects)
-        for (object, error) in invalid { await report(object, warning: true, reason: "InvalidAnnotation", note: "\(error)") }
+        // This node's own are the pass's failure, reported as such below.
+        for (object, error) in invalid where object.metadata.name != name {
+            await report(object, warning: true, reason: "InvalidAnnotation", note: "\(error)")
+        }
         guard let local = nodes.first(where: { $0.name == name }) else {
             let why = invalid.first { $0.0.metadata.name == name }.map { "\($0.1)" } ?? "unreadable"
             throw PassFailure(reason: "InvalidAnnotation", message: "this node's wgmesh annotations do not read, so nothing changes until they do: \(why)")
@@ -546,7 +549,7 @@ public final class MeshAgent: Sendable {
             logger.info("interface address removed", metadata: ["address": "\(address)"])
         }
         for address in wanted where !have.contains(address) {
-            try kernel.network.addAddress(address, toLinkIndex: link.index)
+            try kernel.network.addAddress(address, toLinkIndex: link.index, scope: TunnelAddressing.scope)
             logger.info("interface address added", metadata: ["address": "\(address)"])
         }
     }

@@ -418,6 +418,10 @@ public final class TestAPIServer: Sendable {
         case 409: return APIStore.status(409, "Conflict", "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again")
         case 410: return APIStore.status(410, "Expired", "The resourceVersion for the provided list is too old.")
         case 429: return APIStore.status(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later")
+        // A ValidatingAdmissionPolicy's denial (its default reason, Invalid).
+        case 422: return APIStore.status(422, "Invalid", """
+            ValidatingAdmissionPolicy 'wgmesh-agent-own-node' with binding 'wgmesh-agent-own-node' denied request: injected refusal
+            """)
         case 503: return APIStore.status(503, "ServiceUnavailable", "the server is currently unable to handle the request")
         default: return APIStore.status(code, "InternalError", "Internal error occurred: injected fault")
         }

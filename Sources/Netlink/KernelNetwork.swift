@@ -133,21 +133,23 @@ public final class KernelNetwork: LinkTable, RouteTable {
         return out
     }
 
-    public func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32) throws {
-        try sendAddress(RTM_NEWADDR, address, index, flags: NLM_F_CREATE | NLM_F_EXCL, operation: "add address \(address) to link #\(index)")
+    public func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32, scope: AddressScope) throws {
+        try sendAddress(RTM_NEWADDR, address, index, scope: scope, flags: NLM_F_CREATE | NLM_F_EXCL,
+                        operation: "add address \(address) to link #\(index)")
     }
 
     public func removeAddress(_ address: IPPrefix, fromLinkIndex index: UInt32) throws {
-        try sendAddress(RTM_DELADDR, address, index, flags: 0, operation: "remove address \(address) from link #\(index)")
+        try sendAddress(RTM_DELADDR, address, index, scope: .global, flags: 0, operation: "remove address \(address) from link #\(index)")
     }
 
-    private func sendAddress(_ type: Int, _ address: IPPrefix, _ index: UInt32, flags: Int32, operation: String) throws {
+    private func sendAddress(_ type: Int, _ address: IPPrefix, _ index: UInt32, scope: AddressScope, flags: Int32, operation: String) throws {
         let m = MessageBuilder(capacity: 256, type: UInt16(type), flags: flags)
         var h = ifaddrmsg()
         h.ifa_family = UInt8(AddressFamily.of(address.family))
         h.ifa_prefixlen = UInt8(address.length)
         h.ifa_index = index
         if address.family == .v6 { h.ifa_flags = UInt8(IFA_F_NODAD) }  // no duplicate detection on a tunnel
+        if address.family == .v4, scope == .link { h.ifa_scope = UInt8(RT_SCOPE_LINK.rawValue) }
         m.putHeader(h)
         m.put(UInt16(IFA_LOCAL), bytes: address.address.bytes)
         m.put(UInt16(IFA_ADDRESS), bytes: address.address.bytes)

@@ -6,12 +6,15 @@
 // NODE (its token names the node), KUBECONFIG_OUT.harness the scenario's own setup and fault injection.
 // With --record, every accepted write to a Node or its status is appended to FILE as one admission request
 // per line (scripts/check-admission-policies.py --replay evaluates them through the admission policies).
-// Usage: wgmesh-test-apiserver HOST PORT KUBECONFIG_OUT [--agents NODE,NODE...] [--record FILE]
+// With --tls CA_OUT, HTTPS with the test certificates (KubeTestSupport/TestCertificates: 127.0.0.1,
+// localhost, kubernetes.default.svc), their CA written to CA_OUT, as a Pod's service-account ca.crt
+// (scripts/check-containers.sh).
+// Usage: wgmesh-test-apiserver HOST PORT KUBECONFIG_OUT [--agents NODE,NODE...] [--record FILE] [--tls CA_OUT]
 import Foundation
 import Kube
 import KubeTestSupport
 
-let usage = "usage: wgmesh-test-apiserver HOST PORT KUBECONFIG_OUT [--agents NODE,NODE...] [--record FILE]\n"
+let usage = "usage: wgmesh-test-apiserver HOST PORT KUBECONFIG_OUT [--agents NODE,NODE...] [--record FILE] [--tls CA_OUT]\n"
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data((message + "\n" + usage).utf8))
     exit(2)
@@ -20,6 +23,7 @@ func fail(_ message: String) -> Never {
 var positional: [String] = []
 var agents: [String] = []
 var recordPath: String?
+var caOut: String?
 var rest = CommandLine.arguments.dropFirst()
 while let arg = rest.popFirst() {
     switch arg {
@@ -29,6 +33,9 @@ while let arg = rest.popFirst() {
     case "--record":
         guard let path = rest.popFirst() else { fail("--record needs a file") }
         recordPath = path
+    case "--tls":
+        guard let path = rest.popFirst() else { fail("--tls needs a file for the CA") }
+        caOut = path
     default:
         positional.append(arg)
     }
@@ -59,7 +66,8 @@ let record: (@Sendable (JSON) -> Void)? = recorder.map { handle in
     { @Sendable request in handle.write(request.data + Data("\n".utf8)) }
 }
 
-let server = try await TestAPIServer.start(.init(bookmarkInterval: .seconds(5), host: positional[0], port: port,
+if let caOut { try (TestCertificates.caCertificate + "\n").write(toFile: caOut, atomically: true, encoding: .utf8) }
+let server = try await TestAPIServer.start(.init(tls: caOut != nil, bookmarkInterval: .seconds(5), host: positional[0], port: port,
                                                  identities: identities.mapValues(\.user), recordNodeWrite: record))
 for (token, identity) in identities {
     let kubeconfig = """
@@ -68,7 +76,7 @@ for (token, identity) in identities {
         clusters:
         - name: test
           cluster:
-            server: \(server.url)
+            server: \(server.url)\(caOut.map { "\n    certificate-authority: \($0)" } ?? "")
         users:
         - name: \(identity.user.username)
           user:

@@ -36,7 +36,7 @@ public protocol LinkTable {
     /// The link that has `address` (the node's own underlay address), or nil when none has.
     func interface(carrying address: IPAddress) throws -> LinkState?
     func addresses(ofLinkIndex index: UInt32) throws -> [IPPrefix]
-    func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32) throws
+    func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32, scope: AddressScope) throws
     func removeAddress(_ address: IPPrefix, fromLinkIndex index: UInt32) throws
 }
 
@@ -114,4 +114,11 @@ public struct RoutesTaken: Error, Sendable, Hashable, CustomStringConvertible {
             address that makes it, e.g. a stale bridge address) and the agent adds its own at the next try
             """
     }
+}
+
+/// An IPv4 address's scope (`ip addr add … scope link`). The kernel picks a link-scoped address as the source
+/// only of packets routed out of its own interface, never of those leaving by another one (say, while the
+/// underlay interface has no address). IPv6 derives an address's scope from the address itself.
+public enum AddressScope: Sendable, Hashable {
+    case global, link
 }

@@ -6,6 +6,10 @@ public enum TunnelAddressing {
         Set(podCIDRs.map { try! IPPrefix(address: $0.network, length: $0.family.bitWidth) }).sorted()
     }
 
+    /// The tunnel addresses' scope: link, so that no packet leaving by the underlay ever carries one as its
+    /// source (a WireGuard message did, from a node whose underlay address was being changed).
+    public static let scope = AddressScope.link
+
     /// WireGuard overhead over IPv6: 40 (IPv6) + 8 (UDP) + 32 (WireGuard) bytes.
     public static let overhead: UInt32 = 80
 

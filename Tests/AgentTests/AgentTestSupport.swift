@@ -100,7 +100,7 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
         locked { calls.append("interface"); return LinkState(name: "eth0", index: 2, mtu: 1500, isUp: true, kind: nil) }
     }
     func addresses(ofLinkIndex index: UInt32) throws -> [IPPrefix] { locked { calls.append("addresses"); return addressTable[index] ?? [] } }
-    func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32) throws { locked { addressTable[index, default: []].append(address) } }
+    func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32, scope: AddressScope) throws { locked { addressTable[index, default: []].append(address) } }
     func removeAddress(_ address: IPPrefix, fromLinkIndex index: UInt32) throws { locked { addressTable[index]?.removeAll { $0 == address } } }
 
     // RouteTable

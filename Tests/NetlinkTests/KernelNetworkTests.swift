@@ -21,10 +21,13 @@ final class KernelNetworkTests: XCTestCase {
         let up = try XCTUnwrap(try network.link(named: "wgmt-link"))
         XCTAssertEqual(up.mtu, 1380)
         XCTAssertTrue(up.isUp)
-        try network.addAddress(try IPPrefix("10.244.7.0/32"), toLinkIndex: up.index)
-        try network.addAddress(try IPPrefix("fd00:10:244:7::/128"), toLinkIndex: up.index)
+        try network.addAddress(try IPPrefix("10.244.7.0/32"), toLinkIndex: up.index, scope: .link)
+        try network.addAddress(try IPPrefix("fd00:10:244:7::/128"), toLinkIndex: up.index, scope: .link)
         XCTAssertEqual(Set(try network.addresses(ofLinkIndex: up.index)),
                        [try IPPrefix("10.244.7.0/32"), try IPPrefix("fd00:10:244:7::/128")])
+        // The tunnel's IPv4 address is link-scoped: never the source of a packet leaving by another interface.
+        let shown = try sh("ip -4 -o addr show dev wgmt-link")
+        XCTAssertTrue(shown.contains("10.244.7.0/32 scope link"), shown)
         try network.removeAddress(try IPPrefix("10.244.7.0/32"), fromLinkIndex: up.index)
         XCTAssertEqual(try network.addresses(ofLinkIndex: up.index), [try IPPrefix("fd00:10:244:7::/128")])
         XCTAssertThrowsError(try network.createWireGuardLink(named: "wgmt-link", mtu: nil)) { error in

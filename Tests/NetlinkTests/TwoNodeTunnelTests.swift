@@ -47,7 +47,7 @@ final class TwoNodeTunnelTests: XCTestCase {
                 privateKey: me.keys.privateKey, listenPort: 51820, replacePeers: true,
                 peers: [PeerConfig(publicKey: peer.keys.publicKey, endpoint: Endpoint(address: peer.underlay, port: 51820),
                                    persistentKeepalive: 0, allowedIPs: [peer.podCIDR], replaceAllowedIPs: true)]))
-            try network.addAddress(me.podAddress, toLinkIndex: link.index)
+            try network.addAddress(me.podAddress, toLinkIndex: link.index, scope: TunnelAddressing.scope)
             try network.setLink(index: link.index, mtu: nil, up: true)
             try network.add(Route(destination: peer.podCIDR, interfaceIndex: link.index))
         }

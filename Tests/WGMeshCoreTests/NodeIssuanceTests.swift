@@ -181,6 +181,19 @@ final class NodeIssuanceTests: XCTestCase {
         XCTAssertTrue(other.notices[0].note.contains("wgmesh allocated it to neither"), other.notices[0].note)
     }
 
+    /// Issue 20, defect 10: a conflict between two nodes named a third one as the owner wgmesh allocated it to.
+    func testAConflictBetweenTwoNodesNamesNoThirdOwner() throws {
+        var a = try allocator(["10.244.0.0/16"])
+        _ = decide(NodeFacts(name: "owner", annotations: [Annotation.podCIDRs: "10.244.0.0/24"]), &a)
+        _ = decide(NodeFacts(name: "hand-a", annotations: [Annotation.podCIDRs: "10.244.0.0/24"]), &a)
+        let d = decide(NodeFacts(name: "hand-b", annotations: [Annotation.podCIDRs: "10.244.0.0/24"]), &a)
+        let between = try XCTUnwrap(d.notices.first { $0.otherNode == "hand-a" }, "\(d.notices.map(\.note))")
+        XCTAssertFalse(between.note.contains("allocated it to node owner"), between.note)
+        XCTAssertTrue(between.note.contains("wgmesh allocated it to neither"), between.note)
+        let withOwner = try XCTUnwrap(d.notices.first { $0.otherNode == "owner" }, "\(d.notices.map(\.note))")
+        XCTAssertTrue(withOwner.note.contains("wgmesh allocated it to node owner"), withOwner.note)
+    }
+
     func testAutoWaitsForTheClusterAllocatorInsteadOfRacingIt() throws {
         var a = try allocator()
         let created = now.addingTimeInterval(-5)
