@@ -25,7 +25,7 @@ final class UserspaceDeviceTests: XCTestCase {
         func deleteLink(index: UInt32) throws { throw Unexpected() }
         func interface(carrying address: IPAddress) throws -> LinkState? { nil }
         func addresses(ofLinkIndex index: UInt32) throws -> [IPPrefix] { [] }
-        func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32) throws { throw Unexpected() }
+        func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32, scope: AddressScope) throws { throw Unexpected() }
         func removeAddress(_ address: IPPrefix, fromLinkIndex index: UInt32) throws { throw Unexpected() }
     }
 
