@@ -23,7 +23,7 @@ public enum Uninstall {
         }
         if !lines.isEmpty {
             lines.append("""
-                delete the agent DaemonSet and run the cleanup on every node (kubectl apply -k manifests/cleanup/): it removes the \
+                delete the agent and wgmesh-device DaemonSets and run the cleanup on every node (kubectl apply -k manifests/cleanup/): it removes the \
                 interface, routes, CNI bridge, nftables table and CNI file once no Pod on the node holds an address from wgmesh's network
                 """)
         }

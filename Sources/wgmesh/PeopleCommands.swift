@@ -154,7 +154,7 @@ struct UninstallCommand: AsyncParsableCommand {
         commandName: "uninstall",
         abstract: "Remove every wgmesh.dev/ annotation and the WireGuardMeshReady condition from all Nodes.",
         discussion: """
-        The last step: first delete the controller's Deployment and the agent DaemonSet, and run the cleanup DaemonSet on \
+        The last step: first delete the controller's Deployment and the agent and wgmesh-device DaemonSets, and run the cleanup DaemonSet on \
         every node (kubectl apply -k manifests/cleanup/: once no Pod on a node holds an address from wgmesh's network, it \
         removes the interface, routes, CNI bridge, nftables table, CNI file, the agent's annotations and the condition). \
         Until then uninstall refuses and changes nothing: a node that still has wgmesh.dev/enrollment-key or \
