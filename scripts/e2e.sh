@@ -249,7 +249,7 @@ writes=()  # one curl for the 100 writes: a process per write costs seconds unde
 for i in $(seq 1 100); do
   v=$(printf "${forms[$((i % 5))]}" "$i")
   writes+=(-X PATCH "http://$api:6443/api/v1/nodes/n10" -d "{\"metadata\":{\"annotations\":{\"wgmesh.dev/endpoint-override\":\"$v\"}}}" -o /dev/null -w '%{http_code}\n')
-  [ "$i" -lt 100 ] && writes+=(--next -H 'Content-Type: application/merge-patch+json')
+  [ "$i" -lt 100 ] && writes+=(--next -H 'Content-Type: application/merge-patch+json' -H 'Authorization: Bearer test-harness')
 done
 written=$(kapi "${writes[@]}" | grep -c '^200$')
 invalid() { kapi "http://$api:6443/apis/events.k8s.io/v1/namespaces/default/events" \
