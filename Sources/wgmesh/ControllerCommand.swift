@@ -180,10 +180,10 @@ struct ControllerCommand: AsyncParsableCommand {
     }
 }
 
-func makeLogger(_ label: String, level: String, identity: String) -> Logger {
+func makeLogger(_ label: String, level: String, identity: String? = nil) -> Logger {
     var logger = Logger(label: label)
     logger.logLevel = Logger.Level(rawValue: level) ?? .info
-    logger[metadataKey: "replica"] = "\(identity)"
+    if let identity { logger[metadataKey: "replica"] = "\(identity)" }
     return logger
 }
 

@@ -28,8 +28,7 @@ struct InstallCNICommand: ParsableCommand {
     var logLevel = "info"
 
     func run() throws {
-        var logger = Logger(label: "wgmesh.install-cni")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let logger = makeLogger("wgmesh.install-cni", level: logLevel)
         try CNIPluginInstaller(sourceDirectory: from, destinationDirectory: to, sourceVersionFile: pluginsVersionFile).run(logger: logger)
     }
 }

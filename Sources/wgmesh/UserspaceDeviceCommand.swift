@@ -34,8 +34,7 @@ struct UserspaceDeviceCommand: ParsableCommand {
     var logLevel = "info"
 
     func run() throws {
-        var logger = Logger(label: "wgmesh.device")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        var logger = makeLogger("wgmesh.device", level: logLevel)
         logger[metadataKey: "interface"] = "\(interface)"
         let userspace: Bool
         let why: String
