@@ -5,7 +5,7 @@ let package = Package(
     name: "wgmesh",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "wgmesh", targets: ["wgmesh"]),
+        .executable(name: "wgmesh", targets: ["wgmesh"])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -97,7 +97,9 @@ let package = Package(
         // Not shipped: the controller benchmark against the test API server (scripts/bench-controller.sh).
         .executableTarget(
             name: "BenchController",
-            dependencies: ["Controller", "Kube", "KubeTestSupport", "WGMeshCore", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "Controller", "Kube", "KubeTestSupport", "WGMeshCore", .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         // Not shipped: the agent benchmark's driver (scripts/bench-agent.sh).
         .executableTarget(
@@ -110,28 +112,40 @@ let package = Package(
             dependencies: ["KubeTestSupport"]
         ),
         // Test code shared by the test targets: a model of the kernel, the backend contract, a log capture.
-        .target(name: "TestSupport", dependencies: ["WGMeshCore", .product(name: "Logging", package: "swift-log")], path: "Tests/TestSupport"),
+        .target(
+            name: "TestSupport", dependencies: ["WGMeshCore", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/TestSupport"),
         .testTarget(name: "WGMeshCoreTests", dependencies: ["WGMeshCore", "TestSupport"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "WGMeshCore", "CMnl", "TestSupport"]),
         .testTarget(name: "UserspaceTests", dependencies: ["Userspace", "WGMeshCore", "TestSupport"]),
-        .testTarget(name: "ControllerTests", dependencies: [
-            "Controller", "WGMeshCore", "Kube", "KubeTestSupport", "TestSupport",
-            .product(name: "Logging", package: "swift-log"),
-        ]),
-        .testTarget(name: "AgentTests", dependencies: [
-            "Agent", "Controller", "WGMeshCore", "Kube", "KubeTestSupport", "TestSupport",
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .testTarget(
+            name: "ControllerTests",
+            dependencies: [
+                "Controller", "WGMeshCore", "Kube", "KubeTestSupport", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .testTarget(
+            name: "AgentTests",
+            dependencies: [
+                "Agent", "Controller", "WGMeshCore", "Kube", "KubeTestSupport", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // The commands' flag parsing, through the executable module.
-        .testTarget(name: "wgmeshTests", dependencies: ["wgmesh", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
-        .testTarget(name: "CLITests", dependencies: [
-            "CLI", "Controller", "WGMeshCore", "Kube", "KubeTestSupport", "TestSupport",
-            .product(name: "Logging", package: "swift-log"), .product(name: "Yams", package: "Yams"),
-        ]),
-        .testTarget(name: "KubeTests", dependencies: [
-            "Kube", "KubeTestSupport",
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "NIOCore", package: "swift-nio"),
-        ]),
+        .testTarget(
+            name: "wgmeshTests",
+            dependencies: ["wgmesh", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(
+            name: "CLITests",
+            dependencies: [
+                "CLI", "Controller", "WGMeshCore", "Kube", "KubeTestSupport", "TestSupport",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Yams", package: "Yams"),
+            ]),
+        .testTarget(
+            name: "KubeTests",
+            dependencies: [
+                "Kube", "KubeTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]),
     ]
 )

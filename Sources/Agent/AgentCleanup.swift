@@ -1,9 +1,9 @@
 import Kube
 import WGMeshCore
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// `--cleanup` refused, changing nothing: Pods on this node still have addresses from wgmesh's network.
@@ -47,7 +47,9 @@ extension MeshAgent {
             try network.delete(route)
             removed.append("route \(route.destination)")
         }
-        if try kernel.interfaces.remove(named: configuration.interface) { removed.append("interface \(configuration.interface)") }
+        if try kernel.interfaces.remove(named: configuration.interface) {
+            removed.append("interface \(configuration.interface)")
+        }
         // The CNI bridge and its gateway addresses: left behind, a reinstall that hands this node another Pod
         // CIDR finds the old gateway on it, which the bridge plugin refuses.
         if let bridge = try network.link(named: CNIConfig.bridge), bridge.kind == "bridge" {
@@ -59,18 +61,24 @@ extension MeshAgent {
             removed.append("nftables table inet \(FirewallRuleset.table)")
         }
         if try AtomicFile.remove(configuration.cniFile) { removed.append("CNI configuration \(configuration.cniFile)") }
-        if try EnrollmentKeyStore(directory: configuration.stateDirectory).remove() { removed.append("enrollment key file") }
+        if try EnrollmentKeyStore(directory: configuration.stateDirectory).remove() {
+            removed.append("enrollment key file")
+        }
 
         let name = configuration.nodeName
         let node = try await api.get(.nodes, namespace: nil, name: name)
         let mine = Annotation.agentOwned.filter { node.metadata.annotations[$0] != nil }
         if !mine.isEmpty {
             let patch: [String: JSON] = Dictionary(uniqueKeysWithValues: mine.map { ($0, JSON.null) })
-            _ = try await api.patch(.nodes, namespace: nil, name: name, .merge(.object(["metadata": .object(["annotations": .object(patch)])])),
-                                    subresource: nil)
+            _ = try await api.patch(
+                .nodes, namespace: nil, name: name,
+                .merge(.object(["metadata": .object(["annotations": .object(patch)])])),
+                subresource: nil)
             removed += mine.map { "annotation \($0)" }
         }
-        if try await api.removeNodeCondition(MeshCondition.type, node: name) { removed.append("condition \(MeshCondition.type)") }
+        if try await api.removeNodeCondition(MeshCondition.type, node: name) {
+            removed.append("condition \(MeshCondition.type)")
+        }
         return removed
     }
 
@@ -80,28 +88,41 @@ extension MeshAgent {
         let (nodes, invalid) = meshNodes(objects)
         var lines = invalid.map { "invalid: \($0.1)" }
         guard let local = nodes.first(where: { $0.name == configuration.nodeName }) else {
-            return (lines + ["node \(configuration.nodeName) is not in the API or its wgmesh annotations are unreadable: nothing would change"])
+            return
+                (lines + [
+                    "node \(configuration.nodeName) is not in the API or its wgmesh annotations are unreadable: nothing would change"
+                ])
                 .joined(separator: "\n")
         }
         let link = try kernel.network.link(named: configuration.interface)
-        let device = link == nil ? DeviceState(name: configuration.interface) : try kernel.wireGuard.device(named: configuration.interface)
+        let device =
+            link == nil
+            ? DeviceState(name: configuration.interface) : try kernel.wireGuard.device(named: configuration.interface)
         let mtu = try tunnelMTU(local)
         let plan = plan(local: local, nodes: nodes, interfaceIndex: link?.index ?? 0, mtu: mtu)
-        let diff = MeshDiff(plan: plan, actual: device, actualRoutes: link == nil ? [] : try kernel.network.routes(family: nil))
-        lines.append("interface \(configuration.interface): \(link == nil ? "would be created" : "exists"), MTU \(mtu), addresses "
-                     + TunnelAddressing.addresses(podCIDRs: local.podCIDRs).map(\.description).joined(separator: ", "))
+        let diff = MeshDiff(
+            plan: plan, actual: device, actualRoutes: link == nil ? [] : try kernel.network.routes(family: nil))
+        lines.append(
+            "interface \(configuration.interface): \(link == nil ? "would be created" : "exists"), MTU \(mtu), addresses "
+                + TunnelAddressing.addresses(podCIDRs: local.podCIDRs).map(\.description).joined(separator: ", "))
         lines.append("plan: \(plan.peers.count) peers, \(plan.routes.count) routes")
         for peer in plan.peers {
-            lines.append("  peer \(peer.node) endpoint \(peer.endpoint) allowed-ips \(peer.allowedIPs.isEmpty ? "(pre-staged next key)" : peer.allowedIPs.map(\.description).joined(separator: ","))")
+            lines.append(
+                "  peer \(peer.node) endpoint \(peer.endpoint) allowed-ips \(peer.allowedIPs.isEmpty ? "(pre-staged next key)" : peer.allowedIPs.map(\.description).joined(separator: ","))"
+            )
         }
-        for route in plan.routes { lines.append("  route \(route.destination)\(route.metric > 1024 ? " (strict)" : "")") }
+        for route in plan.routes {
+            lines.append("  route \(route.destination)\(route.metric > 1024 ? " (strict)" : "")")
+        }
         for e in plan.excluded { lines.append("  left out: \(e.node): \(e.reason)") }
         let owners = Dictionary(plan.peers.map { ($0.publicKey, $0.node) }, uniquingKeysWith: { a, _ in a })
         lines.append(diff.isEmpty ? "diff: nothing to change" : "diff:")
         if diff.device.privateKey != nil { lines.append("  set the private key") }
         if let port = diff.device.listenPort { lines.append("  set listen port \(port)") }
         for p in diff.device.peers {
-            lines.append("  \(p.remove ? "remove" : p.updateOnly ? "update" : "add") peer \(owners[p.publicKey] ?? "(not planned)")")
+            lines.append(
+                "  \(p.remove ? "remove" : p.updateOnly ? "update" : "add") peer \(owners[p.publicKey] ?? "(not planned)")"
+            )
         }
         for r in diff.routesToAdd { lines.append("  add route \(r.destination)") }
         for r in diff.routesToReplace { lines.append("  replace route \(r.destination)") }

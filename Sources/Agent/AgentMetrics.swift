@@ -2,9 +2,9 @@ import Prometheus
 import Synchronization
 import WGMeshCore
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// The agent's Prometheus metrics. Peers are labelled by node name, never by key.
@@ -23,23 +23,45 @@ public final class AgentMetrics: Sendable {
 
     public init(perPeerLimit: Int = 100) {
         self.perPeerLimit = perPeerLimit
-        peersPlanned = registry.makeGauge(descriptor: Self.name("peers_planned", "", "Peers this node should have (current keys)."))
-        peersConfigured = registry.makeGauge(descriptor: Self.name("peers_configured", "", "Planned peers present on the WireGuard interface."))
-        peersRecent = registry.makeGauge(descriptor: Self.name("peers_handshake_recent", "", "Planned peers with a handshake in the last 3 minutes."))
-        keyGeneration = registry.makeGauge(descriptor: Self.name("key_generation", "", "The key generation the interface runs."))
-        keyAge = registry.makeGauge(descriptor: Self.name("key_age", "seconds", "Time since the controller issued the running key."))
-        reconcileDuration = registry.makeDurationHistogram(descriptor: Self.name("reconcile_duration", "seconds", "Time of one reconcile pass."),
-                                                           buckets: [.milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250),
-                                                                     .seconds(1), .seconds(5), .seconds(30)])
-        reconcileErrors = registry.makeCounter(descriptor: Self.name("reconcile_errors", "total", "Reconcile passes that failed."))
-        lastPassSucceeded = registry.makeGauge(descriptor: Self.name("reconcile_last_succeeded", "",
-            "1 when the last reconcile pass succeeded, 0 when it failed (the WireGuardMeshReady condition says why)."))
-        writesRefused = registry.makeCounter(descriptor: Self.name("api_writes_refused", "total",
-            "Writes of the agent that the API server refused for good (RBAC or an admission policy: 400, 403, 422)."))
-        netlinkOperations = registry.makeCounter(descriptor: Self.name("netlink_operations", "total", "Peer, key and route changes applied through netlink."))
-        unencryptedPackets = registry.makeCounter(descriptor: Self.name("unencrypted_packets_dropped", "total",
-            "Pod packets to another node's Pod CIDR that would have left by another interface than the tunnel (dropped in strict mode, counted only otherwise)."))
-        unencryptedBytes = registry.makeCounter(descriptor: Self.name("unencrypted_bytes_dropped", "total", "Bytes of those packets."))
+        peersPlanned = registry.makeGauge(
+            descriptor: Self.name("peers_planned", "", "Peers this node should have (current keys)."))
+        peersConfigured = registry.makeGauge(
+            descriptor: Self.name("peers_configured", "", "Planned peers present on the WireGuard interface."))
+        peersRecent = registry.makeGauge(
+            descriptor: Self.name("peers_handshake_recent", "", "Planned peers with a handshake in the last 3 minutes.")
+        )
+        keyGeneration = registry.makeGauge(
+            descriptor: Self.name("key_generation", "", "The key generation the interface runs."))
+        keyAge = registry.makeGauge(
+            descriptor: Self.name("key_age", "seconds", "Time since the controller issued the running key."))
+        reconcileDuration = registry.makeDurationHistogram(
+            descriptor: Self.name("reconcile_duration", "seconds", "Time of one reconcile pass."),
+            buckets: [
+                .milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250),
+                .seconds(1), .seconds(5), .seconds(30),
+            ])
+        reconcileErrors = registry.makeCounter(
+            descriptor: Self.name("reconcile_errors", "total", "Reconcile passes that failed."))
+        lastPassSucceeded = registry.makeGauge(
+            descriptor: Self.name(
+                "reconcile_last_succeeded", "",
+                "1 when the last reconcile pass succeeded, 0 when it failed (the WireGuardMeshReady condition says why)."
+            ))
+        writesRefused = registry.makeCounter(
+            descriptor: Self.name(
+                "api_writes_refused", "total",
+                "Writes of the agent that the API server refused for good (RBAC or an admission policy: 400, 403, 422)."
+            ))
+        netlinkOperations = registry.makeCounter(
+            descriptor: Self.name("netlink_operations", "total", "Peer, key and route changes applied through netlink.")
+        )
+        unencryptedPackets = registry.makeCounter(
+            descriptor: Self.name(
+                "unencrypted_packets_dropped", "total",
+                "Pod packets to another node's Pod CIDR that would have left by another interface than the tunnel (dropped in strict mode, counted only otherwise)."
+            ))
+        unencryptedBytes = registry.makeCounter(
+            descriptor: Self.name("unencrypted_bytes_dropped", "total", "Bytes of those packets."))
     }
 
     static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
@@ -55,13 +77,19 @@ public final class AgentMetrics: Sendable {
     func writeRefused() { writesRefused.increment() }
 
     func applied(_ diff: MeshDiff) {
-        netlinkOperations.increment(by: Int64(diff.device.peers.count + diff.routesToAdd.count + diff.routesToReplace.count + diff.routesToDelete.count
-                                              + (diff.device.privateKey == nil ? 0 : 1)))
+        netlinkOperations.increment(
+            by: Int64(
+                diff.device.peers.count + diff.routesToAdd.count + diff.routesToReplace.count
+                    + diff.routesToDelete.count
+                    + (diff.device.privateKey == nil ? 0 : 1)))
     }
 
     /// `unencrypted` is the nftables counter as last read (nil: no table).
-    func observe(plan: MeshPlan, device: DeviceState, keys: NodeKeys?, keyIssuedAt: Date?, unencrypted: (packets: UInt64, bytes: UInt64)?,
-                 now: Date = Date()) {
+    func observe(
+        plan: MeshPlan, device: DeviceState, keys: NodeKeys?, keyIssuedAt: Date?,
+        unencrypted: (packets: UInt64, bytes: UInt64)?,
+        now: Date = Date()
+    ) {
         let current = plan.peers.filter { !$0.allowedIPs.isEmpty }
         let have = Dictionary(device.peers.map { ($0.publicKey, $0) }, uniquingKeysWith: { a, _ in a })
         peersPlanned.set(Double(current.count))
@@ -70,13 +98,22 @@ public final class AgentMetrics: Sendable {
         var gauges: [String: [Gauge]] = [:]
         for peer in current {
             let state = have[peer.publicKey]
-            let age = state.flatMap { s in s.lastHandshakeSeconds > 0 ? now.timeIntervalSince1970 - Double(s.lastHandshakeSeconds) : nil }
+            let age = state.flatMap { s in
+                s.lastHandshakeSeconds > 0 ? now.timeIntervalSince1970 - Double(s.lastHandshakeSeconds) : nil
+            }
             if let age, age < 180 { recent += 1 }
             guard current.count <= perPeerLimit else { continue }
             let labels = [("node", peer.node)]
-            let g = [registry.makeGauge(descriptor: Self.name("peer_handshake_age", "seconds", "Time since the peer's last handshake (-1: none yet)."), labels: labels),
-                     registry.makeGauge(descriptor: Self.name("peer_received", "bytes", "Bytes received from the peer."), labels: labels),
-                     registry.makeGauge(descriptor: Self.name("peer_transmitted", "bytes", "Bytes sent to the peer."), labels: labels)]
+            let g = [
+                registry.makeGauge(
+                    descriptor: Self.name(
+                        "peer_handshake_age", "seconds", "Time since the peer's last handshake (-1: none yet)."),
+                    labels: labels),
+                registry.makeGauge(
+                    descriptor: Self.name("peer_received", "bytes", "Bytes received from the peer."), labels: labels),
+                registry.makeGauge(
+                    descriptor: Self.name("peer_transmitted", "bytes", "Bytes sent to the peer."), labels: labels),
+            ]
             g[0].set(age ?? -1)
             g[1].set(Double(state?.receivedBytes ?? 0))
             g[2].set(Double(state?.transmittedBytes ?? 0))
@@ -95,7 +132,8 @@ public final class AgentMetrics: Sendable {
             // The kernel counts from the table's creation; a table written anew starts at zero again.
             let (dp, db) = lastUnencrypted.withLock { last in
                 defer { last = counted }
-                return counted.packets >= last.packets ? (counted.packets - last.packets, counted.bytes &- last.bytes) : (counted.packets, counted.bytes)
+                return counted.packets >= last.packets
+                    ? (counted.packets - last.packets, counted.bytes &- last.bytes) : (counted.packets, counted.bytes)
             }
             if dp > 0 { unencryptedPackets.increment(by: Int64(dp)) }
             if db > 0 { unencryptedBytes.increment(by: Int64(db)) }

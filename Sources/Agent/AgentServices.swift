@@ -34,8 +34,9 @@ public struct HealthService: Service {
 
     public func run() async throws {
         let agent = self.agent
-        let server = try await HealthServer.start(host: host, port: port, metrics: { agent.metrics.registry.emitToString() },
-                                                  readiness: { agent.readiness })
+        let server = try await HealthServer.start(
+            host: host, port: port, metrics: { agent.metrics.registry.emitToString() },
+            readiness: { agent.readiness })
         logger.info("metrics and health listening", metadata: ["port": "\(server.port ?? port)"])
         try? await gracefulShutdown()
         try await server.stop()

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Files the agent owns, written so that a reader (the kubelet, a restarted agent) never sees half of one:
@@ -73,7 +73,9 @@ enum AtomicFile {
         var path = ""
         for part in directory.split(separator: "/") {
             path += "/" + part
-            if mkdir(path, 0o755) != 0, errno != EEXIST { throw StateFileError(path: path, operation: "create directory", errno: errno) }
+            if mkdir(path, 0o755) != 0, errno != EEXIST {
+                throw StateFileError(path: path, operation: "create directory", errno: errno)
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 import Logging
 import WGMeshCore
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Copies the image's CNI plugins into the node's plugin directory by `CNIPluginInstall`'s rule: each one
@@ -29,7 +29,8 @@ public struct CNIPluginInstaller {
         let sourceVersion = try readSourceVersion()
         let names = try pluginNames(in: sourceDirectory)
         guard !names.isEmpty else {
-            throw CNIPluginInstallError("no CNI plugins in \(sourceDirectory): give --from the directory that holds them")
+            throw CNIPluginInstallError(
+                "no CNI plugins in \(sourceDirectory): give --from the directory that holds them")
         }
         try wrap { () throws(StateFileError) in try AtomicFile.makeDirectories(destinationDirectory) }
         let recordPath = destinationDirectory + "/" + CNIPluginInstall.recordFileName
@@ -39,20 +40,30 @@ public struct CNIPluginInstaller {
                 previous = try CNIPluginInstall.parse(String(decoding: bytes, as: UTF8.self))
             } catch {
                 // Unreadable: every plugin there counts as someone else's, which is the safe side.
-                logger.warning("ignoring the record of installed plugins; treating every plugin there as not wgmesh's",
-                               metadata: ["file": "\(recordPath)", "error": "\(error)"])
+                logger.warning(
+                    "ignoring the record of installed plugins; treating every plugin there as not wgmesh's",
+                    metadata: ["file": "\(recordPath)", "error": "\(error)"])
             }
         }
 
-        var sources: [String: [UInt8]] = [:], versions: [String: CNIPluginVersion] = [:], hashes: [String: String] = [:]
+        var sources: [String: [UInt8]] = [:]
+        var versions: [String: CNIPluginVersion] = [:]
+        var hashes: [String: String] = [:]
         var actions: [(name: String, action: CNIPluginAction)] = []
         for name in names {
             let path = sourceDirectory + "/" + name
-            guard let bytes = try wrap({ () throws(StateFileError) in try AtomicFile.read(path, limit: Self.sizeLimit) }) else {
+            guard
+                let bytes = try wrap({ () throws(StateFileError) in try AtomicFile.read(path, limit: Self.sizeLimit) })
+            else {
                 throw CNIPluginInstallError("\(path) disappeared while installing")
             }
-            guard let version = CNIPluginProbe.reportedVersion(path, timeoutMilliseconds: probeTimeoutMilliseconds) ?? sourceVersion else {
-                throw CNIPluginInstallError("\(path) reports no version of its own and none was given: write its release version (e.g. 1.1.1) to \(sourceVersionFile)")
+            guard
+                let version = CNIPluginProbe.reportedVersion(path, timeoutMilliseconds: probeTimeoutMilliseconds)
+                    ?? sourceVersion
+            else {
+                throw CNIPluginInstallError(
+                    "\(path) reports no version of its own and none was given: write its release version (e.g. 1.1.1) to \(sourceVersionFile)"
+                )
             }
             let sha256 = CNIPluginInstall.sha256(bytes)
             (sources[name], versions[name], hashes[name]) = (bytes, version, sha256)
@@ -60,29 +71,42 @@ public struct CNIPluginInstaller {
             let action = CNIPluginInstall.decide(
                 sourceVersion: version, sourceSHA256: sha256, destinationSHA256: try hash(ofFileAt: destination),
                 record: previous[name],
-                reportedVersion: { CNIPluginProbe.reportedVersion(destination, timeoutMilliseconds: probeTimeoutMilliseconds) })
+                reportedVersion: {
+                    CNIPluginProbe.reportedVersion(destination, timeoutMilliseconds: probeTimeoutMilliseconds)
+                })
             actions.append((name, action))
         }
 
         for (name, action) in actions where action.copies {
-            try wrap { () throws(StateFileError) in try AtomicFile.write(destinationDirectory + "/" + name, sources[name]!, mode: 0o755) }
+            try wrap { () throws(StateFileError) in
+                try AtomicFile.write(destinationDirectory + "/" + name, sources[name]!, mode: 0o755)
+            }
         }
-        let records = CNIPluginInstall.records(after: actions, sourceVersions: versions, sourceHashes: hashes, previous: previous)
+        let records = CNIPluginInstall.records(
+            after: actions, sourceVersions: versions, sourceHashes: hashes, previous: previous)
         if records != previous {
-            try wrap { () throws(StateFileError) in try AtomicFile.write(recordPath, Array(CNIPluginInstall.render(records).utf8), mode: 0o644) }
+            try wrap { () throws(StateFileError) in
+                try AtomicFile.write(recordPath, Array(CNIPluginInstall.render(records).utf8), mode: 0o644)
+            }
         }
         for (name, action) in actions {
-            logger.info("\(action)", metadata: ["plugin": "\(name)", "version": "\(versions[name]!)", "to": "\(destinationDirectory)"])
+            logger.info(
+                "\(action)",
+                metadata: ["plugin": "\(name)", "version": "\(versions[name]!)", "to": "\(destinationDirectory)"])
         }
         return actions
     }
 
     /// The version in `sourceVersionFile` (its first word); nil when there is no such file.
     func readSourceVersion() throws(CNIPluginInstallError) -> CNIPluginVersion? {
-        guard let bytes = try wrap({ () throws(StateFileError) in try AtomicFile.read(sourceVersionFile, limit: 4096) }) else { return nil }
-        let text = String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""
+        guard let bytes = try wrap({ () throws(StateFileError) in try AtomicFile.read(sourceVersionFile, limit: 4096) })
+        else { return nil }
+        let text =
+            String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""
         guard let version = CNIPluginVersion(text) else {
-            throw CNIPluginInstallError("\(sourceVersionFile) holds \(text.debugDescription), not a version: write the plugins' release version there, e.g. 1.1.1")
+            throw CNIPluginInstallError(
+                "\(sourceVersionFile) holds \(text.debugDescription), not a version: write the plugins' release version there, e.g. 1.1.1"
+            )
         }
         return version
     }
@@ -93,12 +117,15 @@ public struct CNIPluginInstaller {
     /// The regular files (or links to them) in `directory` whose names a runtime would run, sorted.
     func pluginNames(in directory: String) throws(CNIPluginInstallError) -> [String] {
         guard let dir = opendir(directory) else {
-            throw CNIPluginInstallError("cannot read the plugin directory \(directory): \(String(cString: strerror(errno)))")
+            throw CNIPluginInstallError(
+                "cannot read the plugin directory \(directory): \(String(cString: strerror(errno)))")
         }
         defer { closedir(dir) }
         var names: [String] = []
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
             guard CNIPluginInstall.isName(name) else { continue }
             var info = stat()
             if stat(directory + "/" + name, &info) == 0, info.st_mode & S_IFMT == S_IFREG { names.append(name) }
@@ -114,7 +141,8 @@ public struct CNIPluginInstaller {
             throw CNIPluginInstallError("cannot inspect \(path): \(String(cString: strerror(errno)))")
         }
         guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return "" }
-        guard let bytes = try wrap({ () throws(StateFileError) in try AtomicFile.read(path, limit: Self.sizeLimit) }) else { return nil }
+        guard let bytes = try wrap({ () throws(StateFileError) in try AtomicFile.read(path, limit: Self.sizeLimit) })
+        else { return nil }
         return CNIPluginInstall.sha256(bytes)
     }
 
@@ -139,10 +167,12 @@ enum CNIPluginProbe {
     /// What the program writes to stdout and stderr together (at most 64 KiB); nil when it cannot be started.
     /// One still running at the deadline is killed.
     static func output(of path: String, timeoutMilliseconds: Int32) -> String? {
-        var output: [Int32] = [-1, -1], input: [Int32] = [-1, -1]
+        var output: [Int32] = [-1, -1]
+        var input: [Int32] = [-1, -1]
         guard pipe(&output) == 0 else { return nil }
         guard pipe(&input) == 0 else {
-            close(output[0]); close(output[1])
+            close(output[0])
+            close(output[1])
             return nil
         }
         // The child gets them as 0, 1 and 2 only (pipe2 needs _GNU_SOURCE, which Swift's Glibc lacks).
@@ -158,7 +188,9 @@ enum CNIPluginProbe {
         var environment: [UnsafeMutablePointer<CChar>?] = [nil]
         var pid: pid_t = 0
         let started = posix_spawn(&pid, path, &actions, nil, &argv, &environment)
-        close(input[0]); close(input[1]); close(output[1])
+        close(input[0])
+        close(input[1])
+        close(output[1])
         defer { close(output[0]) }
         guard started == 0 else { return nil }
 

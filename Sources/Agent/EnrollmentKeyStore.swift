@@ -1,7 +1,7 @@
 import Logging
 import WGMeshCore
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The node's enrollment keypair: its private half lives in one 0600 file under the state directory
@@ -22,8 +22,9 @@ public struct EnrollmentKeyStore: Sendable {
             if case .missing = why {
                 logger.info("no enrollment key yet: making one", metadata: ["file": "\(path)"])
             } else {
-                logger.warning("the enrollment key file is unusable: making a new one, and the controller will issue a new keypair",
-                               metadata: ["file": "\(path)", "reason": "\(why)"])
+                logger.warning(
+                    "the enrollment key file is unusable: making a new one, and the controller will issue a new keypair",
+                    metadata: ["file": "\(path)", "reason": "\(why)"])
             }
             let pair = WireGuardKeyPair.generate()
             try write(pair.privateKey)
@@ -54,7 +55,9 @@ public struct EnrollmentKeyStore: Sendable {
             return .failure(.unreadable(error))
         }
         let text = String(decoding: bytes, as: UTF8.self).filter { !$0.isWhitespace }
-        guard let key = try? WireGuardKey(base64: text), let pair = try? WireGuardKeyPair(privateKey: key) else { return .failure(.malformed) }
+        guard let key = try? WireGuardKey(base64: text), let pair = try? WireGuardKeyPair(privateKey: key) else {
+            return .failure(.malformed)
+        }
         return .success(pair)
     }
 

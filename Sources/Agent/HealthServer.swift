@@ -11,8 +11,10 @@ public final class HealthServer: Sendable {
 
     /// Listens on `host:port`; `host` nil is every address (IPv6 and IPv4, or IPv4 alone where the host has
     /// no IPv6). `metrics` nil answers /metrics with 404.
-    public static func start(host: String?, port: Int, metrics: (@Sendable () -> String)?,
-                             readiness: @escaping @Sendable () -> String?) async throws -> HealthServer {
+    public static func start(
+        host: String?, port: Int, metrics: (@Sendable () -> String)?,
+        readiness: @escaping @Sendable () -> String?
+    ) async throws -> HealthServer {
         guard let host else {
             do {
                 return try await start(host: "::", port: port, metrics: metrics, readiness: readiness)
@@ -56,12 +58,18 @@ public final class HealthServer: Sendable {
             case (.GET, "/healthz", _): (status, body, type) = (.ok, "ok\n", "text/plain")
             case (.GET, "/readyz", _):
                 let why = readiness()
-                (status, body, type) = (why == nil ? .ok : .serviceUnavailable, why.map { "not ready: \($0)\n" } ?? "ok\n", "text/plain")
+                (status, body, type) = (
+                    why == nil ? .ok : .serviceUnavailable, why.map { "not ready: \($0)\n" } ?? "ok\n", "text/plain"
+                )
             default: (status, body, type) = (.notFound, "not found\n", "text/plain")
             }
-            var headers = HTTPHeaders([("Content-Type", type), ("Content-Length", String(body.utf8.count)), ("Connection", "close")])
+            var headers = HTTPHeaders([
+                ("Content-Type", type), ("Content-Length", String(body.utf8.count)), ("Connection", "close"),
+            ])
             headers.replaceOrAdd(name: "Cache-Control", value: "no-store")
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+            context.write(
+                wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
+                promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }

@@ -3,9 +3,9 @@ import Logging
 import Synchronization
 import WGMeshCore
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// The agent on one Node: turns every Node's `wgmesh.dev/` annotations into this node's WireGuard
@@ -34,9 +34,13 @@ public final class MeshAgent: Sendable {
         /// The pause after a reconcile, during which further changes gather into the next one.
         public var coalescePeriod: Duration
 
-        public init(nodeName: String, interface: String = "wgmesh0", stateDirectory: String = "/var/lib/wgmesh",
-                    cniConfDirectory: String = "/etc/cni/net.d", clusterCIDRs: [IPPrefix], strict: Bool = true, mtu: UInt32? = nil,
-                    persistentKeepalive: UInt16 = 25, resyncPeriod: Duration = .seconds(60), coalescePeriod: Duration = .milliseconds(100)) {
+        public init(
+            nodeName: String, interface: String = "wgmesh0", stateDirectory: String = "/var/lib/wgmesh",
+            cniConfDirectory: String = "/etc/cni/net.d", clusterCIDRs: [IPPrefix], strict: Bool = true,
+            mtu: UInt32? = nil,
+            persistentKeepalive: UInt16 = 25, resyncPeriod: Duration = .seconds(60),
+            coalescePeriod: Duration = .milliseconds(100)
+        ) {
             self.persistentKeepalive = persistentKeepalive
             self.nodeName = nodeName
             self.interface = interface
@@ -60,7 +64,10 @@ public final class MeshAgent: Sendable {
         public var network: any LinkTable & RouteTable
         public var filter: any PacketFilter
 
-        public init(interfaces: any WireGuardInterfaces, wireGuard: any WireGuardDevice, network: any LinkTable & RouteTable, filter: any PacketFilter) {
+        public init(
+            interfaces: any WireGuardInterfaces, wireGuard: any WireGuardDevice, network: any LinkTable & RouteTable,
+            filter: any PacketFilter
+        ) {
             self.interfaces = interfaces
             self.wireGuard = wireGuard
             self.network = network
@@ -129,7 +136,10 @@ public final class MeshAgent: Sendable {
         var endpoint: Endpoint?
     }
 
-    public init(api: any KubeAPI, kernel: Kernel, configuration: Configuration, logger: Logger, metrics: AgentMetrics = AgentMetrics()) {
+    public init(
+        api: any KubeAPI, kernel: Kernel, configuration: Configuration, logger: Logger,
+        metrics: AgentMetrics = AgentMetrics()
+    ) {
         self.api = api
         self.kernel = kernel
         self.configuration = configuration
@@ -137,7 +147,9 @@ public final class MeshAgent: Sendable {
         logger[metadataKey: "node"] = "\(configuration.nodeName)"
         self.logger = logger
         self.metrics = metrics
-        events = EventRecorder(api: api, reportingController: Self.reportingController, reportingInstance: configuration.nodeName, logger: logger)
+        events = EventRecorder(
+            api: api, reportingController: Self.reportingController, reportingInstance: configuration.nodeName,
+            logger: logger)
     }
 
     /// True once a pass has succeeded and the last one did (`/readyz`).
@@ -167,7 +179,8 @@ public final class MeshAgent: Sendable {
         guard await waitForInterface() else { return }
         try failClosed()
 
-        let informer = Informer(api: api, resource: .nodes, configuration: .init(metadataOnly: true, transform: Self.slim), logger: logger)
+        let informer = Informer(
+            api: api, resource: .nodes, configuration: .init(metadataOnly: true, transform: Self.slim), logger: logger)
         // At most one pass waits: a burst of changes becomes one pass. Node events ask for a delta;
         // the resync and the wakeups for a full pass, which wins when both wait.
         let (triggers, trigger) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -176,7 +189,9 @@ public final class MeshAgent: Sendable {
             group.addTask {
                 await informer.waitUntilSynced()
                 trigger.yield()
-                for await event in informer.events where Self.mayChangePlan(event, node: self.configuration.nodeName) { trigger.yield() }
+                for await event in informer.events where Self.mayChangePlan(event, node: self.configuration.nodeName) {
+                    trigger.yield()
+                }
             }
             group.addTask {
                 while !Task.isCancelled {
@@ -186,14 +201,25 @@ public final class MeshAgent: Sendable {
                 }
             }
             if let wakeups {
-                group.addTask { for await _ in wakeups { self.memory.withLock { $0.fullPassWanted = true }; trigger.yield() } }
+                group.addTask {
+                    for await _ in wakeups {
+                        self.memory.withLock { $0.fullPassWanted = true }
+                        trigger.yield()
+                    }
+                }
             }
             var followUp: Task<Void, Never>?
             for await _ in triggers {
                 if Task.isCancelled { break }
-                let full = memory.withLock { m in defer { m.fullPassWanted = false }; return m.fullPassWanted }
+                let full = memory.withLock { m in
+                    defer { m.fullPassWanted = false }
+                    return m.fullPassWanted
+                }
                 await reconcile(informer.list(), full: full)
-                if let delay = memory.withLock({ m in defer { m.followUp = nil }; return m.followUp }) {
+                if let delay = memory.withLock({ m in
+                    defer { m.followUp = nil }
+                    return m.followUp
+                }) {
                     followUp?.cancel()
                     followUp = Task {
                         try? await Task.sleep(for: delay)
@@ -215,9 +241,14 @@ public final class MeshAgent: Sendable {
     /// The resync still reads all.
     public static func mayChangePlan(_ event: InformerEvent, node: String) -> Bool {
         guard case .updated(let old, let new) = event else { return true }
-        func inputs(_ o: KubeObject) -> [String: String] { o.metadata.annotations.filter { !Annotation.agentOwned.contains($0.key) } }
-        func reports(_ o: KubeObject) -> [String: String] { o.metadata.annotations.filter { Annotation.agentOwned.contains($0.key) } }
-        return old.metadata.uid != new.metadata.uid || inputs(old) != inputs(new) || (new.metadata.name == node && reports(old) != reports(new))
+        func inputs(_ o: KubeObject) -> [String: String] {
+            o.metadata.annotations.filter { !Annotation.agentOwned.contains($0.key) }
+        }
+        func reports(_ o: KubeObject) -> [String: String] {
+            o.metadata.annotations.filter { Annotation.agentOwned.contains($0.key) }
+        }
+        return old.metadata.uid != new.metadata.uid || inputs(old) != inputs(new)
+            || (new.metadata.name == node && reports(old) != reports(new))
     }
 
     /// What the agent keeps of a Node: what names it in an Event, and wgmesh's annotations. At 5,000
@@ -226,7 +257,8 @@ public final class MeshAgent: Sendable {
         let metadata = node.json["metadata"]
         var kept: [String: JSON] = [:]
         for key in ["name", "uid", "resourceVersion"] { kept[key] = metadata?[key] }
-        kept["annotations"] = .object((metadata?["annotations"]?.object ?? [:]).filter { $0.key.hasPrefix(Annotation.prefix) })
+        kept["annotations"] = .object(
+            (metadata?["annotations"]?.object ?? [:]).filter { $0.key.hasPrefix(Annotation.prefix) })
         var json: [String: JSON] = ["metadata": .object(kept)]
         for key in ["apiVersion", "kind"] { json[key] = node.json[key] }
         return (try? KubeObject(json: .object(json))) ?? node
@@ -237,7 +269,9 @@ public final class MeshAgent: Sendable {
     func waitForInterface() async -> Bool {
         let name = configuration.interface
         guard let why = kernel.interfaces.unavailable(named: name) else { return true }
-        logger.notice("waiting for the WireGuard device; not ready until it answers", metadata: ["interface": "\(name)", "why": "\(why)"])
+        logger.notice(
+            "waiting for the WireGuard device; not ready until it answers",
+            metadata: ["interface": "\(name)", "why": "\(why)"])
         memory.withLock { $0.waiting = why }
         defer { memory.withLock { $0.waiting = nil } }
         let started = ContinuousClock.now
@@ -246,10 +280,14 @@ public final class MeshAgent: Sendable {
             guard (try? await Task.sleep(for: .milliseconds(200))) != nil else { return false }
             if ContinuousClock.now - reminded >= .seconds(60) {
                 reminded = .now
-                logger.warning("still waiting for the WireGuard device", metadata: ["interface": "\(name)", "for": "\(reminded - started)"])
+                logger.warning(
+                    "still waiting for the WireGuard device",
+                    metadata: ["interface": "\(name)", "for": "\(reminded - started)"])
             }
         }
-        logger.info("the WireGuard device answers", metadata: ["interface": "\(name)", "after": "\(ContinuousClock.now - started)"])
+        logger.info(
+            "the WireGuard device answers",
+            metadata: ["interface": "\(name)", "after": "\(ContinuousClock.now - started)"])
         return true
     }
 
@@ -312,8 +350,9 @@ public final class MeshAgent: Sendable {
                 m.followUp = min(.milliseconds(500) * (1 << min(m.failures - 1, 16)), configuration.resyncPeriod)
                 return m.followUp!
             }
-            logger.error("reconcile failed; the next pass retries from the kernel's state",
-                         metadata: ["reason": "\(failure.reason)", "error": "\(error)", "retryIn": "\(delay)"])
+            logger.error(
+                "reconcile failed; the next pass retries from the kernel's state",
+                metadata: ["reason": "\(failure.reason)", "error": "\(error)", "retryIn": "\(delay)"])
             // Told where people look: an Event on this Node (once per text) and the condition, unless the
             // API is what fails.
             if let own = objects.first(where: { $0.metadata.name == configuration.nodeName }) {
@@ -337,11 +376,13 @@ public final class MeshAgent: Sendable {
         case let taken as RoutesTaken:
             return .failed(reason: "RouteConflict", message: taken.description)
         case let kube as KubeError where [400, 403, 422].contains(kube.code ?? 0):
-            return .failed(reason: writeRefused, message: """
-                the API server refused the agent's write for good (\(kube.code ?? 0) \(kube.status?.reason ?? "")): \
-                \(kube.status?.message ?? "\(kube)"); the agent's RBAC or an admission policy does not allow what it writes \
-                (README, Security model); it tries again, backed off
-                """)
+            return .failed(
+                reason: writeRefused,
+                message: """
+                    the API server refused the agent's write for good (\(kube.code ?? 0) \(kube.status?.reason ?? "")): \
+                    \(kube.status?.message ?? "\(kube)"); the agent's RBAC or an admission policy does not allow what it writes \
+                    (README, Security model); it tries again, backed off
+                    """)
         default:
             return .failed(reason: "ReconcileFailed", message: "\(error)")
         }
@@ -350,7 +391,9 @@ public final class MeshAgent: Sendable {
     func pass(_ objects: [KubeObject], full: Bool) async throws {
         let name = configuration.nodeName
         guard let localObject = objects.first(where: { $0.metadata.name == name }) else {
-            throw PassFailure(reason: "NodeNotFound", message: "Node \(name) is not in the API yet: the kubelet registers it, and the agent waits for it")
+            throw PassFailure(
+                reason: "NodeNotFound",
+                message: "Node \(name) is not in the API yet: the kubelet registers it, and the agent waits for it")
         }
         try await publishSettings(on: localObject)
         let (nodes, invalid) = meshNodes(objects)
@@ -360,7 +403,9 @@ public final class MeshAgent: Sendable {
         }
         guard let local = nodes.first(where: { $0.name == name }) else {
             let why = invalid.first { $0.0.metadata.name == name }.map { "\($0.1)" } ?? "unreadable"
-            throw PassFailure(reason: "InvalidAnnotation", message: "this node's wgmesh annotations do not read, so nothing changes until they do: \(why)")
+            throw PassFailure(
+                reason: "InvalidAnnotation",
+                message: "this node's wgmesh annotations do not read, so nothing changes until they do: \(why)")
         }
 
         // The node's own keys: a key that does not open, or does not match, changes nothing.
@@ -373,11 +418,20 @@ public final class MeshAgent: Sendable {
             }
         }
 
-        let last = full ? nil : memory.withLock { $0.applied }.flatMap { $0.podCIDRs == local.podCIDRs && $0.endpoint == local.effectiveEndpoint ? $0 : nil }
-        let link: LinkState, mtu: UInt32, device: DeviceState, routes: [Route]
+        let last =
+            full
+            ? nil
+            : memory.withLock { $0.applied }.flatMap {
+                $0.podCIDRs == local.podCIDRs && $0.endpoint == local.effectiveEndpoint ? $0 : nil
+            }
+        let link: LinkState
+        let mtu: UInt32
+        let device: DeviceState
+        let routes: [Route]
         if let last {
             (link, mtu) = (last.link, last.mtu)
-            device = last.plan.device(named: configuration.interface, interfaceIndex: link.index, privateKey: last.privateKey)
+            device = last.plan.device(
+                named: configuration.interface, interfaceIndex: link.index, privateKey: last.privateKey)
             routes = last.plan.routes
         } else {
             mtu = try tunnelMTU(local)
@@ -401,7 +455,9 @@ public final class MeshAgent: Sendable {
             // pass that follows at once reads the kernel and sets the keepalives back to the plan.
             diff.forceHandshakes(plan: plan, current: device)
             memory.withLock { $0.followUp = .zero }
-            logger.info("switching the interface to a new private key", metadata: ["generation": "\(keys?.generation ?? 0)", "peers": "\(plan.peers.count)"])
+            logger.info(
+                "switching the interface to a new private key",
+                metadata: ["generation": "\(keys?.generation ?? 0)", "peers": "\(plan.peers.count)"])
         }
         memory.withLock { $0.applied = nil }
         // Another program's route to a peer's Pod CIDR keeps that route out, and nothing else: the rest is
@@ -419,20 +475,27 @@ public final class MeshAgent: Sendable {
         let configuredAt = noteConfigured(plan)
         // Forced handshakes leave keepalives off plan until the next diff: that one reads the kernel.
         if diff.device.privateKey == nil, taken == nil {
-            memory.withLock { $0.applied = Applied(plan: plan, privateKey: keys?.privateKey ?? device.privateKey, link: link, mtu: mtu,
-                                                   podCIDRs: local.podCIDRs, endpoint: local.effectiveEndpoint) }
+            memory.withLock {
+                $0.applied = Applied(
+                    plan: plan, privateKey: keys?.privateKey ?? device.privateKey, link: link, mtu: mtu,
+                    podCIDRs: local.podCIDRs, endpoint: local.effectiveEndpoint)
+            }
         }
         guard last == nil || diff.device.privateKey != nil else {
             // The condition, the metrics and the unencrypted count need handshakes and counters: the next
             // full pass (or a key switch, below) reports them. What the interface runs is the plan now.
-            try await publishReport(keys: keys, device: plan.device(named: configuration.interface, interfaceIndex: link.index, privateKey: nil),
-                                    drops: nil, plan: plan, published: localObject.metadata.annotations)
+            try await publishReport(
+                keys: keys,
+                device: plan.device(named: configuration.interface, interfaceIndex: link.index, privateKey: nil),
+                drops: nil, plan: plan, published: localObject.metadata.annotations)
             if let taken { throw taken }
             return
         }
         // One read of the table's counter serves both: is the table there, and what did it count.
         var counted = try? kernel.filter.unencrypted()
-        var drops = counted.map { countDrops($0.packets, published: localObject.metadata.annotations[Annotation.unencryptedDrops]) }
+        var drops = counted.map {
+            countDrops($0.packets, published: localObject.metadata.annotations[Annotation.unencryptedDrops])
+        }
         if try applyRuleset(localPodCIDRs: local.podCIDRs, present: counted != nil) {
             counted = (0, 0)
             drops = countDrops(0, published: nil)
@@ -443,15 +506,21 @@ public final class MeshAgent: Sendable {
         }
 
         let after = diff.isEmpty ? device : try kernel.wireGuard.device(named: configuration.interface)
-        try await publishReport(keys: keys, device: after, drops: drops, plan: plan, published: localObject.metadata.annotations)
+        try await publishReport(
+            keys: keys, device: after, drops: drops, plan: plan, published: localObject.metadata.annotations)
         metrics.observe(plan: plan, device: after, keys: keys, keyIssuedAt: local.keyIssuedAt, unencrypted: counted)
         if let taken { throw taken }
-        let condition = keys == nil
-            ? MeshCondition(ready: false, reason: "NoKey", message: "the controller has not issued a keypair for this node's enrollment key yet")
+        let condition =
+            keys == nil
+            ? MeshCondition(
+                ready: false, reason: "NoKey",
+                message: "the controller has not issued a keypair for this node's enrollment key yet")
             : MeshCondition.evaluate(plan: plan, device: after, now: Date(), configuredAt: configuredAt)
         try await writeCondition(condition)
         let now = Date()
-        if after.peers.contains(where: { $0.lastHandshake == nil && configuredAt[$0.publicKey].map { now.timeIntervalSince($0) < 180 } == true }) {
+        if after.peers.contains(where: {
+            $0.lastHandshake == nil && configuredAt[$0.publicKey].map { now.timeIntervalSince($0) < 180 } == true
+        }) {
             // Handshakes come within a second of a peer's configuration (keepalives force one): look again soon,
             // not at the next resync, so that the condition says so.
             memory.withLock { m in
@@ -467,7 +536,9 @@ public final class MeshAgent: Sendable {
         let now = Date()
         return memory.withLock { m in
             var next: [WireGuardKey: Date] = [:]
-            for peer in plan.peers where !peer.allowedIPs.isEmpty { next[peer.publicKey] = m.configuredAt[peer.publicKey] ?? now }
+            for peer in plan.peers where !peer.allowedIPs.isEmpty {
+                next[peer.publicKey] = m.configuredAt[peer.publicKey] ?? now
+            }
             m.configuredAt = next
             return next
         }
@@ -482,12 +553,14 @@ public final class MeshAgent: Sendable {
         wanted[Annotation.enrollmentKey] = enrollment.publicKey.base64
         let changes = wanted.filter { node.metadata.annotations[$0.key] != $0.value }
         guard !changes.isEmpty else { return }
-        let patch = Patch.merge(.object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
+        let patch = Patch.merge(
+            .object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
         _ = try await api.patch(.nodes, namespace: nil, name: configuration.nodeName, patch, subresource: nil)
         if changes[Annotation.enrollmentKey] != nil {
             logger.info("enrollment key published", metadata: ["enrollmentKey": "\(enrollment.publicKey.base64)"])
         } else {
-            logger.info("settings published", metadata: ["annotations": "\(changes.keys.sorted().joined(separator: ","))"])
+            logger.info(
+                "settings published", metadata: ["annotations": "\(changes.keys.sorted().joined(separator: ","))"])
         }
     }
 
@@ -496,16 +569,21 @@ public final class MeshAgent: Sendable {
         var nodes: [MeshNode] = []
         var invalid: [(KubeObject, AnnotationError)] = []
         for object in objects {
-            do { nodes.append(try MeshNode(name: object.metadata.name, annotations: object.metadata.annotations)) } catch { invalid.append((object, error)) }
+            do {
+                nodes.append(try MeshNode(name: object.metadata.name, annotations: object.metadata.annotations))
+            } catch { invalid.append((object, error)) }
         }
         return (nodes, invalid)
     }
 
     /// This node's plan; the listen port is the one the controller published in its endpoint.
     func plan(local: MeshNode?, nodes: [MeshNode], interfaceIndex: UInt32, mtu: UInt32) -> MeshPlan {
-        let settings = ClusterSettings(clusterCIDRs: configuration.clusterCIDRs, listenPort: local?.effectiveEndpoint?.port ?? Self.defaultListenPort,
-                                       persistentKeepalive: configuration.persistentKeepalive, strict: configuration.strict, mtu: mtu)
-        return MeshPlan(localNode: configuration.nodeName, settings: settings, nodes: nodes, interfaceIndex: interfaceIndex)
+        let settings = ClusterSettings(
+            clusterCIDRs: configuration.clusterCIDRs,
+            listenPort: local?.effectiveEndpoint?.port ?? Self.defaultListenPort,
+            persistentKeepalive: configuration.persistentKeepalive, strict: configuration.strict, mtu: mtu)
+        return MeshPlan(
+            localNode: configuration.nodeName, settings: settings, nodes: nodes, interfaceIndex: interfaceIndex)
     }
 
     // MARK: the interface
@@ -513,7 +591,9 @@ public final class MeshAgent: Sendable {
     /// The override, else the endpoint interface's MTU less WireGuard's overhead.
     func tunnelMTU(_ local: MeshNode) throws -> UInt32 {
         if let mtu = configuration.mtu { return mtu }
-        guard let address = local.effectiveEndpoint?.address, let underlay = try kernel.network.interface(carrying: address) else {
+        guard let address = local.effectiveEndpoint?.address,
+            let underlay = try kernel.network.interface(carrying: address)
+        else {
             return Self.fallbackMTU
         }
         return TunnelAddressing.mtu(underlayMTU: underlay.mtu)
@@ -524,7 +604,9 @@ public final class MeshAgent: Sendable {
         let name = configuration.interface
         let created = try kernel.interfaces.ensure(named: name, mtu: mtu)
         if created {
-            logger.info("interface created", metadata: ["interface": "\(name)", "backend": "\(kernel.interfaces.backend)", "mtu": "\(mtu)"])
+            logger.info(
+                "interface created",
+                metadata: ["interface": "\(name)", "backend": "\(kernel.interfaces.backend)", "mtu": "\(mtu)"])
         }
         guard var link = try kernel.network.link(named: name) else {
             throw InterfaceError.notWireGuard(name, kind: nil)
@@ -556,12 +638,15 @@ public final class MeshAgent: Sendable {
 
     /// Writes the table when it changed or is not `present` (deleted by hand, it comes back); true when written.
     func applyRuleset(localPodCIDRs: [IPPrefix], present: Bool) throws -> Bool {
-        let ruleset = FirewallRuleset.ruleset(interface: configuration.interface, localPodCIDRs: localPodCIDRs,
-                                              clusterCIDRs: configuration.clusterCIDRs, strict: configuration.strict)
+        let ruleset = FirewallRuleset.ruleset(
+            interface: configuration.interface, localPodCIDRs: localPodCIDRs,
+            clusterCIDRs: configuration.clusterCIDRs, strict: configuration.strict)
         guard !present || memory.withLock({ $0.ruleset }) != ruleset else { return false }
         try kernel.filter.apply(ruleset)
         memory.withLock { $0.ruleset = ruleset }
-        logger.info("nftables table inet \(FirewallRuleset.table) written", metadata: ["podCIDRs": "\(localPodCIDRs.map(\.description).joined(separator: ","))"])
+        logger.info(
+            "nftables table inet \(FirewallRuleset.table) written",
+            metadata: ["podCIDRs": "\(localPodCIDRs.map(\.description).joined(separator: ","))"])
         return true
     }
 
@@ -572,9 +657,13 @@ public final class MeshAgent: Sendable {
     func removeStaleBridgeAddresses(podCIDRs: [IPPrefix]) throws {
         guard let bridge = try kernel.network.link(named: CNIConfig.bridge), bridge.kind == "bridge" else { return }
         for address in try kernel.network.addresses(ofLinkIndex: bridge.index)
-        where configuration.clusterCIDRs.contains(where: { $0.contains(address.address) }) && !podCIDRs.contains(where: { $0.contains(address.address) }) {
+        where configuration.clusterCIDRs.contains(where: { $0.contains(address.address) })
+            && !podCIDRs.contains(where: { $0.contains(address.address) })
+        {
             try kernel.network.removeAddress(address, fromLinkIndex: bridge.index)
-            logger.info("stale address removed from the CNI bridge", metadata: ["bridge": "\(CNIConfig.bridge)", "address": "\(address)"])
+            logger.info(
+                "stale address removed from the CNI bridge",
+                metadata: ["bridge": "\(CNIConfig.bridge)", "address": "\(address)"])
         }
     }
 
@@ -584,7 +673,9 @@ public final class MeshAgent: Sendable {
         let text = Array(CNIConfig.conflist(podCIDRs: podCIDRs, mtu: mtu).utf8)
         if try AtomicFile.read(path) == text { return }
         try AtomicFile.write(path, text, mode: 0o644)
-        logger.info("CNI configuration written", metadata: ["file": "\(path)", "podCIDRs": "\(podCIDRs.map(\.description).joined(separator: ","))"])
+        logger.info(
+            "CNI configuration written",
+            metadata: ["file": "\(path)", "podCIDRs": "\(podCIDRs.map(\.description).joined(separator: ","))"])
     }
 
     // MARK: reporting
@@ -594,7 +685,8 @@ public final class MeshAgent: Sendable {
     /// counted since).
     func countDrops(_ reading: UInt64, published: String?) -> UnencryptedDrops {
         memory.withLock { m in
-            let next = (m.drops ?? published.flatMap(UnencryptedDrops.init) ?? UnencryptedDrops()).observing(counter: reading, at: Date())
+            let next = (m.drops ?? published.flatMap(UnencryptedDrops.init) ?? UnencryptedDrops()).observing(
+                counter: reading, at: Date())
             m.drops = next
             return next
         }
@@ -606,21 +698,27 @@ public final class MeshAgent: Sendable {
     /// changes with every join or every pass would make each write a pass on every node: `applied-peers`
     /// is written at once when a peer moved to another key and otherwise at most once per resync period,
     /// and `unencrypted-drops` at most once per resync period while it grows.
-    func publishReport(keys: NodeKeys?, device: DeviceState, drops: UnencryptedDrops?, plan: MeshPlan, published: [String: String]) async throws {
+    func publishReport(
+        keys: NodeKeys?, device: DeviceState, drops: UnencryptedDrops?, plan: MeshPlan, published: [String: String]
+    ) async throws {
         let keysMoved = memory.withLock { $0.lastPlan }.map { plan.movesKeys(from: $0) } ?? true
         var changes: [String: String] = [:]
         if let keys { changes[Annotation.appliedKeyGeneration] = String(keys.generation) }
         let now = ContinuousClock.now
-        func due(_ last: ContinuousClock.Instant?) -> Bool { last.map { now - $0 >= configuration.resyncPeriod } ?? true }
+        func due(_ last: ContinuousClock.Instant?) -> Bool {
+            last.map { now - $0 >= configuration.resyncPeriod } ?? true
+        }
         if keysMoved || due(memory.withLock { $0.peersPublished }) {
-            changes[Annotation.appliedPeers] = AppliedPeers.digest(device.peers.filter { !$0.allowedIPs.isEmpty }.map(\.publicKey))
+            changes[Annotation.appliedPeers] = AppliedPeers.digest(
+                device.peers.filter { !$0.allowedIPs.isEmpty }.map(\.publicKey))
         }
         if let drops, due(memory.withLock { $0.dropsPublished }) {
             changes[Annotation.unencryptedDrops] = drops.description
         }
         changes = changes.filter { published[$0.key] != $0.value }
         if !changes.isEmpty {
-            let patch = Patch.merge(.object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
+            let patch = Patch.merge(
+                .object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
             _ = try await api.patch(.nodes, namespace: nil, name: configuration.nodeName, patch, subresource: nil)
         }
         memory.withLock { $0.lastPlan = plan }
@@ -645,10 +743,13 @@ public final class MeshAgent: Sendable {
             "lastTransitionTime": .string(now), "lastHeartbeatTime": .string(now),
         ])
         // Strategic merge: conditions merge by type, so the kubelet's own conditions stay.
-        _ = try await api.patch(.nodes, namespace: nil, name: configuration.nodeName,
-                                .strategicMerge(.object(["status": .object(["conditions": .array([entry])])])), subresource: "status")
+        _ = try await api.patch(
+            .nodes, namespace: nil, name: configuration.nodeName,
+            .strategicMerge(.object(["status": .object(["conditions": .array([entry])])])), subresource: "status")
         memory.withLock { $0.condition = condition }
-        logger.info("condition \(MeshCondition.type)=\(condition.ready ? "True" : "False")", metadata: ["reason": "\(condition.reason)", "message": "\(condition.message)"])
+        logger.info(
+            "condition \(MeshCondition.type)=\(condition.ready ? "True" : "False")",
+            metadata: ["reason": "\(condition.reason)", "message": "\(condition.message)"])
     }
 
     /// An Event about `object` and a log line, once per process for the same text.
@@ -679,22 +780,35 @@ public final class MeshAgent: Sendable {
         let changes = peers.count + diff.routesToAdd.count + diff.routesToReplace.count + diff.routesToDelete.count
         let level: Logger.Level = changes > Self.loggedChangeLimit ? .debug : .info
         if level == .debug {
-            let added = peers.filter { !$0.remove && !$0.updateOnly }.count, removed = peers.filter(\.remove).count
-            logger.info("\(changes) changes applied", metadata: [
-                "peersAdded": "\(added)", "peersUpdated": "\(peers.count - added - removed)", "peersRemoved": "\(removed)",
-                "routesAdded": "\(diff.routesToAdd.count)", "routesReplaced": "\(diff.routesToReplace.count)", "routesDeleted": "\(diff.routesToDelete.count)"])
+            let added = peers.filter { !$0.remove && !$0.updateOnly }.count
+            let removed = peers.filter(\.remove).count
+            logger.info(
+                "\(changes) changes applied",
+                metadata: [
+                    "peersAdded": "\(added)", "peersUpdated": "\(peers.count - added - removed)",
+                    "peersRemoved": "\(removed)",
+                    "routesAdded": "\(diff.routesToAdd.count)", "routesReplaced": "\(diff.routesToReplace.count)",
+                    "routesDeleted": "\(diff.routesToDelete.count)",
+                ])
         }
         for peer in peers {
             let who = owners[peer.publicKey] ?? "a node no longer in the plan"
             let what = peer.remove ? "peer removed" : peer.updateOnly ? "peer updated" : "peer added"
-            logger.log(level: level, "\(what)", metadata: ["peer": "\(who)", "allowedIPs": "\(peer.allowedIPs.map(\.description).joined(separator: ","))"])
+            logger.log(
+                level: level, "\(what)",
+                metadata: [
+                    "peer": "\(who)", "allowedIPs": "\(peer.allowedIPs.map(\.description).joined(separator: ","))",
+                ])
         }
         for r in diff.routesToAdd { logger.log(level: level, "route added", metadata: ["route": "\(r.destination)"]) }
-        for r in diff.routesToReplace { logger.log(level: level, "route replaced", metadata: ["route": "\(r.destination)"]) }
-        for r in diff.routesToDelete { logger.log(level: level, "route deleted", metadata: ["route": "\(r.destination)"]) }
+        for r in diff.routesToReplace {
+            logger.log(level: level, "route replaced", metadata: ["route": "\(r.destination)"])
+        }
+        for r in diff.routesToDelete {
+            logger.log(level: level, "route deleted", metadata: ["route": "\(r.destination)"])
+        }
     }
 }
-
 
 /// A pass that cannot do its work, with the condition's reason and a sentence for people.
 struct PassFailure: Error, CustomStringConvertible {

@@ -44,7 +44,9 @@ public final class NFTables: PacketFilter {
     /// Runs one `nft` input and returns its output; a failure carries nftables' own message.
     func run(_ input: String, json: Bool, operation: String) throws -> String {
         try lock.withLock { _ throws(NFTablesError) -> String in
-            guard let ctx = nft_ctx_new(0) else { throw NFTablesError(operation: operation, message: "cannot create a libnftables context") }
+            guard let ctx = nft_ctx_new(0) else {
+                throw NFTablesError(operation: operation, message: "cannot create a libnftables context")
+            }
             defer { nft_ctx_free(ctx) }
             if json { nft_ctx_output_set_flags(ctx, UInt32(NFT_CTX_OUTPUT_JSON)) }
             _ = nft_ctx_buffer_output(ctx)
@@ -53,7 +55,8 @@ public final class NFTables: PacketFilter {
             let output = nft_ctx_get_output_buffer(ctx).map { String(cString: $0) } ?? ""
             if rc != 0 {
                 let error = nft_ctx_get_error_buffer(ctx).map { String(cString: $0) } ?? ""
-                throw NFTablesError(operation: operation, message: error.isEmpty ? "exit status \(rc)" : error.trimmingLastNewline)
+                throw NFTablesError(
+                    operation: operation, message: error.isEmpty ? "exit status \(rc)" : error.trimmingLastNewline)
             }
             return output
         }

@@ -22,7 +22,9 @@ func fail(_ message: String) -> Never {
     exit(2)
 }
 
-func client(_ kubeconfig: String) throws -> KubeClient { try KubeClient(config: KubeConfig.load(kubeconfig: kubeconfig)) }
+func client(_ kubeconfig: String) throws -> KubeClient {
+    try KubeClient(config: KubeConfig.load(kubeconfig: kubeconfig))
+}
 
 /// Peer i: its Pod CIDR in 10.0.0.0/8 (the agent's own is 10.255.255.0/24) and an endpoint in the
 /// benchmarking range 198.18.0.0/15 (RFC 2544), never on any network.
@@ -43,27 +45,43 @@ func populate(_ kubeconfig: String, count: Int, conf: String) async throws {
     let api = try client(kubeconfig)
     // The other nodes' sealed keys are never opened here: one sealed box of the real size stands for all.
     let stand = WireGuardKeyPair.generate()
-    let sealed = try SealedKey.seal(WireGuardKeyPair.generate().privateKey, to: stand.publicKey, nodeName: "peer", generation: 1).base64
+    let sealed = try SealedKey.seal(
+        WireGuardKeyPair.generate().privateKey, to: stand.publicKey, nodeName: "peer", generation: 1
+    ).base64
     let issued = RFC3339.format(Date())
     var config = "[Interface]\nPrivateKey = \(WireGuardKeyPair.generate().privateKey.base64)\nListenPort = 51821\n"
     let started = now()
-    _ = try await api.create(.nodes, namespace: nil, node(localNode, address: "192.0.2.1", annotations: [
-        Annotation.podCIDRs: "10.255.255.0/24", Annotation.endpoint: "192.0.2.1:51820"]))
+    _ = try await api.create(
+        .nodes, namespace: nil,
+        node(
+            localNode, address: "192.0.2.1",
+            annotations: [
+                Annotation.podCIDRs: "10.255.255.0/24", Annotation.endpoint: "192.0.2.1:51820",
+            ]))
     let keys = (0..<count).map { _ in WireGuardKeyPair.generate().publicKey }
     try await withThrowingTaskGroup(of: Void.self) { group in
         for i in 0..<count {
             if i >= 8 { try await group.next() }
             group.addTask {
-                _ = try await api.create(.nodes, namespace: nil, node("peer-\(i)", address: "198.18.\(i >> 8).\(i & 255)", annotations: [
-                    Annotation.podCIDRs: podCIDR(i), Annotation.endpoint: endpoint(i), Annotation.publicKey: keys[i].base64,
-                    Annotation.sealedPrivateKey: sealed, Annotation.sealedTo: stand.publicKey.base64, Annotation.keyGeneration: "1",
-                    Annotation.keyIssuedAt: issued, Annotation.enrollmentKey: stand.publicKey.base64, Annotation.appliedKeyGeneration: "1"]))
+                _ = try await api.create(
+                    .nodes, namespace: nil,
+                    node(
+                        "peer-\(i)", address: "198.18.\(i >> 8).\(i & 255)",
+                        annotations: [
+                            Annotation.podCIDRs: podCIDR(i), Annotation.endpoint: endpoint(i),
+                            Annotation.publicKey: keys[i].base64,
+                            Annotation.sealedPrivateKey: sealed, Annotation.sealedTo: stand.publicKey.base64,
+                            Annotation.keyGeneration: "1",
+                            Annotation.keyIssuedAt: issued, Annotation.enrollmentKey: stand.publicKey.base64,
+                            Annotation.appliedKeyGeneration: "1",
+                        ]))
             }
         }
         try await group.waitForAll()
     }
     for i in 0..<count {
-        config += "\n[Peer]\nPublicKey = \(keys[i].base64)\nAllowedIPs = \(podCIDR(i))\nEndpoint = \(endpoint(i))\nPersistentKeepalive = 25\n"
+        config +=
+            "\n[Peer]\nPublicKey = \(keys[i].base64)\nAllowedIPs = \(podCIDR(i))\nEndpoint = \(endpoint(i))\nPersistentKeepalive = 25\n"
     }
     try config.write(toFile: conf, atomically: true, encoding: .utf8)
     print(String(format: "bench-agent: %d Nodes created in %.1f s", count + 1, now() - started))
@@ -74,7 +92,8 @@ func enroll(_ kubeconfig: String) async throws {
     let api = try client(kubeconfig)
     var enrollment: WireGuardKey?
     while enrollment == nil {
-        if let text = annotations(try await api.get(.nodes, namespace: nil, name: localNode))[Annotation.enrollmentKey] {
+        if let text = annotations(try await api.get(.nodes, namespace: nil, name: localNode))[Annotation.enrollmentKey]
+        {
             enrollment = try WireGuardKey(base64: text)
         } else {
             try await Task.sleep(for: .milliseconds(200))
@@ -82,10 +101,19 @@ func enroll(_ kubeconfig: String) async throws {
     }
     let pair = WireGuardKeyPair.generate()
     let sealed = try SealedKey.seal(pair.privateKey, to: enrollment!, nodeName: localNode, generation: 1)
-    _ = try await api.patch(.nodes, namespace: nil, name: localNode, .merge(.object(["metadata": .object(["annotations": .object([
-        Annotation.publicKey: .string(pair.publicKey.base64), Annotation.sealedPrivateKey: .string(sealed.base64),
-        Annotation.sealedTo: .string(enrollment!.base64), Annotation.keyGeneration: "1", Annotation.keyIssuedAt: .string(RFC3339.format(Date())),
-    ])])])))
+    _ = try await api.patch(
+        .nodes, namespace: nil, name: localNode,
+        .merge(
+            .object([
+                "metadata": .object([
+                    "annotations": .object([
+                        Annotation.publicKey: .string(pair.publicKey.base64),
+                        Annotation.sealedPrivateKey: .string(sealed.base64),
+                        Annotation.sealedTo: .string(enrollment!.base64), Annotation.keyGeneration: "1",
+                        Annotation.keyIssuedAt: .string(RFC3339.format(Date())),
+                    ])
+                ])
+            ])))
     try await api.shutdown()
 }
 
@@ -99,8 +127,16 @@ func changes(_ kubeconfig: String, count: Int, changes: Int, out: String) async 
         let i = (k * 997) % count
         let moved = endpoint(i, port: 52000 + k)
         let written = now()
-        _ = try await api.patch(.nodes, namespace: nil, name: "peer-\(i)", .merge(.object(["metadata": .object(["annotations": .object([
-            Annotation.endpoint: .string(moved)])])])))
+        _ = try await api.patch(
+            .nodes, namespace: nil, name: "peer-\(i)",
+            .merge(
+                .object([
+                    "metadata": .object([
+                        "annotations": .object([
+                            Annotation.endpoint: .string(moved)
+                        ])
+                    ])
+                ])))
         lines += String(format: "%.6f peer-%d %@\n", written, i, moved)
     }
     try lines.write(toFile: out, atomically: true, encoding: .utf8)
@@ -123,10 +159,12 @@ func readCapture(_ path: String) throws -> [Captured] {
     }
     guard data.count >= 24 else { fail("\(path): not a pcap file") }
     let magic = u32(0, little: true)
-    let little = magic == 0xa1b2c3d4 || magic == 0xa1b23c4d
-    let nanos = magic == 0xa1b23c4d || magic == 0x4d3cb2a1
-    guard little || magic == 0xd4c3b2a1 || magic == 0x4d3cb2a1 else { fail("\(path): not a pcap file") }
-    guard u32(20, little: little) == 253 else { fail("\(path): link type \(u32(20, little: little)), not NETLINK (253)") }
+    let little = magic == 0xa1b2_c3d4 || magic == 0xa1b2_3c4d
+    let nanos = magic == 0xa1b2_3c4d || magic == 0x4d3c_b2a1
+    guard little || magic == 0xd4c3_b2a1 || magic == 0x4d3c_b2a1 else { fail("\(path): not a pcap file") }
+    guard u32(20, little: little) == 253 else {
+        fail("\(path): link type \(u32(20, little: little)), not NETLINK (253)")
+    }
     var out: [Captured] = []
     var at = 24
     while at + 16 <= data.count {
@@ -155,35 +193,57 @@ func median(_ values: [Double]) -> Double {
 
 func analyse(pcap: String, changesFile: String, hangup: Double, figures: String) throws {
     let messages = try readCapture(pcap)
-    let writes = try String(contentsOfFile: changesFile, encoding: .utf8).split(separator: "\n").compactMap { Double($0.split(separator: " ")[0]) }
-    var latencies: [Double] = [], requests: [Int] = [], missed = 0
+    let writes = try String(contentsOfFile: changesFile, encoding: .utf8).split(separator: "\n").compactMap {
+        Double($0.split(separator: " ")[0])
+    }
+    var latencies: [Double] = []
+    var requests: [Int] = []
+    var missed = 0
     for (k, written) in writes.enumerated() {
         // A change's window: from its write to the next write (one second later).
         let end = k + 1 < writes.count ? writes[k + 1] : written + 1
         let window = messages.filter { $0.time >= written && $0.time < end }
-        guard let last = window.last else { missed += 1; continue }
+        guard let last = window.last else {
+            missed += 1
+            continue
+        }
         latencies.append((last.time - written) * 1000)
         requests.append(window.filter(\.request).count)
     }
     let pass = messages.filter { $0.time >= hangup }
-    print(String(format: "bench-agent: changes: %d; API write → kernel (the last netlink reply of the change): median %.1f ms, max %.1f ms (goal: median ≤ 100 ms)%@",
-                 writes.count, median(latencies), latencies.max() ?? .nan, missed > 0 ? " — \(missed) with no netlink traffic within 1 s" : ""))
-    print(String(format: "bench-agent: netlink requests per change: median %.0f, max %d (goal: 1)", median(requests.map(Double.init)), requests.max() ?? 0))
+    print(
+        String(
+            format:
+                "bench-agent: changes: %d; API write → kernel (the last netlink reply of the change): median %.1f ms, max %.1f ms (goal: median ≤ 100 ms)%@",
+            writes.count, median(latencies), latencies.max() ?? .nan,
+            missed > 0 ? " — \(missed) with no netlink traffic within 1 s" : ""))
+    print(
+        String(
+            format: "bench-agent: netlink requests per change: median %.0f, max %d (goal: 1)",
+            median(requests.map(Double.init)), requests.max() ?? 0))
     if let end = pass.last {
-        print(String(format: "bench-agent: full resync (SIGHUP): %.0f ms to its last netlink reply, %d requests, %d messages",
-                     (end.time - hangup) * 1000, pass.filter(\.request).count, pass.count))
+        print(
+            String(
+                format:
+                    "bench-agent: full resync (SIGHUP): %.0f ms to its last netlink reply, %d requests, %d messages",
+                (end.time - hangup) * 1000, pass.filter(\.request).count, pass.count))
     } else {
         print("bench-agent: full resync (SIGHUP): no netlink traffic captured after the signal")
     }
-    try String(format: "%.3f %.3f\n", median(latencies), ((pass.last?.time ?? .nan) - hangup) * 1000).write(toFile: figures, atomically: true, encoding: .utf8)
+    try String(format: "%.3f %.3f\n", median(latencies), ((pass.last?.time ?? .nan) - hangup) * 1000).write(
+        toFile: figures, atomically: true, encoding: .utf8)
 }
 
 do {
     switch (arguments.first, arguments.count) {
     case ("populate", 4): try await populate(arguments[1], count: Int(arguments[2]) ?? 5000, conf: arguments[3])
     case ("enroll", 2): try await enroll(arguments[1])
-    case ("changes", 5): try await changes(arguments[1], count: Int(arguments[2]) ?? 5000, changes: Int(arguments[3]) ?? 60, out: arguments[4])
-    case ("analyse", 5): try analyse(pcap: arguments[1], changesFile: arguments[2], hangup: Double(arguments[3]) ?? 0, figures: arguments[4])
+    case ("changes", 5):
+        try await changes(
+            arguments[1], count: Int(arguments[2]) ?? 5000, changes: Int(arguments[3]) ?? 60, out: arguments[4])
+    case ("analyse", 5):
+        try analyse(
+            pcap: arguments[1], changesFile: arguments[2], hangup: Double(arguments[3]) ?? 0, figures: arguments[4])
     default: fail("usage: see the comment at the top of Sources/BenchAgent/main.swift")
     }
 } catch {

@@ -17,11 +17,21 @@ func cluster(_ server: TestAPIServer) throws -> [String: WireGuardKeyPair] {
             let name = "node-\(i)"
             let pair = WireGuardKeyPair.generate()
             enrollment[name] = pair
-            _ = try store.create(.object([
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": .object(["name": .string(name), "annotations": .object([Annotation.enrollmentKey: .string(pair.publicKey.base64)])]),
-                "status": .object(["addresses": .array([.object(["type": "InternalIP", "address": .string("10.\(i >> 16).\((i >> 8) & 255).\(i & 255)")])])]),
-            ]))
+            _ = try store.create(
+                .object([
+                    "apiVersion": "v1", "kind": "Node",
+                    "metadata": .object([
+                        "name": .string(name),
+                        "annotations": .object([Annotation.enrollmentKey: .string(pair.publicKey.base64)]),
+                    ]),
+                    "status": .object([
+                        "addresses": .array([
+                            .object([
+                                "type": "InternalIP", "address": .string("10.\(i >> 16).\((i >> 8) & 255).\(i & 255)"),
+                            ])
+                        ])
+                    ]),
+                ]))
         }
     }
     return enrollment
@@ -31,7 +41,8 @@ func complete(_ server: TestAPIServer) -> Int {
     server.withStore(.nodes) { store in
         (0..<count).reduce(0) { n, i in
             let a = ObjectMeta((try? store.get("node-\(i)"))?["metadata"]).annotations
-            let done = a[Annotation.podCIDRs] != nil && a[Annotation.sealedPrivateKey] != nil && a[Annotation.endpoint] != nil
+            let done =
+                a[Annotation.podCIDRs] != nil && a[Annotation.sealedPrivateKey] != nil && a[Annotation.endpoint] != nil
             return n + (done ? 1 : 0)
         }
     }
@@ -45,14 +56,25 @@ let reference = try await TestAPIServer.start()
 let enrollment = try cluster(reference)
 let refClient = try KubeClient(config: reference.kubeConfig())
 let sample = WireGuardKeyPair.generate()
-let sealed = try SealedKey.seal(sample.privateKey, to: enrollment["node-0"]!.publicKey, nodeName: "node-0", generation: 1)
+let sealed = try SealedKey.seal(
+    sample.privateKey, to: enrollment["node-0"]!.publicKey, nodeName: "node-0", generation: 1)
 let refStart = ContinuousClock.now
 for i in 0..<count {
-    _ = try await refClient.patch(.nodes, namespace: nil, name: "node-\(i)", .merge(.object(["metadata": .object(["annotations": .object([
-        Annotation.publicKey: .string(sample.publicKey.base64), Annotation.sealedPrivateKey: .string(sealed.base64),
-        Annotation.podCIDRs: "10.244.0.0/24,fd00:10:244::/64", Annotation.endpoint: "10.0.0.1:51820", Annotation.keyGeneration: "1",
-        Annotation.keyIssuedAt: "2026-11-27T10:00:00Z", Annotation.sealedTo: .string(enrollment["node-0"]!.publicKey.base64),
-    ])])])), subresource: nil)
+    _ = try await refClient.patch(
+        .nodes, namespace: nil, name: "node-\(i)",
+        .merge(
+            .object([
+                "metadata": .object([
+                    "annotations": .object([
+                        Annotation.publicKey: .string(sample.publicKey.base64),
+                        Annotation.sealedPrivateKey: .string(sealed.base64),
+                        Annotation.podCIDRs: "10.244.0.0/24,fd00:10:244::/64", Annotation.endpoint: "10.0.0.1:51820",
+                        Annotation.keyGeneration: "1",
+                        Annotation.keyIssuedAt: "2026-11-27T10:00:00Z",
+                        Annotation.sealedTo: .string(enrollment["node-0"]!.publicKey.base64),
+                    ])
+                ])
+            ])), subresource: nil)
 }
 let refTime = ContinuousClock.now - refStart
 try await refClient.shutdown()
@@ -62,8 +84,10 @@ try await reference.stop()
 let server = try await TestAPIServer.start()
 _ = try cluster(server)
 let client = try KubeClient(config: server.kubeConfig())
-let controller = try MeshController(api: client, configuration: .init(
-    clusterCIDRs: [try IPPrefix("10.0.0.0/8"), try IPPrefix("fd00:10::/32")], identity: "bench"), logger: quiet)
+let controller = try MeshController(
+    api: client,
+    configuration: .init(
+        clusterCIDRs: [try IPPrefix("10.0.0.0/8"), try IPPrefix("fd00:10::/32")], identity: "bench"), logger: quiet)
 server.resetRequestCounts()
 let start = ContinuousClock.now
 let task = Task { await controller.run() }
@@ -82,12 +106,19 @@ let requests = server.requestCounts
 let total = requests.values.reduce(0, +)
 func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 print("nodes: \(count)")
-print(String(format: "controller: %.2f s to bring every node to fully annotated (%.2f ms per node)", seconds(elapsed), seconds(elapsed) * 1000 / Double(count)))
+print(
+    String(
+        format: "controller: %.2f s to bring every node to fully annotated (%.2f ms per node)", seconds(elapsed),
+        seconds(elapsed) * 1000 / Double(count)))
 print(String(format: "Events: all %d written %.2f s after the start", posted, seconds(drained)))
 print(String(format: "reference:  %.2f s for one bare annotation patch per node from one client", seconds(refTime)))
 print(String(format: "controller/reference: %.2f", seconds(elapsed) / seconds(refTime)))
-print("API requests: \(total) (\(requests.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))")
-print(String(format: "requests per node: %.2f; node writes per node: %.2f (the minimum is 1)", Double(total) / Double(count),
-             Double(requests["PATCH nodes", default: 0]) / Double(count)))
+print(
+    "API requests: \(total) (\(requests.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))"
+)
+print(
+    String(
+        format: "requests per node: %.2f; node writes per node: %.2f (the minimum is 1)", Double(total) / Double(count),
+        Double(requests["PATCH nodes", default: 0]) / Double(count)))
 try await client.shutdown()
 try await server.stop()

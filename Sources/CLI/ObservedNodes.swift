@@ -15,7 +15,9 @@ extension ObservedNode {
 public let cliFieldManager = "wgmesh-cli"
 
 /// Every Node (those `labelSelector` matches, when given), whole or metadata only.
-func observedNodes(_ api: any KubeAPI, labelSelector: String? = nil, metadataOnly: Bool = false) async throws(KubeError) -> [ObservedNode] {
+func observedNodes(_ api: any KubeAPI, labelSelector: String? = nil, metadataOnly: Bool = false) async throws(KubeError)
+    -> [ObservedNode]
+{
     try await api.listAll(.nodes, metadataOnly: metadataOnly, labelSelector: labelSelector).items.map(ObservedNode.init)
 }
 

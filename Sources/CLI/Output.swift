@@ -1,8 +1,8 @@
 import Yams
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// `-o`: kubectl's table, its wide table, or a machine format that decodes back into the same value.
@@ -11,9 +11,13 @@ public enum OutputFormat: String, CaseIterable, Sendable {
 
     /// `-o` as given; nil (no `-o`) is the table.
     public init(flag: String?) throws(CLIError) {
-        guard let flag else { self = .table; return }
+        guard let flag else {
+            self = .table
+            return
+        }
         guard let format = OutputFormat(rawValue: flag), format != .table else {
-            throw CLIError("-o \(flag) is not an output format: use -o wide, -o json or -o yaml, or leave -o out for the table")
+            throw CLIError(
+                "-o \(flag) is not an output format: use -o wide, -o json or -o yaml, or leave -o out for the table")
         }
         self = format
     }

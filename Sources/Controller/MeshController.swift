@@ -3,9 +3,9 @@ import Logging
 import Synchronization
 import WGMeshCore
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// The controller's work while it leads: watches Nodes, and for each one writes what
@@ -26,8 +26,11 @@ public final class MeshController: Sendable {
         /// annotation last written by it is the controller's own allocation, and wins an overlap.
         public var fieldManager: String
 
-        public init(clusterCIDRs: [IPPrefix], nodeMaskIPv4: Int = 24, nodeMaskIPv6: Int = 64, policy: ControllerPolicy = .init(),
-                    maxConcurrentRotations: Int = 1, identity: String, fieldManager: String = MeshController.fieldManager) {
+        public init(
+            clusterCIDRs: [IPPrefix], nodeMaskIPv4: Int = 24, nodeMaskIPv6: Int = 64,
+            policy: ControllerPolicy = .init(),
+            maxConcurrentRotations: Int = 1, identity: String, fieldManager: String = MeshController.fieldManager
+        ) {
             self.clusterCIDRs = clusterCIDRs
             self.nodeMaskIPv4 = nodeMaskIPv4
             self.nodeMaskIPv6 = nodeMaskIPv6
@@ -60,17 +63,22 @@ public final class MeshController: Sendable {
     let stats = Mutex(Statistics())
 
     /// Refuses a configuration that cannot work (overlapping cluster CIDRs, a bad mask, no CIDR source).
-    public init(api: any KubeAPI, configuration: Configuration, logger: Logger,
-                informer: Informer.Configuration = .init(), now: @escaping @Sendable () -> Date = Date.init) throws(IPAMError) {
+    public init(
+        api: any KubeAPI, configuration: Configuration, logger: Logger,
+        informer: Informer.Configuration = .init(), now: @escaping @Sendable () -> Date = Date.init
+    ) throws(IPAMError) {
         if configuration.clusterCIDRs.isEmpty, configuration.policy.cidrSource == .wgmesh { throw .noClusterCIDR }
-        _ = try PodCIDRAllocator(clusterCIDRs: configuration.clusterCIDRs, nodeMaskIPv4: configuration.nodeMaskIPv4,
-                                 nodeMaskIPv6: configuration.nodeMaskIPv6)
+        _ = try PodCIDRAllocator(
+            clusterCIDRs: configuration.clusterCIDRs, nodeMaskIPv4: configuration.nodeMaskIPv4,
+            nodeMaskIPv6: configuration.nodeMaskIPv6)
         self.api = api
         self.configuration = configuration
         self.logger = logger
         self.informerConfiguration = informer
         self.now = now
-        events = EventRecorder(api: api, reportingController: Self.reportingController, reportingInstance: configuration.identity, logger: logger)
+        events = EventRecorder(
+            api: api, reportingController: Self.reportingController, reportingInstance: configuration.identity,
+            logger: logger)
     }
 
     public var statistics: Statistics { stats.withLock { $0 } }
@@ -117,8 +125,9 @@ public final class MeshController: Sendable {
             let (pending, eventQueue) = AsyncStream<PendingEvent>.makeStream()
             group.addTask {
                 for await e in pending {
-                    await self.events.record(about: e.object, warning: e.notice.warning, reason: e.notice.reason.rawValue,
-                                             action: e.notice.reason.action, note: e.notice.note, at: e.at)
+                    await self.events.record(
+                        about: e.object, warning: e.notice.warning, reason: e.notice.reason.rawValue,
+                        action: e.notice.reason.action, note: e.notice.note, at: e.at)
                 }
             }
             await informer.waitUntilSynced()
@@ -126,7 +135,11 @@ public final class MeshController: Sendable {
             state.reported = await standingWarnings()
             group.addTask {
                 for await event in informer.events {
-                    if case .deleted(let o) = event { queue.yield(.deleted(o)) } else { queue.yield(.node(event.object.metadata.name)) }
+                    if case .deleted(let o) = event {
+                        queue.yield(.deleted(o))
+                    } else {
+                        queue.yield(.node(event.object.metadata.name))
+                    }
                 }
                 queue.finish()
             }
@@ -154,10 +167,15 @@ public final class MeshController: Sendable {
     /// reconcile that follows reports the overlap on both.
     func rebuild(from nodes: [KubeObject], eventQueue: AsyncStream<PendingEvent>.Continuation?) -> State {
         let c = configuration
-        var state = State(allocator: try! PodCIDRAllocator(clusterCIDRs: c.clusterCIDRs, nodeMaskIPv4: c.nodeMaskIPv4, nodeMaskIPv6: c.nodeMaskIPv6),
-                          eventQueue: eventQueue)
+        var state = State(
+            allocator: try! PodCIDRAllocator(
+                clusterCIDRs: c.clusterCIDRs, nodeMaskIPv4: c.nodeMaskIPv4, nodeMaskIPv6: c.nodeMaskIPv6),
+            eventQueue: eventQueue)
         func rank(_ o: KubeObject) -> (Int, String, String) {
-            (o.manager(ofAnnotation: Annotation.podCIDRs) == c.fieldManager ? 0 : 1, o.metadata.creationTimestamp ?? "", o.metadata.name)
+            (
+                o.manager(ofAnnotation: Annotation.podCIDRs) == c.fieldManager ? 0 : 1,
+                o.metadata.creationTimestamp ?? "", o.metadata.name
+            )
         }
         for object in nodes.sorted(by: { rank($0) < rank($1) }) {
             let name = object.metadata.name
@@ -165,14 +183,22 @@ public final class MeshController: Sendable {
             state.allocator.claim(node: name, cidrs: facts.publishedCIDRs)
             noteSpec(facts, &state)
             if object.metadata.annotations[Annotation.nextPublicKey] != nil { state.rotating.insert(name) }
-            guard let published = try? MeshNode(name: name, annotations: [Annotation.podCIDRs: object.metadata.annotations[Annotation.podCIDRs] ?? ""]) else {
+            guard
+                let published = try? MeshNode(
+                    name: name,
+                    annotations: [Annotation.podCIDRs: object.metadata.annotations[Annotation.podCIDRs] ?? ""])
+            else {
                 continue
             }
             // Failures are reported by the node's reconcile, which follows.
             for cidr in published.podCIDRs { try? state.allocator.restore(node: name, cidr: cidr) }
         }
-        logger.info("state rebuilt from annotations", metadata: ["nodes": "\(nodes.count)", "allocations": "\(state.allocator.count)",
-                                                                 "rotating": "\(state.rotating.count)"])
+        logger.info(
+            "state rebuilt from annotations",
+            metadata: [
+                "nodes": "\(nodes.count)", "allocations": "\(state.allocator.count)",
+                "rotating": "\(state.rotating.count)",
+            ])
         return state
     }
 
@@ -181,10 +207,13 @@ public final class MeshController: Sendable {
     func standingWarnings() async -> [String: Set<String>] {
         guard let list = try? await api.listAll(.events, namespace: "default") else { return [:] }
         var reported: [String: Set<String>] = [:]
-        for event in list.items where event.json["reportingController"]?.string == Self.reportingController
-            && event.json["type"]?.string == "Warning" && event.json["regarding"]?["kind"]?.string == "Node" {
+        for event in list.items
+        where event.json["reportingController"]?.string == Self.reportingController
+            && event.json["type"]?.string == "Warning" && event.json["regarding"]?["kind"]?.string == "Node"
+        {
             guard let node = event.json["regarding"]?["name"]?.string, let reason = event.json["reason"]?.string,
-                  let note = event.json["note"]?.string else { continue }
+                let note = event.json["note"]?.string
+            else { continue }
             reported[node, default: []].insert(Self.reportKey(reason, note))
         }
         return reported
@@ -197,9 +226,10 @@ public final class MeshController: Sendable {
 
     func facts(_ object: KubeObject) -> NodeFacts {
         let node = Node(object)
-        return NodeFacts(name: object.metadata.name, annotations: object.metadata.annotations,
-                         addresses: node.addresses.map { .init(type: $0.type, address: $0.address) }, specPodCIDRs: node.podCIDRs,
-                         created: object.metadata.creationTimestamp.flatMap(RFC3339.parse))
+        return NodeFacts(
+            name: object.metadata.name, annotations: object.metadata.annotations,
+            addresses: node.addresses.map { .init(type: $0.type, address: $0.address) }, specPodCIDRs: node.podCIDRs,
+            created: object.metadata.creationTimestamp.flatMap(RFC3339.parse))
     }
 
     /// Records which families the node has in `spec.podCIDRs`.
@@ -221,7 +251,9 @@ public final class MeshController: Sendable {
         let cidrs = state.allocator.allocation(of: name)
         state.allocator.release(node: name)
         if let cidrs {
-            logger.info("node deleted, Pod CIDRs freed", metadata: ["node": "\(name)", "cidrs": "\(cidrs.map(\.description).joined(separator: ","))"])
+            logger.info(
+                "node deleted, Pod CIDRs freed",
+                metadata: ["node": "\(name)", "cidrs": "\(cidrs.map(\.description).joined(separator: ","))"])
             let now = self.now()
             for waiting in state.waitingForCIDR { timers.schedule(waiting, at: now, now: now) }
         }
@@ -234,18 +266,24 @@ public final class MeshController: Sendable {
     }
 
     /// Decides for one node and writes the decision; `lookup` finds other nodes an Event is also about.
-    func reconcile(_ object: KubeObject, _ state: inout State, _ timers: Timers, lookup: (String) -> KubeObject?) async {
+    func reconcile(_ object: KubeObject, _ state: inout State, _ timers: Timers, lookup: (String) -> KubeObject?) async
+    {
         let name = object.metadata.name
         let facts = self.facts(object)
         noteSpec(facts, &state)
         let now = self.now()
         let specFamilies = Set(state.specNodes.filter { !$0.value.isEmpty }.keys)
-        var decision = NodeIssuance.decide(facts, allocator: &state.allocator, specFamilies: specFamilies, policy: configuration.policy,
-                                           stagedAt: state.stagedAt[name],
-                                           mayStartRotation: state.rotating.count < configuration.maxConcurrentRotations || state.rotating.contains(name),
-                                           now: now)
+        var decision = NodeIssuance.decide(
+            facts, allocator: &state.allocator, specFamilies: specFamilies, policy: configuration.policy,
+            stagedAt: state.stagedAt[name],
+            mayStartRotation: state.rotating.count < configuration.maxConcurrentRotations
+                || state.rotating.contains(name),
+            now: now)
         if decision.restartGrace { state.stagedAt[name] = now }
-        for (reason, waiting) in [(NodeIssuance.Notice.Reason.podCIDRExhausted, \State.waitingForCIDR), (.rotationQueued, \State.waitingForRotation)] {
+        for (reason, waiting) in [
+            (NodeIssuance.Notice.Reason.podCIDRExhausted, \State.waitingForCIDR),
+            (.rotationQueued, \State.waitingForRotation),
+        ] {
             if decision.notices.contains(where: { $0.reason == reason }) {
                 state[keyPath: waiting].insert(name)
             } else {
@@ -270,8 +308,10 @@ public final class MeshController: Sendable {
             for (k, v) in changes { patch[k] = v.map(JSON.string) ?? .null }
             let body = Patch.merge(.object(["metadata": .object(["annotations": .object(patch)])]))
             do {
-                _ = try await api.patch(.nodes, namespace: nil, name: name, body.precondition(resourceVersion: object.metadata.resourceVersion ?? ""),
-                                        subresource: nil)
+                _ = try await api.patch(
+                    .nodes, namespace: nil, name: name,
+                    body.precondition(resourceVersion: object.metadata.resourceVersion ?? ""),
+                    subresource: nil)
             } catch {
                 retry(name, error, &state, timers)
                 return
@@ -292,8 +332,12 @@ public final class MeshController: Sendable {
                 state.stagedAt[name] = nil
                 for waiting in state.waitingForRotation { timers.schedule(waiting, at: written, now: written) }
             }
-            logger.info("node updated", metadata: ["node": "\(name)", "annotations": "\(changes.keys.sorted().joined(separator: ","))",
-                                                   "generation": "\(issued ?? changes[Annotation.keyGeneration].flatMap { $0 } ?? "unchanged")"])
+            logger.info(
+                "node updated",
+                metadata: [
+                    "node": "\(name)", "annotations": "\(changes.keys.sorted().joined(separator: ","))",
+                    "generation": "\(issued ?? changes[Annotation.keyGeneration].flatMap { $0 } ?? "unchanged")",
+                ])
         }
         for notice in decision.notices {
             let key = Self.reportKey(notice.reason.rawValue, notice.note)
@@ -308,7 +352,9 @@ public final class MeshController: Sendable {
             }
             state.eventQueue?.yield(PendingEvent(object: object, notice: notice, at: written))
             // The other side of an overlap hears of it too, once.
-            if let other = notice.otherNode, let otherObject = lookup(other), state.reported[other, default: []].insert(key).inserted {
+            if let other = notice.otherNode, let otherObject = lookup(other),
+                state.reported[other, default: []].insert(key).inserted
+            {
                 state.eventQueue?.yield(PendingEvent(object: otherObject, notice: notice, at: written))
             }
         }
@@ -317,8 +363,10 @@ public final class MeshController: Sendable {
 
     /// Makes a keypair, seals its private key to the node's enrollment key, and puts the public key
     /// and the sealed key into the patch. The private key lives only inside this call.
-    func seal(_ name: String, _ generation: UInt64, _ enrollment: WireGuardKey, _ now: Date,
-              into decision: inout NodeIssuance, current: Bool) -> String? {
+    func seal(
+        _ name: String, _ generation: UInt64, _ enrollment: WireGuardKey, _ now: Date,
+        into decision: inout NodeIssuance, current: Bool
+    ) -> String? {
         let pair = WireGuardKeyPair.generate()
         let sealed: SealedKey
         do {
@@ -329,8 +377,10 @@ public final class MeshController: Sendable {
             decision.annotations[Annotation.rotateAnswered] = nil
             decision.annotations[Annotation.acceptEnrollment] = nil
             decision.notices.removeAll { $0.reason == .keyIssued || $0.reason == .keyRotationStaged }
-            decision.notices.append(.init(warning: true, reason: .enrollmentKeyInvalid,
-                                          note: "node \(name): no keypair issued: \(error) (enrollment key \(enrollment.base64))"))
+            decision.notices.append(
+                .init(
+                    warning: true, reason: .enrollmentKeyInvalid,
+                    note: "node \(name): no keypair issued: \(error) (enrollment key \(enrollment.base64))"))
             return nil
         }
         if current {
@@ -361,8 +411,12 @@ public final class MeshController: Sendable {
             stats.withLock { $0.failures += 1 }
             delay = min(30, 0.2 * Double(1 << min(attempt, 8))) * Double.random(in: 1...1.5)
         }
-        logger.warning("node update failed, retrying", metadata: ["node": "\(name)", "error": "\(error)", "attempt": "\(attempt)",
-                                                                  "delay": "\(Seconds(delay))"])
+        logger.warning(
+            "node update failed, retrying",
+            metadata: [
+                "node": "\(name)", "error": "\(error)", "attempt": "\(attempt)",
+                "delay": "\(Seconds(delay))",
+            ])
         let now = self.now()
         timers.schedule(name, at: now.addingTimeInterval(delay), now: now)
     }

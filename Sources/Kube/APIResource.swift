@@ -17,8 +17,10 @@ public struct APIResource: Sendable, Hashable, CustomStringConvertible {
     }
 
     public static let nodes = APIResource(group: "", version: "v1", plural: "nodes", kind: "Node", namespaced: false)
-    public static let leases = APIResource(group: "coordination.k8s.io", version: "v1", plural: "leases", kind: "Lease", namespaced: true)
-    public static let events = APIResource(group: "events.k8s.io", version: "v1", plural: "events", kind: "Event", namespaced: true)
+    public static let leases = APIResource(
+        group: "coordination.k8s.io", version: "v1", plural: "leases", kind: "Lease", namespaced: true)
+    public static let events = APIResource(
+        group: "events.k8s.io", version: "v1", plural: "events", kind: "Event", namespaced: true)
 
     /// `v1`, `coordination.k8s.io/v1`.
     public var apiVersion: String { group.isEmpty ? version : group + "/" + version }

@@ -1,9 +1,9 @@
 import Logging
 import Synchronization
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// Writes events.k8s.io/v1 Events about objects. A failed write is logged, never thrown: an Event is
@@ -27,21 +27,28 @@ public struct EventRecorder: Sendable {
 
     /// Records an Event about `object`; cluster-scoped objects' Events go to `default`, as client-go does.
     /// `at` is when it happened (now by default).
-    public func record(about object: KubeObject, warning: Bool, reason: String, action: String, note: String, at now: Date = Date()) async {
+    public func record(
+        about object: KubeObject, warning: Bool, reason: String, action: String, note: String, at now: Date = Date()
+    ) async {
         let meta = object.metadata
         let key = [object.kind ?? "Node", meta.namespace ?? "", meta.name, meta.uid ?? ""].joined(separator: "\u{0}")
         guard spam.state.withLock({ $0.allow(key, at: .now) }) else {
-            logger.debug("Event not sent: more than the spam filter allows about one object", metadata: ["object": "\(meta.name)", "reason": "\(reason)"])
+            logger.debug(
+                "Event not sent: more than the spam filter allows about one object",
+                metadata: ["object": "\(meta.name)", "reason": "\(reason)"])
             return
         }
-        var regarding: [String: JSON] = ["kind": .string(object.kind ?? "Node"), "name": .string(meta.name),
-                                         "apiVersion": .string(object.apiVersion ?? "v1")]
+        var regarding: [String: JSON] = [
+            "kind": .string(object.kind ?? "Node"), "name": .string(meta.name),
+            "apiVersion": .string(object.apiVersion ?? "v1"),
+        ]
         regarding["uid"] = meta.uid.map(JSON.string)
         regarding["namespace"] = meta.namespace.map(JSON.string)
         // client-go names Events "<object>.<unix nanoseconds in hex>"; several Events about one object
         // can share a time here, so random digits follow.
         let nanos = UInt64(now.timeIntervalSince1970 * 1_000_000_000)
-        let unique = String(nanos, radix: 16) + String(UInt64.random(in: 0..<(1 << 32)) | (1 << 32), radix: 16).dropFirst()
+        let unique =
+            String(nanos, radix: 16) + String(UInt64.random(in: 0..<(1 << 32)) | (1 << 32), radix: 16).dropFirst()
         let event: JSON = .object([
             "apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": .object(["name": .string("\(meta.name).\(unique)")]),
@@ -56,7 +63,9 @@ public struct EventRecorder: Sendable {
             _ = try await api.create(.events, namespace: meta.namespace ?? "default", event)
         } catch {
             guard !error.isCancelled else { return }
-            logger.warning("could not record an Event", metadata: ["object": "\(meta.name)", "reason": "\(reason)", "error": "\(error)"])
+            logger.warning(
+                "could not record an Event",
+                metadata: ["object": "\(meta.name)", "reason": "\(reason)", "error": "\(error)"])
         }
     }
 }
@@ -84,7 +93,9 @@ public struct EventSpamFilter: Sendable {
         bucket.at = now
         let allowed = bucket.tokens >= 1
         if allowed { bucket.tokens -= 1 }
-        if buckets[key] == nil, buckets.count >= capacity, let oldest = buckets.min(by: { $0.value.at < $1.value.at })?.key {
+        if buckets[key] == nil, buckets.count >= capacity,
+            let oldest = buckets.min(by: { $0.value.at < $1.value.at })?.key
+        {
             buckets[oldest] = nil
         }
         buckets[key] = bucket

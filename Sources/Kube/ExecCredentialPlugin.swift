@@ -3,7 +3,7 @@ import Dispatch
 import Foundation
 import Synchronization
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A client-go credential plugin (`users[].user.exec`), run as kubectl runs it: the command with its
@@ -41,9 +41,12 @@ public actor ExecCredentialPlugin {
         public var source: String
         public var field: String
 
-        public init(command: String, args: [String] = [], env: [(name: String, value: String)] = [], apiVersion: APIVersion = .v1,
-                    interactiveMode: InteractiveMode = .never, installHint: String? = nil, cluster: JSON? = nil,
-                    source: String, field: String) {
+        public init(
+            command: String, args: [String] = [], env: [(name: String, value: String)] = [],
+            apiVersion: APIVersion = .v1,
+            interactiveMode: InteractiveMode = .never, installHint: String? = nil, cluster: JSON? = nil,
+            source: String, field: String
+        ) {
             self.command = command
             self.args = args
             self.env = env
@@ -67,7 +70,9 @@ public actor ExecCredentialPlugin {
         public let generation: Int
 
         public var description: String {
-            let kind = token != nil ? (clientCertificatePEM != nil ? "token and client certificate" : "token") : "client certificate"
+            let kind =
+                token != nil
+                ? (clientCertificatePEM != nil ? "token and client certificate" : "token") : "client certificate"
             return "\(kind) #\(generation)" + (expiration.map { ", expires \($0.formatted(.iso8601))" } ?? "")
         }
     }
@@ -80,8 +85,10 @@ public actor ExecCredentialPlugin {
     var runs = 0
 
     /// `now` and `stdinIsTerminal` are the real ones outside tests.
-    public init(_ configuration: Configuration, now: @escaping @Sendable () -> Date = { Date() },
-                stdinIsTerminal: @escaping @Sendable () -> Bool = { isatty(STDIN_FILENO) != 0 }) {
+    public init(
+        _ configuration: Configuration, now: @escaping @Sendable () -> Date = { Date() },
+        stdinIsTerminal: @escaping @Sendable () -> Bool = { isatty(STDIN_FILENO) != 0 }
+    ) {
         self.configuration = configuration
         self.now = now
         self.stdinIsTerminal = stdinIsTerminal
@@ -96,12 +103,16 @@ public actor ExecCredentialPlugin {
         } else {
             runs += 1
             let (configuration, generation, interactive) = (configuration, runs, stdinIsTerminal())
-            task = Task.detached { await ExecCredentialPlugin.run(configuration, generation: generation, stdinIsTerminal: interactive) }
+            task = Task.detached {
+                await ExecCredentialPlugin.run(configuration, generation: generation, stdinIsTerminal: interactive)
+            }
             running = task
         }
         let result = await task.value
         if running == task { running = nil }
-        if case .success(let credential) = result, credential.generation > (cached?.generation ?? 0) { cached = credential }
+        if case .success(let credential) = result, credential.generation > (cached?.generation ?? 0) {
+            cached = credential
+        }
         return try result.get()
     }
 
@@ -113,17 +124,22 @@ public actor ExecCredentialPlugin {
     // MARK: running the command
 
     /// Runs the plugin once (off the cooperative pool: it may wait for a person at a terminal).
-    static func run(_ configuration: Configuration, generation: Int, stdinIsTerminal: Bool) async -> Result<Credential, KubeConfigError> {
+    static func run(_ configuration: Configuration, generation: Int, stdinIsTerminal: Bool) async -> Result<
+        Credential, KubeConfigError
+    > {
         await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
-                continuation.resume(returning: Result { () throws(KubeConfigError) in
-                    try runBlocking(configuration, generation: generation, stdinIsTerminal: stdinIsTerminal)
-                })
+                continuation.resume(
+                    returning: Result { () throws(KubeConfigError) in
+                        try runBlocking(configuration, generation: generation, stdinIsTerminal: stdinIsTerminal)
+                    })
             }
         }
     }
 
-    static func runBlocking(_ c: Configuration, generation: Int, stdinIsTerminal: Bool) throws(KubeConfigError) -> Credential {
+    static func runBlocking(_ c: Configuration, generation: Int, stdinIsTerminal: Bool) throws(KubeConfigError)
+        -> Credential
+    {
         func failure(_ why: String) -> KubeConfigError { .field(c.source, c.field, why) }
         let interactive: Bool
         switch c.interactiveMode {
@@ -131,13 +147,17 @@ public actor ExecCredentialPlugin {
         case .ifAvailable: interactive = stdinIsTerminal
         case .always:
             guard stdinIsTerminal else {
-                throw failure("has interactiveMode Always, and standard input is not a terminal: run wgmesh from a terminal, or set interactiveMode to IfAvailable if the plugin can do without one")
+                throw failure(
+                    "has interactiveMode Always, and standard input is not a terminal: run wgmesh from a terminal, or set interactiveMode to IfAvailable if the plugin can do without one"
+                )
             }
             interactive = true
         }
         let environment = ProcessInfo.processInfo.environment
         guard let executable = locate(c.command, path: environment["PATH"]) else {
-            var why = "runs \"\(c.command)\", which is not " + (c.command.contains("/") ? "an executable file" : "an executable file on $PATH")
+            var why =
+                "runs \"\(c.command)\", which is not "
+                + (c.command.contains("/") ? "an executable file" : "an executable file on $PATH")
                 + ": install it, or correct exec.command"
             if let hint = c.installHint, !hint.isEmpty { why += "\n\n" + hint }
             throw failure(why)
@@ -148,7 +168,8 @@ public actor ExecCredentialPlugin {
 
         let output: ProcessOutput
         do {
-            output = try ProcessOutput(executable: executable, arguments: c.args, environment: env, interactive: interactive)
+            output = try ProcessOutput(
+                executable: executable, arguments: c.args, environment: env, interactive: interactive)
         } catch {
             throw failure("runs \"\(executable)\", which could not be started: \(error)")
         }
@@ -190,15 +211,23 @@ public actor ExecCredentialPlugin {
     struct AnswerError: Error { var why: String }
 
     /// Reads the ExecCredential the plugin printed: its apiVersion, and a token or a certificate and key.
-    static func credential(from stdout: [UInt8], apiVersion: Configuration.APIVersion, generation: Int) throws(AnswerError) -> Credential {
+    static func credential(from stdout: [UInt8], apiVersion: Configuration.APIVersion, generation: Int)
+        throws(AnswerError) -> Credential
+    {
         guard let json = try? JSON.parse(stdout), json.object != nil else {
-            throw AnswerError(why: "printed \(stdout.count) bytes that are not an ExecCredential JSON object: the plugin must print one on standard output")
+            throw AnswerError(
+                why:
+                    "printed \(stdout.count) bytes that are not an ExecCredential JSON object: the plugin must print one on standard output"
+            )
         }
         guard json["kind"]?.string == "ExecCredential" else {
             throw AnswerError(why: "printed an object of kind \"\(json["kind"]?.string ?? "")\", not an ExecCredential")
         }
         guard let version = json["apiVersion"]?.string, version == apiVersion.rawValue else {
-            throw AnswerError(why: "answered with apiVersion \"\(json["apiVersion"]?.string ?? "")\" while the kubeconfig asks for \(apiVersion.rawValue): set exec.apiVersion to the version the plugin speaks")
+            throw AnswerError(
+                why:
+                    "answered with apiVersion \"\(json["apiVersion"]?.string ?? "")\" while the kubeconfig asks for \(apiVersion.rawValue): set exec.apiVersion to the version the plugin speaks"
+            )
         }
         guard let status = json["status"], status.object != nil else {
             throw AnswerError(why: "printed an ExecCredential without a status")
@@ -207,7 +236,10 @@ public actor ExecCredentialPlugin {
         let certificate = status["clientCertificateData"]?.string.flatMap { $0.isEmpty ? nil : Array($0.utf8) }
         let key = status["clientKeyData"]?.string.flatMap { $0.isEmpty ? nil : Array($0.utf8) }
         guard (certificate == nil) == (key == nil) else {
-            throw AnswerError(why: "returned \(certificate == nil ? "clientKeyData without clientCertificateData" : "clientCertificateData without clientKeyData"): a client certificate needs both")
+            throw AnswerError(
+                why:
+                    "returned \(certificate == nil ? "clientKeyData without clientCertificateData" : "clientCertificateData without clientKeyData"): a client certificate needs both"
+            )
         }
         guard token != nil || certificate != nil else {
             throw AnswerError(why: "returned neither a token nor clientCertificateData and clientKeyData")
@@ -219,12 +251,15 @@ public actor ExecCredentialPlugin {
             }
             expiration = date
         }
-        return Credential(token: token, clientCertificatePEM: certificate, clientKeyPEM: key, expiration: expiration, generation: generation)
+        return Credential(
+            token: token, clientCertificatePEM: certificate, clientKeyPEM: key, expiration: expiration,
+            generation: generation)
     }
 
     /// RFC 3339, with or without fractional seconds (metav1.Time writes none, but accepts them).
     static func parseTimestamp(_ text: String) -> Date? {
-        (try? Date(text, strategy: .iso8601)) ?? (try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
+        (try? Date(text, strategy: .iso8601))
+            ?? (try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
     }
 }
 
@@ -245,7 +280,8 @@ struct ProcessOutput {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.environment = environment
-        let out = Pipe(), err = Pipe()
+        let out = Pipe()
+        let err = Pipe()
         process.standardOutput = out
         process.standardError = err
         process.standardInput = interactive ? FileHandle.standardInput : FileHandle.nullDevice
@@ -259,7 +295,9 @@ struct ProcessOutput {
                 if interactive { FileHandle.standardError.write(chunk) }
                 stderr.withLock { buffer in
                     buffer.append(contentsOf: chunk)
-                    if buffer.count > 2 * ProcessOutput.stderrLimit { buffer.removeFirst(buffer.count - ProcessOutput.stderrLimit) }
+                    if buffer.count > 2 * ProcessOutput.stderrLimit {
+                        buffer.removeFirst(buffer.count - ProcessOutput.stderrLimit)
+                    }
                 }
             }
             drained.signal()
@@ -269,7 +307,8 @@ struct ProcessOutput {
         process.waitUntilExit()
         status = process.terminationStatus
         exit = process.terminationReason == .exit ? "exit status \(status)" : "killed by signal \(status)"
-        stderrTail = String(decoding: stderr.withLock { $0.suffix(ProcessOutput.stderrLimit) }, as: UTF8.self).trimmingSpaces
+        stderrTail =
+            String(decoding: stderr.withLock { $0.suffix(ProcessOutput.stderrLimit) }, as: UTF8.self).trimmingSpaces
         if process.terminationReason != .exit { status = -1 }
     }
 }

@@ -20,9 +20,11 @@ public enum InformerEvent: Sendable, Hashable {
         switch (self, next) {
         case (.added, .added(let o)), (.added, .updated(_, let o)): return .added(o)
         case (.added, .deleted): return nil
-        case (.updated(let old, _), .updated(_, let o)), (.updated(let old, _), .added(let o)): return .updated(old: old, new: o)
+        case (.updated(let old, _), .updated(_, let o)), (.updated(let old, _), .added(let o)):
+            return .updated(old: old, new: o)
         case (.updated(let old, _), .deleted): return .deleted(old)
-        case (.deleted(let old), .added(let o)), (.deleted(let old), .updated(_, let o)): return .updated(old: old, new: o)
+        case (.deleted(let old), .added(let o)), (.deleted(let old), .updated(_, let o)):
+            return .updated(old: old, new: o)
         case (.deleted, .deleted(let o)): return .deleted(o)
         }
     }
@@ -48,10 +50,12 @@ public final class Informer: Sendable {
         /// does not read need not stay in memory, such as `managedFields` or other owners' annotations.
         public var transform: (@Sendable (KubeObject) -> KubeObject)?
 
-        public init(namespace: String? = nil, labelSelector: String? = nil, metadataOnly: Bool = false, pageSize: Int = 500,
-                    watchTimeoutSeconds: ClosedRange<Int> = 300...600, resyncInterval: Duration? = .seconds(600),
-                    backoff: Backoff = Backoff(initial: .milliseconds(800), maximum: .seconds(30)),
-                    transform: (@Sendable (KubeObject) -> KubeObject)? = nil) {
+        public init(
+            namespace: String? = nil, labelSelector: String? = nil, metadataOnly: Bool = false, pageSize: Int = 500,
+            watchTimeoutSeconds: ClosedRange<Int> = 300...600, resyncInterval: Duration? = .seconds(600),
+            backoff: Backoff = Backoff(initial: .milliseconds(800), maximum: .seconds(30)),
+            transform: (@Sendable (KubeObject) -> KubeObject)? = nil
+        ) {
             self.transform = transform
             self.namespace = namespace
             self.labelSelector = labelSelector
@@ -133,7 +137,8 @@ public final class Informer: Sendable {
     let logger: Logger
     let state = Mutex(State())
 
-    public init(api: any KubeAPI, resource: APIResource, configuration: Configuration = Configuration(), logger: Logger) {
+    public init(api: any KubeAPI, resource: APIResource, configuration: Configuration = Configuration(), logger: Logger)
+    {
         self.api = api
         self.resource = resource
         self.configuration = configuration
@@ -185,7 +190,13 @@ public final class Informer: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { c in
                 state.withLock { s in
-                    if let e = s.pop() { c.resume(returning: e) } else if s.finished || Task.isCancelled { c.resume(returning: nil) } else { s.consumer = c }
+                    if let e = s.pop() {
+                        c.resume(returning: e)
+                    } else if s.finished || Task.isCancelled {
+                        c.resume(returning: nil)
+                    } else {
+                        s.consumer = c
+                    }
                 }
             }
         } onCancel: {
@@ -231,8 +242,10 @@ public final class Informer: Sendable {
                     throw KubeError.transport(request: "watch \(resource)", "the server ended the watch at once")
                 }
                 backoff.reset()
-                if let resync = configuration.resyncInterval, ContinuousClock.now - lastList >= resync { needList = true }
-            } catch where error.code == 410 {
+                if let resync = configuration.resyncInterval, ContinuousClock.now - lastList >= resync {
+                    needList = true
+                }
+            } catch  where error.code == 410 {
                 state.withLock { $0.statistics.expired += 1 }
                 logger.info("resourceVersion expired, relisting", metadata: ["error": "\(error)"])
                 needList = true
@@ -241,7 +254,8 @@ public final class Informer: Sendable {
                 state.withLock { $0.statistics.watchFailures += 1 }
                 if delivered > 0 { backoff.reset() }
                 let delay = backoff.next()
-                logger.warning("list/watch failed, retrying", metadata: ["error": "\(error)", "delay": "\(Seconds(delay))"])
+                logger.warning(
+                    "list/watch failed, retrying", metadata: ["error": "\(error)", "delay": "\(Seconds(delay))"])
                 try? await Task.sleep(for: delay)
             }
         }
@@ -249,8 +263,9 @@ public final class Informer: Sendable {
 
     /// Lists every page and replaces the cache; the differences become events.
     func relist() async throws(KubeError) {
-        let list = try await api.listAll(resource, namespace: configuration.namespace, pageSize: configuration.pageSize,
-                                         metadataOnly: configuration.metadataOnly, labelSelector: configuration.labelSelector)
+        let list = try await api.listAll(
+            resource, namespace: configuration.namespace, pageSize: configuration.pageSize,
+            metadataOnly: configuration.metadataOnly, labelSelector: configuration.labelSelector)
         let items = configuration.transform.map { list.items.map($0) } ?? list.items
         let fresh = Dictionary(items.map { (Informer.key($0), $0) }, uniquingKeysWith: { $1 })
         state.withLock { s in
@@ -264,16 +279,18 @@ public final class Informer: Sendable {
                 s.syncWaiters = []
             }
         }
-        logger.debug("listed", metadata: ["items": "\(fresh.count)", "resourceVersion": "\(list.resourceVersion ?? "")"])
+        logger.debug(
+            "listed", metadata: ["items": "\(fresh.count)", "resourceVersion": "\(list.resourceVersion ?? "")"])
     }
 
     /// One watch from the last resourceVersion until the server ends it, counting the events in
     /// `delivered`. Returns whether the server said the version expired (an ERROR event with 410
     /// inside a 200).
     func watchOnce(delivered: inout Int) async throws(KubeError) -> Bool {
-        let options = WatchOptions(resourceVersion: state.withLock { $0.resourceVersion },
-                                   timeoutSeconds: Int.random(in: configuration.watchTimeoutSeconds), allowBookmarks: true,
-                                   labelSelector: configuration.labelSelector, metadataOnly: configuration.metadataOnly)
+        let options = WatchOptions(
+            resourceVersion: state.withLock { $0.resourceVersion },
+            timeoutSeconds: Int.random(in: configuration.watchTimeoutSeconds), allowBookmarks: true,
+            labelSelector: configuration.labelSelector, metadataOnly: configuration.metadataOnly)
         let stream = try await api.watch(resource, namespace: configuration.namespace, options: options)
         state.withLock { $0.statistics.watches += 1 }
         do {

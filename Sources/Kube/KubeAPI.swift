@@ -7,7 +7,9 @@ public struct ListOptions: Sendable, Hashable {
     /// `PartialObjectMetadataList`: metadata only, no spec or status.
     public var metadataOnly: Bool
 
-    public init(labelSelector: String? = nil, limit: Int? = nil, continueToken: String? = nil, metadataOnly: Bool = false) {
+    public init(
+        labelSelector: String? = nil, limit: Int? = nil, continueToken: String? = nil, metadataOnly: Bool = false
+    ) {
         self.labelSelector = labelSelector
         self.limit = limit
         self.continueToken = continueToken
@@ -28,8 +30,10 @@ public struct WatchOptions: Sendable, Hashable {
     /// `PartialObjectMetadata` objects: metadata only.
     public var metadataOnly: Bool
 
-    public init(resourceVersion: String? = nil, timeoutSeconds: Int = 300, allowBookmarks: Bool = true,
-                labelSelector: String? = nil, metadataOnly: Bool = false) {
+    public init(
+        resourceVersion: String? = nil, timeoutSeconds: Int = 300, allowBookmarks: Bool = true,
+        labelSelector: String? = nil, metadataOnly: Bool = false
+    ) {
         self.resourceVersion = resourceVersion
         self.timeoutSeconds = timeoutSeconds
         self.allowBookmarks = allowBookmarks
@@ -69,7 +73,9 @@ public enum Patch: Sendable, Hashable {
         case .strategicMerge(let j): return .strategicMerge(Patch.withResourceVersion(j, resourceVersion))
         case .json(let ops):
             // The API treats a resourceVersion the patch sets as a precondition, for every patch type.
-            return .json([.object(["op": "replace", "path": "/metadata/resourceVersion", "value": .string(resourceVersion)])] + ops)
+            return .json(
+                [.object(["op": "replace", "path": "/metadata/resourceVersion", "value": .string(resourceVersion)])]
+                    + ops)
         }
     }
 
@@ -89,19 +95,24 @@ public protocol KubeAPI: Sendable {
     /// One page; see `listAll` for every page.
     func list(_ resource: APIResource, namespace: String?, options: ListOptions) async throws(KubeError) -> ObjectList
     /// Opens a watch. HTTP failures throw here; a 410 for a too-old version arrives as an `.error` event.
-    func watch(_ resource: APIResource, namespace: String?, options: WatchOptions) async throws(KubeError) -> WatchStream
+    func watch(_ resource: APIResource, namespace: String?, options: WatchOptions) async throws(KubeError)
+        -> WatchStream
     func create(_ resource: APIResource, namespace: String?, _ object: JSON) async throws(KubeError) -> KubeObject
     /// PUT: a `metadata.resourceVersion` in the object makes it conditional (409 Conflict when stale).
-    func update(_ resource: APIResource, namespace: String?, _ object: JSON, subresource: String?) async throws(KubeError) -> KubeObject
-    func patch(_ resource: APIResource, namespace: String?, name: String, _ patch: Patch, subresource: String?) async throws(KubeError) -> KubeObject
+    func update(_ resource: APIResource, namespace: String?, _ object: JSON, subresource: String?)
+        async throws(KubeError) -> KubeObject
+    func patch(_ resource: APIResource, namespace: String?, name: String, _ patch: Patch, subresource: String?)
+        async throws(KubeError) -> KubeObject
     func delete(_ resource: APIResource, namespace: String?, name: String) async throws(KubeError)
 }
 
 extension KubeAPI {
     /// Every page of a list, as of one resourceVersion. When a continue token expires (410) midway,
     /// starts over, as client-go's pager does: a list mixing two versions would be inconsistent.
-    public func listAll(_ resource: APIResource, namespace: String? = nil, pageSize: Int = 500,
-                        metadataOnly: Bool = false, labelSelector: String? = nil) async throws(KubeError) -> ObjectList {
+    public func listAll(
+        _ resource: APIResource, namespace: String? = nil, pageSize: Int = 500,
+        metadataOnly: Bool = false, labelSelector: String? = nil
+    ) async throws(KubeError) -> ObjectList {
         restart: while true {
             var options = ListOptions(labelSelector: labelSelector, limit: pageSize, metadataOnly: metadataOnly)
             var result = try await list(resource, namespace: namespace, options: options)
@@ -110,7 +121,7 @@ extension KubeAPI {
                 let page: ObjectList
                 do {
                     page = try await list(resource, namespace: namespace, options: options)
-                } catch where error.code == 410 {
+                } catch  where error.code == 410 {
                     continue restart
                 }
                 result.items += page.items
@@ -125,9 +136,11 @@ extension KubeAPI {
     /// on 409 Conflict reads again and asks again. `change` returning nil means nothing to do.
     /// Transient failures (5xx, 429, transport) are retried too, with backoff.
     @discardableResult
-    public func patchRetrying(_ resource: APIResource, namespace: String? = nil, name: String, subresource: String? = nil,
-                              attempts: Int = 8, backoff: Backoff = Backoff(initial: .milliseconds(20), maximum: .seconds(2)),
-                              _ change: (KubeObject) throws(KubeError) -> Patch?) async throws(KubeError) -> KubeObject {
+    public func patchRetrying(
+        _ resource: APIResource, namespace: String? = nil, name: String, subresource: String? = nil,
+        attempts: Int = 8, backoff: Backoff = Backoff(initial: .milliseconds(20), maximum: .seconds(2)),
+        _ change: (KubeObject) throws(KubeError) -> Patch?
+    ) async throws(KubeError) -> KubeObject {
         var backoff = backoff
         var attempt = 0
         while true {
@@ -136,9 +149,10 @@ extension KubeAPI {
                 let current = try await get(resource, namespace: namespace, name: name)
                 guard let p = try change(current) else { return current }
                 let rv = current.metadata.resourceVersion ?? ""
-                return try await patch(resource, namespace: namespace, name: name, p.precondition(resourceVersion: rv),
-                                       subresource: subresource)
-            } catch where attempt < attempts && (error.isConflict || error.isTransient) {
+                return try await patch(
+                    resource, namespace: namespace, name: name, p.precondition(resourceVersion: rv),
+                    subresource: subresource)
+            } catch  where attempt < attempts && (error.isConflict || error.isTransient) {
                 // A conflict means someone else wrote first: read again at once, but spread a storm out.
                 try? await Task.sleep(for: backoff.next())
                 if Task.isCancelled { throw error }

@@ -4,9 +4,9 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 import Synchronization
 
@@ -30,9 +30,12 @@ public final class KubeClient: KubeAPI {
 
     /// Builds the TLS context from `config` and picks the proxy (`proxy-url`, else `$HTTPS_PROXY` and
     /// `$NO_PROXY` in `environment`); bad certificates, keys or proxy URLs are refused here, naming the field.
-    public init(config: KubeConfig, userAgent: String = "wgmesh", fieldManager: String? = nil, requestTimeout: Duration = .seconds(30),
-                connectTimeout: Duration = .seconds(10),
-                environment: [String: String] = ProcessInfo.processInfo.environment) throws(KubeConfigError) {
+    public init(
+        config: KubeConfig, userAgent: String = "wgmesh", fieldManager: String? = nil,
+        requestTimeout: Duration = .seconds(30),
+        connectTimeout: Duration = .seconds(10),
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(KubeConfigError) {
         self.config = config
         self.userAgent = userAgent
         self.fieldManager = fieldManager
@@ -47,12 +50,15 @@ public final class KubeClient: KubeAPI {
         }
         if config.insecureSkipTLSVerify { tls.certificateVerification = .none }
         if case .clientCertificate(let certPEM, let keyPEM) = config.credentials {
-            tls = try KubeClient.adding(certificatePEM: certPEM, keyPEM: keyPEM, to: tls, from: .kubeconfig(source: config.source))
+            tls = try KubeClient.adding(
+                certificatePEM: certPEM, keyPEM: keyPEM, to: tls, from: .kubeconfig(source: config.source))
         }
         self.tls = tls
-        var configuration = HTTPClient.Configuration(tlsConfiguration: tls, timeout: .init(connect: TimeAmount(connectTimeout)))
-        configuration.proxy = try KubeProxy.forServer(config.server, proxyURL: config.proxyURL, proxyURLField: config.proxyURLField,
-                                                      source: config.source, environment: environment)?.configuration
+        var configuration = HTTPClient.Configuration(
+            tlsConfiguration: tls, timeout: .init(connect: TimeAmount(connectTimeout)))
+        configuration.proxy = try KubeProxy.forServer(
+            config.server, proxyURL: config.proxyURL, proxyURLField: config.proxyURLField,
+            source: config.source, environment: environment)?.configuration
         // tls-server-name: connect to the server's address, but send and verify this name.
         if let name = config.tlsServerName, let host = KubeClient.host(of: config.server) {
             configuration.dnsOverride = [name: host]
@@ -76,14 +82,19 @@ public final class KubeClient: KubeAPI {
             case .kubeconfig(let source):
                 return .field(source, key ? "client-key" : "client-certificate", "is not \(what): \(error)")
             case .plugin(let c):
-                return .field(c.source, c.field, "runs \"\(c.command)\", which returned \(key ? "clientKeyData" : "clientCertificateData") that is not \(what): \(error)")
+                return .field(
+                    c.source, c.field,
+                    "runs \"\(c.command)\", which returned \(key ? "clientKeyData" : "clientCertificateData") that is not \(what): \(error)"
+                )
             }
         }
     }
 
     /// `tls` presenting this client certificate.
-    static func adding(certificatePEM: [UInt8], keyPEM: [UInt8], to tls: TLSConfiguration,
-                       from origin: CertificateOrigin) throws(KubeConfigError) -> TLSConfiguration {
+    static func adding(
+        certificatePEM: [UInt8], keyPEM: [UInt8], to tls: TLSConfiguration,
+        from origin: CertificateOrigin
+    ) throws(KubeConfigError) -> TLSConfiguration {
         var tls = tls
         do {
             tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(certificatePEM).map { .certificate($0) }
@@ -107,13 +118,16 @@ public final class KubeClient: KubeAPI {
         try object(try await send(.GET, resource.path(namespace: namespace, name: name)))
     }
 
-    public func list(_ resource: APIResource, namespace: String?, options: ListOptions) async throws(KubeError) -> ObjectList {
+    public func list(_ resource: APIResource, namespace: String?, options: ListOptions) async throws(KubeError)
+        -> ObjectList
+    {
         var query: [(String, String)] = []
         if let s = options.labelSelector { query.append(("labelSelector", s)) }
         if let l = options.limit { query.append(("limit", String(l))) }
         if let c = options.continueToken { query.append(("continue", c)) }
-        let request = Request(method: .GET, path: resource.path(namespace: namespace), query: query,
-                              accept: options.metadataOnly ? KubeClient.metadataListAccept : "application/json")
+        let request = Request(
+            method: .GET, path: resource.path(namespace: namespace), query: query,
+            accept: options.metadataOnly ? KubeClient.metadataListAccept : "application/json")
         let json = try await send(request)
         do {
             return try ObjectList(json: json)
@@ -122,33 +136,46 @@ public final class KubeClient: KubeAPI {
         }
     }
 
-    public func watch(_ resource: APIResource, namespace: String?, options: WatchOptions) async throws(KubeError) -> WatchStream {
+    public func watch(_ resource: APIResource, namespace: String?, options: WatchOptions) async throws(KubeError)
+        -> WatchStream
+    {
         var query = [("watch", "1")]
         if let rv = options.resourceVersion { query.append(("resourceVersion", rv)) }
         if options.allowBookmarks { query.append(("allowWatchBookmarks", "true")) }
         if let s = options.labelSelector { query.append(("labelSelector", s)) }
         query.append(("timeoutSeconds", String(options.timeoutSeconds)))
-        let request = Request(method: .GET, path: resource.path(namespace: namespace), query: query,
-                              accept: options.metadataOnly ? KubeClient.metadataAccept : "application/json",
-                              // The server ends the watch at timeoutSeconds; allow it a minute more.
-                              timeout: .seconds(Int64(options.timeoutSeconds) + 60))
+        let request = Request(
+            method: .GET, path: resource.path(namespace: namespace), query: query,
+            accept: options.metadataOnly ? KubeClient.metadataAccept : "application/json",
+            // The server ends the watch at timeoutSeconds; allow it a minute more.
+            timeout: .seconds(Int64(options.timeoutSeconds) + 60))
         let response = try await execute(request)
         guard response.status == .ok else { throw try await failure(request, response) }
         return WatchStream(body: response.body, request: request.description)
     }
 
-    public func create(_ resource: APIResource, namespace: String?, _ object: JSON) async throws(KubeError) -> KubeObject {
+    public func create(_ resource: APIResource, namespace: String?, _ object: JSON) async throws(KubeError)
+        -> KubeObject
+    {
         try self.object(try await send(.POST, resource.path(namespace: namespace), body: object))
     }
 
-    public func update(_ resource: APIResource, namespace: String?, _ object: JSON, subresource: String? = nil) async throws(KubeError) -> KubeObject {
+    public func update(_ resource: APIResource, namespace: String?, _ object: JSON, subresource: String? = nil)
+        async throws(KubeError) -> KubeObject
+    {
         let name = ObjectMeta(object["metadata"]).name
-        return try self.object(try await send(.PUT, resource.path(namespace: namespace, name: name, subresource: subresource), body: object))
+        return try self.object(
+            try await send(
+                .PUT, resource.path(namespace: namespace, name: name, subresource: subresource), body: object))
     }
 
-    public func patch(_ resource: APIResource, namespace: String?, name: String, _ patch: Patch, subresource: String? = nil) async throws(KubeError) -> KubeObject {
-        try object(try await send(.PATCH, resource.path(namespace: namespace, name: name, subresource: subresource),
-                                  body: patch.body, contentType: patch.contentType))
+    public func patch(
+        _ resource: APIResource, namespace: String?, name: String, _ patch: Patch, subresource: String? = nil
+    ) async throws(KubeError) -> KubeObject {
+        try object(
+            try await send(
+                .PATCH, resource.path(namespace: namespace, name: name, subresource: subresource),
+                body: patch.body, contentType: patch.contentType))
     }
 
     public func delete(_ resource: APIResource, namespace: String?, name: String) async throws(KubeError) {
@@ -174,7 +201,9 @@ public final class KubeClient: KubeAPI {
         var description: String { "\(method.rawValue) \(path)" }
     }
 
-    func send(_ method: HTTPMethod, _ path: String, body: JSON? = nil, contentType: String = "application/json") async throws(KubeError) -> JSON {
+    func send(_ method: HTTPMethod, _ path: String, body: JSON? = nil, contentType: String = "application/json")
+        async throws(KubeError) -> JSON
+    {
         var request = Request(method: method, path: path, body: body, contentType: contentType)
         if let fieldManager, method != .GET, method != .DELETE { request.query.append(("fieldManager", fieldManager)) }
         return try await send(request)
@@ -240,8 +269,10 @@ public final class KubeClient: KubeAPI {
     }
 
     /// The TLS configuration with the plugin's certificate; a new one (so new connections) only when the plugin ran again.
-    func pluginTLS(_ credential: ExecCredentialPlugin.Credential, certificatePEM: [UInt8], keyPEM: [UInt8],
-                   plugin: ExecCredentialPlugin.Configuration) throws(KubeConfigError) -> TLSConfiguration {
+    func pluginTLS(
+        _ credential: ExecCredentialPlugin.Credential, certificatePEM: [UInt8], keyPEM: [UInt8],
+        plugin: ExecCredentialPlugin.Configuration
+    ) throws(KubeConfigError) -> TLSConfiguration {
         if let cached = pluginTLS.withLock({ $0 }), cached.generation == credential.generation { return cached.tls }
         let made = try KubeClient.adding(certificatePEM: certificatePEM, keyPEM: keyPEM, to: tls, from: .plugin(plugin))
         pluginTLS.withLock { $0 = (credential.generation, made) }
@@ -285,8 +316,11 @@ public final class KubeClient: KubeAPI {
             return .api(request: request.description, status)
         }
         let text = String(buffer: bytes).prefix(200)
-        return .api(request: request.description,
-                    Status(code: Int(response.status.code), reason: response.status.reasonPhrase, message: text.isEmpty ? nil : String(text)))
+        return .api(
+            request: request.description,
+            Status(
+                code: Int(response.status.code), reason: response.status.reasonPhrase,
+                message: text.isEmpty ? nil : String(text)))
     }
 
     /// RFC 3986 query component: unreserved characters stay, everything else is %XX.
@@ -294,8 +328,9 @@ public final class KubeClient: KubeAPI {
         var out = ""
         for b in s.utf8 {
             switch b {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
                 out.unicodeScalars.append(Unicode.Scalar(b))
             default:
                 let hex = Array("0123456789ABCDEF".utf8)
@@ -314,4 +349,3 @@ public final class KubeClient: KubeAPI {
         return String(authority.prefix { $0 != ":" })
     }
 }
-

@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 import Synchronization
 
@@ -47,9 +47,12 @@ public struct KubeConfig: Sendable {
     /// The kubeconfig context that chose this server; nil in a Pod or without a context.
     public var context: String?
 
-    public init(server: String, certificateAuthorityPEM: [UInt8]? = nil, insecureSkipTLSVerify: Bool = false,
-                tlsServerName: String? = nil, proxyURL: String? = nil, credentials: Credentials = .none, namespace: String? = nil,
-                source: String) {
+    public init(
+        server: String, certificateAuthorityPEM: [UInt8]? = nil, insecureSkipTLSVerify: Bool = false,
+        tlsServerName: String? = nil, proxyURL: String? = nil, credentials: Credentials = .none,
+        namespace: String? = nil,
+        source: String
+    ) {
         self.server = server
         self.proxyURL = proxyURL
         self.certificateAuthorityPEM = certificateAuthorityPEM
@@ -65,8 +68,10 @@ public struct KubeConfig: Sendable {
     /// Reads one kubeconfig, as `--kubeconfig` does (no merging). `context` nil takes `current-context`;
     /// `cluster` and `user` override the context's, as kubectl's `--cluster` and `--user`. Relative file
     /// paths are resolved against the kubeconfig's folder, as kubectl does.
-    public static func load(kubeconfig path: String, context: String? = nil, cluster: String? = nil,
-                            user: String? = nil) throws(KubeConfigError) -> KubeConfig {
+    public static func load(
+        kubeconfig path: String, context: String? = nil, cluster: String? = nil,
+        user: String? = nil
+    ) throws(KubeConfigError) -> KubeConfig {
         guard FileManager.default.fileExists(atPath: path) else {
             throw .unreadable(path, "cannot read it: check the path (--kubeconfig, $KUBECONFIG) and its permissions")
         }
@@ -76,9 +81,11 @@ public struct KubeConfig: Sendable {
     /// The configuration kubectl would use: `--kubeconfig` alone when given; else the files of `$KUBECONFIG`
     /// (colon-separated; missing ones skipped) merged as `MergedKubeconfig` says, or `~/.kube/config`; and
     /// the Pod's service account when those choose no context and no flag chooses one.
-    public static func resolve(kubeconfig: String? = nil, context: String? = nil, cluster: String? = nil, user: String? = nil,
-                               environment: [String: String] = ProcessInfo.processInfo.environment,
-                               serviceAccount: String = KubeConfig.serviceAccountFolder) throws(KubeConfigError) -> KubeConfig {
+    public static func resolve(
+        kubeconfig: String? = nil, context: String? = nil, cluster: String? = nil, user: String? = nil,
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        serviceAccount: String = KubeConfig.serviceAccountFolder
+    ) throws(KubeConfigError) -> KubeConfig {
         if let kubeconfig { return try load(kubeconfig: kubeconfig, context: context, cluster: cluster, user: user) }
         let list = (environment["KUBECONFIG"] ?? "").split(separator: ":").map(String.init)
         let files = list.isEmpty ? [(environment["HOME"] ?? "") + "/.kube/config"] : list
@@ -88,48 +95,67 @@ public struct KubeConfig: Sendable {
             return try inCluster(environment: environment, serviceAccount: serviceAccount)
         }
         guard !merged.files.isEmpty else {
-            if list.isEmpty { throw .unreadable(files[0], "does not exist: pass --kubeconfig, set $KUBECONFIG, or run wgmesh in a Pod") }
-            throw .unreadable(files.joined(separator: ":"), "none of the files in $KUBECONFIG exists: correct $KUBECONFIG, or pass --kubeconfig")
+            if list.isEmpty {
+                throw .unreadable(
+                    files[0], "does not exist: pass --kubeconfig, set $KUBECONFIG, or run wgmesh in a Pod")
+            }
+            throw .unreadable(
+                files.joined(separator: ":"),
+                "none of the files in $KUBECONFIG exists: correct $KUBECONFIG, or pass --kubeconfig")
         }
         return try select(merged, context: context, cluster: cluster, user: user)
     }
 
     /// The context, cluster and user chosen by the flags or `current-context`, as one configuration.
-    static func select(_ merged: MergedKubeconfig, context: String?, cluster clusterFlag: String?,
-                       user userFlag: String?) throws(KubeConfigError) -> KubeConfig {
+    static func select(
+        _ merged: MergedKubeconfig, context: String?, cluster clusterFlag: String?,
+        user userFlag: String?
+    ) throws(KubeConfigError) -> KubeConfig {
         let source = merged.source
         let name = context ?? merged.currentContext?.value ?? ""
         var ctx: MergedKubeconfig.Entry<KubeconfigFile.Context>?
         if !name.isEmpty {
             guard let found = merged.contexts[name] else {
                 let known = merged.contexts.keys.sorted().joined(separator: ", ")
-                throw .field(source, "contexts", "has no context \"\(name)\" (it has: \(known.isEmpty ? "none" : known))")
+                throw .field(
+                    source, "contexts", "has no context \"\(name)\" (it has: \(known.isEmpty ? "none" : known))")
             }
             ctx = found
         }
         guard let clusterName = clusterFlag ?? ctx?.value.cluster, !clusterName.isEmpty else {
-            throw .field(source, "current-context", "is not set: run `kubectl config use-context NAME` or pass --context")
+            throw .field(
+                source, "current-context", "is not set: run `kubectl config use-context NAME` or pass --context")
         }
-        let namedBy = { (flag: String?, option: String) in flag != nil ? "which \(option) names" : "which context \"\(name)\" names" }
+        let namedBy = { (flag: String?, option: String) in
+            flag != nil ? "which \(option) names" : "which context \"\(name)\" names"
+        }
         guard let cluster = merged.clusters[clusterName] else {
-            throw .field(ctx?.file ?? source, "clusters", "has no cluster \"\(clusterName)\", \(namedBy(clusterFlag, "--cluster"))")
+            throw .field(
+                ctx?.file ?? source, "clusters",
+                "has no cluster \"\(clusterName)\", \(namedBy(clusterFlag, "--cluster"))")
         }
         var config = try clusterConfiguration(cluster, name: clusterName)
         config.namespace = ctx?.value.namespace
         config.context = name.isEmpty ? nil : name
         if let userName = userFlag ?? ctx?.value.user, !userName.isEmpty {
             guard let user = merged.users[userName] else {
-                throw .field(ctx?.file ?? source, "users", "has no user \"\(userName)\", \(namedBy(userFlag, "--user"))")
+                throw .field(
+                    ctx?.file ?? source, "users", "has no user \"\(userName)\", \(namedBy(userFlag, "--user"))")
             }
-            config.credentials = try credentials(user, name: userName, cluster: config, extensions: cluster.value.extensions)
+            config.credentials = try credentials(
+                user, name: userName, cluster: config, extensions: cluster.value.extensions)
         }
         return config
     }
 
     /// Reads a file that the kubeconfig names, or the base64 `-data` form of the same field.
-    static func bytes<V>(_ entry: MergedKubeconfig.Entry<V>, data: String?, file: String?, field: String) throws(KubeConfigError) -> [UInt8]? {
+    static func bytes<V>(_ entry: MergedKubeconfig.Entry<V>, data: String?, file: String?, field: String)
+        throws(KubeConfigError) -> [UInt8]?
+    {
         if let data {
-            guard let d = Data(base64Encoded: data.filter { !$0.isWhitespace }) else { throw .field(entry.file, field + "-data", "is not base64") }
+            guard let d = Data(base64Encoded: data.filter { !$0.isWhitespace }) else {
+                throw .field(entry.file, field + "-data", "is not base64")
+            }
             return Array(d)
         }
         guard let file else { return nil }
@@ -139,19 +165,24 @@ public struct KubeConfig: Sendable {
         return Array(d)
     }
 
-    static func clusterConfiguration(_ entry: MergedKubeconfig.Entry<KubeconfigFile.Cluster>, name: String) throws(KubeConfigError) -> KubeConfig {
-        let cluster = entry.value, f = "clusters[\(name)].cluster"
+    static func clusterConfiguration(_ entry: MergedKubeconfig.Entry<KubeconfigFile.Cluster>, name: String)
+        throws(KubeConfigError) -> KubeConfig
+    {
+        let cluster = entry.value
+        let f = "clusters[\(name)].cluster"
         guard let server = cluster.server, server.hasPrefix("https://") || server.hasPrefix("http://") else {
             throw .field(entry.file, f + ".server", "must be an http(s):// URL, got \"\(cluster.server ?? "")\"")
         }
         if let proxyURL = cluster.proxyURL, !proxyURL.isEmpty {
             _ = try KubeProxy(url: proxyURL, source: entry.file, field: f + ".proxy-url")
         }
-        var config = KubeConfig(server: server.hasSuffix("/") ? String(server.dropLast()) : server,
-                                certificateAuthorityPEM: try bytes(entry, data: cluster.certificateAuthorityData, file: cluster.certificateAuthority,
-                                                                   field: f + ".certificate-authority"),
-                                insecureSkipTLSVerify: cluster.insecureSkipTLSVerify ?? false,
-                                tlsServerName: cluster.tlsServerName, source: entry.file)
+        var config = KubeConfig(
+            server: server.hasSuffix("/") ? String(server.dropLast()) : server,
+            certificateAuthorityPEM: try bytes(
+                entry, data: cluster.certificateAuthorityData, file: cluster.certificateAuthority,
+                field: f + ".certificate-authority"),
+            insecureSkipTLSVerify: cluster.insecureSkipTLSVerify ?? false,
+            tlsServerName: cluster.tlsServerName, source: entry.file)
         config.proxyURL = cluster.proxyURL.flatMap { $0.isEmpty ? nil : $0 }
         config.proxyURLField = f + ".proxy-url"
         return config
@@ -159,47 +190,66 @@ public struct KubeConfig: Sendable {
 
     /// The user's credentials, in client-go's order when a user sets several: token, token file, client
     /// certificate, exec plugin.
-    static func credentials(_ entry: MergedKubeconfig.Entry<KubeconfigFile.User>, name: String, cluster: KubeConfig,
-                            extensions: [KubeconfigFile.NamedExtension]?) throws(KubeConfigError) -> Credentials {
-        let user = entry.value, f = "users[\(name)].user"
+    static func credentials(
+        _ entry: MergedKubeconfig.Entry<KubeconfigFile.User>, name: String, cluster: KubeConfig,
+        extensions: [KubeconfigFile.NamedExtension]?
+    ) throws(KubeConfigError) -> Credentials {
+        let user = entry.value
+        let f = "users[\(name)].user"
         if let token = user.token {
             return .token(token)
         } else if let tokenFile = user.tokenFile {
             return .tokenFile(try TokenFile(path: entry.resolve(tokenFile)))
-        } else if let cert = try bytes(entry, data: user.clientCertificateData, file: user.clientCertificate, field: f + ".client-certificate") {
-            guard let key = try bytes(entry, data: user.clientKeyData, file: user.clientKey, field: f + ".client-key") else {
+        } else if let cert = try bytes(
+            entry, data: user.clientCertificateData, file: user.clientCertificate, field: f + ".client-certificate")
+        {
+            guard let key = try bytes(entry, data: user.clientKeyData, file: user.clientKey, field: f + ".client-key")
+            else {
                 throw .field(entry.file, f + ".client-key", "is missing while a client certificate is set")
             }
             return .clientCertificate(certificatePEM: cert, keyPEM: key)
         } else if let exec = user.exec {
-            return .exec(ExecCredentialPlugin(try execConfiguration(exec, entry: entry, field: f + ".exec", cluster: cluster, extensions: extensions)))
+            return .exec(
+                ExecCredentialPlugin(
+                    try execConfiguration(
+                        exec, entry: entry, field: f + ".exec", cluster: cluster, extensions: extensions)))
         } else if let provider = user.authProvider {
-            throw .field(entry.file, f + ".auth-provider", "is \"\(provider.name ?? "")\", a plugin built into older kubectl that wgmesh does not have: "
-                         + "switch the user to an exec credential plugin (kubelogin for OIDC and AKS, gke-gcloud-auth-plugin for GKE)")
+            throw .field(
+                entry.file, f + ".auth-provider",
+                "is \"\(provider.name ?? "")\", a plugin built into older kubectl that wgmesh does not have: "
+                    + "switch the user to an exec credential plugin (kubelogin for OIDC and AKS, gke-gcloud-auth-plugin for GKE)"
+            )
         }
         return .none
     }
 
     /// The `exec` stanza checked as client-go checks it: a command, a known apiVersion, and interactiveMode
     /// (required by v1; v1beta1 defaults to IfAvailable).
-    static func execConfiguration(_ exec: KubeconfigFile.Exec, entry: MergedKubeconfig.Entry<KubeconfigFile.User>, field f: String,
-                                  cluster: KubeConfig, extensions: [KubeconfigFile.NamedExtension]?) throws(KubeConfigError) -> ExecCredentialPlugin.Configuration {
+    static func execConfiguration(
+        _ exec: KubeconfigFile.Exec, entry: MergedKubeconfig.Entry<KubeconfigFile.User>, field f: String,
+        cluster: KubeConfig, extensions: [KubeconfigFile.NamedExtension]?
+    ) throws(KubeConfigError) -> ExecCredentialPlugin.Configuration {
         typealias Plugin = ExecCredentialPlugin.Configuration
         guard let command = exec.command, !command.isEmpty else {
             throw .field(entry.file, f + ".command", "is not set: name the credential plugin to run")
         }
         let versions = Plugin.APIVersion.allCases.map(\.rawValue).joined(separator: " or ")
         guard let version = exec.apiVersion, !version.isEmpty else {
-            throw .field(entry.file, f + ".apiVersion", "is not set: use \(versions), as the plugin's documentation says")
+            throw .field(
+                entry.file, f + ".apiVersion", "is not set: use \(versions), as the plugin's documentation says")
         }
         guard let apiVersion = Plugin.APIVersion(rawValue: version) else {
-            throw .field(entry.file, f + ".apiVersion", "is \"\(version)\", which wgmesh does not speak: use \(versions)")
+            throw .field(
+                entry.file, f + ".apiVersion", "is \"\(version)\", which wgmesh does not speak: use \(versions)")
         }
         let modes = Plugin.InteractiveMode.allCases.map(\.rawValue).joined(separator: ", ")
         let interactiveMode: Plugin.InteractiveMode
         switch exec.interactiveMode {
         case nil, "":
-            guard apiVersion == .v1beta1 else { throw .field(entry.file, f + ".interactiveMode", "is required with \(version): set it to one of \(modes)") }
+            guard apiVersion == .v1beta1 else {
+                throw .field(
+                    entry.file, f + ".interactiveMode", "is required with \(version): set it to one of \(modes)")
+            }
             interactiveMode = .ifAvailable
         case let mode?:
             guard let m = Plugin.InteractiveMode(rawValue: mode) else {
@@ -209,13 +259,16 @@ public struct KubeConfig: Sendable {
         }
         var env: [(name: String, value: String)] = []
         for (i, variable) in (exec.env ?? []).enumerated() {
-            guard let name = variable.name, !name.isEmpty else { throw .field(entry.file, f + ".env[\(i)].name", "is not set: every variable needs a name") }
+            guard let name = variable.name, !name.isEmpty else {
+                throw .field(entry.file, f + ".env[\(i)].name", "is not set: every variable needs a name")
+            }
             env.append((name, variable.value ?? ""))
         }
-        return Plugin(command: command.contains("/") ? entry.resolve(command) : command, args: exec.args ?? [], env: env,
-                      apiVersion: apiVersion, interactiveMode: interactiveMode, installHint: exec.installHint,
-                      cluster: exec.provideClusterInfo == true ? execClusterInfo(cluster, extensions: extensions) : nil,
-                      source: entry.file, field: f)
+        return Plugin(
+            command: command.contains("/") ? entry.resolve(command) : command, args: exec.args ?? [], env: env,
+            apiVersion: apiVersion, interactiveMode: interactiveMode, installHint: exec.installHint,
+            cluster: exec.provideClusterInfo == true ? execClusterInfo(cluster, extensions: extensions) : nil,
+            source: entry.file, field: f)
     }
 
     /// `spec.cluster` for the plugin: the cluster's fields, the CA as data, and the
@@ -224,9 +277,12 @@ public struct KubeConfig: Sendable {
         var info: [String: JSON] = ["server": .string(config.server)]
         if let name = config.tlsServerName { info["tls-server-name"] = .string(name) }
         if config.insecureSkipTLSVerify { info["insecure-skip-tls-verify"] = .bool(true) }
-        if let ca = config.certificateAuthorityPEM { info["certificate-authority-data"] = .string(Data(ca).base64EncodedString()) }
+        if let ca = config.certificateAuthorityPEM {
+            info["certificate-authority-data"] = .string(Data(ca).base64EncodedString())
+        }
         if let proxy = config.proxyURL { info["proxy-url"] = .string(proxy) }
-        if let extensionConfig = extensions?.first(where: { $0.name == "client.authentication.k8s.io/exec" })?.extension {
+        if let extensionConfig = extensions?.first(where: { $0.name == "client.authentication.k8s.io/exec" })?.extension
+        {
             info["config"] = extensionConfig
         }
         return .object(info)
@@ -238,19 +294,28 @@ public struct KubeConfig: Sendable {
     public static let serviceAccountFolder = "/var/run/secrets/kubernetes.io/serviceaccount"
 
     /// The configuration of a Pod: KUBERNETES_SERVICE_HOST/PORT and the service-account files.
-    public static func inCluster(environment: [String: String] = ProcessInfo.processInfo.environment,
-                                 serviceAccount folder: String = KubeConfig.serviceAccountFolder) throws(KubeConfigError) -> KubeConfig {
+    public static func inCluster(
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        serviceAccount folder: String = KubeConfig.serviceAccountFolder
+    ) throws(KubeConfigError) -> KubeConfig {
         guard let host = environment["KUBERNETES_SERVICE_HOST"], !host.isEmpty,
-              let port = environment["KUBERNETES_SERVICE_PORT"], !port.isEmpty else {
-            throw .notInCluster("KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set: outside a Pod, pass --kubeconfig")
+            let port = environment["KUBERNETES_SERVICE_PORT"], !port.isEmpty
+        else {
+            throw .notInCluster(
+                "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set: outside a Pod, pass --kubeconfig")
         }
         let ca = folder + "/ca.crt"
-        guard let caData = FileManager.default.contents(atPath: ca) else { throw .unreadable(ca, "cannot read the service account's CA") }
-        let namespace = FileManager.default.contents(atPath: folder + "/namespace").map { String(decoding: $0, as: UTF8.self).trimmingSpaces }
+        guard let caData = FileManager.default.contents(atPath: ca) else {
+            throw .unreadable(ca, "cannot read the service account's CA")
+        }
+        let namespace = FileManager.default.contents(atPath: folder + "/namespace").map {
+            String(decoding: $0, as: UTF8.self).trimmingSpaces
+        }
         let hostPart = host.contains(":") ? "[\(host)]" : host
-        return KubeConfig(server: "https://\(hostPart):\(port)", certificateAuthorityPEM: Array(caData), insecureSkipTLSVerify: false,
-                          tlsServerName: nil, credentials: .tokenFile(try TokenFile(path: folder + "/token")), namespace: namespace,
-                          source: folder)
+        return KubeConfig(
+            server: "https://\(hostPart):\(port)", certificateAuthorityPEM: Array(caData), insecureSkipTLSVerify: false,
+            tlsServerName: nil, credentials: .tokenFile(try TokenFile(path: folder + "/token")), namespace: namespace,
+            source: folder)
     }
 }
 
@@ -276,7 +341,9 @@ public final class TokenFile: Sendable {
     }
 
     static func read(_ path: String) throws(KubeConfigError) -> String {
-        guard let d = FileManager.default.contents(atPath: path) else { throw .unreadable(path, "cannot read the token file") }
+        guard let d = FileManager.default.contents(atPath: path) else {
+            throw .unreadable(path, "cannot read the token file")
+        }
         let token = String(decoding: d, as: UTF8.self).trimmingSpaces
         guard !token.isEmpty else { throw .unreadable(path, "the token file is empty") }
         return token

@@ -1,6 +1,6 @@
 import NIOCore
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Why an API request failed, with the request named (`PATCH /api/v1/nodes/node-1`).
@@ -92,7 +92,10 @@ public struct Backoff: Sendable {
     public var jitter: Double
     private var current: Duration
 
-    public init(initial: Duration = .milliseconds(500), maximum: Duration = .seconds(30), factor: Double = 2, jitter: Double = 0.5) {
+    public init(
+        initial: Duration = .milliseconds(500), maximum: Duration = .seconds(30), factor: Double = 2,
+        jitter: Double = 0.5
+    ) {
         self.initial = initial
         self.maximum = maximum
         self.factor = factor

@@ -1,8 +1,8 @@
 import AsyncHTTPClient
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 import WGMeshCore
 
@@ -36,9 +36,13 @@ public struct KubeProxy: Sendable, Equatable {
     /// where the URL came from in the error. With `lenient`, a bare `host:port` is http, as Go reads
     /// `$HTTPS_PROXY`.
     public init(url text: String, source: String, field: String, lenient: Bool = false) throws(KubeConfigError) {
-        func refuse(_ why: String) -> KubeConfigError { .field(source, field, "is \"\(KubeProxy.redacted(text))\": \(why)") }
+        func refuse(_ why: String) -> KubeConfigError {
+            .field(source, field, "is \"\(KubeProxy.redacted(text))\": \(why)")
+        }
         let withScheme = lenient && !text.contains("://") ? "http://" + text : text
-        guard let url = URL(string: withScheme), let scheme = url.scheme?.lowercased(), let host = url.host(percentEncoded: false), !host.isEmpty else {
+        guard let url = URL(string: withScheme), let scheme = url.scheme?.lowercased(),
+            let host = url.host(percentEncoded: false), !host.isEmpty
+        else {
             throw refuse("not a proxy URL: write it as http://host:port or socks5://host:port")
         }
         switch scheme {
@@ -47,10 +51,13 @@ public struct KubeProxy: Sendable, Equatable {
         case "socks5":
             kind = .socks5
             guard url.user == nil else {
-                throw refuse("wgmesh cannot authenticate to a SOCKS5 proxy: use one that needs no password, or an http:// proxy")
+                throw refuse(
+                    "wgmesh cannot authenticate to a SOCKS5 proxy: use one that needs no password, or an http:// proxy")
             }
         case "https":
-            throw refuse("wgmesh cannot speak TLS to the proxy itself: use the proxy's http:// address (the API traffic inside stays TLS)")
+            throw refuse(
+                "wgmesh cannot speak TLS to the proxy itself: use the proxy's http:// address (the API traffic inside stays TLS)"
+            )
         default:
             throw refuse("the scheme \(scheme) is not a proxy wgmesh speaks: use http:// (CONNECT) or socks5://")
         }
@@ -62,14 +69,20 @@ public struct KubeProxy: Sendable, Equatable {
 
     /// The proxy for requests to `server` (`https://host:port`): `proxyURL` when the cluster sets one,
     /// else the environment's, as Go's http.ProxyFromEnvironment reads it. nil: connect directly.
-    public static func forServer(_ server: String, proxyURL: String?, proxyURLField: String = "proxy-url", source: String,
-                                 environment: [String: String]) throws(KubeConfigError) -> KubeProxy? {
+    public static func forServer(
+        _ server: String, proxyURL: String?, proxyURLField: String = "proxy-url", source: String,
+        environment: [String: String]
+    ) throws(KubeConfigError) -> KubeProxy? {
         if let proxyURL, !proxyURL.isEmpty { return try KubeProxy(url: proxyURL, source: source, field: proxyURLField) }
         let https = server.lowercased().hasPrefix("https://")
         let names = https ? ["HTTPS_PROXY", "https_proxy"] : ["HTTP_PROXY", "http_proxy"]
-        guard let name = names.first(where: { !(environment[$0] ?? "").isEmpty }), let value = environment[name] else { return nil }
+        guard let name = names.first(where: { !(environment[$0] ?? "").isEmpty }), let value = environment[name] else {
+            return nil
+        }
         guard let (host, port) = hostAndPort(of: server, defaultPort: https ? 443 : 80),
-              !bypasses(host: host, port: port, noProxy: environment["NO_PROXY"].flatMap { $0.isEmpty ? nil : $0 } ?? environment["no_proxy"] ?? "")
+            !bypasses(
+                host: host, port: port,
+                noProxy: environment["NO_PROXY"].flatMap { $0.isEmpty ? nil : $0 } ?? environment["no_proxy"] ?? "")
         else { return nil }
         return try KubeProxy(url: value, source: "environment", field: "$" + name, lenient: true)
     }
@@ -121,7 +134,9 @@ public struct KubeProxy: Sendable, Equatable {
             let rest = entry[entry.index(after: close)...]
             return (host, rest.hasPrefix(":") ? Int(rest.dropFirst()) : nil)
         }
-        if entry.filter({ $0 == ":" }).count == 1, let colon = entry.lastIndex(of: ":"), let port = Int(entry[entry.index(after: colon)...]) {
+        if entry.filter({ $0 == ":" }).count == 1, let colon = entry.lastIndex(of: ":"),
+            let port = Int(entry[entry.index(after: colon)...])
+        {
             return (String(entry[..<colon]), port)
         }
         return (entry, nil)
@@ -138,7 +153,9 @@ public struct KubeProxy: Sendable, Equatable {
 
     /// The URL with any password replaced, for error messages.
     static func redacted(_ text: String) -> String {
-        guard let scheme = text.range(of: "://"), let at = text[scheme.upperBound...].lastIndex(of: "@") else { return text }
+        guard let scheme = text.range(of: "://"), let at = text[scheme.upperBound...].lastIndex(of: "@") else {
+            return text
+        }
         let userinfo = text[scheme.upperBound..<at]
         guard let colon = userinfo.firstIndex(of: ":") else { return text }
         return String(text[..<colon]) + ":REDACTED" + String(text[at...])

@@ -1,13 +1,16 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 import Yams
 
 /// The parts of a kubeconfig file wgmesh reads (client-go's clientcmd/api/v1 names).
 struct KubeconfigFile: Decodable {
-    struct NamedCluster: Decodable { var name: String; var cluster: Cluster }
+    struct NamedCluster: Decodable {
+        var name: String
+        var cluster: Cluster
+    }
     struct Cluster: Decodable {
         var server: String?
         var certificateAuthority: String?
@@ -17,15 +20,30 @@ struct KubeconfigFile: Decodable {
         var proxyURL: String?
         var extensions: [NamedExtension]?
         enum CodingKeys: String, CodingKey {
-            case server, certificateAuthority = "certificate-authority", certificateAuthorityData = "certificate-authority-data"
-            case insecureSkipTLSVerify = "insecure-skip-tls-verify", tlsServerName = "tls-server-name", proxyURL = "proxy-url"
+            case server, certificateAuthority = "certificate-authority", certificateAuthorityData =
+                "certificate-authority-data"
+            case insecureSkipTLSVerify = "insecure-skip-tls-verify", tlsServerName = "tls-server-name", proxyURL =
+                "proxy-url"
             case extensions
         }
     }
-    struct NamedExtension: Decodable { var name: String; var `extension`: JSON? }
-    struct NamedContext: Decodable { var name: String; var context: Context }
-    struct Context: Decodable { var cluster: String; var user: String?; var namespace: String? }
-    struct NamedUser: Decodable { var name: String; var user: User }
+    struct NamedExtension: Decodable {
+        var name: String
+        var `extension`: JSON?
+    }
+    struct NamedContext: Decodable {
+        var name: String
+        var context: Context
+    }
+    struct Context: Decodable {
+        var cluster: String
+        var user: String?
+        var namespace: String?
+    }
+    struct NamedUser: Decodable {
+        var name: String
+        var user: User
+    }
     struct User: Decodable {
         var token: String?
         var tokenFile: String?
@@ -43,7 +61,10 @@ struct KubeconfigFile: Decodable {
     }
     /// `users[].user.exec`: a client-go credential plugin.
     struct Exec: Decodable {
-        struct EnvVar: Decodable { var name: String?; var value: String? }
+        struct EnvVar: Decodable {
+            var name: String?
+            var value: String?
+        }
         var command: String?
         var args: [String]?
         var env: [EnvVar]?
@@ -113,14 +134,18 @@ struct MergedKubeconfig {
     /// Merges one file's entries under the first-wins rule; a name twice in one file is an error, as in client-go.
     mutating func add(_ file: KubeconfigFile, from path: String) throws(KubeConfigError) {
         files.append(path)
-        if currentContext == nil, let name = file.currentContext, !name.isEmpty { currentContext = Entry(value: name, file: path) }
+        if currentContext == nil, let name = file.currentContext, !name.isEmpty {
+            currentContext = Entry(value: name, file: path)
+        }
         try Self.merge(file.clusters ?? [], into: &clusters, from: path, field: "clusters") { ($0.name, $0.cluster) }
         try Self.merge(file.contexts ?? [], into: &contexts, from: path, field: "contexts") { ($0.name, $0.context) }
         try Self.merge(file.users ?? [], into: &users, from: path, field: "users") { ($0.name, $0.user) }
     }
 
-    static func merge<Named, Value>(_ list: [Named], into map: inout [String: Entry<Value>], from path: String, field: String,
-                                    _ split: (Named) -> (String, Value)) throws(KubeConfigError) {
+    static func merge<Named, Value>(
+        _ list: [Named], into map: inout [String: Entry<Value>], from path: String, field: String,
+        _ split: (Named) -> (String, Value)
+    ) throws(KubeConfigError) {
         var names = Set<String>()
         for item in list {
             let (name, value) = split(item)

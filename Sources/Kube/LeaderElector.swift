@@ -1,9 +1,9 @@
 import Logging
 import Synchronization
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// Leader election on a coordination.k8s.io/v1 Lease, with client-go's semantics: a candidate takes
@@ -23,8 +23,10 @@ public final class LeaderElector: Sendable {
         /// Clear the holder when the work ends or the task is cancelled.
         public var releaseOnCancel: Bool
 
-        public init(namespace: String, name: String, identity: String, leaseDuration: Duration = .seconds(15),
-                    renewDeadline: Duration = .seconds(10), retryPeriod: Duration = .seconds(2), releaseOnCancel: Bool = true) {
+        public init(
+            namespace: String, name: String, identity: String, leaseDuration: Duration = .seconds(15),
+            renewDeadline: Duration = .seconds(10), retryPeriod: Duration = .seconds(2), releaseOnCancel: Bool = true
+        ) {
             self.namespace = namespace
             self.name = name
             self.identity = identity
@@ -86,7 +88,10 @@ public final class LeaderElector: Sendable {
             logger.info("became leader")
             let outcome = await withTaskGroup(of: Outcome.self) { group in
                 group.addTask {
-                    do { try await work(); return .done } catch { return .failed(error) }
+                    do {
+                        try await work()
+                        return .done
+                    } catch { return .failed(error) }
                 }
                 group.addTask {
                     await self.renewWhileLeading()
@@ -122,7 +127,9 @@ public final class LeaderElector: Sendable {
             case .held:
                 return true
             case .heldByOther(let holder):
-                if holder != lastHolder { logger.info("lease held by another replica", metadata: ["holder": "\(holder)"]) }
+                if holder != lastHolder {
+                    logger.info("lease held by another replica", metadata: ["holder": "\(holder)"])
+                }
                 lastHolder = holder
             case .failed:
                 break
@@ -145,7 +152,8 @@ public final class LeaderElector: Sendable {
             case .held:
                 lastRenew = .now
             case .heldByOther(let holder):
-                logger.warning("lost leadership: the lease was renewed by someone else", metadata: ["holder": "\(holder)"])
+                logger.warning(
+                    "lost leadership: the lease was renewed by someone else", metadata: ["holder": "\(holder)"])
                 return
             case .failed:
                 if ContinuousClock.now - lastRenew >= configuration.renewDeadline {
@@ -178,12 +186,17 @@ public final class LeaderElector: Sendable {
             let lease: KubeObject
             do {
                 lease = try await api.get(.leases, namespace: c.namespace, name: c.name)
-            } catch where error.isNotFound {
-                let spec: JSON = .object(["holderIdentity": .string(c.identity), "leaseDurationSeconds": .integer(c.leaseDuration.seconds),
-                                          "acquireTime": .string(now), "renewTime": .string(now), "leaseTransitions": .integer(0)])
-                let created = try await api.create(.leases, namespace: c.namespace, .object([
-                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": .object(["name": .string(c.name), "namespace": .string(c.namespace)]), "spec": spec]))
+            } catch  where error.isNotFound {
+                let spec: JSON = .object([
+                    "holderIdentity": .string(c.identity), "leaseDurationSeconds": .integer(c.leaseDuration.seconds),
+                    "acquireTime": .string(now), "renewTime": .string(now), "leaseTransitions": .integer(0),
+                ])
+                let created = try await api.create(
+                    .leases, namespace: c.namespace,
+                    .object([
+                        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                        "metadata": .object(["name": .string(c.name), "namespace": .string(c.namespace)]), "spec": spec,
+                    ]))
                 observe(created, leading: true)
                 return .held
             }
@@ -196,8 +209,9 @@ public final class LeaderElector: Sendable {
             let ours = holder == c.identity && observation.withLock { $0.written == lease.json["spec"] }
             if !holder.isEmpty, !ours, ContinuousClock.now < observedAt + duration {
                 if holder == c.identity {
-                    logger.warning("another process holds the lease under this replica's identity; give each replica its own --identity",
-                                   metadata: ["holder": "\(holder)"])
+                    logger.warning(
+                        "another process holds the lease under this replica's identity; give each replica its own --identity",
+                        metadata: ["holder": "\(holder)"])
                 }
                 return .heldByOther(holder)
             }
@@ -221,7 +235,8 @@ public final class LeaderElector: Sendable {
                 logger.warning("lease request failed", metadata: ["error": "\(error)"])
             } else if isLeader {
                 // Someone else wrote the lease while we led: the next read says who.
-                logger.warning("the lease was changed by someone else while this replica led", metadata: ["error": "\(error)"])
+                logger.warning(
+                    "the lease was changed by someone else while this replica led", metadata: ["error": "\(error)"])
             } else {
                 logger.debug("lost a race for the lease", metadata: ["error": "\(error)"])
             }
@@ -254,7 +269,8 @@ public final class LeaderElector: Sendable {
     /// Clears the holder if it is still this process, so another takes over without waiting.
     func release() async {
         guard let lease = observation.withLock({ o in o.lease.flatMap { o.written == $0.json["spec"] ? $0 : nil } }),
-              Lease(lease).holderIdentity == configuration.identity else { return }
+            Lease(lease).holderIdentity == configuration.identity
+        else { return }
         var body = lease.json.object ?? [:]
         var spec = lease.json["spec"]?.object ?? [:]
         // As client-go releases: an empty holder, and a one-second duration.
@@ -263,10 +279,11 @@ public final class LeaderElector: Sendable {
         spec["renewTime"] = .string(MicroTime.now())
         body["spec"] = .object(spec)
         do {
-            let updated = try await api.update(.leases, namespace: configuration.namespace, .object(body), subresource: nil)
+            let updated = try await api.update(
+                .leases, namespace: configuration.namespace, .object(body), subresource: nil)
             observe(updated, leading: false)
             logger.info("released the lease")
-        } catch where error.code == 409 {
+        } catch  where error.code == 409 {
             logger.info("the lease changed since this replica last renewed it: nothing to release")
         } catch {
             logger.warning("could not release the lease; it expires on its own", metadata: ["error": "\(error)"])

@@ -40,7 +40,8 @@ public struct KubeObject: Sendable, Hashable {
     /// The field manager that last wrote annotation `key`, from `metadata.managedFields` (the API server
     /// records one per field; nil when the object carries none).
     public func manager(ofAnnotation key: String) -> String? {
-        for entry in json["metadata"]?["managedFields"]?.array ?? [] where entry["fieldsV1"]?["f:metadata"]?["f:annotations"]?["f:" + key] != nil {
+        for entry in json["metadata"]?["managedFields"]?.array ?? []
+        where entry["fieldsV1"]?["f:metadata"]?["f:annotations"]?["f:" + key] != nil {
             return entry["manager"]?.string
         }
         return nil
@@ -83,8 +84,9 @@ public struct Node: Sendable, Hashable {
     public var conditions: [Condition] {
         object.json["status"]?["conditions"]?.array?.compactMap { c in
             guard let t = c["type"]?.string, let s = c["status"]?.string else { return nil }
-            return Condition(type: t, status: s, reason: c["reason"]?.string, message: c["message"]?.string,
-                             lastTransitionTime: c["lastTransitionTime"]?.string)
+            return Condition(
+                type: t, status: s, reason: c["reason"]?.string, message: c["message"]?.string,
+                lastTransitionTime: c["lastTransitionTime"]?.string)
         } ?? []
     }
 }
@@ -133,7 +135,9 @@ public struct Status: Sendable, Hashable, Error, CustomStringConvertible {
 
     /// The Status as the API sends it.
     public var json: JSON {
-        var body: [String: JSON] = ["kind": "Status", "apiVersion": "v1", "metadata": .object([:]), "code": .integer(Int64(code))]
+        var body: [String: JSON] = [
+            "kind": "Status", "apiVersion": "v1", "metadata": .object([:]), "code": .integer(Int64(code)),
+        ]
         body["status"] = status.map(JSON.string)
         body["reason"] = reason.map(JSON.string)
         body["message"] = message.map(JSON.string)
@@ -142,15 +146,18 @@ public struct Status: Sendable, Hashable, Error, CustomStringConvertible {
     }
 
     public init(json: JSON) throws(KubeDecodingError) {
-        guard json["kind"]?.string == "Status" else { throw .unexpectedKind(expected: "Status", got: json["kind"]?.string) }
+        guard json["kind"]?.string == "Status" else {
+            throw .unexpectedKind(expected: "Status", got: json["kind"]?.string)
+        }
         code = Int(json["code"]?.int ?? 0)
         status = json["status"]?.string
         reason = json["reason"]?.string
         message = json["message"]?.string
         details = json["details"]
-        causes = json["details"]?["causes"]?.array?.map {
-            Cause(reason: $0["reason"]?.string, message: $0["message"]?.string, field: $0["field"]?.string)
-        } ?? []
+        causes =
+            json["details"]?["causes"]?.array?.map {
+                Cause(reason: $0["reason"]?.string, message: $0["message"]?.string, field: $0["field"]?.string)
+            } ?? []
     }
 
     public var description: String {
@@ -200,7 +207,8 @@ public enum WatchEvent: Sendable, Hashable {
         case "BOOKMARK":
             let meta = ObjectMeta(object["metadata"])
             guard let rv = meta.resourceVersion else { throw .missingField("object.metadata.resourceVersion") }
-            self = .bookmark(resourceVersion: rv, initialEventsEnd: meta.annotations["k8s.io/initial-events-end"] == "true")
+            self = .bookmark(
+                resourceVersion: rv, initialEventsEnd: meta.annotations["k8s.io/initial-events-end"] == "true")
         case "ERROR": self = .error(try Status(json: object))
         default: throw .unknownWatchEventType(type)
         }

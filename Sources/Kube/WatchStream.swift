@@ -31,7 +31,10 @@ public struct WatchStream: AsyncSequence, Sendable {
                 }
                 if ended {
                     // A last line without a newline is still an event.
-                    defer { buffer = []; start = 0 }
+                    defer {
+                        buffer = []
+                        start = 0
+                    }
                     return try decode(buffer[start...])
                 }
                 let chunk: ByteBuffer?
@@ -47,7 +50,10 @@ public struct WatchStream: AsyncSequence, Sendable {
         }
 
         func decode(_ line: ArraySlice<UInt8>) throws(KubeError) -> WatchEvent? {
-            guard line.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\t") }) else { return nil }
+            guard
+                line.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\t") }
+                )
+            else { return nil }
             let json: JSON
             do {
                 json = try JSON.parse(line)

@@ -1,8 +1,8 @@
 import Kube
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// One resource type held the way kube-apiserver holds it: every write gets the next resourceVersion,
@@ -51,27 +51,36 @@ public struct APIStore: Sendable {
     /// A page of the list, sorted by name, as of one resourceVersion: the current one for a first page,
     /// the token's for the next pages (410 once it has left the window, as etcd compaction does); only the
     /// objects `labelSelector` matches, when given.
-    public func list(limit: Int? = nil, continueToken: String? = nil, labelSelector: LabelSelector? = nil) throws(Status) -> JSON {
-        var at = resourceVersion, after = ""
+    public func list(limit: Int? = nil, continueToken: String? = nil, labelSelector: LabelSelector? = nil)
+        throws(Status) -> JSON
+    {
+        var at = resourceVersion
+        var after = ""
         if let continueToken {
             guard let (rv, start) = APIStore.decodeContinue(continueToken) else {
                 throw APIStore.status(400, "BadRequest", "continue key is not valid: illegal base64 data")
             }
             guard rv >= windowStart else {
-                throw APIStore.status(410, "Expired", "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+                throw APIStore.status(
+                    410, "Expired",
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."
+                )
             }
             at = rv
             after = String(start.dropFirst())
         }
-        let snapshot = self.snapshot(at: at).filter { $0.key > after && labelSelector?.matches($0.value) != false }.sorted { $0.key < $1.key }
+        let snapshot = self.snapshot(at: at).filter { $0.key > after && labelSelector?.matches($0.value) != false }
+            .sorted { $0.key < $1.key }
         let page = limit.map { Array(snapshot.prefix(max(1, $0))) } ?? snapshot
         var meta: [String: JSON] = ["resourceVersion": .string(String(at))]
         if page.count < snapshot.count, let last = page.last {
             meta["continue"] = .string(APIStore.encodeContinue(rv: at, start: "/" + last.key))
             meta["remainingItemCount"] = .integer(Int64(snapshot.count - page.count))
         }
-        return .object(["kind": .string(kind + "List"), "apiVersion": .string(apiVersion), "metadata": .object(meta),
-                        "items": .array(page.map { APIStore.withoutType($0.value) })])
+        return .object([
+            "kind": .string(kind + "List"), "apiVersion": .string(apiVersion), "metadata": .object(meta),
+            "items": .array(page.map { APIStore.withoutType($0.value) }),
+        ])
     }
 
     /// The changes after `resourceVersion`, oldest first; 410 Expired when it has left the window.
@@ -80,7 +89,8 @@ public struct APIStore: Sendable {
             throw APIStore.status(410, "Expired", "too old resource version: \(rv) (\(windowStart))")
         }
         // The window is in resourceVersion order: find the first later change by binary search.
-        var low = 0, high = window.count
+        var low = 0
+        var high = window.count
         while low < high {
             let mid = (low + high) / 2
             if window[mid].resourceVersion > rv { high = mid } else { low = mid + 1 }
@@ -107,25 +117,36 @@ public struct APIStore: Sendable {
         if meta.name.isEmpty, let prefix = object["metadata"]?["generateName"]?.string {
             // The prefix must itself be valid: a trailing "-" is fine, a trailing "." is not.
             guard APIStore.isDNSSubdomain(prefix.hasSuffix("-") ? prefix + "a" : prefix) else {
-                throw invalid("metadata.generateName", "Invalid value: \"\(prefix)\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character", name: prefix)
+                throw invalid(
+                    "metadata.generateName",
+                    "Invalid value: \"\(prefix)\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+                    name: prefix)
             }
             meta.name = prefix + String((0..<5).map { _ in "bcdfghjklmnpqrstvwxz2456789".randomElement()! })
             object = APIStore.mergePatch(object, .object(["metadata": .object(["name": .string(meta.name)])]))
         }
-        guard !meta.name.isEmpty else { throw invalid("metadata.name", "Required value: name or generateName is required", name: "") }
+        guard !meta.name.isEmpty else {
+            throw invalid("metadata.name", "Required value: name or generateName is required", name: "")
+        }
         guard APIStore.isDNSSubdomain(meta.name) else {
-            throw invalid("metadata.name", "Invalid value: \"\(meta.name)\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'", name: meta.name)
+            throw invalid(
+                "metadata.name",
+                "Invalid value: \"\(meta.name)\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'",
+                name: meta.name)
         }
         try validateAnnotations(object, name: meta.name)
         guard objects[meta.name] == nil else {
-            throw status(409, "AlreadyExists", "\(resource.qualifiedName) \"\(meta.name)\" already exists", name: meta.name)
+            throw status(
+                409, "AlreadyExists", "\(resource.qualifiedName) \"\(meta.name)\" already exists", name: meta.name)
         }
         return commit(.added, name: meta.name, object: object, previous: nil, manager: manager, subresource: nil)
     }
 
     /// PUT, of the object or of its `status` subresource. The body's resourceVersion, when set, must be
     /// the current one (409 Conflict otherwise).
-    public mutating func update(_ object: JSON, subresource: String? = nil, manager: String? = nil) throws(Status) -> JSON {
+    public mutating func update(_ object: JSON, subresource: String? = nil, manager: String? = nil) throws(Status)
+        -> JSON
+    {
         let name = ObjectMeta(object["metadata"]).name
         let current = try get(name)
         return try write(name, current: current, proposed: object, subresource: subresource, manager: manager)
@@ -133,7 +154,9 @@ public struct APIStore: Sendable {
 
     /// PATCH, of the object or of its `status` subresource. A `metadata.resourceVersion` the patch sets
     /// is a precondition, whatever the patch type.
-    public mutating func patch(_ name: String, _ patch: Patch, subresource: String? = nil, manager: String? = nil) throws(Status) -> JSON {
+    public mutating func patch(_ name: String, _ patch: Patch, subresource: String? = nil, manager: String? = nil)
+        throws(Status) -> JSON
+    {
         let current = try get(name)
         let proposed: JSON
         switch patch {
@@ -163,7 +186,9 @@ public struct APIStore: Sendable {
 
     /// Validates and stores a new state. The main resource cannot change status, the status
     /// subresource can change only status (the registry's status strategies).
-    private mutating func write(_ name: String, current: JSON, proposed: JSON, subresource: String?, manager: String?) throws(Status) -> JSON {
+    private mutating func write(_ name: String, current: JSON, proposed: JSON, subresource: String?, manager: String?)
+        throws(Status) -> JSON
+    {
         if let subresource {
             guard subresource == "status", hasStatus else {
                 throw status(404, "NotFound", "the server could not find the requested resource", name: name)
@@ -171,10 +196,15 @@ public struct APIStore: Sendable {
         }
         let expected = ObjectMeta(proposed["metadata"]).resourceVersion
         if let expected, expected != ObjectMeta(current["metadata"]).resourceVersion {
-            throw status(409, "Conflict", "Operation cannot be fulfilled on \(resource.qualifiedName) \"\(name)\": the object has been modified; please apply your changes to the latest version and try again", name: name)
+            throw status(
+                409, "Conflict",
+                "Operation cannot be fulfilled on \(resource.qualifiedName) \"\(name)\": the object has been modified; please apply your changes to the latest version and try again",
+                name: name)
         }
         guard ObjectMeta(proposed["metadata"]).name == name else {
-            throw invalid("metadata.name", "Invalid value: \"\(ObjectMeta(proposed["metadata"]).name)\": field is immutable", name: name)
+            throw invalid(
+                "metadata.name", "Invalid value: \"\(ObjectMeta(proposed["metadata"]).name)\": field is immutable",
+                name: name)
         }
         try validateAnnotations(proposed, name: name)
         var next = proposed.object ?? [:]
@@ -188,22 +218,30 @@ public struct APIStore: Sendable {
         var meta = next["metadata"]?.object ?? [:]
         for key in ["uid", "creationTimestamp", "managedFields"] { meta[key] = current["metadata"]?[key] }
         next["metadata"] = .object(meta)
-        return commit(.modified, name: name, object: .object(next), previous: current, manager: manager, subresource: subresource)
+        return commit(
+            .modified, name: name, object: .object(next), previous: current, manager: manager, subresource: subresource)
     }
 
     private func validateAnnotations(_ object: JSON, name: String) throws(Status) {
-        for key in (object["metadata"]?["annotations"]?.object ?? [:]).keys.sorted() where !APIStore.isQualifiedName(key) {
-            throw invalid("metadata.annotations", "Invalid value: \"\(key)\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')", name: name)
+        for key in (object["metadata"]?["annotations"]?.object ?? [:]).keys.sorted()
+        where !APIStore.isQualifiedName(key) {
+            throw invalid(
+                "metadata.annotations",
+                "Invalid value: \"\(key)\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
+                name: name)
         }
     }
 
-    private mutating func commit(_ type: EventType, name: String, object: JSON, previous: JSON?,
-                                 manager: String? = nil, subresource: String? = nil) -> JSON {
+    private mutating func commit(
+        _ type: EventType, name: String, object: JSON, previous: JSON?,
+        manager: String? = nil, subresource: String? = nil
+    ) -> JSON {
         resourceVersion += 1
         var o = object.object ?? [:]
         var meta = o["metadata"]?.object ?? [:]
         if type != .deleted, let manager {
-            meta["managedFields"] = APIStore.managedFields(previous: previous, next: object, manager: manager, subresource: subresource)
+            meta["managedFields"] = APIStore.managedFields(
+                previous: previous, next: object, manager: manager, subresource: subresource)
         }
         meta["resourceVersion"] = .string(String(resourceVersion))
         if type == .added {
@@ -255,7 +293,8 @@ public struct APIStore: Sendable {
             for p in paths { insert(p[...], into: &root) }
             return .object(root)
         }
-        let before = fields(previous), after = fields(next)
+        let before = fields(previous)
+        let after = fields(next)
         let changed = Set(after.filter { before[$0.key] != $0.value }.keys)
         let removed = Set(before.keys.filter { after[$0] == nil })
         var entries: [JSON] = []
@@ -273,8 +312,11 @@ public struct APIStore: Sendable {
         }
         mine.formUnion(changed)
         if !mine.isEmpty {
-            var e: [String: JSON] = ["manager": .string(manager), "operation": "Update", "apiVersion": "v1",
-                                     "time": .string(Date.ISO8601FormatStyle().format(Date())), "fieldsType": "FieldsV1", "fieldsV1": tree(mine)]
+            var e: [String: JSON] = [
+                "manager": .string(manager), "operation": "Update", "apiVersion": "v1",
+                "time": .string(Date.ISO8601FormatStyle().format(Date())), "fieldsType": "FieldsV1",
+                "fieldsV1": tree(mine),
+            ]
             e["subresource"] = subresource.map(JSON.string)
             entries.append(.object(e))
         }
@@ -298,8 +340,9 @@ public struct APIStore: Sendable {
     }
 
     func invalid(_ field: String, _ message: String, name: String) -> Status {
-        status(422, "Invalid", "\(kind) \"\(name)\" is invalid: \(field): \(message)", name: name,
-               causes: [.object(["reason": "FieldValueInvalid", "message": .string(message), "field": .string(field)])])
+        status(
+            422, "Invalid", "\(kind) \"\(name)\" is invalid: \(field): \(message)", name: name,
+            causes: [.object(["reason": "FieldValueInvalid", "message": .string(message), "field": .string(field)])])
     }
 
     // MARK: helpers
@@ -316,8 +359,10 @@ public struct APIStore: Sendable {
 
     /// A Status body as kube-apiserver sends it.
     public static func status(_ code: Int, _ reason: String, _ message: String, details: JSON? = nil) -> Status {
-        var body: [String: JSON] = ["kind": "Status", "apiVersion": "v1", "metadata": .object([:]), "status": "Failure",
-                                    "message": .string(message), "reason": .string(reason), "code": .integer(Int64(code))]
+        var body: [String: JSON] = [
+            "kind": "Status", "apiVersion": "v1", "metadata": .object([:]), "status": "Failure",
+            "message": .string(message), "reason": .string(reason), "code": .integer(Int64(code)),
+        ]
         body["details"] = details
         return try! Status(json: .object(body))
     }
@@ -369,13 +414,19 @@ public struct APIStore: Sendable {
                 .map { String($0.replacing("~1", with: "/").replacing("~0", with: "~")) }
             switch kind {
             case "add", "replace":
-                guard let value = op["value"], let next = APIStore.setting(doc, Array(tokens)[...], to: value, mustExist: kind == "replace") else {
-                    throw status(422, "Invalid", "jsonpatch \(kind) operation does not apply: doc is missing path: \"\(path)\"", name: name)
+                guard let value = op["value"],
+                    let next = APIStore.setting(doc, Array(tokens)[...], to: value, mustExist: kind == "replace")
+                else {
+                    throw status(
+                        422, "Invalid", "jsonpatch \(kind) operation does not apply: doc is missing path: \"\(path)\"",
+                        name: name)
                 }
                 doc = next
             case "remove":
                 guard let next = APIStore.setting(doc, Array(tokens)[...], to: nil, mustExist: true) else {
-                    throw status(422, "Invalid", "jsonpatch remove operation does not apply: doc is missing path: \"\(path)\"", name: name)
+                    throw status(
+                        422, "Invalid", "jsonpatch remove operation does not apply: doc is missing path: \"\(path)\"",
+                        name: name)
                 }
                 doc = next
             case "test":
@@ -408,17 +459,23 @@ public struct APIStore: Sendable {
                 if mustExist && o[first] == nil { return nil }
                 o[first] = value
             } else {
-                guard let child = o[first], let next = setting(child, path.dropFirst(), to: value, mustExist: mustExist) else { return nil }
+                guard let child = o[first], let next = setting(child, path.dropFirst(), to: value, mustExist: mustExist)
+                else { return nil }
                 o[first] = next
             }
             return .object(o)
         case .array(var a):
-            if last, first == "-", !mustExist, let value { a.append(value); return .array(a) }
+            if last, first == "-", !mustExist, let value {
+                a.append(value)
+                return .array(a)
+            }
             guard let i = Int(first), i >= 0, i <= a.count, !(mustExist && i == a.count) else { return nil }
             if last {
                 if let value { if mustExist { a[i] = value } else { a.insert(value, at: i) } } else { a.remove(at: i) }
             } else {
-                guard i < a.count, let next = setting(a[i], path.dropFirst(), to: value, mustExist: mustExist) else { return nil }
+                guard i < a.count, let next = setting(a[i], path.dropFirst(), to: value, mustExist: mustExist) else {
+                    return nil
+                }
                 a[i] = next
             }
             return .array(a)
@@ -443,23 +500,28 @@ public struct APIStore: Sendable {
         guard parts.count <= 2, let name = parts.last, (1...63).contains(name.count) else { return false }
         func alnum(_ c: Character) -> Bool { c.isASCII && (c.isLetter || c.isNumber) }
         guard let f = name.first, let l = name.last, alnum(f), alnum(l),
-              name.allSatisfy({ alnum($0) || $0 == "-" || $0 == "_" || $0 == "." }) else { return false }
+            name.allSatisfy({ alnum($0) || $0 == "-" || $0 == "_" || $0 == "." })
+        else { return false }
         if parts.count == 2 {
             let prefix = parts[0]
-            guard (1...253).contains(prefix.count), prefix.allSatisfy({ ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "-" || $0 == "." }) else { return false }
+            guard (1...253).contains(prefix.count),
+                prefix.allSatisfy({ ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "-" || $0 == "." })
+            else { return false }
         }
         return true
     }
 
     static func encodeContinue(rv: Int64, start: String) -> String {
-        Data(JSON.object(["v": "meta.k8s.io/v1", "rv": .integer(rv), "start": .string(start + "\u{0}")]).data).base64EncodedString()
+        Data(JSON.object(["v": "meta.k8s.io/v1", "rv": .integer(rv), "start": .string(start + "\u{0}")]).data)
+            .base64EncodedString()
             .replacing("=", with: "")
     }
 
     static func decodeContinue(_ token: String) -> (Int64, String)? {
         let padded = token + String(repeating: "=", count: (4 - token.count % 4) % 4)
         guard let data = Data(base64Encoded: padded), let json = try? JSON.parse(data),
-              let rv = json["rv"]?.int, let start = json["start"]?.string else { return nil }
+            let rv = json["rv"]?.int, let start = json["start"]?.string
+        else { return nil }
         return (rv, String(start.dropLast(start.hasSuffix("\u{0}") ? 1 : 0)))
     }
 }

@@ -102,9 +102,18 @@ public struct LabelSelector: Sendable, Hashable {
             }
             let k = try key()
             if atEnd || peek(",") { return .exists(k) }
-            if peek("!=") { i += 2; return .notIn(k, [try value()]) }
-            if peek("==") { i += 2; return .in(k, [try value()]) }
-            if peek("=") { i += 1; return .in(k, [try value()]) }
+            if peek("!=") {
+                i += 2
+                return .notIn(k, [try value()])
+            }
+            if peek("==") {
+                i += 2
+                return .in(k, [try value()])
+            }
+            if peek("=") {
+                i += 1
+                return .in(k, [try value()])
+            }
             let op = word()
             guard op == "in" || op == "notin" else { throw failure("found \"\(op)\", expected: in, notin, =, ==, !=") }
             try expect("(")

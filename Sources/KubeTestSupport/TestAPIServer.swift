@@ -5,9 +5,9 @@ import NIOPosix
 import NIOSSL
 import Synchronization
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// A Kubernetes-API-compatible server on loopback, over HTTP or HTTPS, for Nodes, Leases and Events.
@@ -38,9 +38,12 @@ public final class TestAPIServer: Sendable {
         /// object (the stored result; null for a DELETE), as a ValidatingAdmissionPolicy would see it.
         public var recordNodeWrite: (@Sendable (JSON) -> Void)?
 
-        public init(tls: Bool = false, nameOnlyCertificate: Bool = false, token: String? = nil, bookmarkInterval: Duration = .seconds(1),
-                    windowSize: Int = 20_000, host: String = "127.0.0.1", port: Int = 0, identities: [String: UserInfo] = [:],
-                    recordNodeWrite: (@Sendable (JSON) -> Void)? = nil) {
+        public init(
+            tls: Bool = false, nameOnlyCertificate: Bool = false, token: String? = nil,
+            bookmarkInterval: Duration = .seconds(1),
+            windowSize: Int = 20_000, host: String = "127.0.0.1", port: Int = 0, identities: [String: UserInfo] = [:],
+            recordNodeWrite: (@Sendable (JSON) -> Void)? = nil
+        ) {
             self.identities = identities
             self.recordNodeWrite = recordNodeWrite
             self.host = host
@@ -80,8 +83,10 @@ public final class TestAPIServer: Sendable {
         /// How many requests it applies to.
         public var count: Int
 
-        public init(_ effect: Effect, method: String? = nil, path: String? = nil, watch: Bool? = nil, userAgent: String? = nil,
-                    count: Int = 1) {
+        public init(
+            _ effect: Effect, method: String? = nil, path: String? = nil, watch: Bool? = nil, userAgent: String? = nil,
+            count: Int = 1
+        ) {
             self.effect = effect
             self.method = method
             self.path = path
@@ -136,18 +141,24 @@ public final class TestAPIServer: Sendable {
     /// Starts listening on `options.host` (127.0.0.1 by default), on a free port unless `options.port` says.
     public static func start(_ options: Options = Options()) async throws -> TestAPIServer {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let sslContext: NIOSSLContext? = try options.tls ? {
-            let (certificate, key) = options.nameOnlyCertificate
-                ? (TestCertificates.namedServerCertificate, TestCertificates.namedServerKey)
-                : (TestCertificates.serverCertificate, TestCertificates.serverKey)
-            var tls = TLSConfiguration.makeServerConfiguration(
-                certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(certificate.utf8)).map { .certificate($0) },
-                privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(key.utf8), format: .pem)))
-            // Ask for a client certificate, but let token clients in too.
-            tls.certificateVerification = .optionalVerification
-            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(TestCertificates.caCertificate.utf8)))
-            return try NIOSSLContext(configuration: tls)
-        }() : nil
+        let sslContext: NIOSSLContext? =
+            try options.tls
+            ? {
+                let (certificate, key) =
+                    options.nameOnlyCertificate
+                    ? (TestCertificates.namedServerCertificate, TestCertificates.namedServerKey)
+                    : (TestCertificates.serverCertificate, TestCertificates.serverKey)
+                var tls = TLSConfiguration.makeServerConfiguration(
+                    certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(certificate.utf8)).map {
+                        .certificate($0)
+                    },
+                    privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(key.utf8), format: .pem)))
+                // Ask for a client certificate, but let token clients in too.
+                tls.certificateVerification = .optionalVerification
+                tls.trustRoots = .certificates(
+                    try NIOSSLCertificate.fromPEMBytes(Array(TestCertificates.caCertificate.utf8)))
+                return try NIOSSLContext(configuration: tls)
+            }() : nil
         let box = Mutex<TestAPIServer?>(nil)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -191,13 +202,15 @@ public final class TestAPIServer: Sendable {
     public func kubeConfig(clientCertificate: Bool = false) -> KubeConfig {
         var credentials = KubeConfig.Credentials.none
         if clientCertificate {
-            credentials = .clientCertificate(certificatePEM: Array(TestCertificates.clientCertificate.utf8),
-                                             keyPEM: Array(TestCertificates.clientKey.utf8))
+            credentials = .clientCertificate(
+                certificatePEM: Array(TestCertificates.clientCertificate.utf8),
+                keyPEM: Array(TestCertificates.clientKey.utf8))
         } else if let token = state.withLock({ $0.token }) {
             credentials = .token(token)
         }
-        return KubeConfig(server: url, certificateAuthorityPEM: options.tls ? Array(TestCertificates.caCertificate.utf8) : nil,
-                          credentials: credentials, namespace: "default", source: "test server \(url)")
+        return KubeConfig(
+            server: url, certificateAuthorityPEM: options.tls ? Array(TestCertificates.caCertificate.utf8) : nil,
+            credentials: credentials, namespace: "default", source: "test server \(url)")
     }
 
     // MARK: test control
@@ -216,8 +229,10 @@ public final class TestAPIServer: Sendable {
 
     /// Reads or changes a resource's objects directly, as another API client would; watchers see
     /// the changes unless `notifyWatchers` is false, which simulates events lost in transit.
-    public func withStore<T>(_ resource: APIResource, namespace: String? = nil, notifyWatchers: Bool = true,
-                             _ body: (inout APIStore) throws -> T) rethrows -> T {
+    public func withStore<T>(
+        _ resource: APIResource, namespace: String? = nil, notifyWatchers: Bool = true,
+        _ body: (inout APIStore) throws -> T
+    ) rethrows -> T {
         try state.withLock { s in
             let key = StoreKey(resource: resource, namespace: resource.namespaced ? namespace : nil)
             s.ensureStore(key, windowSize: options.windowSize)
@@ -271,11 +286,13 @@ public final class TestAPIServer: Sendable {
         }
         var delay: Duration?
         let fault: Fault.Effect? = state.withLock { s in
-            guard let i = s.faults.firstIndex(where: { f in
-                (f.method == nil || f.method == request.method) && (f.path.map { request.uri.contains($0) } ?? true)
-                    && (f.watch.map { $0 == isWatch } ?? true)
-                    && (f.userAgent.map { request.headers.first(name: "user-agent")?.contains($0) ?? false } ?? true)
-            }) else { return nil }
+            guard
+                let i = s.faults.firstIndex(where: { f in
+                    (f.method == nil || f.method == request.method) && (f.path.map { request.uri.contains($0) } ?? true)
+                        && (f.watch.map { $0 == isWatch } ?? true)
+                        && (f.userAgent.map { request.headers.first(name: "user-agent")?.contains($0) ?? false } ?? true)
+                })
+            else { return nil }
             s.faults[i].count -= 1
             let effect = s.faults[i].effect
             if s.faults[i].count <= 0 { s.faults.remove(at: i) }
@@ -292,10 +309,13 @@ public final class TestAPIServer: Sendable {
             break
         }
         guard authorized(request) else {
-            return .json(.unauthorized, Status(code: 401, reason: "Unauthorized", message: "Unauthorized").json, delay: delay)
+            return .json(
+                .unauthorized, Status(code: 401, reason: "Unauthorized", message: "Unauthorized").json, delay: delay)
         }
         guard let route else {
-            return .json(.notFound, APIStore.status(404, "NotFound", "the server could not find the requested resource").json, delay: delay)
+            return .json(
+                .notFound, APIStore.status(404, "NotFound", "the server could not find the requested resource").json,
+                delay: delay)
         }
         let key = StoreKey(resource: route.resource, namespace: route.namespace)
         let accept = request.headers.first(name: "accept") ?? ""
@@ -307,20 +327,25 @@ public final class TestAPIServer: Sendable {
             } catch {
                 return .json(.badRequest, error.json, delay: delay)
             }
-            startWatch(request, key: key, channel: channel, metadataOnly: metadataOnly, selector: selector, fault: fault)
+            startWatch(
+                request, key: key, channel: channel, metadataOnly: metadataOnly, selector: selector, fault: fault)
             return .watching
         }
         do {
             let result = try serve(request, route: route, key: key, user: user(request))
             var body = result.body
-            if metadataOnly { body = body["items"] != nil ? TestAPIServer.metadataList(body) : TestAPIServer.metadataObject(body) }
+            if metadataOnly {
+                body = body["items"] != nil ? TestAPIServer.metadataList(body) : TestAPIServer.metadataObject(body)
+            }
             return .json(result.status, body, delay: delay)
         } catch {
             return .json(HTTPResponseStatus(statusCode: error.code), error.json, delay: delay)
         }
     }
 
-    func serve(_ request: Request, route: Route, key: StoreKey, user: UserInfo) throws(Status) -> (status: HTTPResponseStatus, body: JSON) {
+    func serve(_ request: Request, route: Route, key: StoreKey, user: UserInfo) throws(Status) -> (
+        status: HTTPResponseStatus, body: JSON
+    ) {
         func body() throws(Status) -> JSON {
             do {
                 return try JSON.parse(request.body.readableBytesView)
@@ -328,44 +353,67 @@ public final class TestAPIServer: Sendable {
                 throw APIStore.status(400, "BadRequest", "the request body is not JSON: \(error)")
             }
         }
-        let record: (@Sendable (JSON) -> Void)? = key.resource == .nodes && request.method != "GET" ? options.recordNodeWrite : nil
+        let record: (@Sendable (JSON) -> Void)? =
+            key.resource == .nodes && request.method != "GET" ? options.recordNodeWrite : nil
         let store = { (body: (inout APIStore) throws(Status) -> JSON) throws(Status) -> JSON in
             let result: Result<JSON, Status> = self.withStore(key.resource, namespace: key.namespace) { s in
                 do throws(Status) {
                     let old = route.name.flatMap { try? s.get($0) }
                     let result = try body(&s)
                     // Under the store's lock: the records come in the order of the writes.
-                    record?(TestAPIServer.admissionRequest(request.method, route: route, user: user, old: old, result: result))
+                    record?(
+                        TestAPIServer.admissionRequest(
+                            request.method, route: route, user: user, old: old, result: result))
                     return .success(result)
                 } catch { return .failure(error) }
             }
             return try result.get()
         }
         // As kube-apiserver: the fieldManager parameter, else the User-Agent up to its first "/".
-        let manager = request.query["fieldManager"]
-            ?? request.headers.first(name: "user-agent").map { String($0.split(separator: "/", maxSplits: 1).first ?? "") }
+        let manager =
+            request.query["fieldManager"]
+            ?? request.headers.first(name: "user-agent").map {
+                String($0.split(separator: "/", maxSplits: 1).first ?? "")
+            }
         switch (request.method, route.name) {
         case ("GET", nil):
-            if request.query["resourceVersionMatch"] == "Exact", let rv = request.query["resourceVersion"].flatMap({ Int64($0) }) {
+            if request.query["resourceVersionMatch"] == "Exact",
+                let rv = request.query["resourceVersion"].flatMap({ Int64($0) })
+            {
                 let tooOld = withStore(key.resource, namespace: key.namespace) { rv < $0.windowStart }
-                if tooOld { throw APIStore.status(410, "Expired", "The resourceVersion for the provided list is too old.") }
+                if tooOld {
+                    throw APIStore.status(410, "Expired", "The resourceVersion for the provided list is too old.")
+                }
             }
             let limit = request.query["limit"].flatMap { Int($0) }
             var selector: LabelSelector?
             if let text = request.query["labelSelector"] { selector = try LabelSelector(text) }
-            return (.ok, try store { s throws(Status) in try s.list(limit: limit, continueToken: request.query["continue"], labelSelector: selector) })
+            return (
+                .ok,
+                try store { s throws(Status) in
+                    try s.list(limit: limit, continueToken: request.query["continue"], labelSelector: selector)
+                }
+            )
         case ("GET", let name?):
             return (.ok, try store { s throws(Status) in try s.get(name) })
         case ("POST", nil):
             var object = try body()
-            if let ns = key.namespace { object = APIStore.mergePatch(object, .object(["metadata": .object(["namespace": .string(ns)])])) }
+            if let ns = key.namespace {
+                object = APIStore.mergePatch(object, .object(["metadata": .object(["namespace": .string(ns)])]))
+            }
             return (.created, try store { s throws(Status) in try s.create(object, manager: manager) })
         case ("PUT", let name?):
             let object = try body()
             guard ObjectMeta(object["metadata"]).name == name else {
-                throw APIStore.status(400, "BadRequest", "the name of the object (\(ObjectMeta(object["metadata"]).name)) does not match the name on the URL (\(name))")
+                throw APIStore.status(
+                    400, "BadRequest",
+                    "the name of the object (\(ObjectMeta(object["metadata"]).name)) does not match the name on the URL (\(name))"
+                )
             }
-            return (.ok, try store { s throws(Status) in try s.update(object, subresource: route.subresource, manager: manager) })
+            return (
+                .ok,
+                try store { s throws(Status) in try s.update(object, subresource: route.subresource, manager: manager) }
+            )
         case ("PATCH", let name?):
             let content = request.headers.first(name: "content-type") ?? ""
             let b = try body()
@@ -374,13 +422,23 @@ public final class TestAPIServer: Sendable {
             case "application/merge-patch+json": patch = .merge(b)
             case "application/strategic-merge-patch+json": patch = .strategicMerge(b)
             case "application/json-patch+json": patch = .json(b.array ?? [])
-            default: throw APIStore.status(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
+            default:
+                throw APIStore.status(
+                    415, "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+                )
             }
-            return (.ok, try store { s throws(Status) in try s.patch(name, patch, subresource: route.subresource, manager: manager) })
+            return (
+                .ok,
+                try store { s throws(Status) in
+                    try s.patch(name, patch, subresource: route.subresource, manager: manager)
+                }
+            )
         case ("DELETE", let name?):
             return (.ok, try store { s throws(Status) in try s.delete(name) })
         default:
-            throw APIStore.status(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+            throw APIStore.status(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         }
     }
 
@@ -415,21 +473,34 @@ public final class TestAPIServer: Sendable {
 
     static func faultStatus(_ code: Int) -> Status {
         switch code {
-        case 409: return APIStore.status(409, "Conflict", "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again")
+        case 409:
+            return APIStore.status(
+                409, "Conflict",
+                "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again"
+            )
         case 410: return APIStore.status(410, "Expired", "The resourceVersion for the provided list is too old.")
-        case 429: return APIStore.status(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later")
+        case 429:
+            return APIStore.status(
+                429, "TooManyRequests", "the server has received too many requests and has asked us to try again later")
         // A ValidatingAdmissionPolicy's denial (its default reason, Invalid).
-        case 422: return APIStore.status(422, "Invalid", """
-            ValidatingAdmissionPolicy 'wgmesh-agent-own-node' with binding 'wgmesh-agent-own-node' denied request: injected refusal
-            """)
-        case 503: return APIStore.status(503, "ServiceUnavailable", "the server is currently unable to handle the request")
+        case 422:
+            return APIStore.status(
+                422, "Invalid",
+                """
+                ValidatingAdmissionPolicy 'wgmesh-agent-own-node' with binding 'wgmesh-agent-own-node' denied request: injected refusal
+                """)
+        case 503:
+            return APIStore.status(503, "ServiceUnavailable", "the server is currently unable to handle the request")
         default: return APIStore.status(code, "InternalError", "Internal error occurred: injected fault")
         }
     }
 
     // MARK: watches
 
-    func startWatch(_ request: Request, key: StoreKey, channel: any Channel, metadataOnly: Bool, selector: LabelSelector?, fault: Fault.Effect?) {
+    func startWatch(
+        _ request: Request, key: StoreKey, channel: any Channel, metadataOnly: Bool, selector: LabelSelector?,
+        fault: Fault.Effect?
+    ) {
         let timeout = request.query["timeoutSeconds"].flatMap { Int64($0) } ?? 1800
         let bookmarks = request.query["allowWatchBookmarks"] == "true"
         let rv = request.query["resourceVersion"]
@@ -439,7 +510,8 @@ public final class TestAPIServer: Sendable {
             s.nextWatcher += 1
             s.ensureStore(key, windowSize: options.windowSize)
             let store = s.stores[key]!
-            var watcher = Watcher(key: key, channel: channel, metadataOnly: metadataOnly, selector: selector, bookmarks: bookmarks)
+            var watcher = Watcher(
+                key: key, channel: channel, metadataOnly: metadataOnly, selector: selector, bookmarks: bookmarks)
             if case .dropWatch(let n) = fault { watcher.dropAfter = n }
             s.watchers[id] = watcher
             if watcher.dropAfter == 0 { return endWatch(&s, id, cleanly: false) }
@@ -452,7 +524,11 @@ public final class TestAPIServer: Sendable {
             channel.eventLoop.execute { channel.writeAndFlush(start, promise: nil) }
 
             if case .expireWatch = fault {
-                send(&s, id, TestAPIServer.errorEvent(APIStore.status(410, "Expired", "too old resource version: \(rv ?? "") (\(store.resourceVersion))")))
+                send(
+                    &s, id,
+                    TestAPIServer.errorEvent(
+                        APIStore.status(
+                            410, "Expired", "too old resource version: \(rv ?? "") (\(store.resourceVersion))")))
                 return endWatch(&s, id, cleanly: true)
             }
             if rv == nil || rv == "0" || rv == "" || initialEvents {
@@ -466,7 +542,10 @@ public final class TestAPIServer: Sendable {
                     if s.watchers[id] == nil { return }
                 }
                 if initialEvents && bookmarks {
-                    send(&s, id, bookmark(key.resource, store.resourceVersion, metadataOnly: metadataOnly, initialEventsEnd: true))
+                    send(
+                        &s, id,
+                        bookmark(
+                            key.resource, store.resourceVersion, metadataOnly: metadataOnly, initialEventsEnd: true))
                 }
             } else {
                 do throws(Status) {
@@ -481,15 +560,21 @@ public final class TestAPIServer: Sendable {
                 }
             }
             let el = channel.eventLoop
-            s.watchers[id]?.timers.append(el.scheduleTask(in: .seconds(timeout)) { [self] in
-                state.withLock { endWatch(&$0, id, cleanly: true) }
-            })
+            s.watchers[id]?.timers.append(
+                el.scheduleTask(in: .seconds(timeout)) { [self] in
+                    state.withLock { endWatch(&$0, id, cleanly: true) }
+                })
             if bookmarks {
                 let interval = TimeAmount(options.bookmarkInterval)
-                s.watchers[id]?.bookmarkTask = el.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
+                s.watchers[id]?.bookmarkTask = el.scheduleRepeatedTask(initialDelay: interval, delay: interval) {
+                    [self] _ in
                     state.withLock { s in
                         guard let w = s.watchers[id], let store = s.stores[w.key] else { return }
-                        send(&s, id, bookmark(w.key.resource, store.resourceVersion, metadataOnly: w.metadataOnly, initialEventsEnd: false))
+                        send(
+                            &s, id,
+                            bookmark(
+                                w.key.resource, store.resourceVersion, metadataOnly: w.metadataOnly,
+                                initialEventsEnd: false))
                     }
                 }
             }
@@ -512,11 +597,13 @@ public final class TestAPIServer: Sendable {
     /// matching arrives as ADDED, one that stops matching as DELETED; nil when it matches neither before nor after.
     static func selected(_ change: APIStore.Change, _ selector: LabelSelector?) -> (String, JSON)? {
         guard let selector else { return (change.type.rawValue, change.object) }
-        let now = selector.matches(change.object), before = change.previous.map(selector.matches) ?? false
+        let now = selector.matches(change.object)
+        let before = change.previous.map(selector.matches) ?? false
         switch change.type {
         case .added: return now ? ("ADDED", change.object) : nil
         case .deleted: return before ? ("DELETED", change.object) : nil
-        case .modified: return now ? (before ? "MODIFIED" : "ADDED", change.object) : before ? ("DELETED", change.object) : nil
+        case .modified:
+            return now ? (before ? "MODIFIED" : "ADDED", change.object) : before ? ("DELETED", change.object) : nil
         }
     }
 
@@ -569,14 +656,19 @@ public final class TestAPIServer: Sendable {
     func bookmark(_ resource: APIResource, _ rv: Int64, metadataOnly: Bool, initialEventsEnd: Bool) -> JSON {
         var meta: [String: JSON] = ["resourceVersion": .string(String(rv))]
         if initialEventsEnd { meta["annotations"] = .object(["k8s.io/initial-events-end": "true"]) }
-        var object: [String: JSON] = ["kind": .string(resource.kind), "apiVersion": .string(resource.apiVersion), "metadata": .object(meta)]
+        var object: [String: JSON] = [
+            "kind": .string(resource.kind), "apiVersion": .string(resource.apiVersion), "metadata": .object(meta),
+        ]
         if metadataOnly {
             object["kind"] = "PartialObjectMetadata"
             object["apiVersion"] = "meta.k8s.io/v1"
         } else if resource.kind == "Node" {
             object["spec"] = .object([:])
-            let info = ["machineID", "systemUUID", "bootID", "kernelVersion", "osImage", "containerRuntimeVersion", "kubeletVersion",
-                        "kubeProxyVersion", "operatingSystem", "architecture"]
+            let info = [
+                "machineID", "systemUUID", "bootID", "kernelVersion", "osImage", "containerRuntimeVersion",
+                "kubeletVersion",
+                "kubeProxyVersion", "operatingSystem", "architecture",
+            ]
             object["status"] = .object([
                 "daemonEndpoints": .object(["kubeletEndpoint": .object(["Port": .integer(0)])]),
                 "nodeInfo": .object(Dictionary(uniqueKeysWithValues: info.map { ($0, JSON.string("")) })),
@@ -590,12 +682,18 @@ public final class TestAPIServer: Sendable {
     // MARK: metadata-only responses
 
     static func metadataObject(_ object: JSON) -> JSON {
-        .object(["kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object["metadata"] ?? .object([:])])
+        .object([
+            "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+            "metadata": object["metadata"] ?? .object([:]),
+        ])
     }
 
     static func metadataList(_ list: JSON) -> JSON {
-        .object(["kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list["metadata"] ?? .object([:]),
-                 "items": .array((list["items"]?.array ?? []).map(metadataObject))])
+        .object([
+            "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+            "metadata": list["metadata"] ?? .object([:]),
+            "items": .array((list["items"]?.array ?? []).map(metadataObject)),
+        ])
     }
 }
 
@@ -608,7 +706,8 @@ struct Route {
 
     init?(_ path: String) {
         var parts = path.split(separator: "/").map(String.init)[...]
-        let group: String, version: String
+        let group: String
+        let version: String
         switch parts.first {
         case "api":
             guard parts.count >= 2 else { return nil }
@@ -628,8 +727,11 @@ struct Route {
             parts = parts.dropFirst(2)
         }
         guard let plural = parts.first,
-              let resource = TestAPIServer.resources.first(where: { $0.group == group && $0.version == version && $0.plural == plural }),
-              resource.namespaced == (namespace != nil), parts.count <= 3 else { return nil }
+            let resource = TestAPIServer.resources.first(where: {
+                $0.group == group && $0.version == version && $0.plural == plural
+            }),
+            resource.namespaced == (namespace != nil), parts.count <= 3
+        else { return nil }
         self.resource = resource
         name = parts.dropFirst().first
         subresource = parts.dropFirst(2).first
@@ -664,8 +766,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
                 // optionalVerification: a certificate that was sent has been verified against the test CA.
                 clientCertificate = ssl.peerCertificate != nil
             }
-            let request = TestAPIServer.Request(method: head.method.rawValue, uri: head.uri, path: path, query: query, headers: head.headers,
-                                                body: body, clientCertificate: clientCertificate)
+            let request = TestAPIServer.Request(
+                method: head.method.rawValue, uri: head.uri, path: path, query: query, headers: head.headers,
+                body: body, clientCertificate: clientCertificate)
             switch server.handle(request, channel: context.channel) {
             case .watching:
                 break
@@ -673,7 +776,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
                 context.close(promise: nil)
             case .json(let status, let json, let delay):
                 let keepAlive = head.isKeepAlive
-                let respond = { [self] in self.respond(context: context, status: status, json: json, keepAlive: keepAlive) }
+                let respond = { [self] in
+                    self.respond(context: context, status: status, json: json, keepAlive: keepAlive)
+                }
                 if let delay {
                     context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(delay)) { respond() }
                 } else {
@@ -719,7 +824,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
         while i < u.endIndex {
             let c = u[i]
             if c == UInt8(ascii: "%"), u.distance(from: i, to: u.endIndex) >= 3,
-               let v = UInt8(String(decoding: u[u.index(after: i)..<u.index(i, offsetBy: 3)], as: UTF8.self), radix: 16) {
+                let v = UInt8(
+                    String(decoding: u[u.index(after: i)..<u.index(i, offsetBy: 3)], as: UTF8.self), radix: 16)
+            {
                 bytes.append(v)
                 i = u.index(i, offsetBy: 3)
             } else {
@@ -733,7 +840,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
 
 /// Checks `condition` every `interval` until it holds (true) or `timeout` has passed (false): for
 /// tests waiting on state that travels through the network.
-public func poll(timeout: Duration, interval: Duration = .milliseconds(50), _ condition: () async throws -> Bool) async rethrows -> Bool {
+public func poll(timeout: Duration, interval: Duration = .milliseconds(50), _ condition: () async throws -> Bool)
+    async rethrows -> Bool
+{
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if try await condition() { return true }

@@ -2,9 +2,9 @@ import NIOCore
 import NIOPosix
 import Synchronization
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// A forward proxy on loopback for tests: HTTP CONNECT (Basic authentication when `credentials` is set)
@@ -22,7 +22,9 @@ public final class TestProxy: Sendable {
     /// The targets asked for, as `host:port`, in order (refused ones too).
     public var targets: [String] { recorded.withLock { $0 } }
 
-    public static func start(hosts: [String: String] = [:], credentials: (user: String, password: String)? = nil) async throws -> TestProxy {
+    public static func start(hosts: [String: String] = [:], credentials: (user: String, password: String)? = nil)
+        async throws -> TestProxy
+    {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let box = Mutex<TestProxy?>(nil)
         let channel = try await ServerBootstrap(group: group)
@@ -33,7 +35,8 @@ public final class TestProxy: Sendable {
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
-        let proxy = TestProxy(channel: channel, group: group, hosts: hosts, credentials: credentials.map { "\($0.user):\($0.password)" })
+        let proxy = TestProxy(
+            channel: channel, group: group, hosts: hosts, credentials: credentials.map { "\($0.user):\($0.password)" })
         box.withLock { $0 = proxy }
         return proxy
     }
@@ -82,12 +85,17 @@ final class ProxyHandshakeHandler: ChannelInboundHandler, RemovableChannelHandle
         buffer.moveReaderIndex(to: end.upperBound)
         let lines = head.split(separator: "\r\n").map(String.init)
         let words = lines.first?.split(separator: " ").map(String.init) ?? []
-        guard words.count == 3, words[0] == "CONNECT" else { return reply(context, "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n", close: true) }
+        guard words.count == 3, words[0] == "CONNECT" else {
+            return reply(context, "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n", close: true)
+        }
         proxy.recorded.withLock { $0.append(words[1]) }
         if let credentials = proxy.credentials {
             let expected = "proxy-authorization: basic " + Data(credentials.utf8).base64EncodedString().lowercased()
             guard lines.contains(where: { $0.lowercased() == expected }) else {
-                return reply(context, "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\n\r\n", close: true)
+                return reply(
+                    context,
+                    "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\n\r\n",
+                    close: true)
             }
         }
         guard let colon = words[1].lastIndex(of: ":"), let port = Int(words[1][words[1].index(after: colon)...]) else {
@@ -95,8 +103,9 @@ final class ProxyHandshakeHandler: ChannelInboundHandler, RemovableChannelHandle
         }
         var host = words[1][..<colon]
         if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
-        relay(context, host: String(host), port: port, success: Array("HTTP/1.1 200 Connection established\r\n\r\n".utf8),
-              failure: Array("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n".utf8))
+        relay(
+            context, host: String(host), port: port, success: Array("HTTP/1.1 200 Connection established\r\n\r\n".utf8),
+            failure: Array("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n".utf8))
     }
 
     /// RFC 1928: a greeting offering "no authentication", then a CONNECT to an IPv4 or domain target.
@@ -111,20 +120,28 @@ final class ProxyHandshakeHandler: ChannelInboundHandler, RemovableChannelHandle
             return socks(context)
         }
         guard bytes.count >= 5, bytes[1] == 1 else { return }
-        let host: String, length: Int
+        let host: String
+        let length: Int
         switch bytes[3] {
         case 1: (host, length) = (bytes[4..<min(8, bytes.count)].map(String.init).joined(separator: "."), 4)
-        case 3: (host, length) = (String(decoding: bytes.dropFirst(5).prefix(Int(bytes[4])), as: UTF8.self), 1 + Int(bytes[4]))
+        case 3:
+            (host, length) = (
+                String(decoding: bytes.dropFirst(5).prefix(Int(bytes[4])), as: UTF8.self), 1 + Int(bytes[4])
+            )
         default: return reply(context, [5, 8, 0, 1, 0, 0, 0, 0, 0, 0], close: true)
         }
         guard bytes.count >= 4 + length + 2 else { return }
         let port = Int(bytes[4 + length]) << 8 | Int(bytes[5 + length])
         buffer.moveReaderIndex(forwardBy: 6 + length)
         proxy.recorded.withLock { $0.append("\(host):\(port)") }
-        relay(context, host: host, port: port, success: [5, 0, 0, 1, 0, 0, 0, 0, 0, 0], failure: [5, 5, 0, 1, 0, 0, 0, 0, 0, 0])
+        relay(
+            context, host: host, port: port, success: [5, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+            failure: [5, 5, 0, 1, 0, 0, 0, 0, 0, 0])
     }
 
-    func reply(_ context: ChannelHandlerContext, _ text: String, close: Bool) { reply(context, Array(text.utf8), close: close) }
+    func reply(_ context: ChannelHandlerContext, _ text: String, close: Bool) {
+        reply(context, Array(text.utf8), close: close)
+    }
 
     func reply(_ context: ChannelHandlerContext, _ bytes: [UInt8], close: Bool) {
         let written = context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: bytes)))
@@ -137,7 +154,9 @@ final class ProxyHandshakeHandler: ChannelInboundHandler, RemovableChannelHandle
         let inbound = context.channel
         ClientBootstrap(group: context.eventLoop)
             .channelInitializer { outbound in
-                outbound.eventLoop.makeCompletedFuture { try outbound.pipeline.syncOperations.addHandler(RelayHandler(partner: inbound)) }
+                outbound.eventLoop.makeCompletedFuture {
+                    try outbound.pipeline.syncOperations.addHandler(RelayHandler(partner: inbound))
+                }
             }
             .connect(host: proxy.hosts[host] ?? host, port: port)
             .assumeIsolated()

@@ -15,7 +15,9 @@ public struct UserInfo: Sendable, Hashable {
     }
 
     /// A service account's token, as the API server reads it: the Pod's node is in `extra` (Kubernetes 1.30+).
-    public static func serviceAccount(_ namespace: String, _ name: String, pod: String? = nil, node: String? = nil) -> UserInfo {
+    public static func serviceAccount(_ namespace: String, _ name: String, pod: String? = nil, node: String? = nil)
+        -> UserInfo
+    {
         var extra: [String: [String]] = [:]
         if let pod {
             extra["authentication.kubernetes.io/credential-id"] = ["JTI=\(namespace)-\(name)-\(pod)"]
@@ -26,24 +28,30 @@ public struct UserInfo: Sendable, Hashable {
             extra["authentication.kubernetes.io/node-name"] = [node]
             extra["authentication.kubernetes.io/node-uid"] = ["node-uid-\(node)"]
         }
-        return UserInfo(username: "system:serviceaccount:\(namespace):\(name)", uid: "sa-uid-\(namespace)-\(name)",
-                        groups: ["system:serviceaccounts", "system:serviceaccounts:\(namespace)", "system:authenticated"], extra: extra)
+        return UserInfo(
+            username: "system:serviceaccount:\(namespace):\(name)", uid: "sa-uid-\(namespace)-\(name)",
+            groups: ["system:serviceaccounts", "system:serviceaccounts:\(namespace)", "system:authenticated"],
+            extra: extra)
     }
 
     /// The agent DaemonSet's Pod on `node`, with its Pod-bound token.
-    public static func agent(node: String) -> UserInfo { serviceAccount("wgmesh-system", "wgmesh-agent", pod: "wgmesh-agent-\(node)", node: node) }
+    public static func agent(node: String) -> UserInfo {
+        serviceAccount("wgmesh-system", "wgmesh-agent", pod: "wgmesh-agent-\(node)", node: node)
+    }
 
     /// The controller Deployment's Pod.
     public static let controller = serviceAccount("wgmesh-system", "wgmesh-controller", pod: "wgmesh-controller-0")
 
     /// A person with kubeadm's admin kubeconfig (the people's commands, kubectl).
-    public static let admin = UserInfo(username: "kubernetes-admin", groups: ["kubeadm:cluster-admins", "system:authenticated"])
+    public static let admin = UserInfo(
+        username: "kubernetes-admin", groups: ["kubeadm:cluster-admins", "system:authenticated"])
 
     /// A request with no credentials, where anonymous requests are allowed.
     public static let anonymous = UserInfo(username: "system:anonymous", groups: ["system:unauthenticated"])
 
     /// A client the server's own `token` or the test client certificate authenticates.
-    public static let testClient = UserInfo(username: "test-client", groups: ["system:masters", "system:authenticated"])
+    public static let testClient = UserInfo(
+        username: "test-client", groups: ["system:masters", "system:authenticated"])
 
     /// As in an AdmissionReview's `request.userInfo`.
     public var json: JSON {

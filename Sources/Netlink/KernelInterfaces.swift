@@ -23,4 +23,3 @@ public struct KernelInterfaces: WireGuardInterfaces {
         return true
     }
 }
-

@@ -1,7 +1,7 @@
 import CMnl
 import WGMeshCore
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Links, addresses and routes through rtnetlink. Routes carry `routeProtocol`, and only routes
@@ -40,7 +40,8 @@ public final class KernelNetwork: LinkTable, RouteTable {
         let operation = "create wireguard link \"\(name)\""
         try InterfaceName.validate(name, operation: operation)
         if let mtu, !(1280...65535).contains(mtu) {
-            throw NetlinkError.invalid(operation, "MTU \(mtu) is outside 1280...65535 (WireGuard needs IPv6's minimum of 1280)")
+            throw NetlinkError.invalid(
+                operation, "MTU \(mtu) is outside 1280...65535 (WireGuard needs IPv6's minimum of 1280)")
         }
         let m = MessageBuilder(capacity: 512, type: UInt16(RTM_NEWLINK), flags: NLM_F_CREATE | NLM_F_EXCL)
         m.putHeader(ifinfomsg())
@@ -51,7 +52,8 @@ public final class KernelNetwork: LinkTable, RouteTable {
         m.nestEnd(info)
         try socket.request(m, operation: operation)
         guard let link = try link(named: name) else {
-            throw NetlinkError(operation: operation, errno: ENODEV, detail: "the link vanished right after it was created")
+            throw NetlinkError(
+                operation: operation, errno: ENODEV, detail: "the link vanished right after it was created")
         }
         return link
     }
@@ -66,7 +68,8 @@ public final class KernelNetwork: LinkTable, RouteTable {
         }
         m.putHeader(h)
         if let mtu { m.put(UInt16(IFLA_MTU), u32: mtu) }
-        try socket.request(m, operation: "set link #\(index)\(mtu.map { " mtu \($0)" } ?? "")\(up.map { $0 ? " up" : " down" } ?? "")")
+        try socket.request(
+            m, operation: "set link #\(index)\(mtu.map { " mtu \($0)" } ?? "")\(up.map { $0 ? " up" : " down" } ?? "")")
     }
 
     public func interface(carrying address: IPAddress) throws -> LinkState? {
@@ -75,9 +78,13 @@ public final class KernelNetwork: LinkTable, RouteTable {
         var index: UInt32?
         try socket.dump(m, operation: "find the link carrying \(address)") { reply in
             guard index == nil, reply.type == UInt16(RTM_NEWADDR), let h = reply.header(as: ifaddrmsg.self),
-                  AddressFamily.ipFamily(UInt16(h.ifa_family)) == address.family else { return }
+                AddressFamily.ipFamily(UInt16(h.ifa_family)) == address.family
+            else { return }
             let attrs = reply.attributes(after: MemoryLayout<ifaddrmsg>.size)
-            if attrs.contains(where: { ($0.type == UInt16(IFA_LOCAL) || $0.type == UInt16(IFA_ADDRESS)) && $0.payload.elementsEqual(address.bytes) }) {
+            if attrs.contains(where: {
+                ($0.type == UInt16(IFA_LOCAL) || $0.type == UInt16(IFA_ADDRESS))
+                    && $0.payload.elementsEqual(address.bytes)
+            }) {
                 index = h.ifa_index
             }
         }
@@ -101,8 +108,9 @@ public final class KernelNetwork: LinkTable, RouteTable {
 
     static func decodeLink(_ reply: ReceivedMessage) -> LinkState? {
         guard reply.type == UInt16(RTM_NEWLINK), let h = reply.header(as: ifinfomsg.self) else { return nil }
-        var link = LinkState(name: "", index: UInt32(bitPattern: h.ifi_index), mtu: 0,
-                             isUp: h.ifi_flags & UInt32(IFF_UP) != 0, kind: nil)
+        var link = LinkState(
+            name: "", index: UInt32(bitPattern: h.ifi_index), mtu: 0,
+            isUp: h.ifi_flags & UInt32(IFF_UP) != 0, kind: nil)
         for a in reply.attributes(after: MemoryLayout<ifinfomsg>.size) {
             switch Int(a.type) {
             case Int(IFLA_IFNAME): link.name = a.string
@@ -122,27 +130,36 @@ public final class KernelNetwork: LinkTable, RouteTable {
         m.putHeader(ifaddrmsg())
         try socket.dump(m, operation: "list addresses of link #\(index)") { reply in
             guard reply.type == UInt16(RTM_NEWADDR), let h = reply.header(as: ifaddrmsg.self), h.ifa_index == index,
-                  let family = AddressFamily.ipFamily(UInt16(h.ifa_family)) else { return }
+                let family = AddressFamily.ipFamily(UInt16(h.ifa_family))
+            else { return }
             let attrs = reply.attributes(after: MemoryLayout<ifaddrmsg>.size)
             // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's on point-to-point IPv4 links.
-            guard let a = attrs.first(where: { $0.type == UInt16(IFA_LOCAL) }) ?? attrs.first(where: { $0.type == UInt16(IFA_ADDRESS) }),
-                  a.payload.count == family.byteCount,
-                  let address = try? IPAddress(bytes: a.payload) else { return }
+            guard
+                let a = attrs.first(where: { $0.type == UInt16(IFA_LOCAL) })
+                    ?? attrs.first(where: { $0.type == UInt16(IFA_ADDRESS) }),
+                a.payload.count == family.byteCount,
+                let address = try? IPAddress(bytes: a.payload)
+            else { return }
             if let prefix = try? IPPrefix(address: address, length: Int(h.ifa_prefixlen)) { out.append(prefix) }
         }
         return out
     }
 
     public func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32, scope: AddressScope) throws {
-        try sendAddress(RTM_NEWADDR, address, index, scope: scope, flags: NLM_F_CREATE | NLM_F_EXCL,
-                        operation: "add address \(address) to link #\(index)")
+        try sendAddress(
+            RTM_NEWADDR, address, index, scope: scope, flags: NLM_F_CREATE | NLM_F_EXCL,
+            operation: "add address \(address) to link #\(index)")
     }
 
     public func removeAddress(_ address: IPPrefix, fromLinkIndex index: UInt32) throws {
-        try sendAddress(RTM_DELADDR, address, index, scope: .global, flags: 0, operation: "remove address \(address) from link #\(index)")
+        try sendAddress(
+            RTM_DELADDR, address, index, scope: .global, flags: 0,
+            operation: "remove address \(address) from link #\(index)")
     }
 
-    private func sendAddress(_ type: Int, _ address: IPPrefix, _ index: UInt32, scope: AddressScope, flags: Int32, operation: String) throws {
+    private func sendAddress(
+        _ type: Int, _ address: IPPrefix, _ index: UInt32, scope: AddressScope, flags: Int32, operation: String
+    ) throws {
         let m = MessageBuilder(capacity: 256, type: UInt16(type), flags: flags)
         var h = ifaddrmsg()
         h.ifa_family = UInt8(AddressFamily.of(address.family))
@@ -179,10 +196,14 @@ public final class KernelNetwork: LinkTable, RouteTable {
 
     /// A unicast route of `family`, whoever made it.
     func decodeAnyRoute(_ reply: ReceivedMessage, family: IPFamily) -> Route? {
-        guard reply.type == UInt16(RTM_NEWROUTE), let h = reply.header(as: rtmsg.self), h.rtm_type == UInt8(RTN_UNICAST),
-              UInt16(h.rtm_family) == AddressFamily.of(family) else { return nil }
+        guard reply.type == UInt16(RTM_NEWROUTE), let h = reply.header(as: rtmsg.self),
+            h.rtm_type == UInt8(RTN_UNICAST),
+            UInt16(h.rtm_family) == AddressFamily.of(family)
+        else { return nil }
         var destination = IPAddress(family: family, value: 0)
-        var table = UInt32(h.rtm_table), oif: UInt32 = 0, metric: UInt32 = 0
+        var table = UInt32(h.rtm_table)
+        var oif: UInt32 = 0
+        var metric: UInt32 = 0
         for a in reply.attributes(after: MemoryLayout<rtmsg>.size) {
             switch a.type {
             case UInt16(RTA_DST.rawValue): if let d = try? IPAddress(bytes: a.payload) { destination = d }
@@ -216,7 +237,8 @@ public final class KernelNetwork: LinkTable, RouteTable {
         var found: (route: Route, protocol: UInt8)?
         try socket.dump(m, operation: "list \(family) routes") { reply in
             guard found == nil, let h = reply.header(as: rtmsg.self), h.rtm_protocol != routeProtocol,
-                  let other = decodeAnyRoute(reply, family: family), other.key == route.key else { return }
+                let other = decodeAnyRoute(reply, family: family), other.key == route.key
+            else { return }
             found = (other, h.rtm_protocol)
         }
         guard let found else { return nil }
@@ -275,6 +297,8 @@ public final class KernelNetwork: LinkTable, RouteTable {
         m.put(UInt16(RTA_TABLE.rawValue), u32: route.table)
         m.put(UInt16(RTA_PRIORITY.rawValue), u32: route.metric)
         if route.interfaceIndex != 0 { m.put(UInt16(RTA_OIF.rawValue), u32: route.interfaceIndex) }
-        try socket.request(m, operation: "\(verb) route \(route.destination) via link #\(route.interfaceIndex) (proto \(routeProtocol))")
+        try socket.request(
+            m,
+            operation: "\(verb) route \(route.destination) via link #\(route.interfaceIndex) (proto \(routeProtocol))")
     }
 }

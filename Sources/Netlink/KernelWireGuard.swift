@@ -16,8 +16,9 @@ public final class KernelWireGuard: WireGuardDevice {
     /// Connects to the kernel, inside the network namespace at `namespacePath` when given.
     public init(namespacePath: String? = nil, messageCapacity: Int = KernelWireGuard.defaultMessageCapacity) throws {
         socket = try NetlinkSocket(protocol: NETLINK_GENERIC, namespacePath: namespacePath)
-        familyID = try GenericNetlink.resolveFamily(WG.familyName, on: socket,
-                                                     hint: "the kernel has no WireGuard: run `modprobe wireguard` (Linux 5.6 or later)")
+        familyID = try GenericNetlink.resolveFamily(
+            WG.familyName, on: socket,
+            hint: "the kernel has no WireGuard: run `modprobe wireguard` (Linux 5.6 or later)")
         self.messageCapacity = messageCapacity
     }
 
@@ -30,15 +31,17 @@ public final class KernelWireGuard: WireGuardDevice {
         var device = DeviceState(name: name)
         var peers: [WireGuardMessages.PeerEntry] = []
         try socket.dump(m, operation: operation) { reply in
-            try WireGuardMessages.merge(messageAttributes: reply.attributes(after: MemoryLayout<genlmsghdr>.size),
-                                        into: &device, peers: &peers)
+            try WireGuardMessages.merge(
+                messageAttributes: reply.attributes(after: MemoryLayout<genlmsghdr>.size),
+                into: &device, peers: &peers)
         }
         device.peers = peers.map(PeerState.init)
         return device
     }
 
     public func configure(_ name: String, _ config: DeviceConfig) throws {
-        let messages = try WireGuardMessages.setDevice(family: familyID, name: name, config: config, capacity: messageCapacity)
+        let messages = try WireGuardMessages.setDevice(
+            family: familyID, name: name, config: config, capacity: messageCapacity)
         for (i, m) in messages.enumerated() {
             try socket.request(m, operation: Self.describe(name: name, config: config, message: i, of: messages.count))
             setMessagesSent += 1
@@ -63,13 +66,19 @@ enum GenericNetlink {
         var id: UInt16?
         do {
             try socket.request(m, operation: "resolve generic netlink family \(name)") { reply in
-                id = reply.attributes(after: MemoryLayout<genlmsghdr>.size).first { $0.type == UInt16(CTRL_ATTR_FAMILY_ID) }?.u16
+                id =
+                    reply.attributes(after: MemoryLayout<genlmsghdr>.size).first {
+                        $0.type == UInt16(CTRL_ATTR_FAMILY_ID)
+                    }?.u16
             }
         } catch var error as NetlinkError where error.errno == ENOENT {
             error.detail = hint
             throw error
         }
-        guard let id else { throw NetlinkError.invalid("resolve generic netlink family \(name)", "the kernel's answer carried no family id") }
+        guard let id else {
+            throw NetlinkError.invalid(
+                "resolve generic netlink family \(name)", "the kernel's answer carried no family id")
+        }
         return id
     }
 }

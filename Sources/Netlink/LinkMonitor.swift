@@ -1,7 +1,7 @@
 import CMnl
 import WGMeshCore
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Link changes as rtnetlink announces them (the `RTMGRP_LINK` group), so that the agent repairs its

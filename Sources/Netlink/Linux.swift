@@ -16,12 +16,19 @@ enum InterfaceName {
 
     /// Checks an interface name the way the kernel will, before anything is sent.
     static func validate(_ name: String, operation: String) throws {
-        if name.isEmpty { throw NetlinkError.invalid(operation, "the interface name is empty: give a name such as wgmesh0") }
-        if name.utf8.count > maxLength {
-            throw NetlinkError.invalid(operation, "interface name \"\(name)\" is \(name.utf8.count) bytes; Linux allows at most \(maxLength)")
+        if name.isEmpty {
+            throw NetlinkError.invalid(operation, "the interface name is empty: give a name such as wgmesh0")
         }
-        if name == "." || name == ".." || name.contains("/") || name.contains(":") || name.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value == 0 }) {
-            throw NetlinkError.invalid(operation, "interface name \"\(name)\" contains a character Linux forbids ('/', ':', whitespace) or is '.'/'..'")
+        if name.utf8.count > maxLength {
+            throw NetlinkError.invalid(
+                operation, "interface name \"\(name)\" is \(name.utf8.count) bytes; Linux allows at most \(maxLength)")
+        }
+        if name == "." || name == ".." || name.contains("/") || name.contains(":")
+            || name.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value == 0 })
+        {
+            throw NetlinkError.invalid(
+                operation,
+                "interface name \"\(name)\" contains a character Linux forbids ('/', ':', whitespace) or is '.'/'..'")
         }
     }
 }

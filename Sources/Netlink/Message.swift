@@ -39,7 +39,9 @@ final class MessageBuilder {
     func put(_ type: UInt16, string value: String) -> Bool { mnl_attr_put_strz_check(header, capacity, type, value) }
 
     /// Opens a nested attribute, or nil when not even its header fits.
-    func nestStart(_ type: UInt16) -> UnsafeMutablePointer<nlattr>? { mnl_attr_nest_start_check(header, capacity, type) }
+    func nestStart(_ type: UInt16) -> UnsafeMutablePointer<nlattr>? {
+        mnl_attr_nest_start_check(header, capacity, type)
+    }
     func nestEnd(_ nest: UnsafeMutablePointer<nlattr>) { mnl_attr_nest_end(header, nest) }
     /// Drops a nested attribute and everything put into it since it was opened.
     func nestCancel(_ nest: UnsafeMutablePointer<nlattr>) { mnl_attr_nest_cancel(header, nest) }
@@ -72,9 +74,13 @@ struct Attribute {
         let headerSize = 4
         while offset + headerSize <= region.count {
             let length = Int(region.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
-            let type = region.loadUnaligned(fromByteOffset: offset + 2, as: UInt16.self) & 0x3fff  // NLA_TYPE_MASK: drop the nested and byte-order flags
+            // NLA_TYPE_MASK: drop the nested and byte-order flags
+            let type = region.loadUnaligned(fromByteOffset: offset + 2, as: UInt16.self) & 0x3fff
             guard length >= headerSize, offset + length <= region.count else { break }
-            out.append(Attribute(type: type, payload: UnsafeRawBufferPointer(rebasing: region[(offset + headerSize)..<(offset + length)])))
+            out.append(
+                Attribute(
+                    type: type,
+                    payload: UnsafeRawBufferPointer(rebasing: region[(offset + headerSize)..<(offset + length)])))
             offset += (length + 3) & ~3
         }
         return out

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A failed netlink operation: what was being done, the kernel's errno and its extended-ack text.

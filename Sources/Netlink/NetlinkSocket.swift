@@ -1,6 +1,6 @@
 import CMnl
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A netlink socket (libmnl) that sends requests one at a time and reads their answers.
@@ -48,8 +48,9 @@ final class NetlinkSocket {
         defer { close(original) }
         let target = open(path, O_RDONLY | O_CLOEXEC)
         guard target >= 0 else {
-            throw NetlinkError(operation: "open network namespace \(path)", errno: Glibc.errno,
-                               detail: "check that the namespace exists (ip netns list)")
+            throw NetlinkError(
+                operation: "open network namespace \(path)", errno: Glibc.errno,
+                detail: "check that the namespace exists (ip netns list)")
         }
         defer { close(target) }
         guard cmnl_enter_net_namespace(target) == 0 else {
@@ -63,25 +64,33 @@ final class NetlinkSocket {
     }
 
     /// Sends one request with NLM_F_ACK and waits for its acknowledgement; replies before it go to `onReply`.
-    func request(_ message: MessageBuilder, operation: @autoclosure () -> String,
-                 onReply: (ReceivedMessage) throws -> Void = { _ in }) throws {
+    func request(
+        _ message: MessageBuilder, operation: @autoclosure () -> String,
+        onReply: (ReceivedMessage) throws -> Void = { _ in }
+    ) throws {
         try transact(message, dump: false, operation: operation, onReply: onReply)
     }
 
     /// Sends a dump request and passes every reply message to `onReply` until NLMSG_DONE.
-    func dump(_ message: MessageBuilder, operation: @autoclosure () -> String,
-              onReply: (ReceivedMessage) throws -> Void) throws {
+    func dump(
+        _ message: MessageBuilder, operation: @autoclosure () -> String,
+        onReply: (ReceivedMessage) throws -> Void
+    ) throws {
         try transact(message, dump: true, operation: operation, onReply: onReply)
     }
 
-    func transact(_ message: MessageBuilder, dump: Bool, operation: () -> String,
-                  onReply: (ReceivedMessage) throws -> Void) throws {
+    func transact(
+        _ message: MessageBuilder, dump: Bool, operation: () -> String,
+        onReply: (ReceivedMessage) throws -> Void
+    ) throws {
         sequence &+= 1
         let seq = sequence
         message.header.pointee.nlmsg_seq = seq
         message.header.pointee.nlmsg_flags |= UInt16(NLM_F_REQUEST | (dump ? NLM_F_DUMP : NLM_F_ACK))
         let sent = mnl_socket_sendto(socket, message.header, message.length)
-        guard sent == message.length else { throw NetlinkError(operation: operation(), errno: sent < 0 ? Glibc.errno : EMSGSIZE) }
+        guard sent == message.length else {
+            throw NetlinkError(operation: operation(), errno: sent < 0 ? Glibc.errno : EMSGSIZE)
+        }
 
         while true {
             let n = mnl_socket_recvfrom(socket, receiveBuffer.baseAddress, receiveBuffer.count)
@@ -98,13 +107,15 @@ final class NetlinkSocket {
                 case NLMSG_ERROR:
                     let error = body.count >= 4 ? body.loadUnaligned(as: Int32.self) : -EPROTO
                     if error == 0 { return }  // the ack
-                    throw NetlinkError(operation: operation(), errno: -error,
-                                       kernelMessage: NetlinkSocket.extendedAck(flags: header.nlmsg_flags, body: body))
+                    throw NetlinkError(
+                        operation: operation(), errno: -error,
+                        kernelMessage: NetlinkSocket.extendedAck(flags: header.nlmsg_flags, body: body))
                 case NLMSG_DONE:
                     let error = body.count >= 4 ? body.loadUnaligned(as: Int32.self) : 0
                     if error != 0 {
-                        throw NetlinkError(operation: operation(), errno: -error,
-                                           kernelMessage: NetlinkSocket.extendedAck(flags: header.nlmsg_flags, body: body, done: true))
+                        throw NetlinkError(
+                            operation: operation(), errno: -error,
+                            kernelMessage: NetlinkSocket.extendedAck(flags: header.nlmsg_flags, body: body, done: true))
                     }
                     return
                 case NLMSG_OVERRUN:
@@ -119,7 +130,8 @@ final class NetlinkSocket {
     /// Waits up to `timeout` for notifications and passes each message to `onMessage`; returns false
     /// when the kernel dropped some because this socket's buffer was full (ENOBUFS).
     func receiveNotifications(timeout: Duration, _ onMessage: (ReceivedMessage) -> Void) throws -> Bool {
-        var tv = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
+        var tv = timeval(
+            tv_sec: Int(timeout.components.seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
         setsockopt(mnl_socket_get_fd(socket), SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         let n = mnl_socket_recvfrom(socket, receiveBuffer.baseAddress, receiveBuffer.count)
         if n < 0 {
@@ -145,7 +157,12 @@ final class NetlinkSocket {
             let header = base.loadUnaligned(as: nlmsghdr.self)
             let length = Int(header.nlmsg_len)
             guard length >= MemoryLayout<nlmsghdr>.size, offset + length <= n else { break }
-            messages.append((header, UnsafeRawBufferPointer(start: base + MemoryLayout<nlmsghdr>.size, count: length - MemoryLayout<nlmsghdr>.size)))
+            messages.append(
+                (
+                    header,
+                    UnsafeRawBufferPointer(
+                        start: base + MemoryLayout<nlmsghdr>.size, count: length - MemoryLayout<nlmsghdr>.size)
+                ))
             offset += (length + 3) & ~3
         }
         return messages
@@ -157,7 +174,9 @@ final class NetlinkSocket {
         var offset = 4  // the error code
         if !done {
             // struct nlmsgerr: error, then the request's header (and its payload unless capped).
-            let echoed = body.count >= 8 + MemoryLayout<nlmsghdr>.size ? Int(body.loadUnaligned(fromByteOffset: 4, as: UInt32.self)) : 0
+            let echoed =
+                body.count >= 8 + MemoryLayout<nlmsghdr>.size
+                ? Int(body.loadUnaligned(fromByteOffset: 4, as: UInt32.self)) : 0
             offset += flags & UInt16(NLM_F_CAPPED) != 0 ? MemoryLayout<nlmsghdr>.size : echoed
         }
         offset = (offset + 3) & ~3
@@ -166,4 +185,3 @@ final class NetlinkSocket {
             .first { $0.type == UInt16(NLMSGERR_ATTR_MSG.rawValue) }?.string
     }
 }
-

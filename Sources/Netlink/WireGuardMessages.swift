@@ -8,14 +8,17 @@ enum WG {
     static let cmdGetDevice: UInt8 = 0
     static let cmdSetDevice: UInt8 = 1
 
-    static let deviceIfindex: UInt16 = 1, deviceIfname: UInt16 = 2, devicePrivateKey: UInt16 = 3, devicePublicKey: UInt16 = 4
+    static let deviceIfindex: UInt16 = 1, deviceIfname: UInt16 = 2, devicePrivateKey: UInt16 = 3,
+        devicePublicKey: UInt16 = 4
     static let deviceFlags: UInt16 = 5, deviceListenPort: UInt16 = 6, deviceFwmark: UInt16 = 7, devicePeers: UInt16 = 8
     static let deviceFlagReplacePeers: UInt32 = 1 << 0
 
     static let peerPublicKey: UInt16 = 1, peerPresharedKey: UInt16 = 2, peerFlags: UInt16 = 3, peerEndpoint: UInt16 = 4
-    static let peerKeepalive: UInt16 = 5, peerLastHandshake: UInt16 = 6, peerRxBytes: UInt16 = 7, peerTxBytes: UInt16 = 8
+    static let peerKeepalive: UInt16 = 5, peerLastHandshake: UInt16 = 6, peerRxBytes: UInt16 = 7,
+        peerTxBytes: UInt16 = 8
     static let peerAllowedIPs: UInt16 = 9, peerProtocolVersion: UInt16 = 10
-    static let peerFlagRemoveMe: UInt32 = 1 << 0, peerFlagReplaceAllowedIPs: UInt32 = 1 << 1, peerFlagUpdateOnly: UInt32 = 1 << 2
+    static let peerFlagRemoveMe: UInt32 = 1 << 0, peerFlagReplaceAllowedIPs: UInt32 = 1 << 1,
+        peerFlagUpdateOnly: UInt32 = 1 << 2
 
     static let allowedIPFamily: UInt16 = 1, allowedIPAddress: UInt16 = 2, allowedIPCidrMask: UInt16 = 3
 
@@ -29,11 +32,14 @@ enum WireGuardMessages {
     /// Later messages carry only the interface name and the remaining peers; a peer whose allowed IPs
     /// do not fit even in a message of its own continues in the next message with only its key and the rest of its allowed IPs,
     /// so replace-peers and replace-allowed-ips act once, in the first fragment (see `wireguard.h`).
-    static func setDevice(family: UInt16, name: String, config: DeviceConfig, capacity: Int = defaultCapacity) throws -> [MessageBuilder] {
+    static func setDevice(family: UInt16, name: String, config: DeviceConfig, capacity: Int = defaultCapacity) throws
+        -> [MessageBuilder]
+    {
         try InterfaceName.validate(name, operation: "set wireguard device \"\(name)\"")
         precondition(capacity >= 1024 && capacity < 65536, "message capacity must fit a peer and a 16-bit nest length")
         var messages: [MessageBuilder] = []
-        var peerIndex = 0, ipIndex = 0
+        var peerIndex = 0
+        var ipIndex = 0
         repeat {
             let m = MessageBuilder(capacity: capacity, type: family, flags: 0)
             m.putHeader(genlmsghdr(cmd: WG.cmdSetDevice, version: WG.version, reserved: 0))
@@ -50,10 +56,16 @@ enum WireGuardMessages {
                     let peer = config.peers[peerIndex]
                     let startIP = ipIndex
                     guard let nest = m.nestStart(0) else { break }
-                    guard putPeerHeader(peer, first: ipIndex == 0, into: m) else { m.nestCancel(nest); break }
+                    guard putPeerHeader(peer, first: ipIndex == 0, into: m) else {
+                        m.nestCancel(nest)
+                        break
+                    }
                     let ips = peer.remove ? [] : peer.allowedIPs
                     if ipIndex < ips.count {
-                        guard let list = m.nestStart(WG.peerAllowedIPs) else { m.nestCancel(nest); break }
+                        guard let list = m.nestStart(WG.peerAllowedIPs) else {
+                            m.nestCancel(nest)
+                            break
+                        }
                         while ipIndex < ips.count, putAllowedIP(ips[ipIndex], into: m) { ipIndex += 1 }
                         m.nestEnd(list)
                     }
@@ -94,8 +106,9 @@ enum WireGuardMessages {
     private static func putAllowedIP(_ prefix: IPPrefix, into m: MessageBuilder) -> Bool {
         guard let nest = m.nestStart(0) else { return false }
         guard m.put(WG.allowedIPFamily, u16: AddressFamily.of(prefix.family)),
-              m.put(WG.allowedIPAddress, bytes: prefix.address.bytes),
-              m.put(WG.allowedIPCidrMask, u8: UInt8(prefix.length)) else {
+            m.put(WG.allowedIPAddress, bytes: prefix.address.bytes),
+            m.put(WG.allowedIPCidrMask, u8: UInt8(prefix.length))
+        else {
             m.nestCancel(nest)
             return false
         }
@@ -122,7 +135,8 @@ enum WireGuardMessages {
         let port = UInt16(b[2]) << 8 | UInt16(b[3])
         switch AddressFamily.ipFamily(family) {
         case .v4?: return (try? IPAddress(bytes: b[4..<8])).map { Endpoint(address: $0, port: port) }
-        case .v6? where b.count >= 24: return (try? IPAddress(bytes: b[8..<24])).map { Endpoint(address: $0, port: port) }
+        case .v6? where b.count >= 24:
+            return (try? IPAddress(bytes: b[8..<24])).map { Endpoint(address: $0, port: port) }
         default: return nil
         }
     }
@@ -153,17 +167,22 @@ enum WireGuardMessages {
             case WG.peerEndpoint: peer.endpoint = endpoint(fromSockaddr: a.payload)
             case WG.peerKeepalive: peer.keepalive = a.u16
             case WG.peerLastHandshake where a.payload.count >= 16:
-                peer.lastHandshake = (a.payload.loadUnaligned(as: Int64.self), a.payload.loadUnaligned(fromByteOffset: 8, as: Int64.self))
+                peer.lastHandshake = (
+                    a.payload.loadUnaligned(as: Int64.self), a.payload.loadUnaligned(fromByteOffset: 8, as: Int64.self)
+                )
             case WG.peerRxBytes: peer.rxBytes = a.u64 ?? 0
             case WG.peerTxBytes: peer.txBytes = a.u64 ?? 0
             case WG.peerProtocolVersion: peer.protocolVersion = a.u32 ?? 0
             case WG.peerAllowedIPs:
                 for entry in a.nested {
                     let fields = entry.nested
-                    guard let fam = fields.first(where: { $0.type == WG.allowedIPFamily })?.u16.flatMap(AddressFamily.ipFamily),
-                          let addr = fields.first(where: { $0.type == WG.allowedIPAddress }),
-                          let mask = fields.first(where: { $0.type == WG.allowedIPCidrMask })?.u8,
-                          addr.payload.count >= fam.byteCount else { continue }
+                    guard
+                        let fam = fields.first(where: { $0.type == WG.allowedIPFamily })?.u16.flatMap(
+                            AddressFamily.ipFamily),
+                        let addr = fields.first(where: { $0.type == WG.allowedIPAddress }),
+                        let mask = fields.first(where: { $0.type == WG.allowedIPCidrMask })?.u8,
+                        addr.payload.count >= fam.byteCount
+                    else { continue }
                     let address = try IPAddress(bytes: addr.payload.prefix(fam.byteCount))
                     peer.allowedIPs.append(try IPPrefix(address: address, length: Int(mask)))
                 }
@@ -174,7 +193,9 @@ enum WireGuardMessages {
     }
 
     /// The device-level attributes and peers of one message, for coalescing a multi-message answer.
-    static func merge(messageAttributes attributes: [Attribute], into device: inout DeviceState, peers: inout [PeerEntry]) throws {
+    static func merge(
+        messageAttributes attributes: [Attribute], into device: inout DeviceState, peers: inout [PeerEntry]
+    ) throws {
         for a in attributes {
             switch a.type {
             case WG.deviceIfindex: device.interfaceIndex = a.u32 ?? device.interfaceIndex
@@ -205,15 +226,16 @@ enum WireGuardMessages {
 
 extension PeerState {
     init(_ entry: WireGuardMessages.PeerEntry) {
-        self.init(publicKey: entry.publicKey,
-                  presharedKey: entry.presharedKey.flatMap { $0.isZero ? nil : $0 },
-                  endpoint: entry.endpoint,
-                  persistentKeepalive: entry.keepalive ?? 0,
-                  allowedIPs: entry.allowedIPs,
-                  lastHandshakeSeconds: entry.lastHandshake.0,
-                  lastHandshakeNanoseconds: entry.lastHandshake.1,
-                  receivedBytes: entry.rxBytes,
-                  transmittedBytes: entry.txBytes,
-                  protocolVersion: entry.protocolVersion)
+        self.init(
+            publicKey: entry.publicKey,
+            presharedKey: entry.presharedKey.flatMap { $0.isZero ? nil : $0 },
+            endpoint: entry.endpoint,
+            persistentKeepalive: entry.keepalive ?? 0,
+            allowedIPs: entry.allowedIPs,
+            lastHandshakeSeconds: entry.lastHandshake.0,
+            lastHandshakeNanoseconds: entry.lastHandshake.1,
+            receivedBytes: entry.rxBytes,
+            transmittedBytes: entry.txBytes,
+            protocolVersion: entry.protocolVersion)
     }
 }

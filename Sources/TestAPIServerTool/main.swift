@@ -14,7 +14,8 @@ import Foundation
 import Kube
 import KubeTestSupport
 
-let usage = "usage: wgmesh-test-apiserver HOST PORT KUBECONFIG_OUT [--agents NODE,NODE...] [--record FILE] [--tls CA_OUT]\n"
+let usage =
+    "usage: wgmesh-test-apiserver HOST PORT KUBECONFIG_OUT [--agents NODE,NODE...] [--record FILE] [--tls CA_OUT]\n"
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data((message + "\n" + usage).utf8))
     exit(2)
@@ -40,7 +41,9 @@ while let arg = rest.popFirst() {
         positional.append(arg)
     }
 }
-guard positional.count == 3, let port = Int(positional[1]) else { fail("expected HOST PORT KUBECONFIG_OUT, got \(positional)") }
+guard positional.count == 3, let port = Int(positional[1]) else {
+    fail("expected HOST PORT KUBECONFIG_OUT, got \(positional)")
+}
 let kubeconfigPath = positional[2]
 
 /// The scenario's own writes (Nodes registered as a kubelet would, faults injected as etcd surgery would):
@@ -55,7 +58,9 @@ for node in agents { identities["test-agent-" + node] = (kubeconfigPath + ".agen
 
 let recorder: FileHandle?
 if let recordPath {
-    guard FileManager.default.createFile(atPath: recordPath, contents: nil), let handle = FileHandle(forWritingAtPath: recordPath) else {
+    guard FileManager.default.createFile(atPath: recordPath, contents: nil),
+        let handle = FileHandle(forWritingAtPath: recordPath)
+    else {
         fail("cannot write \(recordPath)")
     }
     recorder = handle
@@ -67,8 +72,10 @@ let record: (@Sendable (JSON) -> Void)? = recorder.map { handle in
 }
 
 if let caOut { try (TestCertificates.caCertificate + "\n").write(toFile: caOut, atomically: true, encoding: .utf8) }
-let server = try await TestAPIServer.start(.init(tls: caOut != nil, bookmarkInterval: .seconds(5), host: positional[0], port: port,
-                                                 identities: identities.mapValues(\.user), recordNodeWrite: record))
+let server = try await TestAPIServer.start(
+    .init(
+        tls: caOut != nil, bookmarkInterval: .seconds(5), host: positional[0], port: port,
+        identities: identities.mapValues(\.user), recordNodeWrite: record))
 for (token, identity) in identities {
     let kubeconfig = """
         apiVersion: v1
@@ -91,6 +98,9 @@ for (token, identity) in identities {
         """
     try kubeconfig.write(toFile: identity.file, atomically: true, encoding: .utf8)
 }
-FileHandle.standardOutput.write(Data("test API server listening on \(server.url)\(recordPath.map { ", recording Node writes to \($0)" } ?? "")\n".utf8))
+FileHandle.standardOutput.write(
+    Data(
+        "test API server listening on \(server.url)\(recordPath.map { ", recording Node writes to \($0)" } ?? "")\n"
+            .utf8))
 // Runs until killed (SIGTERM's default action).
 while true { try await Task.sleep(for: .seconds(3600)) }

@@ -1,7 +1,7 @@
 import Logging
 import Synchronization
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `wgmesh userspace-device`: one interface's wireguard-go, run and supervised by a process of its own (the
@@ -39,13 +39,16 @@ public final class UserspaceDevice: @unchecked Sendable {
                 // Another process's wireguard-go: probed with a bare connection, cheap at any number of peers.
                 if go.device.accepts(interface) {
                     if !adopted {
-                        logger.notice("another wireguard-go answers on \(go.device.socketPath(interface)): left running; this one starts its own when it stops answering",
-                                      metadata: ["interface": "\(interface)"])
+                        logger.notice(
+                            "another wireguard-go answers on \(go.device.socketPath(interface)): left running; this one starts its own when it stops answering",
+                            metadata: ["interface": "\(interface)"])
                         adopted = true
                     }
                 } else {
                     if adopted {
-                        logger.warning("the other wireguard-go stopped answering: starting this one's", metadata: ["interface": "\(interface)"])
+                        logger.warning(
+                            "the other wireguard-go stopped answering: starting this one's",
+                            metadata: ["interface": "\(interface)"])
                         adopted = false
                     }
                     do {
@@ -54,8 +57,12 @@ public final class UserspaceDevice: @unchecked Sendable {
                     } catch {
                         failures += 1
                         let delay = Duration.milliseconds(250) * (1 << min(failures - 1, 7))  // up to 32 s
-                        logger.error("cannot start wireguard-go; trying again", metadata: ["interface": "\(interface)", "error": "\(error)",
-                                                                                          "retryIn": "\(delay)"])
+                        logger.error(
+                            "cannot start wireguard-go; trying again",
+                            metadata: [
+                                "interface": "\(interface)", "error": "\(error)",
+                                "retryIn": "\(delay)",
+                            ])
                         sleep(for: delay)
                         continue
                     }

@@ -1,6 +1,6 @@
 import WGMeshCore
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// WireGuard in userspace: `wireguard-go`, configured through its UAPI socket
@@ -30,12 +30,18 @@ public final class UserspaceWireGuard: WireGuardDevice, @unchecked Sendable {
         let operation = "set device \(name) (\(config.peers.count) peer changes)"
         let answer = try exchange(UAPI.setRequest(config), with: name, operation: operation)
         let code: Int32
-        do { code = try UAPI.errno(of: answer) } catch { throw UserspaceError(operation: operation, errno: nil, detail: error.message) }
-        if code != 0 { throw UserspaceError(operation: operation, errno: code, detail: "wireguard-go refused the configuration") }
+        do { code = try UAPI.errno(of: answer) } catch {
+            throw UserspaceError(operation: operation, errno: nil, detail: error.message)
+        }
+        if code != 0 {
+            throw UserspaceError(operation: operation, errno: code, detail: "wireguard-go refused the configuration")
+        }
     }
 
     /// True when a wireguard-go answers on the interface's socket.
-    public func answers(_ name: String) -> Bool { (try? exchange(UAPI.getRequest, with: name, operation: "probe")) != nil }
+    public func answers(_ name: String) -> Bool {
+        (try? exchange(UAPI.getRequest, with: name, operation: "probe")) != nil
+    }
 
     /// True when a process listens on the interface's socket: a connection and nothing sent, so that polling
     /// it stays cheap however many peers the device has (`answers` reads its whole configuration).
@@ -62,13 +68,17 @@ public final class UserspaceWireGuard: WireGuardDevice, @unchecked Sendable {
             raw[bytes.count] = 0
         }
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard connected == 0 else {
             let e = errno
             close(fd)
-            throw UserspaceError(operation: operation, errno: e,
-                                 detail: "no wireguard-go answers on \(path)" + (e == ENOENT ? ": is it running for this interface?" : ""))
+            throw UserspaceError(
+                operation: operation, errno: e,
+                detail: "no wireguard-go answers on \(path)"
+                    + (e == ENOENT ? ": is it running for this interface?" : ""))
         }
         return fd
     }
@@ -87,7 +97,9 @@ public final class UserspaceWireGuard: WireGuardDevice, @unchecked Sendable {
         var answer: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         // An answer ends with "errno=N\n\n".
-        while !(answer.count >= 2 && answer[answer.count - 2] == 10 && answer[answer.count - 1] == 10 && Self.hasErrno(answer)) {
+        while !(answer.count >= 2 && answer[answer.count - 2] == 10 && answer[answer.count - 1] == 10
+            && Self.hasErrno(answer))
+        {
             let n = read(fd, &buffer, buffer.count)
             if n < 0 { throw UserspaceError(operation: operation, errno: errno, detail: "read from \(path)") }
             if n == 0 { break }
@@ -98,7 +110,9 @@ public final class UserspaceWireGuard: WireGuardDevice, @unchecked Sendable {
 
     static func hasErrno(_ answer: [UInt8]) -> Bool {
         // Cheap: the last line before the blank one starts with "errno=".
-        guard let start = answer.dropLast(2).lastIndex(of: 10).map({ $0 + 1 }) ?? (answer.count > 2 ? 0 : nil) else { return false }
+        guard let start = answer.dropLast(2).lastIndex(of: 10).map({ $0 + 1 }) ?? (answer.count > 2 ? 0 : nil) else {
+            return false
+        }
         return answer[start...].starts(with: Array("errno=".utf8))
     }
 }

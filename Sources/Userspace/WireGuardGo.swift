@@ -3,7 +3,7 @@ import Logging
 import Synchronization
 import WGMeshCore
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Userspace WireGuard interfaces: `wireguard-go -f NAME`, started and supervised here, or (`Launch.elsewhere`)
@@ -37,10 +37,12 @@ public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
 
     public var backend: String { "userspace" }
 
-    public init(program: String = "wireguard-go", device: UserspaceWireGuard, network: any LinkTable, logger: Logger,
-                launch: Launch = .here, startTimeout: Duration = .seconds(10),
-                afterExit: String = "starting it again and re-applying the whole configuration",
-                exited: @escaping @Sendable () -> Void = {}) {
+    public init(
+        program: String = "wireguard-go", device: UserspaceWireGuard, network: any LinkTable, logger: Logger,
+        launch: Launch = .here, startTimeout: Duration = .seconds(10),
+        afterExit: String = "starting it again and re-applying the whole configuration",
+        exited: @escaping @Sendable () -> Void = {}
+    ) {
         self.program = program
         self.device = device
         self.network = network
@@ -63,7 +65,8 @@ public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
                 usleep(50_000)
                 if device.answers(name) { return true }
             }
-            throw UserspaceError(operation: "wait for \(name)", errno: nil, detail: Self.waiting(for: device.socketPath(name)))
+            throw UserspaceError(
+                operation: "wait for \(name)", errno: nil, detail: Self.waiting(for: device.socketPath(name)))
         }
         if let link = try network.link(named: name) {
             // A tun device nobody serves (its wireguard-go died): remove it so a new one can take the name.
@@ -82,8 +85,10 @@ public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid {
                 children.withLock { _ = $0.removeValue(forKey: name) }
-                throw UserspaceError(operation: "start \(program) for \(name)", errno: nil,
-                                     detail: "it \(Self.ended(status)) before its socket answered; its output is in this container's log")
+                throw UserspaceError(
+                    operation: "start \(program) for \(name)", errno: nil,
+                    detail: "it \(Self.ended(status)) before its socket answered; its output is in this container's log"
+                )
             }
             usleep(50_000)
         }
@@ -91,8 +96,9 @@ public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
         kill(pid, SIGKILL)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        throw UserspaceError(operation: "start \(program) for \(name)", errno: nil,
-                             detail: "its socket \(device.socketPath(name)) did not answer within \(startTimeout)")
+        throw UserspaceError(
+            operation: "start \(program) for \(name)", errno: nil,
+            detail: "its socket \(device.socketPath(name)) did not answer within \(startTimeout)")
     }
 
     /// With `Launch.elsewhere`: why the interface is not there yet, until its wireguard-go answers.
@@ -102,8 +108,8 @@ public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
     }
 
     static func waiting(for socket: String) -> String {
-        "no wireguard-go answers on \(socket) yet: with --external-wireguard-go it comes from `wgmesh userspace-device` " +
-            "(the wgmesh-device DaemonSet, manifests/device.yaml); is its Pod running on this node?"
+        "no wireguard-go answers on \(socket) yet: with --external-wireguard-go it comes from `wgmesh userspace-device` "
+            + "(the wgmesh-device DaemonSet, manifests/device.yaml); is its Pod running on this node?"
     }
 
     /// The wireguard-go this process started for the interface and still runs, if any.
@@ -130,7 +136,8 @@ public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
         }
         kill(pid, SIGTERM)
         if !wait(grace) {
-            logger.warning("wireguard-go still runs after SIGTERM: killed", metadata: ["interface": "\(name)", "pid": "\(pid)"])
+            logger.warning(
+                "wireguard-go still runs after SIGTERM: killed", metadata: ["interface": "\(name)", "pid": "\(pid)"])
             kill(pid, SIGKILL)
             _ = wait(.seconds(5))
         }
@@ -162,7 +169,9 @@ public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
             let ours = children.withLock { c in c[name] == pid ? c.removeValue(forKey: name) != nil : false }
             guard ours else { return }
-            logger.error("wireguard-go exited; \(afterExit)", metadata: ["interface": "\(name)", "pid": "\(pid)", "how": "\(Self.ended(status))"])
+            logger.error(
+                "wireguard-go exited; \(afterExit)",
+                metadata: ["interface": "\(name)", "pid": "\(pid)", "how": "\(Self.ended(status))"])
             exited()
         }
     }
@@ -185,8 +194,10 @@ public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
         wgmesh_spawn_close_from(&actions, 3)
         let rc = posix_spawnp(&pid, argv[0], &actions, nil, &cargs, &cenv)
         guard rc == 0 else {
-            throw UserspaceError(operation: "start \(argv[0])", errno: rc,
-                                 detail: rc == ENOENT ? "\(argv[0]) is not installed (Debian: apt-get install wireguard-go)" : "posix_spawnp failed")
+            throw UserspaceError(
+                operation: "start \(argv[0])", errno: rc,
+                detail: rc == ENOENT
+                    ? "\(argv[0]) is not installed (Debian: apt-get install wireguard-go)" : "posix_spawnp failed")
         }
         return pid
     }
@@ -195,14 +206,19 @@ public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
 /// A detached thread for a blocking wait, without Foundation.
 enum Thread {
     static func detach(_ body: @escaping @Sendable () -> Void) {
-        final class Box: @unchecked Sendable { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+        final class Box: @unchecked Sendable {
+            let body: @Sendable () -> Void
+            init(_ b: @escaping @Sendable () -> Void) { body = b }
+        }
         var thread = pthread_t()
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
-        pthread_create(&thread, nil, { raw in
-            let box = Unmanaged<AnyObject>.fromOpaque(raw!).takeRetainedValue() as! Box
-            box.body()
-            return nil
-        }, box)
+        pthread_create(
+            &thread, nil,
+            { raw in
+                let box = Unmanaged<AnyObject>.fromOpaque(raw!).takeRetainedValue() as! Box
+                box.body()
+                return nil
+            }, box)
         pthread_detach(thread)
     }
 }

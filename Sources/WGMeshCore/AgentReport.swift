@@ -1,9 +1,9 @@
 import Crypto
 // FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 extension Annotation {
@@ -19,7 +19,9 @@ extension Annotation {
     public static let unencryptedDrops = prefix + "unencrypted-drops"
 
     /// Every key an agent writes on its own Node, and removes with `--cleanup`.
-    public static let agentOwned = [enrollmentKey, appliedKeyGeneration, clusterCIDRs, strict, appliedPeers, unencryptedDrops]
+    public static let agentOwned = [
+        enrollmentKey, appliedKeyGeneration, clusterCIDRs, strict, appliedPeers, unencryptedDrops,
+    ]
 }
 
 /// What an agent reports about its node beyond `MeshNode`: read leniently, since a malformed report
@@ -32,7 +34,10 @@ public struct AgentReport: Sendable, Hashable {
     public var unencryptedDrops: UnencryptedDrops?
     public var problems: [String] = []
 
-    public init(clusterCIDRs: [IPPrefix]? = nil, strict: Bool? = nil, appliedPeers: String? = nil, unencryptedDrops: UnencryptedDrops? = nil) {
+    public init(
+        clusterCIDRs: [IPPrefix]? = nil, strict: Bool? = nil, appliedPeers: String? = nil,
+        unencryptedDrops: UnencryptedDrops? = nil
+    ) {
         self.clusterCIDRs = clusterCIDRs
         self.strict = strict
         self.appliedPeers = appliedPeers
@@ -59,13 +64,18 @@ public struct AgentReport: Sendable, Hashable {
         appliedPeers = value(Annotation.appliedPeers)
         if let v = value(Annotation.unencryptedDrops) {
             unencryptedDrops = UnencryptedDrops(v)
-            if unencryptedDrops == nil { problems.append("\(Annotation.unencryptedDrops)=\"\(v)\" is not packets=N,counter=N[,last=TIME]") }
+            if unencryptedDrops == nil {
+                problems.append("\(Annotation.unencryptedDrops)=\"\(v)\" is not packets=N,counter=N[,last=TIME]")
+            }
         }
     }
 
     /// The settings annotations of an agent with these flags.
     public static func settings(clusterCIDRs: [IPPrefix], strict: Bool) -> [String: String] {
-        [Annotation.clusterCIDRs: clusterCIDRs.map(\.description).joined(separator: ","), Annotation.strict: String(strict)]
+        [
+            Annotation.clusterCIDRs: clusterCIDRs.map(\.description).joined(separator: ","),
+            Annotation.strict: String(strict),
+        ]
     }
 }
 
@@ -81,7 +91,8 @@ public enum AppliedPeers {
     /// What node `name`'s agent publishes once its interface runs the current key of every peer its plan
     /// has, computed from the same Nodes with the same plan the agent computes.
     public static func expected(for name: String, nodes: [MeshNode], clusterCIDRs: [IPPrefix]) -> String {
-        let plan = MeshPlan(localNode: name, settings: ClusterSettings(clusterCIDRs: clusterCIDRs), nodes: nodes, interfaceIndex: 0)
+        let plan = MeshPlan(
+            localNode: name, settings: ClusterSettings(clusterCIDRs: clusterCIDRs), nodes: nodes, interfaceIndex: 0)
         return digest(plan.peers.filter { !$0.allowedIPs.isEmpty }.map(\.publicKey))
     }
 }
@@ -109,7 +120,9 @@ public struct UnencryptedDrops: Sendable, Hashable, CustomStringConvertible {
             let kv = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard kv.count == 2, fields.updateValue(kv[1], forKey: kv[0]) == nil else { return nil }
         }
-        func integer(_ s: Substring?) -> UInt64? { s.flatMap { $0.allSatisfy { $0.isASCII && $0.isNumber } ? UInt64($0) : nil } }
+        func integer(_ s: Substring?) -> UInt64? {
+            s.flatMap { $0.allSatisfy { $0.isASCII && $0.isNumber } ? UInt64($0) : nil }
+        }
         guard let packets = integer(fields["packets"]), let counter = integer(fields["counter"]) else { return nil }
         self.packets = packets
         self.counter = counter

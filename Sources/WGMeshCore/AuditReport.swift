@@ -1,8 +1,8 @@
 // FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// `wgmesh audit`: the evidence a compliance team files, made from the Nodes as read at one moment.
@@ -81,16 +81,21 @@ public struct AuditReport: Sendable, Hashable, Codable {
         nodes = sorted.map { o in
             let m = o.meshNode
             let drops = o.report.unencryptedDrops
-            return Node(name: o.name, inMesh: leftOut[o.name] == nil, leftOutBecause: leftOut[o.name], keyGeneration: m?.keyGeneration,
-                        appliedKeyGeneration: m?.appliedKeyGeneration, keyIssuedAt: m?.keyIssuedAt.map(RFC3339.format),
-                        keyAgeSeconds: m?.keyIssuedAt.map { Int64(now.timeIntervalSince($0).rounded(.down)) },
-                        condition: o.condition?.status ?? "Unknown", conditionReason: o.condition?.reason, conditionMessage: o.condition?.message,
-                        strict: o.report.strict, clusterCIDRs: o.report.clusterCIDRs?.map(\.description),
-                        unencryptedPackets: drops?.packets, lastUnencryptedPacket: drops?.last.map(RFC3339.format),
-                        malformed: o.report.problems.isEmpty ? nil : o.report.problems)
+            return Node(
+                name: o.name, inMesh: leftOut[o.name] == nil, leftOutBecause: leftOut[o.name],
+                keyGeneration: m?.keyGeneration,
+                appliedKeyGeneration: m?.appliedKeyGeneration, keyIssuedAt: m?.keyIssuedAt.map(RFC3339.format),
+                keyAgeSeconds: m?.keyIssuedAt.map { Int64(now.timeIntervalSince($0).rounded(.down)) },
+                condition: o.condition?.status ?? "Unknown", conditionReason: o.condition?.reason,
+                conditionMessage: o.condition?.message,
+                strict: o.report.strict, clusterCIDRs: o.report.clusterCIDRs?.map(\.description),
+                unencryptedPackets: drops?.packets, lastUnencryptedPacket: drops?.last.map(RFC3339.format),
+                malformed: o.report.problems.isEmpty ? nil : o.report.problems)
         }
         let notStrict = nodes.filter { $0.strict != true }.map(\.name)
-        strictMode = notStrict.isEmpty ? "on" : "not on for \(notStrict.count) of \(nodes.count) nodes: \(notStrict.joined(separator: ", "))"
+        strictMode =
+            notStrict.isEmpty
+            ? "on" : "not on for \(notStrict.count) of \(nodes.count) nodes: \(notStrict.joined(separator: ", "))"
         checks = [
             Self.encrypting(nodes),
             Self.keyAge(nodes, maxKeyAge: maxKeyAge),
@@ -107,14 +112,22 @@ public struct AuditReport: Sendable, Hashable, Codable {
             if let why = n.leftOutBecause {
                 details.append("\(n.name): left out of the mesh: \(why)")
             } else if n.keyGeneration == nil || n.appliedKeyGeneration != n.keyGeneration {
-                details.append("\(n.name): runs key generation \(n.appliedKeyGeneration.map(String.init) ?? "none"), issued \(n.keyGeneration.map(String.init) ?? "none")")
+                details.append(
+                    "\(n.name): runs key generation \(n.appliedKeyGeneration.map(String.init) ?? "none"), issued \(n.keyGeneration.map(String.init) ?? "none")"
+                )
             } else if n.condition != "True" {
-                details.append("\(n.name): \(MeshCondition.type) is \(n.condition)\(n.conditionReason.map { " (\($0))" } ?? ""): \(n.conditionMessage ?? "no agent has reported on this node")")
+                details.append(
+                    "\(n.name): \(MeshCondition.type) is \(n.condition)\(n.conditionReason.map { " (\($0))" } ?? ""): \(n.conditionMessage ?? "no agent has reported on this node")"
+                )
             }
         }
         if nodes.isEmpty { details.append("the cluster has no Node") }
         let passed = details.isEmpty
-        if passed { details.append("\(nodes.count) of \(nodes.count) nodes in the mesh, running their issued key, \(MeshCondition.type) True") }
+        if passed {
+            details.append(
+                "\(nodes.count) of \(nodes.count) nodes in the mesh, running their issued key, \(MeshCondition.type) True"
+            )
+        }
         return Check(name: "Every node encrypts its Pod traffic", passed: passed, details: details)
     }
 
@@ -123,14 +136,17 @@ public struct AuditReport: Sendable, Hashable, Codable {
             "\($0.name): key generation \($0.keyGeneration.map(String.init) ?? "?") issued \($0.keyIssuedAt ?? "?") is \(HumanDuration.format(seconds: $0.keyAgeSeconds ?? 0)) old"
         }
         let oldest = nodes.compactMap(\.keyAgeSeconds).max()
-        return Check(name: "No key older than \(HumanDuration.flag(seconds: maxKeyAge))", passed: old.isEmpty,
-                     details: old.isEmpty ? ["oldest key: \(oldest.map { HumanDuration.format(seconds: $0) } ?? "no node has a key")"] : old)
+        return Check(
+            name: "No key older than \(HumanDuration.flag(seconds: maxKeyAge))", passed: old.isEmpty,
+            details: old.isEmpty
+                ? ["oldest key: \(oldest.map { HumanDuration.format(seconds: $0) } ?? "no node has a key")"] : old)
     }
 
     static func conflicts(_ nodes: [MeshNode]) -> Check {
         let found = MeshPlan.conflicts(among: nodes).sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }
-        return Check(name: "No public key or Pod CIDR claimed twice", passed: found.isEmpty,
-                     details: found.isEmpty ? ["\(nodes.count) nodes, every key and Pod CIDR distinct"] : found)
+        return Check(
+            name: "No public key or Pod CIDR claimed twice", passed: found.isEmpty,
+            details: found.isEmpty ? ["\(nodes.count) nodes, every key and Pod CIDR distinct"] : found)
     }
 
     static func strict(_ nodes: [Node]) -> Check {
@@ -144,26 +160,38 @@ public struct AuditReport: Sendable, Hashable, Codable {
         // Strict mode routes the cluster CIDRs into the tunnel: every node must route the same ones.
         let sets = Dictionary(grouping: nodes.filter { $0.clusterCIDRs != nil }, by: { $0.clusterCIDRs! })
         if sets.count > 1 {
-            details.append("the agents route different cluster CIDRs: " + sets.sorted { $0.key.joined() < $1.key.joined() }.map {
-                "\($0.key.joined(separator: ",")) (\($0.value.map(\.name).joined(separator: ", ")))"
-            }.joined(separator: "; "))
+            details.append(
+                "the agents route different cluster CIDRs: "
+                    + sets.sorted { $0.key.joined() < $1.key.joined() }.map {
+                        "\($0.key.joined(separator: ",")) (\($0.value.map(\.name).joined(separator: ", ")))"
+                    }.joined(separator: "; "))
         }
         if nodes.isEmpty { details.append("the cluster has no Node") }
         let passed = details.isEmpty
-        if passed { details.append("\(nodes.count) of \(nodes.count) nodes, cluster CIDRs \(sets.keys.first?.joined(separator: ", ") ?? "")") }
+        if passed {
+            details.append(
+                "\(nodes.count) of \(nodes.count) nodes, cluster CIDRs \(sets.keys.first?.joined(separator: ", ") ?? "")"
+            )
+        }
         return Check(name: "Strict mode on every node", passed: passed, details: details)
     }
 
     static func unencrypted(_ nodes: [Node], windowStart: Date) -> Check {
-        var failing: [String] = [], before: [String] = []
+        var failing: [String] = []
+        var before: [String] = []
         for n in nodes {
             guard let packets = n.unencryptedPackets else {
                 failing.append(n.missing(Annotation.unencryptedDrops, "count"))
                 continue
             }
             guard packets > 0 else { continue }
-            let line = "\(n.name): \(packets) packets in all, the last at \(n.lastUnencryptedPacket ?? "an unknown time")"
-            if let last = n.lastUnencryptedPacket.flatMap(RFC3339.parse), last < windowStart { before.append(line) } else { failing.append(line) }
+            let line =
+                "\(n.name): \(packets) packets in all, the last at \(n.lastUnencryptedPacket ?? "an unknown time")"
+            if let last = n.lastUnencryptedPacket.flatMap(RFC3339.parse), last < windowStart {
+                before.append(line)
+            } else {
+                failing.append(line)
+            }
         }
         let since = RFC3339.format(windowStart)
         let passed = failing.isEmpty && !nodes.isEmpty
@@ -171,7 +199,8 @@ public struct AuditReport: Sendable, Hashable, Codable {
         if nodes.isEmpty { details.append("the cluster has no Node") }
         if passed { details.append("0 packets since \(since)") }
         if !before.isEmpty { details += before.map { $0 + " (before \(since))" } }
-        return Check(name: "No Pod packet dropped for leaving unencrypted since \(since)", passed: passed, details: details)
+        return Check(
+            name: "No Pod packet dropped for leaving unencrypted since \(since)", passed: passed, details: details)
     }
 
     // MARK: rendering
@@ -187,39 +216,44 @@ public struct AuditReport: Sendable, Hashable, Codable {
         func cell(_ s: String) -> String { s.replacing("|", with: "\\|").replacing("\n", with: " ") }
         let failed = checks.filter { !$0.passed }.count
         var out = """
-        # wgmesh audit
+            # wgmesh audit
 
-        - Generated at: \(generatedAt)
-        - Cluster: \(cluster.server)\(cluster.context.map { " (context \($0))" } ?? "")
-        - Cluster CIDRs: \(clusterCIDRs.isEmpty ? "none reported" : clusterCIDRs.joined(separator: ", "))
-        - Strict mode: \(strictMode)
-        - Key age policy: at most \(HumanDuration.flag(seconds: maxKeyAgeSeconds))
-        - Unencrypted packets counted since: \(windowStart)
-        - Result: \(passed ? "PASS (all \(checks.count) checks passed)" : "FAIL (\(failed) of \(checks.count) checks failed)")
+            - Generated at: \(generatedAt)
+            - Cluster: \(cluster.server)\(cluster.context.map { " (context \($0))" } ?? "")
+            - Cluster CIDRs: \(clusterCIDRs.isEmpty ? "none reported" : clusterCIDRs.joined(separator: ", "))
+            - Strict mode: \(strictMode)
+            - Key age policy: at most \(HumanDuration.flag(seconds: maxKeyAgeSeconds))
+            - Unencrypted packets counted since: \(windowStart)
+            - Result: \(passed ? "PASS (all \(checks.count) checks passed)" : "FAIL (\(failed) of \(checks.count) checks failed)")
 
-        ## Checks
+            ## Checks
 
 
-        """
+            """
         for check in checks {
             out += "- \(check.passed ? "PASS" : "FAIL"): \(check.name)\n"
             for d in check.details { out += "  - \(d)\n" }
         }
         out += """
 
-        ## Nodes
+            ## Nodes
 
-        | Node | In the mesh | Key generation | Applied | Key age | \(MeshCondition.type) | Strict | Unencrypted packets |
-        |---|---|---|---|---|---|---|---|
+            | Node | In the mesh | Key generation | Applied | Key age | \(MeshCondition.type) | Strict | Unencrypted packets |
+            |---|---|---|---|---|---|---|---|
 
-        """
+            """
         for n in nodes {
             let mesh = n.leftOutBecause.map { "no: \($0)" } ?? "yes"
             let condition = n.condition + (n.conditionReason.map { " (\($0))" } ?? "")
-            let drops = n.unencryptedPackets.map { p in p == 0 ? "0" : "\(p), the last at \(n.lastUnencryptedPacket ?? "?")" } ?? "not reported"
-            let cells = [n.name, mesh, n.keyGeneration.map(String.init) ?? "none", n.appliedKeyGeneration.map(String.init) ?? "none",
-                         n.keyAgeSeconds.map { HumanDuration.format(seconds: $0) } ?? "none", condition,
-                         n.strict.map { $0 ? "on" : "off" } ?? "not reported", drops]
+            let drops =
+                n.unencryptedPackets.map { p in p == 0 ? "0" : "\(p), the last at \(n.lastUnencryptedPacket ?? "?")" }
+                ?? "not reported"
+            let cells = [
+                n.name, mesh, n.keyGeneration.map(String.init) ?? "none",
+                n.appliedKeyGeneration.map(String.init) ?? "none",
+                n.keyAgeSeconds.map { HumanDuration.format(seconds: $0) } ?? "none", condition,
+                n.strict.map { $0 ? "on" : "off" } ?? "not reported", drops,
+            ]
             out += "| " + cells.map(cell).joined(separator: " | ") + " |\n"
         }
         return out + "\n"
@@ -249,16 +283,21 @@ public struct AuditReport: Sendable, Hashable, Codable {
     /// Whether a filed report, Markdown or JSON, is unchanged: its SHA-256 matches its body. Returns why not.
     public static func verify(_ text: String) -> Result<Void, VerificationError> {
         if text.first == "{" {
-            guard let signed = try? JSONDecoder().decode(Signed.self, from: Data(text.utf8)) else { return .failure(.unreadable("not a wgmesh audit JSON report")) }
+            guard let signed = try? JSONDecoder().decode(Signed.self, from: Data(text.utf8)) else {
+                return .failure(.unreadable("not a wgmesh audit JSON report"))
+            }
             let actual = sha256Hex(signed.report.canonicalJSON)
             return actual == signed.sha256 ? .success(()) : .failure(.mismatch(expected: signed.sha256, actual: actual))
         }
         let prefix = "SHA-256 of the lines above: "
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         if lines.last == "" { lines.removeLast() }
-        guard let last = lines.last, last.hasPrefix(prefix) else { return .failure(.unreadable("the last line is not \"\(prefix)HEX\"")) }
+        guard let last = lines.last, last.hasPrefix(prefix) else {
+            return .failure(.unreadable("the last line is not \"\(prefix)HEX\""))
+        }
         let body = lines.dropLast().map { $0 + "\n" }.joined()
-        let expected = String(last.dropFirst(prefix.count)), actual = sha256Hex(body)
+        let expected = String(last.dropFirst(prefix.count))
+        let actual = sha256Hex(body)
         return actual == expected ? .success(()) : .failure(.mismatch(expected: expected, actual: actual))
     }
 
@@ -269,7 +308,8 @@ public struct AuditReport: Sendable, Hashable, Codable {
         public var description: String {
             switch self {
             case .unreadable(let why): return "cannot check the report: \(why)"
-            case .mismatch(let e, let a): return "the report was changed after it was made: it says SHA-256 \(e), its body has \(a)"
+            case .mismatch(let e, let a):
+                return "the report was changed after it was made: it says SHA-256 \(e), its body has \(a)"
             }
         }
     }

@@ -15,7 +15,10 @@ public enum CNIConfig {
     ///
     /// Caller contract: `podCIDRs` is never empty; the agent writes no conflist until the node has a Pod CIDR
     /// (with none, the ranges come out empty and host-local refuses every Pod).
-    public static func conflist(podCIDRs: [IPPrefix], mtu: UInt32, bridge: String = CNIConfig.bridge, networkName: String = CNIConfig.networkName) -> String {
+    public static func conflist(
+        podCIDRs: [IPPrefix], mtu: UInt32, bridge: String = CNIConfig.bridge,
+        networkName: String = CNIConfig.networkName
+    ) -> String {
         let cidrs = Set(podCIDRs.map(\.canonical)).sorted()
         let families = Set(cidrs.map(\.family)).sorted()
         let ipam: JSONText = .object([
@@ -26,22 +29,25 @@ public enum CNIConfig {
         let document: JSONText = .object([
             ("cniVersion", .string("1.0.0")),
             ("name", .string(networkName)),
-            ("plugins", .array([
-                .object([
-                    ("type", .string("bridge")),
-                    ("bridge", .string(bridge)),
-                    ("isGateway", .bool(true)),
-                    // wgmesh's own nftables table masquerades, and never Pod-to-Pod traffic.
-                    ("ipMasq", .bool(false)),
-                    ("hairpinMode", .bool(true)),
-                    ("mtu", .number(UInt64(mtu))),
-                    ("ipam", ipam),
-                ]),
-                .object([
-                    ("type", .string("portmap")),
-                    ("capabilities", .object([("portMappings", .bool(true))])),
-                ]),
-            ])),
+            (
+                "plugins",
+                .array([
+                    .object([
+                        ("type", .string("bridge")),
+                        ("bridge", .string(bridge)),
+                        ("isGateway", .bool(true)),
+                        // wgmesh's own nftables table masquerades, and never Pod-to-Pod traffic.
+                        ("ipMasq", .bool(false)),
+                        ("hairpinMode", .bool(true)),
+                        ("mtu", .number(UInt64(mtu))),
+                        ("ipam", ipam),
+                    ]),
+                    .object([
+                        ("type", .string("portmap")),
+                        ("capabilities", .object([("portMappings", .bool(true))])),
+                    ]),
+                ])
+            ),
         ])
         var out = ""
         document.write(to: &out, indent: "")
@@ -64,7 +70,10 @@ enum JSONText {
         case .number(let n): out += String(n)
         case .bool(let b): out += b ? "true" : "false"
         case .array(let items):
-            guard !items.isEmpty else { out += "[]"; return }
+            guard !items.isEmpty else {
+                out += "[]"
+                return
+            }
             out += "[\n"
             for (i, item) in items.enumerated() {
                 out += inner
@@ -73,7 +82,10 @@ enum JSONText {
             }
             out += indent + "]"
         case .object(let members):
-            guard !members.isEmpty else { out += "{}"; return }
+            guard !members.isEmpty else {
+                out += "{}"
+                return
+            }
             out += "{\n"
             for (i, (key, value)) in members.enumerated() {
                 out += inner

@@ -15,7 +15,9 @@ public struct CNIPluginVersion: Sendable, Comparable, CustomStringConvertible {
     /// for anything that does not start with three dot-separated numbers.
     public init?(_ text: some StringProtocol) {
         var rest = Substring(text)
-        if let colon = rest.firstIndex(of: ":"), rest[..<colon].allSatisfy(\.isASCII), rest[..<colon].allSatisfy(\.isNumber) {
+        if let colon = rest.firstIndex(of: ":"), rest[..<colon].allSatisfy(\.isASCII),
+            rest[..<colon].allSatisfy(\.isNumber)
+        {
             rest = rest[rest.index(after: colon)...]
         }
         if rest.first == "v" { rest = rest.dropFirst() }
@@ -42,7 +44,8 @@ public struct CNIPluginVersion: Sendable, Comparable, CustomStringConvertible {
     public static func reported(by output: String) -> CNIPluginVersion? {
         guard let line = output.split(separator: "\n", omittingEmptySubsequences: true).first else { return nil }
         let words = line.split(separator: " ")
-        guard words.count >= 4, words.first == "CNI", words[words.count - 2] == "plugin", words.last?.first == "v" else { return nil }
+        guard words.count >= 4, words.first == "CNI", words[words.count - 2] == "plugin", words.last?.first == "v"
+        else { return nil }
         return CNIPluginVersion(words[words.count - 1])
     }
 
@@ -97,7 +100,8 @@ public enum CNIPluginAction: Sendable, Equatable, CustomStringConvertible {
         case .unchanged: "up to date: the node's file has the image's content"
         case .updateOwn(let v): "updated wgmesh's own copy of version \(v)"
         case .keepOwnNewer(let v): "kept: wgmesh installed a newer version (\(v)) here"
-        case .replaceOlder(let v): "replaced: the node's plugin, not installed by wgmesh, reports an older version (\(v))"
+        case .replaceOlder(let v):
+            "replaced: the node's plugin, not installed by wgmesh, reports an older version (\(v))"
         case .keepForeign(let v?): "kept: the node's plugin, not installed by wgmesh, reports version \(v), not older"
         case .keepForeign(nil): "kept: the node's plugin was not installed by wgmesh and reports no version"
         }
@@ -120,12 +124,15 @@ public enum CNIPluginInstall {
     /// What to do with the image's plugin `name` (version `sourceVersion`, content `sourceSHA256`), given the
     /// node's file's hash (nil: no such file; "" : something other than a plain file) and wgmesh's record of it.
     /// `reportedVersion` runs the node's plugin; it is called only for a file wgmesh did not write.
-    public static func decide(sourceVersion: CNIPluginVersion, sourceSHA256: String, destinationSHA256: String?,
-                              record: CNIPluginRecord?, reportedVersion: () -> CNIPluginVersion?) -> CNIPluginAction {
+    public static func decide(
+        sourceVersion: CNIPluginVersion, sourceSHA256: String, destinationSHA256: String?,
+        record: CNIPluginRecord?, reportedVersion: () -> CNIPluginVersion?
+    ) -> CNIPluginAction {
         guard let destination = destinationSHA256 else { return .install }
         if destination == sourceSHA256 { return .unchanged }
         if let record, !destination.isEmpty, record.sha256 == destination {
-            return record.version > sourceVersion ? .keepOwnNewer(installed: record.version) : .updateOwn(installed: record.version)
+            return record.version > sourceVersion
+                ? .keepOwnNewer(installed: record.version) : .updateOwn(installed: record.version)
         }
         guard !destination.isEmpty, let reported = reportedVersion() else { return .keepForeign(reported: nil) }
         return reported < sourceVersion ? .replaceOlder(reported: reported) : .keepForeign(reported: reported)
@@ -134,8 +141,10 @@ public enum CNIPluginInstall {
     /// The records after a run: a plugin copied now, or one of wgmesh's found with the image's content, is
     /// recorded with the image's version and hash; every other record stays as it was (a record whose file
     /// has changed since counts for nothing, so a stale one is harmless).
-    public static func records(after actions: [(name: String, action: CNIPluginAction)], sourceVersions: [String: CNIPluginVersion],
-                               sourceHashes: [String: String], previous: [String: CNIPluginRecord]) -> [String: CNIPluginRecord] {
+    public static func records(
+        after actions: [(name: String, action: CNIPluginAction)], sourceVersions: [String: CNIPluginVersion],
+        sourceHashes: [String: String], previous: [String: CNIPluginRecord]
+    ) -> [String: CNIPluginRecord] {
         var records = previous
         for (name, action) in actions {
             guard let version = sourceVersions[name], let sha256 = sourceHashes[name] else { continue }
@@ -161,10 +170,12 @@ public enum CNIPluginInstall {
         for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
             if fields.isEmpty || fields[0].hasPrefix("#") { continue }
-            guard fields.count == 3, let version = CNIPluginVersion(fields[1]), isName(fields[0]), isSHA256(fields[2]) else {
+            guard fields.count == 3, let version = CNIPluginVersion(fields[1]), isName(fields[0]), isSHA256(fields[2])
+            else {
                 throw CNIPluginRecordError(line: index + 1, text: String(line))
             }
-            records[String(fields[0])] = CNIPluginRecord(name: String(fields[0]), version: version, sha256: String(fields[2]))
+            records[String(fields[0])] = CNIPluginRecord(
+                name: String(fields[0]), version: version, sha256: String(fields[2]))
         }
         return records
     }
@@ -179,7 +190,8 @@ public enum CNIPluginInstall {
 
     /// A plugin's file name as the runtime looks it up: no slash, no leading dot, nothing outside [A-Za-z0-9._-].
     public static func isName(_ name: some StringProtocol) -> Bool {
-        !name.isEmpty && name.first != "." && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }
+        !name.isEmpty && name.first != "."
+            && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }
     }
 
     private static func isSHA256(_ text: some StringProtocol) -> Bool {

@@ -1,8 +1,8 @@
 // FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// wgmesh's nftables table, written whole in one `nft -f` transaction as kube-proxy's nftables mode does:
@@ -19,10 +19,14 @@ public enum FirewallRuleset {
     /// `interface` is the WireGuard interface, a valid Linux interface name (the caller checks it): it is
     /// written inside double quotes. A family without a cluster CIDR gets no rules; `strict` false counts the
     /// unencrypted packets and lets them pass.
-    public static func ruleset(interface: String, localPodCIDRs: [IPPrefix], clusterCIDRs: [IPPrefix], strict: Bool) -> String {
+    public static func ruleset(interface: String, localPodCIDRs: [IPPrefix], clusterCIDRs: [IPPrefix], strict: Bool)
+        -> String
+    {
         // Creating the table first makes the delete succeed on a host that has none yet.
-        var lines = ["table inet \(table) {}", "delete table inet \(table)", "table inet \(table) {",
-                     "  counter \(counterName) {", "  }"]
+        var lines = [
+            "table inet \(table) {}", "delete table inet \(table)", "table inet \(table) {",
+            "  counter \(counterName) {", "  }",
+        ]
         for family in IPFamily.allCases {
             lines += set(named: "cluster", family: family, prefixes: clusterCIDRs)
             lines += set(named: "local", family: family, prefixes: localPodCIDRs)
@@ -34,14 +38,17 @@ public enum FirewallRuleset {
             lines += ["", "  chain \(hook) {", "    type filter hook \(hook) priority filter - 10; policy accept;"]
             for f in families {
                 let (ip, n) = (f.nftMatch, f.setSuffix)
-                lines.append("    \(ip) saddr @cluster\(n) \(ip) daddr @cluster\(n) \(ip) daddr != @local\(n) oifname != \"\(interface)\" counter name \(counterName) \(verdict)")
+                lines.append(
+                    "    \(ip) saddr @cluster\(n) \(ip) daddr @cluster\(n) \(ip) daddr != @local\(n) oifname != \"\(interface)\" counter name \(counterName) \(verdict)"
+                )
             }
             lines.append("  }")
         }
         lines += ["", "  chain postrouting {", "    type nat hook postrouting priority srcnat; policy accept;"]
         for f in families {
             // Only traffic leaving the cluster CIDRs: Pod-to-Pod is never NATed.
-            lines.append("    \(f.nftMatch) saddr @local\(f.setSuffix) \(f.nftMatch) daddr != @cluster\(f.setSuffix) masquerade")
+            lines.append(
+                "    \(f.nftMatch) saddr @local\(f.setSuffix) \(f.nftMatch) daddr != @cluster\(f.setSuffix) masquerade")
         }
         lines += ["  }", "}"]
         return lines.joined(separator: "\n") + "\n"
@@ -74,7 +81,10 @@ public enum FirewallRuleset {
         let own = Set(prefixes.filter { $0.family == family }.map(\.canonical))
         // An interval set refuses overlapping elements, so a prefix inside another one is left out.
         let outer = own.filter { p in !own.contains { $0 != p && $0.contains(p) } }.sorted()
-        var lines = ["", "  set \(name)\(family.setSuffix) {", "    type \(family == .v4 ? "ipv4_addr" : "ipv6_addr")", "    flags interval"]
+        var lines = [
+            "", "  set \(name)\(family.setSuffix) {", "    type \(family == .v4 ? "ipv4_addr" : "ipv6_addr")",
+            "    flags interval",
+        ]
         if !outer.isEmpty { lines.append("    elements = { \(outer.map(\.description).joined(separator: ", ")) }") }
         lines.append("  }")
         return lines

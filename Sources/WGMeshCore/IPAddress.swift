@@ -59,11 +59,13 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
     public var description: String {
         switch family {
         case .v4:
-            return (0..<4).reversed().map { String(UInt8(truncatingIfNeeded: value >> ($0 * 8))) }.joined(separator: ".")
+            return (0..<4).reversed().map { String(UInt8(truncatingIfNeeded: value >> ($0 * 8))) }.joined(
+                separator: ".")
         case .v6:
             let groups = (0..<8).reversed().map { UInt16(truncatingIfNeeded: value >> ($0 * 16)) }
             // RFC 5952 4.2: compress the longest run (>= 2) of zero groups, the first one on ties.
-            var best = (start: -1, length: 0), run = (start: -1, length: 0)
+            var best = (start: -1, length: 0)
+            var run = (start: -1, length: 0)
             for (i, g) in groups.enumerated() {
                 if g == 0 {
                     run = run.start < 0 ? (i, 1) : (run.start, run.length + 1)
@@ -86,13 +88,18 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
 
     /// Dotted quad from ASCII bytes: no signs, no leading zeros (octal to some parsers), each part 0-255.
     static func parseV4<C: Collection<UInt8>>(bytes: C) -> UInt32? {
-        var value: UInt32 = 0, part: UInt32 = 0, digits = 0, parts = 0, leadingZero = false
+        var value: UInt32 = 0
+        var part: UInt32 = 0
+        var digits = 0
+        var parts = 0
+        var leadingZero = false
         for c in bytes {
             if c == UInt8(ascii: ".") {
                 guard digits > 0 else { return nil }
                 value = value << 8 | part
                 parts += 1
-                part = 0; digits = 0
+                part = 0
+                digits = 0
                 continue
             }
             guard c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9") else { return nil }
@@ -109,12 +116,21 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
     /// One pass, no allocation: groups before the `::` and after it are gathered apart, then joined.
     static func parseV6<C: Collection<UInt8>>(bytes: C) -> UInt128? {
         let colon = UInt8(ascii: ":")
-        var head: UInt128 = 0, headCount = 0, tail: UInt128 = 0, tailCount = 0
+        var head: UInt128 = 0
+        var headCount = 0
+        var tail: UInt128 = 0
+        var tailCount = 0
         var gap = false
         var i = bytes.startIndex
         let end = bytes.endIndex
         func add(_ group: UInt128) {
-            if gap { tail = tail << 16 | group; tailCount += 1 } else { head = head << 16 | group; headCount += 1 }
+            if gap {
+                tail = tail << 16 | group
+                tailCount += 1
+            } else {
+                head = head << 16 | group
+                headCount += 1
+            }
         }
         if i != end, bytes[i] == colon {
             i = bytes.index(after: i)
@@ -124,15 +140,17 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
         }
         while i != end {
             let start = i
-            var group: UInt128 = 0, digits = 0
+            var group: UInt128 = 0
+            var digits = 0
             while i != end, let d = hexValue(bytes[i]) {
                 group = group << 4 | UInt128(d)
                 digits += 1
                 i = bytes.index(after: i)
             }
-            if i != end, bytes[i] == UInt8(ascii: ".") {   // an IPv4 tail ends the address
+            if i != end, bytes[i] == UInt8(ascii: ".") {  // an IPv4 tail ends the address
                 guard let v4 = parseV4(bytes: bytes[start..<end]) else { return nil }
-                add(UInt128(v4 >> 16)); add(UInt128(v4 & 0xffff))
+                add(UInt128(v4 >> 16))
+                add(UInt128(v4 & 0xffff))
                 break
             }
             guard (1...4).contains(digits), headCount + tailCount < 8 else { return nil }
@@ -140,7 +158,7 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
             if i == end { break }
             guard bytes[i] == colon else { return nil }
             i = bytes.index(after: i)
-            guard i != end else { return nil }   // one trailing colon
+            guard i != end else { return nil }  // one trailing colon
             if bytes[i] == colon {
                 guard !gap else { return nil }
                 gap = true
@@ -172,7 +190,8 @@ public enum AddressError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .malformed(let s):
-            return "\"\(s)\" is not an IP address or CIDR: write IPv4 as 10.244.0.0 and IPv6 as fd00:10:244::, with an optional /prefix-length"
+            return
+                "\"\(s)\" is not an IP address or CIDR: write IPv4 as 10.244.0.0 and IPv6 as fd00:10:244::, with an optional /prefix-length"
         case .badByteCount(let n):
             return "an IP address has 4 or 16 bytes, not \(n)"
         case .badPrefixLength(let s, let max):

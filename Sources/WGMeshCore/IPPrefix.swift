@@ -20,14 +20,19 @@ public struct IPPrefix: Sendable, Hashable, Comparable, CustomStringConvertible 
     /// `init(_:)` on ASCII bytes; a String is made only for an error message.
     static func parse<C: Collection<UInt8>>(utf8 s: C) throws(AddressError) -> IPPrefix {
         let slash = s.firstIndex(of: UInt8(ascii: "/"))
-        guard let address = IPAddress.parse(utf8: s[..<(slash ?? s.endIndex)]) else { throw .malformed(String(decoding: s, as: UTF8.self)) }
+        guard let address = IPAddress.parse(utf8: s[..<(slash ?? s.endIndex)]) else {
+            throw .malformed(String(decoding: s, as: UTF8.self))
+        }
         guard let slash else { return try IPPrefix(address: address, length: address.family.bitWidth) }
         let digits = s[s.index(after: slash)...]
-        guard (1...3).contains(digits.count), digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
+        guard (1...3).contains(digits.count), digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") })
+        else {
             throw .malformed(String(decoding: s, as: UTF8.self))
         }
         let n = digits.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
-        guard n <= address.family.bitWidth else { throw .badPrefixLength(String(decoding: s, as: UTF8.self), max: address.family.bitWidth) }
+        guard n <= address.family.bitWidth else {
+            throw .badPrefixLength(String(decoding: s, as: UTF8.self), max: address.family.bitWidth)
+        }
         return try IPPrefix(address: address, length: n)
     }
 

@@ -1,8 +1,8 @@
 // FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// The controller's per-node key rotation, two-phase (../shared/design.md): stage the next key so every

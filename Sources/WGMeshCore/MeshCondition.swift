@@ -1,8 +1,8 @@
 // FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// The Node condition `WireGuardMeshReady` the agent publishes: whether this node reaches every peer through the tunnel.
@@ -32,28 +32,40 @@ public struct MeshCondition: Sendable, Equatable {
     /// A peer that never had a handshake and was configured less than `maxHandshakeAge` ago (`configuredAt`,
     /// by key) is still connecting, not stale: a node that just joined, or one that just joined it. A node
     /// whose peers are all still connecting is `PeersConnecting` (not ready yet).
-    public static func evaluate(plan: MeshPlan, device: DeviceState, now: Date, maxHandshakeAge: TimeInterval = 180,
-                                configuredAt: [WireGuardKey: Date] = [:]) -> MeshCondition {
+    public static func evaluate(
+        plan: MeshPlan, device: DeviceState, now: Date, maxHandshakeAge: TimeInterval = 180,
+        configuredAt: [WireGuardKey: Date] = [:]
+    ) -> MeshCondition {
         // The kernel reports the public key with the private one; either counts, the zero key does not.
         guard let key = device.privateKey ?? device.publicKey, !key.isZero else {
-            return MeshCondition(ready: false, reason: "NoKey", message: """
-                interface \(device.name) has no private key yet: the controller has not issued this node's keypair, \
-                or the agent cannot open it (see the agent's log)
-                """)
+            return MeshCondition(
+                ready: false, reason: "NoKey",
+                message: """
+                    interface \(device.name) has no private key yet: the controller has not issued this node's keypair, \
+                    or the agent cannot open it (see the agent's log)
+                    """)
         }
-        let problems = plan.excluded.filter { !$0.isJoining }.count, joining = plan.excluded.count - problems
-        let left = (problems == 0 ? "" : "; \(count(problems, "node")) left out of the mesh (see the Events of those Nodes)")
+        let problems = plan.excluded.filter { !$0.isJoining }.count
+        let joining = plan.excluded.count - problems
+        let left =
+            (problems == 0 ? "" : "; \(count(problems, "node")) left out of the mesh (see the Events of those Nodes)")
             + (joining == 0 ? "" : "; \(count(joining, "node")) still joining (no key, Pod CIDR or endpoint yet)")
         let current = plan.peers.filter { !$0.allowedIPs.isEmpty }
         guard !current.isEmpty else {
-            return MeshCondition(ready: true, reason: "NoPeers", message: "no other node is in the mesh yet, so there is no peer to connect to\(left)")
+            return MeshCondition(
+                ready: true, reason: "NoPeers",
+                message: "no other node is in the mesh yet, so there is no peer to connect to\(left)")
         }
-        let handshakes = Dictionary(device.peers.map { ($0.publicKey, $0.lastHandshake) }, uniquingKeysWith: { a, _ in a })
-        var stale = Set<String>(), connecting = Set<String>()
+        let handshakes = Dictionary(
+            device.peers.map { ($0.publicKey, $0.lastHandshake) }, uniquingKeysWith: { a, _ in a })
+        var stale = Set<String>()
+        var connecting = Set<String>()
         for peer in current {
             if let at = handshakes[peer.publicKey] ?? nil {
                 let seconds = Double(at.seconds) + Double(at.nanoseconds) / 1_000_000_000
-                if now.timeIntervalSince(Date(timeIntervalSince1970: seconds)) > maxHandshakeAge { stale.insert(peer.node) }
+                if now.timeIntervalSince(Date(timeIntervalSince1970: seconds)) > maxHandshakeAge {
+                    stale.insert(peer.node)
+                }
             } else if let since = configuredAt[peer.publicKey], now.timeIntervalSince(since) < maxHandshakeAge {
                 connecting.insert(peer.node)
             } else {
@@ -64,26 +76,35 @@ public struct MeshCondition: Sendable, Equatable {
         let nodes = Set(current.map(\.node)).count
         func named(_ set: Set<String>) -> String {
             let sorted = set.sorted()
-            return sorted.prefix(namedNodeLimit).joined(separator: ", ") + (sorted.count > namedNodeLimit ? " and \(sorted.count - namedNodeLimit) more" : "")
+            return sorted.prefix(namedNodeLimit).joined(separator: ", ")
+                + (sorted.count > namedNodeLimit ? " and \(sorted.count - namedNodeLimit) more" : "")
         }
         if !stale.isEmpty {
-            return MeshCondition(ready: false, reason: "PeersStale", message: """
-                no handshake in the last \(age) with \(stale.count) of \(count(nodes, "peer")): \(named(stale)); \
-                check that their endpoints' UDP port is reachable\(left)
-                """)
+            return MeshCondition(
+                ready: false, reason: "PeersStale",
+                message: """
+                    no handshake in the last \(age) with \(stale.count) of \(count(nodes, "peer")): \(named(stale)); \
+                    check that their endpoints' UDP port is reachable\(left)
+                    """)
         }
         if connecting.count == nodes {
-            return MeshCondition(ready: false, reason: "PeersConnecting",
-                                 message: "waiting for the first handshake with \(count(nodes, "peer")): \(named(connecting))\(left)")
+            return MeshCondition(
+                ready: false, reason: "PeersConnecting",
+                message: "waiting for the first handshake with \(count(nodes, "peer")): \(named(connecting))\(left)")
         }
-        let joined = connecting.isEmpty ? "" : " (\(connecting.count) added less than \(age) ago and still connecting: \(named(connecting)))"
-        return MeshCondition(ready: true, reason: "AllPeersConnected", message: "all \(count(nodes, "peer")) had a handshake in the last \(age)\(joined)\(left)")
+        let joined =
+            connecting.isEmpty
+            ? "" : " (\(connecting.count) added less than \(age) ago and still connecting: \(named(connecting)))"
+        return MeshCondition(
+            ready: true, reason: "AllPeersConnected",
+            message: "all \(count(nodes, "peer")) had a handshake in the last \(age)\(joined)\(left)")
     }
 
     /// A pass that failed: not ready, whatever the last good pass said, until a pass succeeds again.
     /// `reason` is CamelCase (`RouteConflict`, `WriteRefused`, `ReconcileFailed`, …); long messages are cut.
     public static func failed(reason: String, message: String) -> MeshCondition {
-        MeshCondition(ready: false, reason: reason, message: message.count > 1000 ? String(message.prefix(1000)) + "…" : message)
+        MeshCondition(
+            ready: false, reason: reason, message: message.count > 1000 ? String(message.prefix(1000)) + "…" : message)
     }
 
     private static func count(_ n: Int, _ noun: String) -> String { n == 1 ? "1 \(noun)" : "\(n) \(noun)s" }
@@ -105,12 +126,16 @@ public struct MeshCondition: Sendable, Equatable {
             guard let (n, rest) = number(after: "all ", in: message[...]), rest.hasPrefix(" peer") else { return nil }
             return (n, n)
         case "PeersConnecting":
-            guard let at = message.firstRange(of: " with "), let (n, rest) = number(after: " with ", in: message[at.lowerBound...]),
-                  rest.hasPrefix(" peer") else { return nil }
+            guard let at = message.firstRange(of: " with "),
+                let (n, rest) = number(after: " with ", in: message[at.lowerBound...]),
+                rest.hasPrefix(" peer")
+            else { return nil }
             return (0, n)
         case "PeersStale":
-            guard let at = message.firstRange(of: " with "), let (stale, rest) = number(after: " with ", in: message[at.lowerBound...]),
-                  let (n, tail) = number(after: " of ", in: rest), tail.hasPrefix(" peer"), stale <= n else { return nil }
+            guard let at = message.firstRange(of: " with "),
+                let (stale, rest) = number(after: " with ", in: message[at.lowerBound...]),
+                let (n, tail) = number(after: " of ", in: rest), tail.hasPrefix(" peer"), stale <= n
+            else { return nil }
             return (n - stale, n)
         default:
             return nil

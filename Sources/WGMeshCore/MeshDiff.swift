@@ -6,7 +6,9 @@ public struct MeshDiff: Sendable, Hashable {
     public var routesToReplace: [Route]
     public var routesToDelete: [Route]
 
-    public var isEmpty: Bool { device.isEmpty && routesToAdd.isEmpty && routesToReplace.isEmpty && routesToDelete.isEmpty }
+    public var isEmpty: Bool {
+        device.isEmpty && routesToAdd.isEmpty && routesToReplace.isEmpty && routesToDelete.isEmpty
+    }
 
     /// - Parameters:
     ///   - privateKey: the key the interface must run, when the caller knows it (opened from the sealed box).
@@ -19,15 +21,19 @@ public struct MeshDiff: Sendable, Hashable {
         let wanted = Set(plan.peers.map(\.publicKey))
         for want in plan.peers {
             guard let have = current[want.publicKey] else {
-                device.peers.append(PeerConfig(publicKey: want.publicKey, endpoint: want.endpoint,
-                                               persistentKeepalive: want.persistentKeepalive,
-                                               allowedIPs: want.allowedIPs, replaceAllowedIPs: true))
+                device.peers.append(
+                    PeerConfig(
+                        publicKey: want.publicKey, endpoint: want.endpoint,
+                        persistentKeepalive: want.persistentKeepalive,
+                        allowedIPs: want.allowedIPs, replaceAllowedIPs: true))
                 continue
             }
             let unchanged = PeerConfig(publicKey: want.publicKey, updateOnly: true)
             var change = unchanged
             if have.endpoint != want.endpoint { change.endpoint = want.endpoint }
-            if have.persistentKeepalive != want.persistentKeepalive { change.persistentKeepalive = want.persistentKeepalive }
+            if have.persistentKeepalive != want.persistentKeepalive {
+                change.persistentKeepalive = want.persistentKeepalive
+            }
             if Set(have.allowedIPs.map(\.canonical)) != Set(want.allowedIPs) {
                 change.allowedIPs = want.allowedIPs
                 change.replaceAllowedIPs = true
@@ -55,7 +61,8 @@ extension MeshDiff {
     /// as the key: a peer whose keepalive is on is listed twice, first with 0, then with its interval; a
     /// peer planned without keepalive gets `interval`, and the next diff turns it off again.
     public mutating func forceHandshakes(plan: MeshPlan, current: DeviceState, interval: UInt16 = 25) {
-        let running = Dictionary(current.peers.map { ($0.publicKey, $0.persistentKeepalive) }, uniquingKeysWith: { a, _ in a })
+        let running = Dictionary(
+            current.peers.map { ($0.publicKey, $0.persistentKeepalive) }, uniquingKeysWith: { a, _ in a })
         for want in plan.peers where !want.allowedIPs.isEmpty {
             let target = want.persistentKeepalive > 0 ? want.persistentKeepalive : interval
             let reset = PeerConfig(publicKey: want.publicKey, persistentKeepalive: 0, updateOnly: true)
@@ -65,7 +72,8 @@ extension MeshDiff {
                 if isOn { device.peers.insert(reset, at: i) }
             } else {
                 if isOn { device.peers.append(reset) }
-                device.peers.append(PeerConfig(publicKey: want.publicKey, persistentKeepalive: target, updateOnly: true))
+                device.peers.append(
+                    PeerConfig(publicKey: want.publicKey, persistentKeepalive: target, updateOnly: true))
             }
         }
     }

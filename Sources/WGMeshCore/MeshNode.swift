@@ -1,8 +1,8 @@
 // FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// The `wgmesh.dev/` Node annotations: the whole contract between controller and agents.
@@ -32,9 +32,12 @@ public enum Annotation {
     public static let acceptEnrollment = prefix + "accept-enrollment"
 
     /// Every key of the contract.
-    public static let all = [podCIDRs, publicKey, sealedPrivateKey, keyGeneration, keyIssuedAt, nextPublicKey,
-                             nextSealedPrivateKey, endpoint, endpointOverride, rotateRequest, rotateAnswered, enrollmentKey, appliedKeyGeneration,
-                             sealedTo, acceptEnrollment]
+    public static let all = [
+        podCIDRs, publicKey, sealedPrivateKey, keyGeneration, keyIssuedAt, nextPublicKey,
+        nextSealedPrivateKey, endpoint, endpointOverride, rotateRequest, rotateAnswered, enrollmentKey,
+        appliedKeyGeneration,
+        sealedTo, acceptEnrollment,
+    ]
 }
 
 /// A Node as wgmesh sees it: its name and its `wgmesh.dev/` annotations, typed and validated.
@@ -93,7 +96,9 @@ public struct MeshNode: Sendable, Hashable {
         }
         func time(_ k: String) throws(AnnotationError) -> Date? {
             guard let v = value(k) else { return nil }
-            guard let d = RFC3339.parse(v) else { throw fail(k, v, "expected an RFC 3339 time such as 2026-11-27T10:00:00Z") }
+            guard let d = RFC3339.parse(v) else {
+                throw fail(k, v, "expected an RFC 3339 time such as 2026-11-27T10:00:00Z")
+            }
             return d
         }
         func endpoint(_ k: String) throws(AnnotationError) -> Endpoint? {
@@ -106,7 +111,9 @@ public struct MeshNode: Sendable, Hashable {
             do { listed = try IPPrefix.list(v) } catch { throw fail(Annotation.podCIDRs, v, "\(error)") }
             var cidrs: [IPPrefix] = []
             for cidr in listed {
-                guard cidr.isCanonical else { throw fail(Annotation.podCIDRs, v, "\(cidr) has host bits set; write \(cidr.canonical)") }
+                guard cidr.isCanonical else {
+                    throw fail(Annotation.podCIDRs, v, "\(cidr) has host bits set; write \(cidr.canonical)")
+                }
                 guard !cidrs.contains(where: { $0.family == cidr.family }) else {
                     throw fail(Annotation.podCIDRs, v, "more than one \(cidr.family) CIDR; give one per IP family")
                 }
@@ -133,10 +140,15 @@ public struct MeshNode: Sendable, Hashable {
 
         // Fields that only make sense together.
         if (publicKey == nil) != (sealedPrivateKey == nil) || (publicKey != nil && keyGeneration == nil) {
-            throw fail(Annotation.publicKey, value(Annotation.publicKey) ?? "", "public-key, sealed-private-key and key-generation must be set together; the controller re-issues the keypair")
+            throw fail(
+                Annotation.publicKey, value(Annotation.publicKey) ?? "",
+                "public-key, sealed-private-key and key-generation must be set together; the controller re-issues the keypair"
+            )
         }
         if (nextPublicKey == nil) != (nextSealedPrivateKey == nil) {
-            throw fail(Annotation.nextPublicKey, value(Annotation.nextPublicKey) ?? "", "next-public-key and next-sealed-private-key must be set together")
+            throw fail(
+                Annotation.nextPublicKey, value(Annotation.nextPublicKey) ?? "",
+                "next-public-key and next-sealed-private-key must be set together")
         }
         if let next = nextPublicKey, next == publicKey {
             throw fail(Annotation.nextPublicKey, next.base64, "the next key equals the current key")
@@ -183,11 +195,12 @@ public struct AnnotationError: Error, Hashable, CustomStringConvertible {
     public var shownValue: String { value.count > 60 ? String(value.prefix(24)) + "…(\(value.count) chars)" : value }
 
     public var description: String {
-        let consequence = key == Annotation.podCIDRs
+        let consequence =
+            key == Annotation.podCIDRs
             ? "agents leave the node out of the mesh until it is fixed; every CIDR in it stays reserved for the node"
             : key == Annotation.enrollmentKey || key == Annotation.appliedKeyGeneration
-            ? "the node stays in the mesh with the keys it has; its agent writes the value again"
-            : "agents leave the node out of the mesh until it is fixed"
+                ? "the node stays in the mesh with the keys it has; its agent writes the value again"
+                : "agents leave the node out of the mesh until it is fixed"
         return "node \(node): annotation \(key)=\"\(shownValue)\" is invalid: \(reason); \(consequence)"
     }
 }
@@ -195,7 +208,8 @@ public struct AnnotationError: Error, Hashable, CustomStringConvertible {
 /// RFC 3339 times as Kubernetes writes them (`2026-11-27T10:00:00Z`, optional fraction and offset).
 public enum RFC3339 {
     public static func parse(_ s: String) -> Date? {
-        (try? Date.ISO8601FormatStyle().parse(s)) ?? (try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(s))
+        (try? Date.ISO8601FormatStyle().parse(s))
+            ?? (try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(s))
     }
 
     /// Seconds precision, UTC, as the API server's own `metav1.Time`.
@@ -210,7 +224,8 @@ extension StringProtocol {
         let s = Substring(self)
         let u = s.utf8
         func space(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0d || c == 0x0a }
-        var start = u.startIndex, end = u.endIndex
+        var start = u.startIndex
+        var end = u.endIndex
         while start < end, space(u[start]) { start = u.index(after: start) }
         while end > start, space(u[u.index(before: end)]) { end = u.index(before: end) }
         return String(s[start..<end])

@@ -11,8 +11,10 @@ public struct ClusterSettings: Sendable, Hashable {
     /// Metric of the strict-mode cluster routes: above the per-node routes, which longest-prefix match prefers anyway.
     public var strictRouteMetric: UInt32
 
-    public init(clusterCIDRs: [IPPrefix], listenPort: UInt16 = 51820, persistentKeepalive: UInt16 = 0, strict: Bool = true,
-                mtu: UInt32 = 1420, routeTable: UInt32 = Route.mainTable, strictRouteMetric: UInt32 = 2000) {
+    public init(
+        clusterCIDRs: [IPPrefix], listenPort: UInt16 = 51820, persistentKeepalive: UInt16 = 0, strict: Bool = true,
+        mtu: UInt32 = 1420, routeTable: UInt32 = Route.mainTable, strictRouteMetric: UInt32 = 2000
+    ) {
         self.clusterCIDRs = clusterCIDRs
         self.listenPort = listenPort
         self.persistentKeepalive = persistentKeepalive
@@ -59,9 +61,18 @@ public struct MeshPlan: Sendable, Hashable {
         var candidates: [MeshNode] = []
         let local = nodes.first { $0.name == localNode }
         for node in nodes.sorted(by: { $0.name < $1.name }) where node.name != localNode {
-            if node.publicKey == nil { excluded.append(Exclusion(node: node.name, reason: "no public key yet", isJoining: true)); continue }
-            if node.podCIDRs.isEmpty { excluded.append(Exclusion(node: node.name, reason: "no Pod CIDR yet", isJoining: true)); continue }
-            if node.effectiveEndpoint == nil { excluded.append(Exclusion(node: node.name, reason: "no endpoint yet", isJoining: true)); continue }
+            if node.publicKey == nil {
+                excluded.append(Exclusion(node: node.name, reason: "no public key yet", isJoining: true))
+                continue
+            }
+            if node.podCIDRs.isEmpty {
+                excluded.append(Exclusion(node: node.name, reason: "no Pod CIDR yet", isJoining: true))
+                continue
+            }
+            if node.effectiveEndpoint == nil {
+                excluded.append(Exclusion(node: node.name, reason: "no endpoint yet", isJoining: true))
+                continue
+            }
             if let outside = node.podCIDRs.first(where: { c in !settings.clusterCIDRs.contains { $0.contains(c) } }) {
                 excluded.append(Exclusion(node: node.name, reason: "Pod CIDR \(outside) is outside the cluster CIDRs"))
                 continue
@@ -73,21 +84,33 @@ public struct MeshPlan: Sendable, Hashable {
         peers = []
         routes = []
         for node in candidates {
-            if let reason = conflicted[node.name] { excluded.append(Exclusion(node: node.name, reason: reason)); continue }
+            if let reason = conflicted[node.name] {
+                excluded.append(Exclusion(node: node.name, reason: reason))
+                continue
+            }
             let endpoint = node.effectiveEndpoint!
             let cidrs = node.podCIDRs.map(\.canonical).sorted()
-            peers.append(DesiredPeer(node: node.name, publicKey: node.publicKey!, endpoint: endpoint,
-                                     persistentKeepalive: settings.persistentKeepalive, allowedIPs: cidrs))
+            peers.append(
+                DesiredPeer(
+                    node: node.name, publicKey: node.publicKey!, endpoint: endpoint,
+                    persistentKeepalive: settings.persistentKeepalive, allowedIPs: cidrs))
             if let next = node.nextPublicKey {
                 // Pre-staged: a handshake from the next key is accepted at once when the node switches.
-                peers.append(DesiredPeer(node: node.name, publicKey: next, endpoint: endpoint,
-                                         persistentKeepalive: settings.persistentKeepalive, allowedIPs: []))
+                peers.append(
+                    DesiredPeer(
+                        node: node.name, publicKey: next, endpoint: endpoint,
+                        persistentKeepalive: settings.persistentKeepalive, allowedIPs: []))
             }
-            for c in cidrs { routes.append(Route(destination: c, interfaceIndex: interfaceIndex, table: settings.routeTable)) }
+            for c in cidrs {
+                routes.append(Route(destination: c, interfaceIndex: interfaceIndex, table: settings.routeTable))
+            }
         }
         if settings.strict {
             for c in settings.clusterCIDRs {
-                routes.append(Route(destination: c.canonical, interfaceIndex: interfaceIndex, table: settings.routeTable, metric: settings.strictRouteMetric))
+                routes.append(
+                    Route(
+                        destination: c.canonical, interfaceIndex: interfaceIndex, table: settings.routeTable,
+                        metric: settings.strictRouteMetric))
             }
         }
         peers.sort { $0.publicKey < $1.publicKey }
@@ -104,7 +127,10 @@ public struct MeshPlan: Sendable, Hashable {
         }
         var conflicted: [String: String] = [:]
         for (key, owners) in keyOwners where Set(owners).count > 1 {
-            for o in owners { conflicted[o] = "public key \(key) is also claimed by \(owners.filter { $0 != o }.sorted().joined(separator: ", "))" }
+            for o in owners {
+                conflicted[o] =
+                    "public key \(key) is also claimed by \(owners.filter { $0 != o }.sorted().joined(separator: ", "))"
+            }
         }
         // Overlaps in O(n log n): in (address, length) order, prefixes that overlap form a containment
         // chain, so a stack of still-open prefixes finds every containing one.
@@ -114,8 +140,10 @@ public struct MeshPlan: Sendable, Hashable {
         for claim in claims {
             while let top = open.last, !top.cidr.contains(claim.cidr) { open.removeLast() }
             for outer in open where outer.node != claim.node {
-                conflicted[outer.node] = conflicted[outer.node] ?? "Pod CIDR \(outer.cidr) overlaps \(claim.cidr) of node \(claim.node)"
-                conflicted[claim.node] = conflicted[claim.node] ?? "Pod CIDR \(claim.cidr) overlaps \(outer.cidr) of node \(outer.node)"
+                conflicted[outer.node] =
+                    conflicted[outer.node] ?? "Pod CIDR \(outer.cidr) overlaps \(claim.cidr) of node \(claim.node)"
+                conflicted[claim.node] =
+                    conflicted[claim.node] ?? "Pod CIDR \(claim.cidr) overlaps \(outer.cidr) of node \(outer.node)"
             }
             open.append(claim)
         }
@@ -127,7 +155,9 @@ extension MeshPlan {
     /// Whether a node routed by both plans is routed to another key in this one: a rotation (or a key
     /// reissued) that `wgmesh rotate-keys --wait` waits to see, unlike a node joining or leaving.
     public func movesKeys(from previous: MeshPlan) -> Bool {
-        let before = Dictionary(previous.peers.filter { !$0.allowedIPs.isEmpty }.map { ($0.node, $0.publicKey) }, uniquingKeysWith: { a, _ in a })
+        let before = Dictionary(
+            previous.peers.filter { !$0.allowedIPs.isEmpty }.map { ($0.node, $0.publicKey) },
+            uniquingKeysWith: { a, _ in a })
         return peers.contains { peer in
             guard !peer.allowedIPs.isEmpty, let key = before[peer.node] else { return false }
             return key != peer.publicKey
@@ -137,8 +167,12 @@ extension MeshPlan {
     /// The interface as it is once this plan is applied: what the next plan is diffed against when the
     /// kernel is not read again. Handshakes and counters are not part of a plan, so they are zero.
     public func device(named name: String, interfaceIndex: UInt32, privateKey: WireGuardKey?) -> DeviceState {
-        DeviceState(name: name, interfaceIndex: interfaceIndex, privateKey: privateKey, listenPort: listenPort,
-                    peers: peers.map { PeerState(publicKey: $0.publicKey, endpoint: $0.endpoint,
-                                                 persistentKeepalive: $0.persistentKeepalive, allowedIPs: $0.allowedIPs) })
+        DeviceState(
+            name: name, interfaceIndex: interfaceIndex, privateKey: privateKey, listenPort: listenPort,
+            peers: peers.map {
+                PeerState(
+                    publicKey: $0.publicKey, endpoint: $0.endpoint,
+                    persistentKeepalive: $0.persistentKeepalive, allowedIPs: $0.allowedIPs)
+            })
     }
 }

@@ -1,8 +1,8 @@
 // FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// How the controller hands out CIDRs, endpoints and keys.
@@ -36,9 +36,11 @@ public struct ControllerPolicy: Sendable {
     /// family that no Node has in `spec.podCIDRs` (kube-controller-manager sets it within a second).
     public var specWait: TimeInterval
 
-    public init(cidrSource: CIDRSource = .auto, endpointAddressTypes: [String] = ["InternalIP", "ExternalIP"],
-                listenPort: UInt16 = 51820, rotation: KeyRotation.Policy = .init(), specWait: TimeInterval = 15,
-                enrollmentChange: EnrollmentChange = .reissue) {
+    public init(
+        cidrSource: CIDRSource = .auto, endpointAddressTypes: [String] = ["InternalIP", "ExternalIP"],
+        listenPort: UInt16 = 51820, rotation: KeyRotation.Policy = .init(), specWait: TimeInterval = 15,
+        enrollmentChange: EnrollmentChange = .reissue
+    ) {
         self.cidrSource = cidrSource
         self.enrollmentChange = enrollmentChange
         self.endpointAddressTypes = endpointAddressTypes
@@ -67,7 +69,10 @@ public struct NodeFacts: Sendable, Hashable {
     /// `metadata.creationTimestamp`; nil when unknown (the Node counts as old).
     public var created: Date?
 
-    public init(name: String, annotations: [String: String], addresses: [Address] = [], specPodCIDRs: [String] = [], created: Date? = nil) {
+    public init(
+        name: String, annotations: [String: String], addresses: [Address] = [], specPodCIDRs: [String] = [],
+        created: Date? = nil
+    ) {
         self.name = name
         self.annotations = annotations
         self.addresses = addresses
@@ -82,7 +87,8 @@ public struct NodeFacts: Sendable, Hashable {
         var out: [IPPrefix] = []
         func addresses(_ text: Substring) {
             for part in text.split(whereSeparator: { !($0.isHexDigit || $0 == "." || $0 == ":" || $0 == "/") }) {
-                guard let address = try? IPAddress(part.split(separator: "/", omittingEmptySubsequences: false)[0]) else { continue }
+                guard let address = try? IPAddress(part.split(separator: "/", omittingEmptySubsequences: false)[0])
+                else { continue }
                 out.append(try! IPPrefix(address: address, length: address.family.bitWidth))
             }
         }
@@ -113,10 +119,13 @@ public struct NodeIssuance: Sendable, Equatable {
     public struct Notice: Sendable, Equatable {
         /// The Event's reason; the raw value is what Kubernetes shows (CamelCase, as Event reasons are).
         public enum Reason: String, Sendable {
-            case podCIDRAllocated = "PodCIDRAllocated", podCIDRAssigned = "PodCIDRAssigned", podCIDRExhausted = "PodCIDRExhausted"
-            case podCIDRPending = "PodCIDRPending", podCIDRInvalid = "PodCIDRInvalid", podCIDRConflict = "PodCIDRConflict"
+            case podCIDRAllocated = "PodCIDRAllocated", podCIDRAssigned = "PodCIDRAssigned", podCIDRExhausted =
+                "PodCIDRExhausted"
+            case podCIDRPending = "PodCIDRPending", podCIDRInvalid = "PodCIDRInvalid", podCIDRConflict =
+                "PodCIDRConflict"
             case podCIDRMismatch = "PodCIDRMismatch", podCIDRUnmanaged = "PodCIDRUnmanaged"
-            case keyIssued = "KeyIssued", enrollmentKeyInvalid = "EnrollmentKeyInvalid", invalidAnnotation = "InvalidAnnotation"
+            case keyIssued = "KeyIssued", enrollmentKeyInvalid = "EnrollmentKeyInvalid", invalidAnnotation =
+                "InvalidAnnotation"
             case enrollmentKeyChanged = "EnrollmentKeyChanged"
             case keyRotationStaged = "KeyRotationStaged", keyRotated = "KeyRotated", rotationQueued = "RotationQueued"
             case rotationDeferred = "RotationDeferred"
@@ -125,7 +134,8 @@ public struct NodeIssuance: Sendable, Equatable {
             /// The Event's `action`: what the controller was doing.
             public var action: String {
                 switch self {
-                case .podCIDRAllocated, .podCIDRAssigned, .podCIDRExhausted, .podCIDRPending, .podCIDRInvalid: return "AllocatePodCIDR"
+                case .podCIDRAllocated, .podCIDRAssigned, .podCIDRExhausted, .podCIDRPending, .podCIDRInvalid:
+                    return "AllocatePodCIDR"
                 case .podCIDRConflict, .podCIDRMismatch, .podCIDRUnmanaged: return "CheckPodCIDR"
                 case .keyRotationStaged, .keyRotated, .rotationQueued, .rotationDeferred: return "RotateKey"
                 case .endpointUnknown: return "ChooseEndpoint"
@@ -168,8 +178,11 @@ public struct NodeIssuance: Sendable, Equatable {
     /// the families that some Node has in `spec.podCIDRs`: the cluster assigns those itself. `stagedAt`
     /// is when this controller staged the node's next key, if it remembers; `mayStartRotation` is false
     /// while the concurrent-rotation limit is reached.
-    public static func decide(_ facts: NodeFacts, allocator: inout PodCIDRAllocator, specFamilies: Set<IPFamily> = [], policy: ControllerPolicy,
-                              stagedAt: Date?, mayStartRotation: Bool, now: Date) -> NodeIssuance {
+    public static func decide(
+        _ facts: NodeFacts, allocator: inout PodCIDRAllocator, specFamilies: Set<IPFamily> = [],
+        policy: ControllerPolicy,
+        stagedAt: Date?, mayStartRotation: Bool, now: Date
+    ) -> NodeIssuance {
         var out = NodeIssuance()
         allocator.claim(node: facts.name, cidrs: facts.publishedCIDRs)
         let overlaps = allocator.overlaps(of: facts.name)
@@ -183,13 +196,20 @@ public struct NodeIssuance: Sendable, Equatable {
             return out
         }
         if let error = node.problems.first(where: { $0.key == Annotation.enrollmentKey }) {
-            let what = node.publicKey == nil
+            let what =
+                node.publicKey == nil
                 ? "no keypair is issued, so the node stays out of the mesh until its agent publishes a valid key"
                 : "no new keypair is issued; the node keeps its current keys, Pod CIDR and place in the mesh until its agent publishes a valid key"
-            out.notices.append(Notice(warning: true, reason: .enrollmentKeyInvalid,
-                                      note: "node \(facts.name): annotation \(error.key)=\"\(error.shownValue)\" is invalid: \(error.reason); \(what)"))
+            out.notices.append(
+                Notice(
+                    warning: true, reason: .enrollmentKeyInvalid,
+                    note:
+                        "node \(facts.name): annotation \(error.key)=\"\(error.shownValue)\" is invalid: \(error.reason); \(what)"
+                ))
         }
-        out.decideCIDRs(facts, node, allocator: &allocator, overlapping: Set(overlaps.map(\.cidr)), specFamilies: specFamilies, policy: policy, now: now)
+        out.decideCIDRs(
+            facts, node, allocator: &allocator, overlapping: Set(overlaps.map(\.cidr)), specFamilies: specFamilies,
+            policy: policy, now: now)
         out.decideEndpoint(facts, node, policy: policy)
         out.decideKeys(node, policy: policy, stagedAt: stagedAt, mayStartRotation: mayStartRotation, now: now)
         return out
@@ -200,26 +220,41 @@ public struct NodeIssuance: Sendable, Equatable {
         for o in overlaps {
             // The same words whichever side is looked at first, so that each side's Event is one Event.
             let sides = [(name, o.cidr), (o.otherNode, o.otherCIDR)].sorted { $0.0 < $1.0 }
-            let what = o.cidr == o.otherCIDR ? "Pod CIDR \(o.cidr) is claimed by both node \(sides[0].0) and node \(sides[1].0)"
+            let what =
+                o.cidr == o.otherCIDR
+                ? "Pod CIDR \(o.cidr) is claimed by both node \(sides[0].0) and node \(sides[1].0)"
                 : "Pod CIDR \(sides[0].1) of node \(sides[0].0) overlaps \(sides[1].1) of node \(sides[1].0)"
             // Only one of the two sides can be the one wgmesh allocated it to: a third node's claim is its own conflict.
-            let owner = [allocator.owner(of: o.cidr), allocator.owner(of: o.otherCIDR)].compactMap { $0 }.first { $0 == name || $0 == o.otherNode }
-            let fix = owner.map { "wgmesh allocated it to node \($0): remove it from the other node's \(Annotation.podCIDRs) annotation or spec.podCIDRs" }
+            let owner = [allocator.owner(of: o.cidr), allocator.owner(of: o.otherCIDR)].compactMap { $0 }.first {
+                $0 == name || $0 == o.otherNode
+            }
+            let fix =
+                owner.map {
+                    "wgmesh allocated it to node \($0): remove it from the other node's \(Annotation.podCIDRs) annotation or spec.podCIDRs"
+                }
                 ?? "wgmesh allocated it to neither: remove it from one of them"
-            notices.append(Notice(warning: true, reason: .podCIDRConflict,
-                                  note: "\(what): their Pods could get the same addresses, and agents leave nodes whose \(Annotation.podCIDRs) overlap out of the mesh; \(fix)",
-                                  otherNode: o.otherNode))
+            notices.append(
+                Notice(
+                    warning: true, reason: .podCIDRConflict,
+                    note:
+                        "\(what): their Pods could get the same addresses, and agents leave nodes whose \(Annotation.podCIDRs) overlap out of the mesh; \(fix)",
+                    otherNode: o.otherNode))
         }
     }
 
     /// One Pod CIDR per family, each on its own: a published CIDR never changes; a missing family comes
     /// from `spec.podCIDRs` or from wgmesh's pool, never from both allocators racing.
-    mutating func decideCIDRs(_ facts: NodeFacts, _ node: MeshNode, allocator: inout PodCIDRAllocator, overlapping: Set<IPPrefix>,
-                              specFamilies: Set<IPFamily>, policy: ControllerPolicy, now: Date) {
+    mutating func decideCIDRs(
+        _ facts: NodeFacts, _ node: MeshNode, allocator: inout PodCIDRAllocator, overlapping: Set<IPPrefix>,
+        specFamilies: Set<IPFamily>, policy: ControllerPolicy, now: Date
+    ) {
         var spec: [IPPrefix] = []
         for text in facts.specPodCIDRs {
             guard let cidr = try? IPPrefix(text), cidr.isCanonical else {
-                notices.append(Notice(warning: true, reason: .podCIDRInvalid, note: "spec.podCIDRs has \"\(text)\", which is not a CIDR; fix the Node's spec"))
+                notices.append(
+                    Notice(
+                        warning: true, reason: .podCIDRInvalid,
+                        note: "spec.podCIDRs has \"\(text)\", which is not a CIDR; fix the Node's spec"))
                 spec = []
                 break
             }
@@ -231,8 +266,12 @@ public struct NodeIssuance: Sendable, Equatable {
         for cidr in node.podCIDRs {
             let fromSpec = spec.contains(cidr)
             if let other = spec.first(where: { $0.family == cidr.family && $0 != cidr }) {
-                notices.append(Notice(warning: true, reason: .podCIDRMismatch,
-                                      note: "spec.podCIDRs gives \(other) but the node publishes \(cidr), which its Pods use; wgmesh keeps \(cidr). To move the node to \(other), drain it, delete its Node object and let it register again"))
+                notices.append(
+                    Notice(
+                        warning: true, reason: .podCIDRMismatch,
+                        note:
+                            "spec.podCIDRs gives \(other) but the node publishes \(cidr), which its Pods use; wgmesh keeps \(cidr). To move the node to \(other), drain it, delete its Node object and let it register again"
+                    ))
             }
             do {
                 try allocator.restore(node: node.name, cidr: cidr)
@@ -241,8 +280,12 @@ public struct NodeIssuance: Sendable, Equatable {
             } catch .duplicate {
                 // Reported as an overlap, on both nodes.
             } catch .nodeAlreadyHas(_, let held) {
-                notices.append(Notice(warning: true, reason: .podCIDRMismatch,
-                                      note: "the node publishes \(cidr) but wgmesh allocated it \(held.map(\.description).joined(separator: ", ")); both stay reserved for it. Put the allocated value back, unless its Pods already use \(cidr)"))
+                notices.append(
+                    Notice(
+                        warning: true, reason: .podCIDRMismatch,
+                        note:
+                            "the node publishes \(cidr) but wgmesh allocated it \(held.map(\.description).joined(separator: ", ")); both stay reserved for it. Put the allocated value back, unless its Pods already use \(cidr)"
+                    ))
             } catch {
                 notices.append(Notice(warning: true, reason: .podCIDRUnmanaged, note: "\(error)"))
             }
@@ -250,12 +293,15 @@ public struct NodeIssuance: Sendable, Equatable {
         var result = node.podCIDRs
         var fromPool: [IPFamily] = []
         var waitingForSpec: [IPFamily] = []
-        let families = Set(spec.map(\.family)).union(source == .nodeSpec ? [] : allocator.families).subtracting(result.map(\.family))
+        let families = Set(spec.map(\.family)).union(source == .nodeSpec ? [] : allocator.families).subtracting(
+            result.map(\.family))
         for family in families.sorted() {
             if let s = spec.first(where: { $0.family == family }) {
-                if overlapping.contains(s) { continue }  // another node publishes it (reported above): not published again
+                // another node publishes it (reported above): not published again
+                if overlapping.contains(s) { continue }
                 result.append(s)
-                notices.append(Notice(warning: false, reason: .podCIDRAssigned, note: "Pod CIDR \(s) from spec.podCIDRs"))
+                notices.append(
+                    Notice(warning: false, reason: .podCIDRAssigned, note: "Pod CIDR \(s) from spec.podCIDRs"))
             } else if source == .auto && specFamilies.contains(family) {
                 waitingForSpec.append(family)
             } else if source == .auto, let created = facts.created, now < created.addingTimeInterval(policy.specWait) {
@@ -266,14 +312,23 @@ public struct NodeIssuance: Sendable, Equatable {
             }
         }
         if source == .nodeSpec, spec.isEmpty, result.isEmpty {
-            notices.append(Notice(warning: true, reason: .podCIDRPending, note: "the Node has no spec.podCIDRs yet (--cidr-source=node-spec): start kube-controller-manager with --allocate-node-cidrs, or use --cidr-source=wgmesh"))
+            notices.append(
+                Notice(
+                    warning: true, reason: .podCIDRPending,
+                    note:
+                        "the Node has no spec.podCIDRs yet (--cidr-source=node-spec): start kube-controller-manager with --allocate-node-cidrs, or use --cidr-source=wgmesh"
+                ))
         }
         if !waitingForSpec.isEmpty {
             let due = (facts.created ?? now).addingTimeInterval(policy.specWait)
             if now >= due {
                 let names = waitingForSpec.map(\.description).joined(separator: " and ")
-                notices.append(Notice(warning: true, reason: .podCIDRPending,
-                                      note: "spec.podCIDRs has no \(names) CIDR \(Int(policy.specWait)) s after the Node was created, while other Nodes have one: the cluster (kube-controller-manager --allocate-node-cidrs) assigns this family, and wgmesh waits for it rather than race it; check kube-controller-manager (its --cluster-cidr range may be full), or run wgmesh with --cidr-source=wgmesh"))
+                notices.append(
+                    Notice(
+                        warning: true, reason: .podCIDRPending,
+                        note:
+                            "spec.podCIDRs has no \(names) CIDR \(Int(policy.specWait)) s after the Node was created, while other Nodes have one: the cluster (kube-controller-manager --allocate-node-cidrs) assigns this family, and wgmesh waits for it rather than race it; check kube-controller-manager (its --cluster-cidr range may be full), or run wgmesh with --cidr-source=wgmesh"
+                    ))
             } else {
                 revisit(at: due)
             }
@@ -286,14 +341,18 @@ public struct NodeIssuance: Sendable, Equatable {
                 let new = cidrs.filter { !reserved.contains($0) }
                 // A reserved CIDR is one whose earlier write did not land (or whose outcome is unknown): written again, quietly.
                 if !new.isEmpty {
-                    notices.append(Notice(warning: false, reason: .podCIDRAllocated, note: "allocated Pod CIDRs \(new.map(\.description).joined(separator: ", "))"))
+                    notices.append(
+                        Notice(
+                            warning: false, reason: .podCIDRAllocated,
+                            note: "allocated Pod CIDRs \(new.map(\.description).joined(separator: ", "))"))
                 }
             } catch {
                 notices.append(Notice(warning: true, reason: .podCIDRExhausted, note: "\(error)"))
             }
         }
         if result != node.podCIDRs {
-            annotations[Annotation.podCIDRs] = result.sorted { $0.family < $1.family }.map(\.description).joined(separator: ",")
+            annotations[Annotation.podCIDRs] = result.sorted { $0.family < $1.family }.map(\.description).joined(
+                separator: ",")
         }
     }
 
@@ -314,34 +373,53 @@ public struct NodeIssuance: Sendable, Equatable {
         if let chosen {
             if chosen != node.endpoint { annotations[Annotation.endpoint] = chosen.description }
         } else if node.endpoint == nil, node.endpointOverride == nil {
-            notices.append(Notice(warning: true, reason: .endpointUnknown, note: "the Node has no address of type \(policy.endpointAddressTypes.joined(separator: " or ")); set \(Annotation.endpointOverride) or change --endpoint-address-type"))
+            notices.append(
+                Notice(
+                    warning: true, reason: .endpointUnknown,
+                    note:
+                        "the Node has no address of type \(policy.endpointAddressTypes.joined(separator: " or ")); set \(Annotation.endpointOverride) or change --endpoint-address-type"
+                ))
         }
     }
 
-    mutating func decideKeys(_ node: MeshNode, policy: ControllerPolicy, stagedAt: Date?, mayStartRotation: Bool, now: Date) {
+    mutating func decideKeys(
+        _ node: MeshNode, policy: ControllerPolicy, stagedAt: Date?, mayStartRotation: Bool, now: Date
+    ) {
         guard let enrollment = node.enrollmentKey else {
             if node.rotationRequested {
-                notices.append(Notice(warning: true, reason: .rotationDeferred,
-                                      note: "rotation request \"\(node.rotateRequest!.prefix(80))\" waits: the node has no valid \(Annotation.enrollmentKey) to seal a new key to; its agent must publish one"))
+                notices.append(
+                    Notice(
+                        warning: true, reason: .rotationDeferred,
+                        note:
+                            "rotation request \"\(node.rotateRequest!.prefix(80))\" waits: the node has no valid \(Annotation.enrollmentKey) to seal a new key to; its agent must publish one"
+                    ))
             }
             return
         }
         let generation = node.keyGeneration ?? 0
         if node.publicKey != nil, let previous = node.sealedTo, previous != enrollment {
             // A security event: the node was reinstalled, or whoever could write its annotation took its place.
-            let change = "node \(node.name) published enrollment key \(enrollment.fingerprint) in place of \(previous.fingerprint), to which its keys are sealed"
+            let change =
+                "node \(node.name) published enrollment key \(enrollment.fingerprint) in place of \(previous.fingerprint), to which its keys are sealed"
             let accepted = node.acceptEnrollment == enrollment.fingerprint
             if policy.enrollmentChange == .hold && !accepted {
-                notices.append(Notice(warning: true, reason: .enrollmentKeyChanged, note: """
-                    \(change): held (--enrollment-change-policy=hold): the node keeps its keys, which the new enrollment key cannot open, so \
-                    it stays out of the mesh, and rotations wait. If the node was reinstalled, accept the new key: kubectl annotate node \
-                    \(node.name) \(Annotation.acceptEnrollment)=\(enrollment.fingerprint)
-                    """))
+                notices.append(
+                    Notice(
+                        warning: true, reason: .enrollmentKeyChanged,
+                        note: """
+                            \(change): held (--enrollment-change-policy=hold): the node keeps its keys, which the new enrollment key cannot open, so \
+                            it stays out of the mesh, and rotations wait. If the node was reinstalled, accept the new key: kubectl annotate node \
+                            \(node.name) \(Annotation.acceptEnrollment)=\(enrollment.fingerprint)
+                            """))
                 return
             }
-            notices.append(Notice(warning: true, reason: .enrollmentKeyChanged, note: accepted
-                ? "\(change): accepted by \(Annotation.acceptEnrollment); issuing a keypair sealed to the new key"
-                : "\(change): issuing a keypair sealed to the new key (--enrollment-change-policy=reissue); if the node was not reinstalled, someone who can write its annotations may have taken its place"))
+            notices.append(
+                Notice(
+                    warning: true, reason: .enrollmentKeyChanged,
+                    note: accepted
+                        ? "\(change): accepted by \(Annotation.acceptEnrollment); issuing a keypair sealed to the new key"
+                        : "\(change): issuing a keypair sealed to the new key (--enrollment-change-policy=reissue); if the node was not reinstalled, someone who can write its annotations may have taken its place"
+                ))
             if node.acceptEnrollment != nil { annotations[Annotation.acceptEnrollment] = .some(nil) }
         }
         guard node.publicKey != nil, node.sealedTo == enrollment, let issuedAt = node.keyIssuedAt else {
@@ -349,13 +427,17 @@ public struct NodeIssuance: Sendable, Equatable {
             key = .issue(generation: generation + 1, enrollmentKey: enrollment)
             annotations[Annotation.nextPublicKey] = node.nextPublicKey == nil ? nil : .some(nil)
             annotations[Annotation.nextSealedPrivateKey] = node.nextSealedPrivateKey == nil ? nil : .some(nil)
-            var why = node.publicKey == nil ? "a new node" : node.sealedTo != enrollment ? "the node published a new enrollment key" : "the key has no issue time"
+            var why =
+                node.publicKey == nil
+                ? "a new node"
+                : node.sealedTo != enrollment ? "the node published a new enrollment key" : "the key has no issue time"
             if node.rotationRequested {
                 // A fresh keypair answers a pending request as well as a rotation would.
                 annotations[Annotation.rotateAnswered] = node.rotateRequest
                 why += "; this answers rotation request \"\(node.rotateRequest!.prefix(80))\""
             }
-            notices.append(Notice(warning: false, reason: .keyIssued, note: "issued keypair generation \(generation + 1): \(why)"))
+            notices.append(
+                Notice(warning: false, reason: .keyIssued, note: "issued keypair generation \(generation + 1): \(why)"))
             if let maxAge = policy.rotation.maxKeyAge { revisit(at: now.addingTimeInterval(maxAge)) }
             return
         }
@@ -366,14 +448,22 @@ public struct NodeIssuance: Sendable, Equatable {
             if let until { revisit(at: until) }
         case .stage(let reason):
             guard mayStartRotation else {
-                notices.append(Notice(warning: false, reason: .rotationQueued, note: "rotation waits for a free slot (--max-concurrent-rotations): \(reason)"))
+                notices.append(
+                    Notice(
+                        warning: false, reason: .rotationQueued,
+                        note: "rotation waits for a free slot (--max-concurrent-rotations): \(reason)"))
                 return
             }
             key = .stage(generation: generation + 1, enrollmentKey: enrollment)
             // Answered in the write that stages the key: exactly once, whatever the clocks say.
             if let request { annotations[Annotation.rotateAnswered] = request }
             revisit(at: now.addingTimeInterval(policy.rotation.grace))
-            notices.append(Notice(warning: false, reason: .keyRotationStaged, note: "published next key generation \(generation + 1) (\(reason)); switching in \(Int(policy.rotation.grace)) s"))
+            notices.append(
+                Notice(
+                    warning: false, reason: .keyRotationStaged,
+                    note:
+                        "published next key generation \(generation + 1) (\(reason)); switching in \(Int(policy.rotation.grace)) s"
+                ))
         case .restartGrace:
             restartGrace = true
             revisit(at: now.addingTimeInterval(policy.rotation.grace))
@@ -385,7 +475,8 @@ public struct NodeIssuance: Sendable, Equatable {
             annotations[Annotation.keyIssuedAt] = RFC3339.format(now)
             annotations[Annotation.nextPublicKey] = .some(nil)
             annotations[Annotation.nextSealedPrivateKey] = .some(nil)
-            notices.append(Notice(warning: false, reason: .keyRotated, note: "switched to key generation \(generation + 1)"))
+            notices.append(
+                Notice(warning: false, reason: .keyRotated, note: "switched to key generation \(generation + 1)"))
             if let maxAge = policy.rotation.maxKeyAge { revisit(at: now.addingTimeInterval(maxAge)) }
         }
     }

@@ -1,8 +1,8 @@
 // FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// One row of `wgmesh status`: what wgmesh knows of a Node, in values a script can read back.
@@ -38,13 +38,17 @@ public struct NodeStatus: Sendable, Hashable, Codable {
             let c = node.condition
             let counts = c?.peerCounts
             return NodeStatus(
-                name: node.name, podCIDRs: m?.podCIDRs.map(\.description) ?? [], endpoint: m?.effectiveEndpoint?.description,
-                publicKey: m?.publicKey?.base64, keyGeneration: m?.keyGeneration, keyIssuedAt: m?.keyIssuedAt.map(RFC3339.format),
-                keyAgeSeconds: m?.keyIssuedAt.map { Int64(now.timeIntervalSince($0).rounded(.down)) }, appliedKeyGeneration: m?.appliedKeyGeneration,
+                name: node.name, podCIDRs: m?.podCIDRs.map(\.description) ?? [],
+                endpoint: m?.effectiveEndpoint?.description,
+                publicKey: m?.publicKey?.base64, keyGeneration: m?.keyGeneration,
+                keyIssuedAt: m?.keyIssuedAt.map(RFC3339.format),
+                keyAgeSeconds: m?.keyIssuedAt.map { Int64(now.timeIntervalSince($0).rounded(.down)) },
+                appliedKeyGeneration: m?.appliedKeyGeneration,
                 rotation: m.flatMap { $0.nextPublicKey != nil ? "staged" : $0.rotationRequested ? "requested" : nil },
                 ready: c?.status ?? "Unknown", reason: c?.reason,
                 message: c?.message ?? "no \(MeshCondition.type) condition: no agent has reported on this node",
-                peersReady: counts?.ready, peersTotal: counts?.total, inMesh: leftOut[node.name] == nil, leftOutBecause: leftOut[node.name],
+                peersReady: counts?.ready, peersTotal: counts?.total, inMesh: leftOut[node.name] == nil,
+                leftOutBecause: leftOut[node.name],
                 strict: node.report.strict, unencryptedPackets: node.report.unencryptedDrops?.packets)
         }
     }
@@ -56,11 +60,17 @@ public struct NodeStatus: Sendable, Hashable, Codable {
         var header = ["NAME", "READY", "PEERS", "POD-CIDRS", "ENDPOINT", "KEY-GEN", "APPLIED", "KEY-AGE"]
         if wide { header += ["ROTATION", "STRICT", "UNENCRYPTED", "REASON", "LEFT-OUT"] }
         let cells = rows.map { r in
-            var row = [r.name, r.ready, r.peersTotal.map { "\(r.peersReady ?? 0)/\($0)" } ?? "<unknown>",
-                       r.podCIDRs.isEmpty ? "<none>" : r.podCIDRs.joined(separator: ","), show(r.endpoint), show(r.keyGeneration),
-                       show(r.appliedKeyGeneration), r.keyAgeSeconds.map { HumanDuration.format(seconds: $0) } ?? "<none>"]
+            var row = [
+                r.name, r.ready, r.peersTotal.map { "\(r.peersReady ?? 0)/\($0)" } ?? "<unknown>",
+                r.podCIDRs.isEmpty ? "<none>" : r.podCIDRs.joined(separator: ","), show(r.endpoint),
+                show(r.keyGeneration),
+                show(r.appliedKeyGeneration), r.keyAgeSeconds.map { HumanDuration.format(seconds: $0) } ?? "<none>",
+            ]
             if wide {
-                row += [show(r.rotation), show(r.strict), show(r.unencryptedPackets), show(r.reason), show(r.leftOutBecause)]
+                row += [
+                    show(r.rotation), show(r.strict), show(r.unencryptedPackets), show(r.reason),
+                    show(r.leftOutBecause),
+                ]
             }
             return row
         }

@@ -65,7 +65,9 @@ public enum Membership {
             }
         }
         // Seen from no node in particular: "" is no Node's name.
-        let plan = MeshPlan(localNode: "", settings: ClusterSettings(clusterCIDRs: clusterCIDRs(nodes)), nodes: valid, interfaceIndex: 0)
+        let plan = MeshPlan(
+            localNode: "", settings: ClusterSettings(clusterCIDRs: clusterCIDRs(nodes)), nodes: valid, interfaceIndex: 0
+        )
         for e in plan.excluded { why[e.node] = e.reason }
         return why
     }
@@ -85,7 +87,10 @@ public enum HumanDuration {
         if hours < 48 { return "\(hours)h" }
         if hours < 24 * 8 { return hours % 24 == 0 ? "\(hours / 24)d" : "\(hours / 24)d\(hours % 24)h" }
         if hours < 24 * 365 * 2 { return "\(hours / 24)d" }
-        if hours < 24 * 365 * 8 { let days = (hours / 24) % 365; return days == 0 ? "\(hours / 24 / 365)y" : "\(hours / 24 / 365)y\(days)d" }
+        if hours < 24 * 365 * 8 {
+            let days = (hours / 24) % 365
+            return days == 0 ? "\(hours / 24 / 365)y" : "\(hours / 24 / 365)y\(days)d"
+        }
         return "\(hours / 24 / 365)y"
     }
 
@@ -100,7 +105,9 @@ public enum TextTable {
     public static func render(header: [String], rows: [[String]]) -> String {
         let all = [header] + rows
         var widths = [Int](repeating: 0, count: header.count)
-        for row in all { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+        for row in all {
+            for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) }
+        }
         return all.map { row in
             row.enumerated().map { i, cell in
                 i == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[i] - cell.count + 3)

@@ -14,7 +14,8 @@ public struct PodCIDRAllocator: Sendable {
             var candidate: UInt64
             var at: Int
             if from == 0 {
-                var lo = 0, hi = used.count
+                var lo = 0
+                var hi = used.count
                 while lo < hi {
                     let mid = (lo + hi) / 2
                     if used[mid] == UInt64(mid) { lo = mid + 1 } else { hi = mid }
@@ -33,7 +34,8 @@ public struct PodCIDRAllocator: Sendable {
         }
 
         func position(of index: UInt64) -> (found: Bool, at: Int) {
-            var lo = 0, hi = used.count
+            var lo = 0
+            var hi = used.count
             while lo < hi {
                 let mid = (lo + hi) / 2
                 if used[mid] < index { lo = mid + 1 } else { hi = mid }
@@ -92,7 +94,9 @@ public struct PodCIDRAllocator: Sendable {
         if held.contains(cidr) { return }
         if held.contains(where: { $0.family == cidr.family }) { throw .nodeAlreadyHas(node, held) }
         if let other = byCIDR[cidr] { throw .duplicate(cidr, holder: other, claimant: node) }
-        guard let p = pools.firstIndex(where: { $0.cidr.contains(cidr) }) else { throw .outsideClusterCIDRs(cidr, node: node, pools.map(\.cidr)) }
+        guard let p = pools.firstIndex(where: { $0.cidr.contains(cidr) }) else {
+            throw .outsideClusterCIDRs(cidr, node: node, pools.map(\.cidr))
+        }
         guard cidr.length == pools[p].blockLength, pools[p].cidr.subnetIndex(of: cidr) != nil else {
             throw .notABlock(cidr, node: node, pool: pools[p].cidr, blockLength: pools[p].blockLength)
         }
@@ -159,7 +163,9 @@ public struct PodCIDRAllocator: Sendable {
                 for n in takers where n != node { found.insert(Overlap(cidr: cidr, otherNode: n, otherCIDR: cidr)) }
             } else {
                 for (block, takers) in blockTakers where block.overlaps(cidr) {
-                    for n in takers where n != node { found.insert(Overlap(cidr: cidr, otherNode: n, otherCIDR: block)) }
+                    for n in takers where n != node {
+                        found.insert(Overlap(cidr: cidr, otherNode: n, otherCIDR: block))
+                    }
                 }
             }
         }
@@ -181,7 +187,8 @@ public struct PodCIDRAllocator: Sendable {
 
     private mutating func mark(_ cidr: IPPrefix, _ node: String, taken: Bool) {
         guard let p = pools.firstIndex(where: { $0.cidr.contains(cidr) && $0.blockLength == cidr.length }),
-              let index = pools[p].cidr.subnetIndex(of: cidr) else {
+            let index = pools[p].cidr.subnetIndex(of: cidr)
+        else {
             if taken { irregular[cidr, default: []].insert(node) } else { drop(node, from: &irregular, cidr) }
             return
         }
@@ -231,13 +238,22 @@ public enum IPAMError: Error, Equatable, CustomStringConvertible {
         case .notCanonical(let p): return "cluster CIDR \(p) has host bits set: write \(p.canonical)"
         case .clusterCIDRsOverlap(let a, let b): return "cluster CIDRs \(a) and \(b) overlap: give disjoint ranges"
         case .badNodeMask(let p, let m):
-            return "node mask /\(m) does not fit cluster CIDR \(p): it must be between /\(p.length) and /\(min(p.family.bitWidth, p.length + 62))"
-        case .nodeAlreadyHas(let n, let held): return "node \(n) was allocated \(list(held)); a node's Pod CIDR never changes while the Node exists: put that value back"
-        case .duplicate(let c, let holder, let claimant): return "Pod CIDR \(c) of node \(claimant) is already held by node \(holder): remove the wrong annotation"
-        case .outsideClusterCIDRs(let c, let n, let pools): return "Pod CIDR \(c) of node \(n) is outside the cluster CIDRs (\(list(pools))); it stays reserved for the node: add its range back with --cluster-cidr, or drain the node and re-create its Node object"
-        case .notABlock(let c, let n, let pool, let len): return "Pod CIDR \(c) of node \(n) is not a /\(len) block of \(pool): the node mask size changed; keep the old one or re-create the node"
+            return
+                "node mask /\(m) does not fit cluster CIDR \(p): it must be between /\(p.length) and /\(min(p.family.bitWidth, p.length + 62))"
+        case .nodeAlreadyHas(let n, let held):
+            return
+                "node \(n) was allocated \(list(held)); a node's Pod CIDR never changes while the Node exists: put that value back"
+        case .duplicate(let c, let holder, let claimant):
+            return "Pod CIDR \(c) of node \(claimant) is already held by node \(holder): remove the wrong annotation"
+        case .outsideClusterCIDRs(let c, let n, let pools):
+            return
+                "Pod CIDR \(c) of node \(n) is outside the cluster CIDRs (\(list(pools))); it stays reserved for the node: add its range back with --cluster-cidr, or drain the node and re-create its Node object"
+        case .notABlock(let c, let n, let pool, let len):
+            return
+                "Pod CIDR \(c) of node \(n) is not a /\(len) block of \(pool): the node mask size changed; keep the old one or re-create the node"
         case .exhausted(let f, let pools, let n):
-            return "no free \(f) Pod CIDR left in \(list(pools)) (\(n) nodes hold one): add a cluster CIDR with --cluster-cidr or use a longer node mask"
+            return
+                "no free \(f) Pod CIDR left in \(list(pools)) (\(n) nodes hold one): add a cluster CIDR with --cluster-cidr or use a longer node mask"
         }
     }
 }

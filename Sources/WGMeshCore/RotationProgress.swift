@@ -19,19 +19,28 @@ public enum RotationProgress: Sendable, Hashable, CustomStringConvertible {
     /// The node's annotations do not read.
     case unreadable(String)
 
-    public var isDone: Bool { if case .done = self { return true }; return false }
+    public var isDone: Bool {
+        if case .done = self { return true }
+        return false
+    }
 
     public var description: String {
         switch self {
         case .notAnswered:
-            return "the controller has not answered the request (another rotation runs, --max-concurrent-rotations is reached, or the node has no enrollment key: see the Node's Events)"
+            return
+                "the controller has not answered the request (another rotation runs, --max-concurrent-rotations is reached, or the node has no enrollment key: see the Node's Events)"
         case .staged(let g):
             return "next key generation \(g) is staged; the controller switches after its rotation grace"
         case .applying(let g, let applied):
-            return "its agent does not run key generation \(g) yet (\(Annotation.appliedKeyGeneration) is \(applied.map(String.init) ?? "not set"))"
+            return
+                "its agent does not run key generation \(g) yet (\(Annotation.appliedKeyGeneration) is \(applied.map(String.init) ?? "not set"))"
         case .peersPending(let g, let peers):
-            let shown = peers.prefix(MeshCondition.namedNodeLimit).joined(separator: ", ") + (peers.count > MeshCondition.namedNodeLimit ? " and \(peers.count - MeshCondition.namedNodeLimit) more" : "")
-            return "runs key generation \(g), but \(peers.count == 1 ? "peer" : "peers") \(shown) \(peers.count == 1 ? "does" : "do") not run it yet (\(Annotation.appliedPeers) differs from the plan)"
+            let shown =
+                peers.prefix(MeshCondition.namedNodeLimit).joined(separator: ", ")
+                + (peers.count > MeshCondition.namedNodeLimit
+                    ? " and \(peers.count - MeshCondition.namedNodeLimit) more" : "")
+            return
+                "runs key generation \(g), but \(peers.count == 1 ? "peer" : "peers") \(shown) \(peers.count == 1 ? "does" : "do") not run it yet (\(Annotation.appliedPeers) differs from the plan)"
         case .done(let g, let peers):
             return "key generation \(g) runs on the node and on its \(peers == 1 ? "1 peer" : "\(peers) peers")"
         case .gone:
@@ -49,25 +58,46 @@ public enum RotationProgress: Sendable, Hashable, CustomStringConvertible {
         func upToDate(_ peer: String) -> Bool {
             guard let node = byName[peer] else { return true }
             let cidrs = node.report.clusterCIDRs ?? Membership.everyAddress
-            if expected[peer] == nil { expected[peer] = AppliedPeers.expected(for: peer, nodes: valid, clusterCIDRs: cidrs) }
+            if expected[peer] == nil {
+                expected[peer] = AppliedPeers.expected(for: peer, nodes: valid, clusterCIDRs: cidrs)
+            }
             return node.report.appliedPeers == expected[peer]
         }
         var progress: [String: RotationProgress] = [:]
         for (name, token) in requests {
-            guard let observed = byName[name] else { progress[name] = .gone; continue }
+            guard let observed = byName[name] else {
+                progress[name] = .gone
+                continue
+            }
             let node: MeshNode
             switch observed.mesh {
             case .success(let m): node = m
-            case .failure(let e): progress[name] = .unreadable("\(e)"); continue
+            case .failure(let e):
+                progress[name] = .unreadable("\(e)")
+                continue
             }
-            guard node.rotateAnswered == token, let generation = node.keyGeneration else { progress[name] = .notAnswered; continue }
-            if node.nextPublicKey != nil { progress[name] = .staged(generation: generation + 1); continue }
-            guard node.appliedKeyGeneration == generation else { progress[name] = .applying(generation: generation, applied: node.appliedKeyGeneration); continue }
-            let plan = MeshPlan(localNode: name, settings: ClusterSettings(clusterCIDRs: observed.report.clusterCIDRs ?? Membership.everyAddress),
-                                nodes: valid, interfaceIndex: 0)
+            guard node.rotateAnswered == token, let generation = node.keyGeneration else {
+                progress[name] = .notAnswered
+                continue
+            }
+            if node.nextPublicKey != nil {
+                progress[name] = .staged(generation: generation + 1)
+                continue
+            }
+            guard node.appliedKeyGeneration == generation else {
+                progress[name] = .applying(generation: generation, applied: node.appliedKeyGeneration)
+                continue
+            }
+            let plan = MeshPlan(
+                localNode: name,
+                settings: ClusterSettings(clusterCIDRs: observed.report.clusterCIDRs ?? Membership.everyAddress),
+                nodes: valid, interfaceIndex: 0)
             let peers = Set(plan.peers.filter { !$0.allowedIPs.isEmpty }.map(\.node)).sorted()
             let pending = peers.filter { !upToDate($0) }
-            progress[name] = pending.isEmpty ? .done(generation: generation, peers: peers.count) : .peersPending(generation: generation, peers: pending)
+            progress[name] =
+                pending.isEmpty
+                ? .done(generation: generation, peers: peers.count)
+                : .peersPending(generation: generation, peers: pending)
         }
         return progress
     }

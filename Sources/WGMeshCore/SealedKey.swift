@@ -1,9 +1,9 @@
 import Crypto
 // FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// A WireGuard private key sealed to one node's enrollment key with HPKE (RFC 9180, base mode).
@@ -39,7 +39,9 @@ public struct SealedKey: Sendable, Hashable, CustomStringConvertible {
         let aead = UInt16(bytes[5]) << 8 | UInt16(bytes[6])
         guard (kem, kdf, aead) == Self.suite else { throw .unsupportedSuite(kem: kem, kdf: kdf, aead: aead) }
         let encLength = Int(bytes[7]) << 8 | Int(bytes[8])
-        guard encLength == 32, bytes.count == Self.headerSize + encLength + WireGuardKey.byteCount + 16 else { throw .truncated(bytes.count) }
+        guard encLength == 32, bytes.count == Self.headerSize + encLength + WireGuardKey.byteCount + 16 else {
+            throw .truncated(bytes.count)
+        }
         self.bytes = bytes
     }
 
@@ -58,18 +60,23 @@ public struct SealedKey: Sendable, Hashable, CustomStringConvertible {
 
     /// Seals `privateKey` so that only the holder of `enrollmentKey`'s private half, as node `nodeName`
     /// and for key generation `generation`, can open it.
-    public static func seal(_ privateKey: WireGuardKey, to enrollmentKey: WireGuardKey, nodeName: String, generation: UInt64) throws(SealError) -> SealedKey {
+    public static func seal(
+        _ privateKey: WireGuardKey, to enrollmentKey: WireGuardKey, nodeName: String, generation: UInt64
+    ) throws(SealError) -> SealedKey {
         do {
             let recipient = try Curve25519.KeyAgreement.PublicKey(rawRepresentation: enrollmentKey.bytes)
             // RFC 9180 7.1.4: a low-order point gives an all-zero shared secret, which anyone can
             // compute; swift-crypto's HPKE does not refuse it, so refuse it here.
             let probe = try Curve25519.KeyAgreement.PrivateKey().sharedSecretFromKeyAgreement(with: recipient)
             guard probe.withUnsafeBytes({ $0.contains { $0 != 0 } }) else { throw SealError.badEnrollmentKey }
-            var sender = try HPKE.Sender(recipientKey: recipient, ciphersuite: .Curve25519_SHA256_ChachaPoly,
-                                         info: info(nodeName: nodeName, generation: generation))
+            var sender = try HPKE.Sender(
+                recipientKey: recipient, ciphersuite: .Curve25519_SHA256_ChachaPoly,
+                info: info(nodeName: nodeName, generation: generation))
             let enc = Array(sender.encapsulatedKey)
             var out: [UInt8] = [formatVersion]
-            for id in [suite.kem, suite.kdf, suite.aead, UInt16(enc.count)] { out += [UInt8(id >> 8), UInt8(id & 0xff)] }
+            for id in [suite.kem, suite.kdf, suite.aead, UInt16(enc.count)] {
+                out += [UInt8(id >> 8), UInt8(id & 0xff)]
+            }
             let header = out
             out += enc
             out += try sender.seal(privateKey.bytes, authenticating: header)
@@ -82,13 +89,16 @@ public struct SealedKey: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Opens the box with the node's enrollment private key; fails unless node name and generation match.
-    public func open(with enrollmentPrivateKey: WireGuardKey, nodeName: String, generation: UInt64) throws(SealError) -> WireGuardKey {
+    public func open(with enrollmentPrivateKey: WireGuardKey, nodeName: String, generation: UInt64) throws(SealError)
+        -> WireGuardKey
+    {
         let enc = bytes[Self.headerSize..<(Self.headerSize + 32)]
         let ciphertext = bytes[(Self.headerSize + 32)...]
         do {
             let key = try Curve25519.KeyAgreement.PrivateKey(rawRepresentation: enrollmentPrivateKey.bytes)
-            var recipient = try HPKE.Recipient(privateKey: key, ciphersuite: .Curve25519_SHA256_ChachaPoly,
-                                               info: Self.info(nodeName: nodeName, generation: generation), encapsulatedKey: Data(enc))
+            var recipient = try HPKE.Recipient(
+                privateKey: key, ciphersuite: .Curve25519_SHA256_ChachaPoly,
+                info: Self.info(nodeName: nodeName, generation: generation), encapsulatedKey: Data(enc))
             let plain = try recipient.open(ciphertext, authenticating: bytes[..<Self.headerSize])
             return try WireGuardKey(bytes: plain)
         } catch {
@@ -108,14 +118,20 @@ public enum SealError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .truncated(let n): return "a sealed key of \(n) bytes has the wrong length for format version 1 (89 bytes): it was truncated or altered"
+        case .truncated(let n):
+            return
+                "a sealed key of \(n) bytes has the wrong length for format version 1 (89 bytes): it was truncated or altered"
         case .malformedBase64: return "the sealed key is not base64"
-        case .unsupportedVersion(let v): return "sealed key format version \(v) is not supported by this wgmesh (it reads version 1): upgrade wgmesh"
+        case .unsupportedVersion(let v):
+            return "sealed key format version \(v) is not supported by this wgmesh (it reads version 1): upgrade wgmesh"
         case .unsupportedSuite(let k, let d, let a):
-            return "sealed key ciphersuite KEM 0x\(String(k, radix: 16)) KDF 0x\(String(d, radix: 16)) AEAD 0x\(String(a, radix: 16)) is not supported: only X25519/HKDF-SHA256/ChaCha20-Poly1305"
-        case .badEnrollmentKey: return "the enrollment key is not a valid X25519 public key: the node must publish a new one"
+            return
+                "sealed key ciphersuite KEM 0x\(String(k, radix: 16)) KDF 0x\(String(d, radix: 16)) AEAD 0x\(String(a, radix: 16)) is not supported: only X25519/HKDF-SHA256/ChaCha20-Poly1305"
+        case .badEnrollmentKey:
+            return "the enrollment key is not a valid X25519 public key: the node must publish a new one"
         case .cannotOpen(let node, let gen):
-            return "cannot open the sealed private key for node \(node), generation \(gen): it was sealed to another enrollment key, node or generation, or altered; the controller will issue a new one when the node publishes its enrollment key again"
+            return
+                "cannot open the sealed private key for node \(node), generation \(gen): it was sealed to another enrollment key, node or generation, or altered; the controller will issue a new one when the node publishes its enrollment key again"
         }
     }
 }

@@ -79,7 +79,8 @@ public enum InterfaceError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .notWireGuard(let name, let kind):
-            return "interface \(name) exists but is \(kind.map { "a \($0) link" } ?? "not a WireGuard link"): remove it or choose another --interface"
+            return
+                "interface \(name) exists but is \(kind.map { "a \($0) link" } ?? "not a WireGuard link"): remove it or choose another --interface"
         }
     }
 }
@@ -107,7 +108,9 @@ public struct RoutesTaken: Error, Sendable, Hashable, CustomStringConvertible {
     public init(_ taken: [RouteTaken]) { self.taken = taken }
 
     public var description: String {
-        let listed = taken.prefix(5).map(\.description).joined(separator: "; ") + (taken.count > 5 ? "; and \(taken.count - 5) more" : "")
+        let listed =
+            taken.prefix(5).map(\.description).joined(separator: "; ")
+            + (taken.count > 5 ? "; and \(taken.count - 5) more" : "")
         return """
             \(taken.count) route\(taken.count == 1 ? "" : "s") into the tunnel could not be added: \(listed); wgmesh never changes routes \
             it did not make, so traffic to those Pod CIDRs does not go through the tunnel: remove the other route (or the \

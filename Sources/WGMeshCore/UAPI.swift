@@ -37,7 +37,9 @@ public enum UAPI {
 
     /// The errno an answer ends with (0: success).
     public static func errno(of answer: String) throws(Failure) -> Int32 {
-        guard let line = answer.split(separator: "\n").last(where: { $0.hasPrefix("errno=") }), let n = Int32(line.dropFirst(6)) else {
+        guard let line = answer.split(separator: "\n").last(where: { $0.hasPrefix("errno=") }),
+            let n = Int32(line.dropFirst(6))
+        else {
             throw Failure(errno: nil, message: "the answer has no errno= line")
         }
         return n
@@ -49,8 +51,11 @@ public enum UAPI {
         var peer: PeerState?
         func finish() { if let p = peer { device.peers.append(p) } }
         for line in answer.split(separator: "\n") {
-            guard let eq = line.firstIndex(of: "=") else { throw Failure(errno: nil, message: "line \"\(line)\" is not key=value") }
-            let key = line[..<eq], value = line[line.index(after: eq)...]
+            guard let eq = line.firstIndex(of: "=") else {
+                throw Failure(errno: nil, message: "line \"\(line)\" is not key=value")
+            }
+            let key = line[..<eq]
+            let value = line[line.index(after: eq)...]
             func bad() -> Failure { Failure(errno: nil, message: "\(key)=\(value) cannot be read") }
             switch key {
             case "errno":

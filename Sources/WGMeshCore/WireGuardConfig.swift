@@ -16,15 +16,20 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
     /// `init(_:)` on ASCII bytes; a String is made only for an error message.
     static func parse<C: Collection<UInt8>>(utf8 u: C) throws(EndpointError) -> Endpoint {
         let bracketed = u.first == UInt8(ascii: "[")
-        let host: C.SubSequence, portText: C.SubSequence
+        let host: C.SubSequence
+        let portText: C.SubSequence
         if bracketed {
-            guard let close = u.firstIndex(of: UInt8(ascii: "]")), u[u.index(after: close)...].first == UInt8(ascii: ":") else {
+            guard let close = u.firstIndex(of: UInt8(ascii: "]")),
+                u[u.index(after: close)...].first == UInt8(ascii: ":")
+            else {
                 throw .malformed(String(decoding: u, as: UTF8.self))
             }
             host = u[u.index(after: u.startIndex)..<close]
             portText = u[u.index(close, offsetBy: 2)...]
         } else {
-            guard let colon = u.firstIndex(of: UInt8(ascii: ":")), !u[u.index(after: colon)...].contains(UInt8(ascii: ":")) else {
+            guard let colon = u.firstIndex(of: UInt8(ascii: ":")),
+                !u[u.index(after: colon)...].contains(UInt8(ascii: ":"))
+            else {
                 throw .malformed(String(decoding: u, as: UTF8.self))
             }
             host = u[..<colon]
@@ -35,7 +40,9 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
         }
         var port = 0
         for c in portText {
-            guard c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9"), port <= 65535 else { throw .badPort(String(decoding: u, as: UTF8.self)) }
+            guard c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9"), port <= 65535 else {
+                throw .badPort(String(decoding: u, as: UTF8.self))
+            }
             port = port * 10 + Int(c - UInt8(ascii: "0"))
         }
         guard (1...65535).contains(port) else { throw .badPort(String(decoding: u, as: UTF8.self)) }
@@ -54,7 +61,8 @@ public enum EndpointError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .malformed(let s): return "\"\(s)\" is not an endpoint: write host:port with an IP address, IPv6 in brackets ([fd00::1]:51820)"
+        case .malformed(let s):
+            return "\"\(s)\" is not an endpoint: write host:port with an IP address, IPv6 in brackets ([fd00::1]:51820)"
         case .badPort(let s): return "\"\(s)\" has no valid port: use a UDP port from 1 to 65535"
         }
     }
@@ -77,9 +85,11 @@ public struct PeerConfig: Sendable, Hashable {
     /// Change the peer only if it exists already.
     public var updateOnly: Bool
 
-    public init(publicKey: WireGuardKey, presharedKey: WireGuardKey? = nil, endpoint: Endpoint? = nil,
-                persistentKeepalive: UInt16? = nil, allowedIPs: [IPPrefix] = [], replaceAllowedIPs: Bool = false,
-                remove: Bool = false, updateOnly: Bool = false) {
+    public init(
+        publicKey: WireGuardKey, presharedKey: WireGuardKey? = nil, endpoint: Endpoint? = nil,
+        persistentKeepalive: UInt16? = nil, allowedIPs: [IPPrefix] = [], replaceAllowedIPs: Bool = false,
+        remove: Bool = false, updateOnly: Bool = false
+    ) {
         self.publicKey = publicKey
         self.presharedKey = presharedKey
         self.endpoint = endpoint
@@ -106,8 +116,10 @@ public struct DeviceConfig: Sendable, Hashable {
     public var replacePeers: Bool
     public var peers: [PeerConfig]
 
-    public init(privateKey: WireGuardKey? = nil, listenPort: UInt16? = nil, firewallMark: UInt32? = nil,
-                replacePeers: Bool = false, peers: [PeerConfig] = []) {
+    public init(
+        privateKey: WireGuardKey? = nil, listenPort: UInt16? = nil, firewallMark: UInt32? = nil,
+        replacePeers: Bool = false, peers: [PeerConfig] = []
+    ) {
         self.privateKey = privateKey
         self.listenPort = listenPort
         self.firewallMark = firewallMark
@@ -116,7 +128,9 @@ public struct DeviceConfig: Sendable, Hashable {
     }
 
     /// True when applying it would change nothing.
-    public var isEmpty: Bool { privateKey == nil && listenPort == nil && firewallMark == nil && !replacePeers && peers.isEmpty }
+    public var isEmpty: Bool {
+        privateKey == nil && listenPort == nil && firewallMark == nil && !replacePeers && peers.isEmpty
+    }
 }
 
 /// A peer as the kernel reports it.
@@ -128,7 +142,10 @@ public struct PeerState: Sendable, Hashable {
     public var allowedIPs: [IPPrefix]
     /// Seconds and nanoseconds since the epoch; nil when no handshake happened yet.
     public var lastHandshake: (seconds: Int64, nanoseconds: Int64)? {
-        get { lastHandshakeSeconds == 0 && lastHandshakeNanoseconds == 0 ? nil : (lastHandshakeSeconds, lastHandshakeNanoseconds) }
+        get {
+            lastHandshakeSeconds == 0 && lastHandshakeNanoseconds == 0
+                ? nil : (lastHandshakeSeconds, lastHandshakeNanoseconds)
+        }
         set { (lastHandshakeSeconds, lastHandshakeNanoseconds) = newValue ?? (0, 0) }
     }
     public var lastHandshakeSeconds: Int64
@@ -137,10 +154,12 @@ public struct PeerState: Sendable, Hashable {
     public var transmittedBytes: UInt64
     public var protocolVersion: UInt32
 
-    public init(publicKey: WireGuardKey, presharedKey: WireGuardKey? = nil, endpoint: Endpoint? = nil,
-                persistentKeepalive: UInt16 = 0, allowedIPs: [IPPrefix] = [], lastHandshakeSeconds: Int64 = 0,
-                lastHandshakeNanoseconds: Int64 = 0, receivedBytes: UInt64 = 0, transmittedBytes: UInt64 = 0,
-                protocolVersion: UInt32 = 0) {
+    public init(
+        publicKey: WireGuardKey, presharedKey: WireGuardKey? = nil, endpoint: Endpoint? = nil,
+        persistentKeepalive: UInt16 = 0, allowedIPs: [IPPrefix] = [], lastHandshakeSeconds: Int64 = 0,
+        lastHandshakeNanoseconds: Int64 = 0, receivedBytes: UInt64 = 0, transmittedBytes: UInt64 = 0,
+        protocolVersion: UInt32 = 0
+    ) {
         self.publicKey = publicKey
         self.presharedKey = presharedKey
         self.endpoint = endpoint
@@ -164,8 +183,10 @@ public struct DeviceState: Sendable, Hashable {
     public var firewallMark: UInt32
     public var peers: [PeerState]
 
-    public init(name: String, interfaceIndex: UInt32 = 0, privateKey: WireGuardKey? = nil, publicKey: WireGuardKey? = nil,
-                listenPort: UInt16 = 0, firewallMark: UInt32 = 0, peers: [PeerState] = []) {
+    public init(
+        name: String, interfaceIndex: UInt32 = 0, privateKey: WireGuardKey? = nil, publicKey: WireGuardKey? = nil,
+        listenPort: UInt16 = 0, firewallMark: UInt32 = 0, peers: [PeerState] = []
+    ) {
         self.name = name
         self.interfaceIndex = interfaceIndex
         self.privateKey = privateKey
@@ -198,7 +219,9 @@ public struct Route: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var key: RouteKey { RouteKey(destination: destination.canonical, table: table, metric: metric) }
 
     public var description: String { "\(destination) dev#\(interfaceIndex) table \(table) metric \(metric)" }
-    public static func < (a: Route, b: Route) -> Bool { (a.destination, a.table, a.metric, a.interfaceIndex) < (b.destination, b.table, b.metric, b.interfaceIndex) }
+    public static func < (a: Route, b: Route) -> Bool {
+        (a.destination, a.table, a.metric, a.interfaceIndex) < (b.destination, b.table, b.metric, b.interfaceIndex)
+    }
 }
 
 /// The identity of a route in the kernel's table (destination, table, metric).

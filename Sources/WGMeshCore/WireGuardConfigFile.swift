@@ -28,7 +28,8 @@ public enum WireGuardConfigFile {
         func text(_ r: Range<Int>) -> String { String(decoding: b[r], as: UTF8.self) }
         func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0d }
         func trimmed(_ r: Range<Int>) -> Range<Int> {
-            var lo = r.lowerBound, hi = r.upperBound
+            var lo = r.lowerBound
+            var hi = r.upperBound
             while lo < hi, isSpace(b[lo]) { lo += 1 }
             while hi > lo, isSpace(b[hi - 1]) { hi -= 1 }
             return lo..<hi
@@ -38,7 +39,8 @@ public enum WireGuardConfigFile {
             guard r.count == word.utf8.count else { return false }
             return zip(b[r], word.utf8).allSatisfy { c, w in (c >= 0x41 && c <= 0x5a ? c | 0x20 : c) == w }
         }
-        var lineStart = 0, lineNumber = 0
+        var lineStart = 0
+        var lineNumber = 0
         while lineStart < b.count {
             lineNumber += 1
             var lineEnd = lineStart
@@ -49,20 +51,33 @@ public enum WireGuardConfigFile {
             let line = trimmed(lineStart..<contentEnd)
             if line.isEmpty { continue }
             if b[line.lowerBound] == UInt8(ascii: "[") {
-                if let p = peer { config.peers.append(p); peer = nil }
-                if matches(line, Section.peer.rawValue) { section = .peer } else if matches(line, Section.interface.rawValue) {
+                if let p = peer {
+                    config.peers.append(p)
+                    peer = nil
+                }
+                if matches(line, Section.peer.rawValue) {
+                    section = .peer
+                } else if matches(line, Section.interface.rawValue) {
                     section = .interface
-                } else { throw .unknownSection(line: lineNumber, text(line)) }
+                } else {
+                    throw .unknownSection(line: lineNumber, text(line))
+                }
                 continue
             }
-            guard let eq = b[line].firstIndex(of: UInt8(ascii: "=")) else { throw .malformedLine(line: lineNumber, text(line)) }
-            let keyRange = trimmed(line.lowerBound..<eq), valueRange = trimmed(eq + 1..<line.upperBound)
+            guard let eq = b[line].firstIndex(of: UInt8(ascii: "=")) else {
+                throw .malformedLine(line: lineNumber, text(line))
+            }
+            let keyRange = trimmed(line.lowerBound..<eq)
+            let valueRange = trimmed(eq + 1..<line.upperBound)
             let value = b[valueRange]
             guard let key = Key.allCases.first(where: { matches(keyRange, $0.rawValue) }), key.section == section else {
                 throw .unknownKey(line: lineNumber, section: section.rawValue, text(keyRange).lowercased())
             }
-            func bad(_ detail: String? = nil) -> ConfigFileError { .badValue(line: lineNumber, key: key.rawValue, detail ?? text(valueRange)) }
-            func number<N: FixedWidthInteger>(_ radix: Int = 10, dropping prefix: Int = 0) throws(ConfigFileError) -> N {
+            func bad(_ detail: String? = nil) -> ConfigFileError {
+                .badValue(line: lineNumber, key: key.rawValue, detail ?? text(valueRange))
+            }
+            func number<N: FixedWidthInteger>(_ radix: Int = 10, dropping prefix: Int = 0) throws(ConfigFileError) -> N
+            {
                 guard let n = N(text(valueRange.dropFirst(prefix)), radix: radix) else { throw bad() }
                 return n
             }
@@ -73,10 +88,12 @@ public enum WireGuardConfigFile {
                 case .privateKey: config.privateKey = try WireGuardKey(base64UTF8: value)
                 case .listenPort: config.listenPort = try number()
                 case .firewallMark:
-                    config.firewallMark = isOff() ? 0 : matches(valueRange.prefix(2), "0x") ? try number(16, dropping: 2) : try number()
+                    config.firewallMark =
+                        isOff() ? 0 : matches(valueRange.prefix(2), "0x") ? try number(16, dropping: 2) : try number()
                 case .publicKey:
                     if let p = peer, p.publicKey != WireGuardKey.zero {
-                        throw ConfigFileError.badValue(line: lineNumber, key: "PublicKey (second one in one [Peer])", text(valueRange))
+                        throw ConfigFileError.badValue(
+                            line: lineNumber, key: "PublicKey (second one in one [Peer])", text(valueRange))
                     }
                     var p = peer ?? PeerConfig(publicKey: .zero, replaceAllowedIPs: true)
                     p.publicKey = try WireGuardKey(base64UTF8: value)
@@ -117,7 +134,8 @@ public enum ConfigFileError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .unknownSection(let l, let s): return "line \(l): unknown section \(s): use [Interface] or [Peer]"
         case .malformedLine(let l, let s): return "line \(l): \"\(s)\" is not Key = Value"
-        case .unknownKey(let l, let section, let k): return "line \(l): \(k) is not a key of \(section) (see wg(8), CONFIGURATION FILE FORMAT)"
+        case .unknownKey(let l, let section, let k):
+            return "line \(l): \(k) is not a key of \(section) (see wg(8), CONFIGURATION FILE FORMAT)"
         case .badValue(let l, let k, let v): return "line \(l): bad value for \(k): \(v)"
         case .peerWithoutKey(let l): return "line \(l): a [Peer] must start with its PublicKey"
         }

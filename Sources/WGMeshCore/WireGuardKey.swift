@@ -1,9 +1,9 @@
 import Crypto
 // FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// A 32-byte WireGuard (Curve25519) key, public or private; base64 in and out.
@@ -26,13 +26,17 @@ public struct WireGuardKey: Sendable, Hashable, Comparable, CustomStringConverti
 
     /// `init(base64:)` on ASCII bytes; a String is made only for an error message.
     init(base64UTF8 text: some BidirectionalCollection<UInt8>) throws(KeyError) {
-        guard let bytes = WireGuardKey.decodeBase64(text) else { throw .malformedBase64(WireGuardKey.redact(String(decoding: text, as: UTF8.self))) }
+        guard let bytes = WireGuardKey.decodeBase64(text) else {
+            throw .malformedBase64(WireGuardKey.redact(String(decoding: text, as: UTF8.self)))
+        }
         try self.init(bytes: bytes)
     }
 
     static func decodeBase64<C: BidirectionalCollection<UInt8>>(_ text: C) -> [UInt8]? {
         guard text.count == 44, text.last == UInt8(ascii: "=") else { return nil }
-        var acc: UInt32 = 0, bits = 0, valid = true
+        var acc: UInt32 = 0
+        var bits = 0
+        var valid = true
         let out = [UInt8](unsafeUninitializedCapacity: byteCount) { out, count in
             for c in text.dropLast() {
                 let v = base64Values[Int(c)]
@@ -54,7 +58,9 @@ public struct WireGuardKey: Sendable, Hashable, Comparable, CustomStringConverti
     /// Each byte's value in standard base64, or 0xff for a byte that is not in its alphabet.
     private static let base64Values: [UInt8] = {
         var table = [UInt8](repeating: 0xff, count: 256)
-        for (i, c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8.enumerated() { table[Int(c)] = UInt8(i) }
+        for (i, c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8.enumerated() {
+            table[Int(c)] = UInt8(i)
+        }
         return table
     }()
 
@@ -115,9 +121,11 @@ public enum KeyError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .wrongLength(let n):
-            return "a WireGuard key is 32 bytes, this one is \(n): generate one with `wg genkey` (or `wg pubkey` for the public half)"
+            return
+                "a WireGuard key is 32 bytes, this one is \(n): generate one with `wg genkey` (or `wg pubkey` for the public half)"
         case .malformedBase64(let s):
-            return "\"\(s)\" is not a base64 WireGuard key: expected 44 characters of standard base64 ending in \"=\", as `wg genkey` prints"
+            return
+                "\"\(s)\" is not a base64 WireGuard key: expected 44 characters of standard base64 ending in \"=\", as `wg genkey` prints"
         case .notACurve25519Key:
             return "the key is not a valid Curve25519 private key"
         }

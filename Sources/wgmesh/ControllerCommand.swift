@@ -6,29 +6,34 @@ import Kube
 import Logging
 import WGMeshCore
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `wgmesh controller`: Pod CIDRs, sealed keypairs, endpoints and key rotation for every Node.
 struct ControllerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "controller",
-        abstract: "Give every Node a Pod CIDR, a WireGuard keypair sealed to it, and an endpoint; rotate keys without a gap.",
+        abstract:
+            "Give every Node a Pod CIDR, a WireGuard keypair sealed to it, and an endpoint; rotate keys without a gap.",
         discussion: """
-        Runs as a Deployment with two replicas: one leads through a Lease, the other waits. All state lives in \
-        Node annotations (wgmesh.dev/...) and is rebuilt from them on start, so a restart or a failover never \
-        hands out a CIDR twice. SIGTERM releases the Lease for an immediate handover.
-        """
+            Runs as a Deployment with two replicas: one leads through a Lease, the other waits. All state lives in \
+            Node annotations (wgmesh.dev/...) and is rebuilt from them on start, so a restart or a failover never \
+            hands out a CIDR twice. SIGTERM releases the Lease for an immediate handover.
+            """
     )
 
     @OptionGroup var kube: KubeOptions
 
-    @Option(name: .customLong("cluster-cidr"), help: "Ranges to allocate Pod CIDRs from, separated by commas or in repeated flags: one per IP family, or more (e.g. 10.244.0.0/16,fd00:10:244::/48).")
+    @Option(
+        name: .customLong("cluster-cidr"),
+        help:
+            "Ranges to allocate Pod CIDRs from, separated by commas or in repeated flags: one per IP family, or more (e.g. 10.244.0.0/16,fd00:10:244::/48)."
+    )
     var clusterCIDRs: [String] = []
 
     @Option(name: .customLong("node-cidr-mask-size-ipv4"), help: "The size of each node's IPv4 Pod CIDR.")
@@ -37,7 +42,10 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(name: .customLong("node-cidr-mask-size-ipv6"), help: "The size of each node's IPv6 Pod CIDR.")
     var nodeMaskIPv6 = 64
 
-    @Option(help: "Where Pod CIDRs come from: node-spec (spec.podCIDRs, kube-controller-manager --allocate-node-cidrs), wgmesh (--cluster-cidr), or auto (spec.podCIDRs when set).")
+    @Option(
+        help:
+            "Where Pod CIDRs come from: node-spec (spec.podCIDRs, kube-controller-manager --allocate-node-cidrs), wgmesh (--cluster-cidr), or auto (spec.podCIDRs when set)."
+    )
     var cidrSource: String = "auto"
 
     @Option(help: "Node address types to publish as the endpoint, in order of preference.")
@@ -52,7 +60,10 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(help: "Rotate keys older than this (e.g. 720h); 0 or not given: never.")
     var maxKeyAge: String?
 
-    @Option(help: "When a node that has keys publishes another enrollment key (reinstalled, or taken over): reissue (a keypair sealed to the new key at once, with a Warning) or hold (keep its keys, with a Warning, until an operator sets wgmesh.dev/accept-enrollment to the new key's fingerprint).")
+    @Option(
+        help:
+            "When a node that has keys publishes another enrollment key (reinstalled, or taken over): reissue (a keypair sealed to the new key at once, with a Warning) or hold (keep its keys, with a Warning, until an operator sets wgmesh.dev/accept-enrollment to the new key's fingerprint)."
+    )
     var enrollmentChangePolicy: String = "reissue"
 
     @Option(help: "How many nodes may be in a rotation at once.")
@@ -64,10 +75,16 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(help: "Name of the leader-election Lease.")
     var leaseName = "wgmesh-controller"
 
-    @Option(help: "This replica's name in the Lease and in Events; it must differ between replicas (default: $POD_NAME, else the host name, followed by a random UUID in the Lease).")
+    @Option(
+        help:
+            "This replica's name in the Lease and in Events; it must differ between replicas (default: $POD_NAME, else the host name, followed by a random UUID in the Lease)."
+    )
     var identity: String?
 
-    @Option(help: "With --cidr-source auto: how long after a Node's creation to wait for spec.podCIDRs before allocating a family that no Node has in spec.podCIDRs (e.g. 15s).")
+    @Option(
+        help:
+            "With --cidr-source auto: how long after a Node's creation to wait for spec.podCIDRs before allocating a family that no Node has in spec.podCIDRs (e.g. 15s)."
+    )
     var podCIDRSpecWait: String = "15s"
 
     @Option(help: "Where /healthz and /readyz listen (host:port, e.g. :9587 for every address); not given: nowhere.")
@@ -87,11 +104,18 @@ struct ControllerCommand: AsyncParsableCommand {
         }
         let grace = try Self.seconds(rotationGrace, flag: "--rotation-grace")
         let maxAge = try Self.keyAgeLimit(maxKeyAge)
-        guard maxConcurrentRotations >= 1 else { throw ValidationError("--max-concurrent-rotations must be at least 1") }
-        let types = endpointAddressType.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        guard !types.isEmpty else { throw ValidationError("--endpoint-address-type needs at least one type, e.g. InternalIP") }
+        guard maxConcurrentRotations >= 1 else {
+            throw ValidationError("--max-concurrent-rotations must be at least 1")
+        }
+        let types = endpointAddressType.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }
+        guard !types.isEmpty else {
+            throw ValidationError("--endpoint-address-type needs at least one type, e.g. InternalIP")
+        }
         let specWait = try Self.seconds(podCIDRSpecWait, flag: "--pod-cidr-spec-wait", allowZero: true)
-        let health = try healthBindAddress.map { try AgentCommand.bindAddress($0, flag: "--health-bind-address", example: 9587) }
+        let health = try healthBindAddress.map {
+            try AgentCommand.bindAddress($0, flag: "--health-bind-address", example: 9587)
+        }
         let name = identity ?? env["POD_NAME"] ?? ProcessInfo.processInfo.hostName
         // As client-go does: two processes never share a Lease identity unless told to.
         let leaseIdentity = identity ?? "\(name)_\(UUID().uuidString.lowercased())"
@@ -99,26 +123,40 @@ struct ControllerCommand: AsyncParsableCommand {
 
         // A request is cut off well inside the gap between renew deadline (10 s) and lease duration (15 s):
         // a deposed leader's write cannot land after its successor has started.
-        let client = try kube.client(userAgent: "wgmesh-controller/\(name)", fieldManager: MeshController.fieldManager, requestTimeout: .seconds(4))
+        let client = try kube.client(
+            userAgent: "wgmesh-controller/\(name)", fieldManager: MeshController.fieldManager,
+            requestTimeout: .seconds(4))
         let controller: MeshController
         do {
-            controller = try MeshController(api: client, configuration: .init(
-                clusterCIDRs: cidrs, nodeMaskIPv4: nodeMaskIPv4, nodeMaskIPv6: nodeMaskIPv6,
-                policy: ControllerPolicy(cidrSource: source, endpointAddressTypes: types, listenPort: listenPort,
-                                         rotation: .init(grace: grace, maxKeyAge: maxAge), specWait: specWait,
-                                         enrollmentChange: enrollmentChange),
-                maxConcurrentRotations: maxConcurrentRotations, identity: name), logger: logger)
+            controller = try MeshController(
+                api: client,
+                configuration: .init(
+                    clusterCIDRs: cidrs, nodeMaskIPv4: nodeMaskIPv4, nodeMaskIPv6: nodeMaskIPv6,
+                    policy: ControllerPolicy(
+                        cidrSource: source, endpointAddressTypes: types, listenPort: listenPort,
+                        rotation: .init(grace: grace, maxKeyAge: maxAge), specWait: specWait,
+                        enrollmentChange: enrollmentChange),
+                    maxConcurrentRotations: maxConcurrentRotations, identity: name), logger: logger)
         } catch {
             throw ValidationError("\(error)")
         }
-        let elector = LeaderElector(api: client, configuration: .init(
-            namespace: leaseNamespace ?? env["POD_NAMESPACE"] ?? "wgmesh-system", name: leaseName, identity: leaseIdentity), logger: logger)
-        logger.info("starting", metadata: ["clusterCIDRs": "\(cidrs.map(\.description).joined(separator: ","))", "cidrSource": "\(cidrSource)"])
+        let elector = LeaderElector(
+            api: client,
+            configuration: .init(
+                namespace: leaseNamespace ?? env["POD_NAMESPACE"] ?? "wgmesh-system", name: leaseName,
+                identity: leaseIdentity), logger: logger)
+        logger.info(
+            "starting",
+            metadata: [
+                "clusterCIDRs": "\(cidrs.map(\.description).joined(separator: ","))", "cidrSource": "\(cidrSource)",
+            ])
         // Ready means this replica reaches the API server, leader or standby: a standby is a working
         // replica waiting for the Lease, and marking it unready would only stall a rolling update.
         var server: HealthServer?
         if let (host, port) = health {
-            server = try await HealthServer.start(host: host, port: port, metrics: nil, readiness: { elector.isConnected ? nil : "not connected to the API server" })
+            server = try await HealthServer.start(
+                host: host, port: port, metrics: nil,
+                readiness: { elector.isConnected ? nil : "not connected to the API server" })
             logger.info("health listening", metadata: ["port": "\(server?.port ?? port)"])
         }
         do {
@@ -158,7 +196,8 @@ struct ControllerCommand: AsyncParsableCommand {
     /// `10s`, `5m`, `720h`, `1h30m`, or plain seconds.
     static func seconds(_ text: String, flag: String, allowZero: Bool = false) throws -> TimeInterval {
         if let plain = Double(text), plain >= 0, plain > 0 || allowZero { return plain }
-        var total = 0.0, number = ""
+        var total = 0.0
+        var number = ""
         for c in text {
             if c.isNumber || c == "." {
                 number.append(c)
@@ -171,11 +210,15 @@ struct ControllerCommand: AsyncParsableCommand {
             case "h": unit = 3600
             default: throw ValidationError("\(flag) \(text): use a duration such as 10s, 5m or 720h")
             }
-            guard let n = Double(number) else { throw ValidationError("\(flag) \(text): use a duration such as 10s, 5m or 720h") }
+            guard let n = Double(number) else {
+                throw ValidationError("\(flag) \(text): use a duration such as 10s, 5m or 720h")
+            }
             total += n * unit
             number = ""
         }
-        guard number.isEmpty, total > 0 || (allowZero && total == 0 && !text.isEmpty) else { throw ValidationError("\(flag) \(text): use a duration such as 10s, 5m or 720h") }
+        guard number.isEmpty, total > 0 || (allowZero && total == 0 && !text.isEmpty) else {
+            throw ValidationError("\(flag) \(text): use a duration such as 10s, 5m or 720h")
+        }
         return total
     }
 }

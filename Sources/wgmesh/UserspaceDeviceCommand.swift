@@ -4,27 +4,31 @@ import Logging
 import Netlink
 import Userspace
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `wgmesh userspace-device`: the wgmesh-device DaemonSet's process on every Node.
 struct UserspaceDeviceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "userspace-device",
-        abstract: "Run and supervise wireguard-go for the mesh interface where the kernel has no WireGuard, in a container of its own.",
+        abstract:
+            "Run and supervise wireguard-go for the mesh interface where the kernel has no WireGuard, in a container of its own.",
         discussion: """
-        The wgmesh-device DaemonSet (manifests/device.yaml): on a kernel without WireGuard it runs `wireguard-go -f INTERFACE` \
-        in the foreground and starts it again when it dies, so that the tunnel does not end with the agent's container; the \
-        agent, given --external-wireguard-go, configures it through its socket and never starts one. A wireguard-go that \
-        already answers on the socket (one an agent started) is left running, and replaced only when it stops answering. \
-        On a kernel with WireGuard it does nothing until SIGTERM. SIGTERM ends its wireguard-go, and the interface with it.
-        """
+            The wgmesh-device DaemonSet (manifests/device.yaml): on a kernel without WireGuard it runs `wireguard-go -f INTERFACE` \
+            in the foreground and starts it again when it dies, so that the tunnel does not end with the agent's container; the \
+            agent, given --external-wireguard-go, configures it through its socket and never starts one. A wireguard-go that \
+            already answers on the socket (one an agent started) is left running, and replaced only when it stops answering. \
+            On a kernel with WireGuard it does nothing until SIGTERM. SIGTERM ends its wireguard-go, and the interface with it.
+            """
     )
 
     @Option(help: "The WireGuard interface: the agent's --interface.")
     var interface = "wgmesh0"
 
-    @Option(help: "auto: nothing to do when the kernel has WireGuard (the agent's --backend auto uses it), else wireguard-go; userspace: wireguard-go always; kernel: nothing to do.")
+    @Option(
+        help:
+            "auto: nothing to do when the kernel has WireGuard (the agent's --backend auto uses it), else wireguard-go; userspace: wireguard-go always; kernel: nothing to do."
+    )
     var backend = "auto"
 
     @Option(help: "The wireguard-go program (found on PATH).")
@@ -54,8 +58,10 @@ struct UserspaceDeviceCommand: ParsableCommand {
 
         let device: UserspaceDevice?
         if userspace {
-            let go = WireGuardGo(program: wireguardGo, device: UserspaceWireGuard(), network: try KernelNetwork(), logger: logger, launch: .here,
-                                 afterExit: "starting it again (the agent re-applies its configuration to the new device)")
+            let go = WireGuardGo(
+                program: wireguardGo, device: UserspaceWireGuard(), network: try KernelNetwork(), logger: logger,
+                launch: .here,
+                afterExit: "starting it again (the agent re-applies its configuration to the new device)")
             device = UserspaceDevice(interface: interface, go: go, logger: logger)
         } else {
             device = nil

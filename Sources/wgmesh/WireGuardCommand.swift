@@ -1,9 +1,9 @@
 import ArgumentParser
 // FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 import Netlink
 import WGMeshCore
@@ -17,7 +17,8 @@ struct WireGuardCommand: ParsableCommand {
     )
 
     struct Show: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print an interface's configuration and peers (private key hidden).")
+        static let configuration = CommandConfiguration(
+            abstract: "Print an interface's configuration and peers (private key hidden).")
         @Argument(help: "The WireGuard interface, for example wgmesh0.") var interface: String
         @OptionGroup var namespace: NamespaceOption
 
@@ -32,10 +33,16 @@ struct WireGuardCommand: ParsableCommand {
                 print("\npeer: \(p.publicKey)")
                 if p.presharedKey != nil { print("  preshared key: (hidden)") }
                 if let e = p.endpoint { print("  endpoint: \(e)") }
-                print("  allowed ips: \(p.allowedIPs.isEmpty ? "(none)" : p.allowedIPs.map(\.description).joined(separator: ", "))")
+                print(
+                    "  allowed ips: \(p.allowedIPs.isEmpty ? "(none)" : p.allowedIPs.map(\.description).joined(separator: ", "))"
+                )
                 if let h = p.lastHandshake { print("  latest handshake: \(h.seconds) (unix time)") }
-                if p.receivedBytes + p.transmittedBytes > 0 { print("  transfer: \(p.receivedBytes) B received, \(p.transmittedBytes) B sent") }
-                if p.persistentKeepalive != 0 { print("  persistent keepalive: every \(p.persistentKeepalive) seconds") }
+                if p.receivedBytes + p.transmittedBytes > 0 {
+                    print("  transfer: \(p.receivedBytes) B received, \(p.transmittedBytes) B sent")
+                }
+                if p.persistentKeepalive != 0 {
+                    print("  persistent keepalive: every \(p.persistentKeepalive) seconds")
+                }
             }
         }
     }
@@ -48,7 +55,8 @@ struct WireGuardCommand: ParsableCommand {
         @Argument(help: "A wg(8) configuration file ([Interface] and [Peer] sections).") var file: String
         @OptionGroup var namespace: NamespaceOption
         @Flag(help: "Print how many netlink messages were sent.") var stats = false
-        @Option(help: ArgumentHelp("Largest netlink message in bytes (for benchmarks).", visibility: .hidden)) var messageCapacity = KernelWireGuard.defaultMessageCapacity
+        @Option(help: ArgumentHelp("Largest netlink message in bytes (for benchmarks).", visibility: .hidden))
+        var messageCapacity = KernelWireGuard.defaultMessageCapacity
 
         func run() throws {
             guard let data = FileManager.default.contents(atPath: file) else {
@@ -75,7 +83,9 @@ struct WireGuardCommand: ParsableCommand {
             abstract: "Add, change or remove one peer, in one netlink message.")
         @Argument(help: "The WireGuard interface.") var interface: String
         @Argument(help: "The peer's base64 public key.") var publicKey: String
-        @Option(name: .customLong("allowed-ips"), help: "Replace the peer's allowed IPs with these (comma-separated CIDRs).") var allowedIPs: String?
+        @Option(
+            name: .customLong("allowed-ips"), help: "Replace the peer's allowed IPs with these (comma-separated CIDRs)."
+        ) var allowedIPs: String?
         @Option(help: "The peer's endpoint, host:port (IPv6 in brackets).") var endpoint: String?
         @Option(help: "Persistent keepalive in seconds (0 turns it off).") var persistentKeepalive: UInt16?
         @Flag(help: "Change the peer only if it exists.") var updateOnly = false
@@ -84,8 +94,9 @@ struct WireGuardCommand: ParsableCommand {
         @Flag(help: "Print how many netlink messages were sent.") var stats = false
 
         func run() throws {
-            var peer = PeerConfig(publicKey: try WireGuardKey(base64: publicKey), persistentKeepalive: persistentKeepalive,
-                                  remove: remove, updateOnly: updateOnly)
+            var peer = PeerConfig(
+                publicKey: try WireGuardKey(base64: publicKey), persistentKeepalive: persistentKeepalive,
+                remove: remove, updateOnly: updateOnly)
             if let endpoint { peer.endpoint = try Endpoint(endpoint) }
             if let allowedIPs {
                 peer.allowedIPs = try allowedIPs.split(separator: ",").map { try IPPrefix($0.filter { $0 != " " }) }
@@ -100,5 +111,6 @@ struct WireGuardCommand: ParsableCommand {
 
 /// `--netns`, shared by every `wgmesh wg` command.
 struct NamespaceOption: ParsableArguments {
-    @Option(help: "Open the interface inside this network namespace (a path such as /run/netns/NAME).") var netns: String?
+    @Option(help: "Open the interface inside this network namespace (a path such as /run/netns/NAME).") var netns:
+        String?
 }

@@ -62,7 +62,10 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
     func configure(_ name: String, _ config: DeviceConfig) throws {
         try locked {
             guard links[name] != nil else { throw FakeError.noDevice(name) }
-            if failingConfigures > 0 { failingConfigures -= 1; throw FakeError.refused }
+            if failingConfigures > 0 {
+                failingConfigures -= 1
+                throw FakeError.refused
+            }
             configureCalls += 1
             calls.append("configure")
             try model.configure(name, config)
@@ -70,8 +73,15 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
     }
 
     // LinkTable
-    func link(named name: String) throws -> LinkState? { locked { calls.append("link"); return links[name] } }
-    func createWireGuardLink(named name: String, mtu: UInt32?) throws -> LinkState { addLink(named: name, kind: "wireguard", mtu: mtu ?? 1420) }
+    func link(named name: String) throws -> LinkState? {
+        locked {
+            calls.append("link")
+            return links[name]
+        }
+    }
+    func createWireGuardLink(named name: String, mtu: UInt32?) throws -> LinkState {
+        addLink(named: name, kind: "wireguard", mtu: mtu ?? 1420)
+    }
     /// A link of any kind, as another program (or the CNI bridge plugin) makes one.
     func addLink(named name: String, kind: String, mtu: UInt32 = 1500) -> LinkState {
         locked {
@@ -97,14 +107,31 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
         }
     }
     func interface(carrying address: IPAddress) throws -> LinkState? {
-        locked { calls.append("interface"); return LinkState(name: "eth0", index: 2, mtu: 1500, isUp: true, kind: nil) }
+        locked {
+            calls.append("interface")
+            return LinkState(name: "eth0", index: 2, mtu: 1500, isUp: true, kind: nil)
+        }
     }
-    func addresses(ofLinkIndex index: UInt32) throws -> [IPPrefix] { locked { calls.append("addresses"); return addressTable[index] ?? [] } }
-    func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32, scope: AddressScope) throws { locked { addressTable[index, default: []].append(address) } }
-    func removeAddress(_ address: IPPrefix, fromLinkIndex index: UInt32) throws { locked { addressTable[index]?.removeAll { $0 == address } } }
+    func addresses(ofLinkIndex index: UInt32) throws -> [IPPrefix] {
+        locked {
+            calls.append("addresses")
+            return addressTable[index] ?? []
+        }
+    }
+    func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32, scope: AddressScope) throws {
+        locked { addressTable[index, default: []].append(address) }
+    }
+    func removeAddress(_ address: IPPrefix, fromLinkIndex index: UInt32) throws {
+        locked { addressTable[index]?.removeAll { $0 == address } }
+    }
 
     // RouteTable
-    func routes(family: IPFamily?) throws -> [Route] { try locked { calls.append("routes"); return try model.routes(family: family) } }
+    func routes(family: IPFamily?) throws -> [Route] {
+        try locked {
+            calls.append("routes")
+            return try model.routes(family: family)
+        }
+    }
     func add(_ route: Route) throws {
         try locked {
             calls.append("add")
@@ -112,13 +139,33 @@ final class FakeKernel: WireGuardInterfaces, WireGuardDevice, LinkTable, RouteTa
             try model.add(route)
         }
     }
-    func replace(_ route: Route) throws { try locked { calls.append("replace"); try model.replace(route) } }
-    func delete(_ route: Route) throws { try locked { calls.append("delete"); try model.delete(route) } }
+    func replace(_ route: Route) throws {
+        try locked {
+            calls.append("replace")
+            try model.replace(route)
+        }
+    }
+    func delete(_ route: Route) throws {
+        try locked {
+            calls.append("delete")
+            try model.delete(route)
+        }
+    }
 
     // PacketFilter
-    func apply(_ ruleset: String) throws { locked { self.ruleset = ruleset; counted = (0, 0) } }
+    func apply(_ ruleset: String) throws {
+        locked {
+            self.ruleset = ruleset
+            counted = (0, 0)
+        }
+    }
     func remove() throws { locked { ruleset = nil } }
-    func unencrypted() throws -> (packets: UInt64, bytes: UInt64)? { locked { calls.append("unencrypted"); return ruleset == nil ? nil : counted } }
+    func unencrypted() throws -> (packets: UInt64, bytes: UInt64)? {
+        locked {
+            calls.append("unencrypted")
+            return ruleset == nil ? nil : counted
+        }
+    }
 
     enum FakeError: Error { case noDevice(String), refused }
 }

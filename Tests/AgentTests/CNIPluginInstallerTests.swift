@@ -24,22 +24,29 @@ final class CNIPluginInstallerTests: XCTestCase {
     /// A plugin script; `reports` is what its first line says after "plugin " (Debian's builds: "version unknown").
     func plugin(_ directory: String, _ name: String, reports: String, body: String = "") {
         try! FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let text = "#!/bin/sh\n\(body)echo 'CNI \(name) plugin \(reports)' >&2\necho 'CNI protocol versions supported: 0.1.0, 1.0.0' >&2\n"
+        let text =
+            "#!/bin/sh\n\(body)echo 'CNI \(name) plugin \(reports)' >&2\necho 'CNI protocol versions supported: 0.1.0, 1.0.0' >&2\n"
         write(directory + "/" + name, text, mode: 0o755)
     }
 
     func write(_ path: String, _ text: String, mode: Int = 0o644) {
-        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: mode]), path)
+        XCTAssertTrue(
+            FileManager.default.createFile(
+                atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: mode]), path)
     }
 
     func imageVersion(_ text: String) { write(versionFile, text + "\n") }
 
-    func read(_ path: String) -> String? { FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) } }
+    func read(_ path: String) -> String? {
+        FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) }
+    }
 
     func install() throws -> [String: CNIPluginAction] {
-        var installer = CNIPluginInstaller(sourceDirectory: image, destinationDirectory: node, sourceVersionFile: versionFile)
+        var installer = CNIPluginInstaller(
+            sourceDirectory: image, destinationDirectory: node, sourceVersionFile: versionFile)
         installer.probeTimeoutMilliseconds = 2000
-        return Dictionary(uniqueKeysWithValues: try installer.run(logger: log.logger("test")).map { ($0.name, $0.action) })
+        return Dictionary(
+            uniqueKeysWithValues: try installer.run(logger: log.logger("test")).map { ($0.name, $0.action) })
     }
 
     func records() throws -> [String: CNIPluginRecord] {
@@ -57,17 +64,21 @@ final class CNIPluginInstallerTests: XCTestCase {
         plugin(node, "portmap", reports: "v1.4.0")
         plugin(node, "loopback", reports: "version unknown", body: "# the node's own build\n")
         plugin(node, "macvlan", reports: "v0.1.0")
-        let portmap = read(node + "/portmap"), loopback = read(node + "/loopback"), macvlan = read(node + "/macvlan")
+        let portmap = read(node + "/portmap")
+        let loopback = read(node + "/loopback")
+        let macvlan = read(node + "/macvlan")
 
         let old = umask(0o077)
         defer { umask(old) }
         let actions = try install()
-        XCTAssertEqual(actions, [
-            "bridge": .install,
-            "host-local": .replaceOlder(reported: CNIPluginVersion(1, 0, 0)),
-            "portmap": .keepForeign(reported: CNIPluginVersion(1, 4, 0)),
-            "loopback": .keepForeign(reported: nil),
-        ])
+        XCTAssertEqual(
+            actions,
+            [
+                "bridge": .install,
+                "host-local": .replaceOlder(reported: CNIPluginVersion(1, 0, 0)),
+                "portmap": .keepForeign(reported: CNIPluginVersion(1, 4, 0)),
+                "loopback": .keepForeign(reported: nil),
+            ])
         XCTAssertEqual(read(node + "/bridge"), read(image + "/bridge"))
         XCTAssertEqual(read(node + "/host-local"), read(image + "/host-local"))
         XCTAssertEqual(read(node + "/portmap"), portmap, "a newer foreign plugin is never overwritten")
@@ -77,21 +88,34 @@ final class CNIPluginInstallerTests: XCTestCase {
             let mode = try FileManager.default.attributesOfItem(atPath: node + "/" + name)[.posixPermissions] as? Int
             XCTAssertEqual(mode, 0o755, "\(name) is 0755 whatever the umask")
         }
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: node).sorted(),
-                       [".wgmesh-cni-plugins", "bridge", "host-local", "loopback", "macvlan", "portmap"], "no temporary file is left")
-        XCTAssertEqual(try records(), [
-            "bridge": CNIPluginRecord(name: "bridge", version: CNIPluginVersion(1, 1, 1), sha256: sha(image + "/bridge")),
-            "host-local": CNIPluginRecord(name: "host-local", version: CNIPluginVersion(1, 1, 1), sha256: sha(image + "/host-local")),
-        ])
-        XCTAssertTrue(log.lines.withLock { $0 }.contains { $0.hasPrefix("info replaced: the node's plugin, not installed by wgmesh, reports an older version (1.0.0)") && $0.contains("plugin=host-local") },
-                      "\(log.lines.withLock { $0 })")
+        XCTAssertEqual(
+            try FileManager.default.contentsOfDirectory(atPath: node).sorted(),
+            [".wgmesh-cni-plugins", "bridge", "host-local", "loopback", "macvlan", "portmap"],
+            "no temporary file is left")
+        XCTAssertEqual(
+            try records(),
+            [
+                "bridge": CNIPluginRecord(
+                    name: "bridge", version: CNIPluginVersion(1, 1, 1), sha256: sha(image + "/bridge")),
+                "host-local": CNIPluginRecord(
+                    name: "host-local", version: CNIPluginVersion(1, 1, 1), sha256: sha(image + "/host-local")),
+            ])
+        XCTAssertTrue(
+            log.lines.withLock { $0 }.contains {
+                $0.hasPrefix(
+                    "info replaced: the node's plugin, not installed by wgmesh, reports an older version (1.0.0)")
+                    && $0.contains("plugin=host-local")
+            },
+            "\(log.lines.withLock { $0 })")
 
         // A second run finds its own copies up to date and changes nothing.
         let recordText = read(node + "/" + CNIPluginInstall.recordFileName)
-        XCTAssertEqual(try install(), [
-            "bridge": .unchanged, "host-local": .unchanged,
-            "portmap": .keepForeign(reported: CNIPluginVersion(1, 4, 0)), "loopback": .keepForeign(reported: nil),
-        ])
+        XCTAssertEqual(
+            try install(),
+            [
+                "bridge": .unchanged, "host-local": .unchanged,
+                "portmap": .keepForeign(reported: CNIPluginVersion(1, 4, 0)), "loopback": .keepForeign(reported: nil),
+            ])
         XCTAssertEqual(read(node + "/" + CNIPluginInstall.recordFileName), recordText)
     }
 
@@ -108,7 +132,12 @@ final class CNIPluginInstallerTests: XCTestCase {
         imageVersion("1.2.0+ds1-1")
         // Someone puts their own portmap over wgmesh's: it is theirs now, and it says it is newer.
         plugin(node, "portmap", reports: "v1.3.0")
-        XCTAssertEqual(try install(), ["bridge": .updateOwn(installed: CNIPluginVersion(1, 1, 1)), "portmap": .keepForeign(reported: CNIPluginVersion(1, 3, 0))])
+        XCTAssertEqual(
+            try install(),
+            [
+                "bridge": .updateOwn(installed: CNIPluginVersion(1, 1, 1)),
+                "portmap": .keepForeign(reported: CNIPluginVersion(1, 3, 0)),
+            ])
         XCTAssertEqual(read(node + "/bridge"), read(image + "/bridge"))
         XCTAssertTrue(read(node + "/portmap")!.contains("v1.3.0"))
         XCTAssertEqual(try records()["bridge"]?.version, CNIPluginVersion(1, 2, 0))
@@ -133,13 +162,18 @@ final class CNIPluginInstallerTests: XCTestCase {
         plugin(image, "bridge", reports: "v1.5.1")
         plugin(image, "portmap", reports: "version unknown")
         XCTAssertThrowsError(try install()) { error in
-            XCTAssertEqual("\(error)", "\(image)/portmap reports no version of its own and none was given: write its release version (e.g. 1.1.1) to \(versionFile)")
+            XCTAssertEqual(
+                "\(error)",
+                "\(image)/portmap reports no version of its own and none was given: write its release version (e.g. 1.1.1) to \(versionFile)"
+            )
         }
         XCTAssertNil(read(node + "/bridge"), "the check comes before any copy")
 
         imageVersion("one.two")
         XCTAssertThrowsError(try install()) { error in
-            XCTAssertEqual("\(error)", "\(versionFile) holds \"one.two\", not a version: write the plugins' release version there, e.g. 1.1.1")
+            XCTAssertEqual(
+                "\(error)",
+                "\(versionFile) holds \"one.two\", not a version: write the plugins' release version there, e.g. 1.1.1")
         }
     }
 
@@ -162,7 +196,8 @@ final class CNIPluginInstallerTests: XCTestCase {
         plugin(node, "bridge", reports: "version unknown", body: "# the node's own build\n")
         write(node + "/" + CNIPluginInstall.recordFileName, "bridge 1.0.0 \(sha(node + "/bridge")) x\n")
         XCTAssertEqual(try install(), ["bridge": .keepForeign(reported: nil)])
-        XCTAssertTrue(log.lines.withLock { $0 }.contains { $0.hasPrefix("warning ignoring the record") && $0.contains("line 1") })
+        XCTAssertTrue(
+            log.lines.withLock { $0 }.contains { $0.hasPrefix("warning ignoring the record") && $0.contains("line 1") })
     }
 
     /// A node plugin that hangs is killed at the deadline and kept.

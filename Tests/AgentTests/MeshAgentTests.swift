@@ -23,46 +23,79 @@ final class MeshAgentTests: XCTestCase {
         let state = temporaryDirectory()
         let logs = LogCapture()
 
-        func node(_ name: String) async throws -> KubeObject { try await client.get(.nodes, namespace: nil, name: name) }
-        func annotation(_ name: String, _ key: String) async -> String? { try? await node(name).metadata.annotations[key] }
+        func node(_ name: String) async throws -> KubeObject {
+            try await client.get(.nodes, namespace: nil, name: name)
+        }
+        func annotation(_ name: String, _ key: String) async -> String? {
+            try? await node(name).metadata.annotations[key]
+        }
     }
 
     func harness(nodes: [String]) async throws -> Harness {
         let server = try await TestAPIServer.start(.init(bookmarkInterval: .milliseconds(500)))
-        let h = Harness(server: server, client: try KubeClient(config: server.kubeConfig()),
-                        agentClient: try KubeClient(config: server.kubeConfig(), userAgent: "wgmesh-agent/test", fieldManager: MeshAgent.fieldManager))
+        let h = Harness(
+            server: server, client: try KubeClient(config: server.kubeConfig()),
+            agentClient: try KubeClient(
+                config: server.kubeConfig(), userAgent: "wgmesh-agent/test", fieldManager: MeshAgent.fieldManager))
         try server.withStore(.nodes) { store in
             for (i, name) in nodes.enumerated() {
-                _ = try store.create(.object(["apiVersion": "v1", "kind": "Node", "metadata": .object(["name": .string(name)]),
-                                              "status": .object(["addresses": .array([.object(["type": "InternalIP", "address": .string("192.0.2.\(i + 1)")])])])]))
+                _ = try store.create(
+                    .object([
+                        "apiVersion": "v1", "kind": "Node", "metadata": .object(["name": .string(name)]),
+                        "status": .object([
+                            "addresses": .array([
+                                .object(["type": "InternalIP", "address": .string("192.0.2.\(i + 1)")])
+                            ])
+                        ]),
+                    ]))
             }
         }
         return h
     }
 
-    func agent(_ h: Harness, node: String = "n1", coalesce: Duration = .milliseconds(100), resync: Duration = .seconds(2)) -> MeshAgent {
-        MeshAgent(api: h.agentClient, kernel: h.kernel.kernel, configuration: .init(
-            nodeName: node, stateDirectory: h.state + "/state", cniConfDirectory: h.state + "/cni", clusterCIDRs: clusterCIDRs,
-            resyncPeriod: resync, coalescePeriod: coalesce), logger: h.logs.logger("agent"))
+    func agent(
+        _ h: Harness, node: String = "n1", coalesce: Duration = .milliseconds(100), resync: Duration = .seconds(2)
+    ) -> MeshAgent {
+        MeshAgent(
+            api: h.agentClient, kernel: h.kernel.kernel,
+            configuration: .init(
+                nodeName: node, stateDirectory: h.state + "/state", cniConfDirectory: h.state + "/cni",
+                clusterCIDRs: clusterCIDRs,
+                resyncPeriod: resync, coalescePeriod: coalesce), logger: h.logs.logger("agent"))
     }
 
     func controller(_ h: Harness, rotationGrace: TimeInterval = 10) throws -> Task<Void, Never> {
-        let c = try MeshController(api: h.client, configuration: .init(clusterCIDRs: clusterCIDRs, policy: .init(
-                                                                           cidrSource: .wgmesh, rotation: .init(grace: rotationGrace), specWait: 0),
-                                                                       identity: "test"), logger: Logger(label: "controller") { _ in SwiftLogNoOpLogHandler() })
+        let c = try MeshController(
+            api: h.client,
+            configuration: .init(
+                clusterCIDRs: clusterCIDRs,
+                policy: .init(
+                    cidrSource: .wgmesh, rotation: .init(grace: rotationGrace), specWait: 0),
+                identity: "test"), logger: Logger(label: "controller") { _ in SwiftLogNoOpLogHandler() })
         return Task { await c.run() }
     }
 
     /// Plays the other nodes' agents: publishes an enrollment key for each.
     func enrol(_ h: Harness, _ names: [String]) async throws {
         for name in names {
-            _ = try await h.client.patch(.nodes, namespace: nil, name: name, .merge(.object(["metadata": .object(["annotations": .object([
-                Annotation.enrollmentKey: .string(WireGuardKeyPair.generate().publicKey.base64)])])])))
+            _ = try await h.client.patch(
+                .nodes, namespace: nil, name: name,
+                .merge(
+                    .object([
+                        "metadata": .object([
+                            "annotations": .object([
+                                Annotation.enrollmentKey: .string(WireGuardKeyPair.generate().publicKey.base64)
+                            ])
+                        ])
+                    ])))
         }
     }
 
     func stop(_ h: Harness, _ tasks: Task<Void, Never>...) async throws {
-        for t in tasks { t.cancel(); await t.value }
+        for t in tasks {
+            t.cancel()
+            await t.value
+        }
         try await h.client.shutdown()
         try await h.agentClient.shutdown()
         try await h.server.stop()
@@ -76,20 +109,37 @@ final class MeshAgentTests: XCTestCase {
         let h = try await harness(nodes: ["n1", "n2"])
         let controller = try controller(h)
         try await enrol(h, ["n2"])
-        let agent = MeshAgent(api: h.agentClient, kernel: h.kernel.kernel, configuration: .init(
-            nodeName: "n1", stateDirectory: h.state + "/state", cniConfDirectory: h.state + "/cni", clusterCIDRs: clusterCIDRs,
-            persistentKeepalive: 0, resyncPeriod: .seconds(3600)), logger: h.logs.logger("agent"))
+        let agent = MeshAgent(
+            api: h.agentClient, kernel: h.kernel.kernel,
+            configuration: .init(
+                nodeName: "n1", stateDirectory: h.state + "/state", cniConfDirectory: h.state + "/cni",
+                clusterCIDRs: clusterCIDRs,
+                persistentKeepalive: 0, resyncPeriod: .seconds(3600)), logger: h.logs.logger("agent"))
         let run = Task { _ = try? await agent.run() }
         await eventually("n1 switched to its key and runs n2 with keepalives off, as planned") {
             await h.annotation("n1", Annotation.appliedKeyGeneration) == "1"
-                && h.kernel.locked { h.kernel.model.state.peers.count == 1 && h.kernel.model.state.peers.allSatisfy { $0.persistentKeepalive == 0 } }
+                && h.kernel.locked {
+                    h.kernel.model.state.peers.count == 1
+                        && h.kernel.model.state.peers.allSatisfy { $0.persistentKeepalive == 0 }
+                }
         }
 
         h.kernel.locked { h.kernel.failingConfigures = 1 }
-        _ = try await h.client.patch(.nodes, namespace: nil, name: "n2", .merge(.object(["metadata": .object(["annotations": .object([
-            Annotation.endpointOverride: "198.51.100.2:51821"])])])))
+        _ = try await h.client.patch(
+            .nodes, namespace: nil, name: "n2",
+            .merge(
+                .object([
+                    "metadata": .object([
+                        "annotations": .object([
+                            Annotation.endpointOverride: "198.51.100.2:51821"
+                        ])
+                    ])
+                ])))
         await eventually("the refused change is retried with no other event") {
-            h.kernel.locked { h.kernel.failingConfigures == 0 && h.kernel.model.state.peers.first?.endpoint?.description == "198.51.100.2:51821" }
+            h.kernel.locked {
+                h.kernel.failingConfigures == 0
+                    && h.kernel.model.state.peers.first?.endpoint?.description == "198.51.100.2:51821"
+            }
         }
         try await stop(h, run, controller)
     }
@@ -97,22 +147,42 @@ final class MeshAgentTests: XCTestCase {
     /// A Node event starts a pass only when it can change a plan: not an agent's report, not status.
     func testOnlyEventsThatCanChangeAPlanStartAPass() throws {
         func node(rv: String, uid: String = "u1", _ annotations: [String: String]) throws -> KubeObject {
-            try KubeObject(json: .object(["apiVersion": "v1", "kind": "Node", "metadata": .object([
-                "name": "n2", "uid": .string(uid), "resourceVersion": .string(rv), "annotations": .object(annotations.mapValues(JSON.string))])]))
+            try KubeObject(
+                json: .object([
+                    "apiVersion": "v1", "kind": "Node",
+                    "metadata": .object([
+                        "name": "n2", "uid": .string(uid), "resourceVersion": .string(rv),
+                        "annotations": .object(annotations.mapValues(JSON.string)),
+                    ]),
+                ]))
         }
         let base = [Annotation.publicKey: "k1", Annotation.podCIDRs: "10.244.2.0/24"]
         let old = try node(rv: "1", base)
-        func passes(_ new: KubeObject, on agentNode: String = "n1") -> Bool { MeshAgent.mayChangePlan(.updated(old: old, new: new), node: agentNode) }
+        func passes(_ new: KubeObject, on agentNode: String = "n1") -> Bool {
+            MeshAgent.mayChangePlan(.updated(old: old, new: new), node: agentNode)
+        }
         XCTAssertFalse(passes(try node(rv: "2", base)), "status or another owner's field: same annotations")
-        XCTAssertFalse(passes(try node(rv: "2", base.merging([Annotation.appliedPeers: "sha256:aa", Annotation.unencryptedDrops: "packets=1,counter=1"]) { a, _ in a })),
-                       "an agent's report")
+        XCTAssertFalse(
+            passes(
+                try node(
+                    rv: "2",
+                    base.merging([
+                        Annotation.appliedPeers: "sha256:aa", Annotation.unencryptedDrops: "packets=1,counter=1",
+                    ]) { a, _ in a })),
+            "an agent's report")
         XCTAssertTrue(passes(try node(rv: "2", base.merging([Annotation.publicKey: "k2"]) { _, b in b })), "a new key")
-        XCTAssertTrue(passes(try node(rv: "2", base.merging([Annotation.endpointOverride: "192.0.2.9:51820"]) { a, _ in a })), "an override")
+        XCTAssertTrue(
+            passes(try node(rv: "2", base.merging([Annotation.endpointOverride: "192.0.2.9:51820"]) { a, _ in a })),
+            "an override")
         XCTAssertTrue(passes(try node(rv: "2", uid: "u2", base)), "deleted and created again under the same name")
-        XCTAssertTrue(passes(try node(rv: "2", base.merging([Annotation.enrollmentKey: "removed-or-changed"]) { a, _ in a }), on: "n2"),
-                      "its own Node's report, changed by someone else, to the agent on that node (it writes it again)")
-        XCTAssertFalse(passes(try node(rv: "2", base.merging([Annotation.enrollmentKey: "removed-or-changed"]) { a, _ in a })),
-                       "another node's report, to every other agent")
+        XCTAssertTrue(
+            passes(
+                try node(rv: "2", base.merging([Annotation.enrollmentKey: "removed-or-changed"]) { a, _ in a }),
+                on: "n2"),
+            "its own Node's report, changed by someone else, to the agent on that node (it writes it again)")
+        XCTAssertFalse(
+            passes(try node(rv: "2", base.merging([Annotation.enrollmentKey: "removed-or-changed"]) { a, _ in a })),
+            "another node's report, to every other agent")
         XCTAssertTrue(MeshAgent.mayChangePlan(.added(old), node: "n1"))
         XCTAssertTrue(MeshAgent.mayChangePlan(.deleted(old), node: "n1"))
     }
@@ -125,21 +195,35 @@ final class MeshAgentTests: XCTestCase {
         try await enrol(h, ["n2"])
         let agent = agent(h, resync: .seconds(3600))
         let run = Task { _ = try? await agent.run() }
-        await eventually("n1 routes to n2") { await h.annotation("n1", Annotation.appliedPeers) != nil && (try? h.kernel.device(named: "wgmesh0").peers.count) == 1 }
+        await eventually("n1 routes to n2") {
+            await h.annotation("n1", Annotation.appliedPeers) != nil
+                && (try? h.kernel.device(named: "wgmesh0").peers.count) == 1
+        }
         let one = await h.annotation("n1", Annotation.appliedPeers)
 
         try await enrol(h, ["n3"])
-        await eventually("n1 routes to n3 too") { (try? h.kernel.device(named: "wgmesh0").peers.filter { !$0.allowedIPs.isEmpty }.count) == 2 }
+        await eventually("n1 routes to n3 too") {
+            (try? h.kernel.device(named: "wgmesh0").peers.filter { !$0.allowedIPs.isEmpty }.count) == 2
+        }
         try await Task.sleep(for: .milliseconds(500))  // several coalesce periods: a write would have come
         let afterJoin = await h.annotation("n1", Annotation.appliedPeers)
         XCTAssertEqual(afterJoin, one, "a join is published with the next resync, not at once")
 
-        _ = try await h.client.patch(.nodes, namespace: nil, name: "n2", .merge(.object(["metadata": .object(["annotations": .object([
-            Annotation.rotateRequest: "t1"])])])))
+        _ = try await h.client.patch(
+            .nodes, namespace: nil, name: "n2",
+            .merge(
+                .object([
+                    "metadata": .object([
+                        "annotations": .object([
+                            Annotation.rotateRequest: "t1"
+                        ])
+                    ])
+                ])))
         await eventually("n1's applied-peers names n2's new key (and n3) at once") {
             guard let n2 = try? await h.node("n2"), n2.metadata.annotations[Annotation.keyGeneration] == "2",
-                  let key = n2.metadata.annotations[Annotation.publicKey].flatMap({ try? WireGuardKey(base64: $0) }),
-                  let n3 = try? await h.node("n3"), let key3 = n3.metadata.annotations[Annotation.publicKey].flatMap({ try? WireGuardKey(base64: $0) })
+                let key = n2.metadata.annotations[Annotation.publicKey].flatMap({ try? WireGuardKey(base64: $0) }),
+                let n3 = try? await h.node("n3"),
+                let key3 = n3.metadata.annotations[Annotation.publicKey].flatMap({ try? WireGuardKey(base64: $0) })
             else { return false }
             return await h.annotation("n1", Annotation.appliedPeers) == AppliedPeers.digest([key, key3])
         }
@@ -153,13 +237,17 @@ final class MeshAgentTests: XCTestCase {
         let agent = agent(h)
         let run = Task { _ = try? await agent.run() }
         await eventually("two peers in the kernel") { (try? h.kernel.device(named: "wgmesh0").peers.count) == 2 }
-        await eventually("the applied key generation is published") { await h.annotation("n1", Annotation.appliedKeyGeneration) == "1" }
+        await eventually("the applied key generation is published") {
+            await h.annotation("n1", Annotation.appliedKeyGeneration) == "1"
+        }
 
         // Enrollment: a 0600 file whose public half is the annotation; the sealed key opened with it runs the interface.
         let file = h.state + "/state/enrollment.key"
         let mode = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int)
         XCTAssertEqual(mode, 0o600)
-        let stored = try WireGuardKeyPair(privateKey: WireGuardKey(base64: String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let stored = try WireGuardKeyPair(
+            privateKey: WireGuardKey(
+                base64: String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
         let published = await h.annotation("n1", Annotation.enrollmentKey)
         XCTAssertEqual(published, stored.publicKey.base64)
         let device = try h.kernel.device(named: "wgmesh0")
@@ -171,19 +259,26 @@ final class MeshAgentTests: XCTestCase {
         let link = try XCTUnwrap(h.kernel.links["wgmesh0"])
         XCTAssertTrue(link.isUp)
         XCTAssertEqual(link.mtu, 1420, "eth0's 1500 less 80")
-        XCTAssertEqual(try h.kernel.addresses(ofLinkIndex: link.index), TunnelAddressing.addresses(podCIDRs: n1.podCIDRs))
+        XCTAssertEqual(
+            try h.kernel.addresses(ofLinkIndex: link.index), TunnelAddressing.addresses(podCIDRs: n1.podCIDRs))
         let routes = try h.kernel.routes(family: nil).map(\.destination.description)
         for cidr in clusterCIDRs { XCTAssertTrue(routes.contains(cidr.description), "strict route \(cidr)") }
         XCTAssertEqual(routes.count, 2 + 4, "the cluster CIDRs and both other nodes' two CIDRs")
-        XCTAssertEqual(h.kernel.ruleset, FirewallRuleset.ruleset(interface: "wgmesh0", localPodCIDRs: n1.podCIDRs, clusterCIDRs: clusterCIDRs, strict: true))
+        XCTAssertEqual(
+            h.kernel.ruleset,
+            FirewallRuleset.ruleset(
+                interface: "wgmesh0", localPodCIDRs: n1.podCIDRs, clusterCIDRs: clusterCIDRs, strict: true))
         let cni = try String(contentsOfFile: h.state + "/cni/10-wgmesh.conflist", encoding: .utf8)
         XCTAssertEqual(cni, CNIConfig.conflist(podCIDRs: n1.podCIDRs, mtu: 1420))
 
         // The condition, through the status subresource, not ready until the peers handshake.
-        await eventually("the condition is written") { (try? await Node(h.node("n1")).conditions.first { $0.type == MeshCondition.type }) != nil }
+        await eventually("the condition is written") {
+            (try? await Node(h.node("n1")).conditions.first { $0.type == MeshCondition.type }) != nil
+        }
         let condition = try await Node(h.node("n1")).conditions.first { $0.type == MeshCondition.type }
         XCTAssertEqual(condition?.status, "False")
-        XCTAssertEqual(condition?.reason, "PeersConnecting", "a peer configured a moment ago has had no time for a handshake yet")
+        XCTAssertEqual(
+            condition?.reason, "PeersConnecting", "a peer configured a moment ago has had no time for a handshake yet")
         let logs = h.logs.lines.withLock { $0.joined(separator: "\n") }
         XCTAssertFalse(logs.contains(stored.privateKey.base64), "the enrollment private key never reaches a log line")
         XCTAssertFalse(logs.contains(try XCTUnwrap(device.privateKey).base64), "nor the node's private key")
@@ -205,20 +300,28 @@ final class MeshAgentTests: XCTestCase {
         let second = agent(h)
         run = Task { _ = try? await second.run() }
         await eventually("the restarted agent has run a pass") { second.passes > 0 }
-        XCTAssertEqual(h.kernel.configureCalls, configured, "a restart changes nothing in a kernel that is already right")
+        XCTAssertEqual(
+            h.kernel.configureCalls, configured, "a restart changes nothing in a kernel that is already right")
         XCTAssertEqual(try h.kernel.device(named: "wgmesh0").privateKey, key, "no key reset")
 
         let before = second.passes
         let started = ContinuousClock.now
         for i in 0..<1000 {
-            _ = try await h.client.patch(.nodes, namespace: nil, name: i % 2 == 0 ? "n2" : "n3", .merge(.object(["metadata": .object([
-                "annotations": .object(["example.com/churn": .string(String(i))])])])))
+            _ = try await h.client.patch(
+                .nodes, namespace: nil, name: i % 2 == 0 ? "n2" : "n3",
+                .merge(
+                    .object([
+                        "metadata": .object([
+                            "annotations": .object(["example.com/churn": .string(String(i))])
+                        ])
+                    ])))
         }
         try await Task.sleep(for: .milliseconds(500))
         let elapsed = ContinuousClock.now - started
         let passes = second.passes - before
         // At most one pass per coalescing period while the burst lasts, and never one per event.
-        XCTAssertLessThanOrEqual(passes, Int(elapsed / .milliseconds(100)) + 3, "\(passes) passes for 1000 events in \(elapsed)")
+        XCTAssertLessThanOrEqual(
+            passes, Int(elapsed / .milliseconds(100)) + 3, "\(passes) passes for 1000 events in \(elapsed)")
         XCTAssertLessThan(passes, 100, "1000 events, \(passes) passes")
         try await stop(h, run, controller)
     }
@@ -229,10 +332,14 @@ final class MeshAgentTests: XCTestCase {
         let h = try await harness(nodes: ["n1", "n2"])
         let controller = try controller(h)
         try await enrol(h, ["n2"])
-        h.kernel.locked { h.kernel.unavailableReason = "no wireguard-go answers on /var/run/wireguard/wgmesh0.sock yet" }
+        h.kernel.locked {
+            h.kernel.unavailableReason = "no wireguard-go answers on /var/run/wireguard/wgmesh0.sock yet"
+        }
         let agent = agent(h)
         let run = Task { _ = try? await agent.run() }
-        await eventually("not ready, saying why") { agent.readiness?.hasPrefix("DeviceUnavailable: no wireguard-go answers") == true }
+        await eventually("not ready, saying why") {
+            agent.readiness?.hasPrefix("DeviceUnavailable: no wireguard-go answers") == true
+        }
         try await Task.sleep(for: .milliseconds(500))
         XCTAssertEqual(agent.passes, 0)
         XCTAssertTrue(h.kernel.locked { h.kernel.links.isEmpty }, "no interface made")
@@ -240,7 +347,9 @@ final class MeshAgentTests: XCTestCase {
         XCTAssertTrue(h.logs.lines.withLock { $0.contains { $0.contains("waiting for the WireGuard device") } })
 
         h.kernel.locked { h.kernel.unavailableReason = nil }
-        await eventually("applied once the device answers") { await h.annotation("n1", Annotation.appliedKeyGeneration) == "1" }
+        await eventually("applied once the device answers") {
+            await h.annotation("n1", Annotation.appliedKeyGeneration) == "1"
+        }
         XCTAssertNotNil(h.kernel.locked { h.kernel.links["wgmesh0"] })
         XCTAssertTrue(h.logs.lines.withLock { $0.contains { $0.contains("the WireGuard device answers") } })
         try await stop(h, run, controller)
@@ -254,32 +363,50 @@ final class MeshAgentTests: XCTestCase {
         let (wakeups, wake) = AsyncStream<Void>.makeStream()
         let run = Task { _ = try? await agent.run(wakeups: wakeups) }
         await eventually("applied, with both peers") {
-            await h.annotation("n1", Annotation.appliedKeyGeneration) == "1" && h.kernel.locked { h.kernel.model.state.peers.count } == 2
+            await h.annotation("n1", Annotation.appliedKeyGeneration) == "1"
+                && h.kernel.locked { h.kernel.model.state.peers.count } == 2
         }
         // Both peers handshake: once a full pass has seen it, no pass looks again for peers still connecting.
         let handshake = Int64(Date().timeIntervalSince1970)
-        h.kernel.locked { for i in h.kernel.model.state.peers.indices { h.kernel.model.state.peers[i].lastHandshake = (handshake, 0) } }
-        await eventually("the condition says every peer is connected") { await self.condition(h)?.reason == "AllPeersConnected" }
+        h.kernel.locked {
+            for i in h.kernel.model.state.peers.indices { h.kernel.model.state.peers[i].lastHandshake = (handshake, 0) }
+        }
+        await eventually("the condition says every peer is connected") {
+            await self.condition(h)?.reason == "AllPeersConnected"
+        }
         try await Task.sleep(for: .milliseconds(500))
 
         // One peer's endpoint moves: the new plan is diffed against the last one, nothing is read.
         let before = h.kernel.locked { h.kernel.calls.count }
         let n2Text = await h.annotation("n2", Annotation.publicKey)
         let n2Key = try WireGuardKey(base64: XCTUnwrap(n2Text))
-        _ = try await h.client.patch(.nodes, namespace: nil, name: "n2", .merge(.object(["metadata": .object(["annotations": .object([
-            Annotation.endpointOverride: "198.51.100.2:51821"])])])))
+        _ = try await h.client.patch(
+            .nodes, namespace: nil, name: "n2",
+            .merge(
+                .object([
+                    "metadata": .object([
+                        "annotations": .object([
+                            Annotation.endpointOverride: "198.51.100.2:51821"
+                        ])
+                    ])
+                ])))
         await eventually("the kernel has the new endpoint") {
-            h.kernel.locked { h.kernel.model.state.peers.first { $0.publicKey == n2Key }?.endpoint?.description } == "198.51.100.2:51821"
+            h.kernel.locked { h.kernel.model.state.peers.first { $0.publicKey == n2Key }?.endpoint?.description }
+                == "198.51.100.2:51821"
         }
         try await Task.sleep(for: .milliseconds(500))
-        XCTAssertEqual(h.kernel.locked { Array(h.kernel.calls[before...]) }, ["configure"], "one change, one call, no read")
+        XCTAssertEqual(
+            h.kernel.locked { Array(h.kernel.calls[before...]) }, ["configure"], "one change, one call, no read")
 
         // Drift by hand is not seen by Node events; a full pass (the resync, or SIGHUP's wakeup) reads and repairs it.
         h.kernel.locked { h.kernel.model.state.peers.removeAll { $0.publicKey == n2Key } }
         wake.yield()
-        await eventually("the full pass put the peer back") { h.kernel.locked { h.kernel.model.state.peers.contains { $0.publicKey == n2Key } } }
+        await eventually("the full pass put the peer back") {
+            h.kernel.locked { h.kernel.model.state.peers.contains { $0.publicKey == n2Key } }
+        }
         let after = h.kernel.locked { h.kernel.calls }
-        XCTAssertTrue(after[before...].contains("device") && after[before...].contains("routes"), "the full pass read the kernel")
+        XCTAssertTrue(
+            after[before...].contains("device") && after[before...].contains("routes"), "the full pass read the kernel")
         try await stop(h, run, controller)
     }
 
@@ -297,11 +424,20 @@ final class MeshAgentTests: XCTestCase {
         // Someone puts n2's sealed key on n1: it does not open with n1's enrollment key.
         let sealed = await h.annotation("n2", Annotation.sealedPrivateKey)
         let foreign = try XCTUnwrap(sealed)
-        _ = try await h.client.patch(.nodes, namespace: nil, name: "n1", .merge(.object(["metadata": .object(["annotations": .object([
-            Annotation.sealedPrivateKey: .string(foreign)])])])))
+        _ = try await h.client.patch(
+            .nodes, namespace: nil, name: "n1",
+            .merge(
+                .object([
+                    "metadata": .object([
+                        "annotations": .object([
+                            Annotation.sealedPrivateKey: .string(foreign)
+                        ])
+                    ])
+                ])))
         await eventually("a Warning Event on n1") {
             (try? await h.client.listAll(.events, namespace: "default").items.contains {
-                $0.json["reason"]?.string == "SealedKeyInvalid" && $0.json["regarding"]?["name"]?.string == "n1" && $0.json["type"]?.string == "Warning"
+                $0.json["reason"]?.string == "SealedKeyInvalid" && $0.json["regarding"]?["name"]?.string == "n1"
+                    && $0.json["type"]?.string == "Warning"
             }) ?? false
         }
         try await Task.sleep(for: .seconds(2.5))  // a resync passes too
@@ -313,7 +449,8 @@ final class MeshAgentTests: XCTestCase {
     /// The Warning Events about `node` with `reason`.
     func events(_ h: Harness, reason: String, about node: String) async -> [KubeObject] {
         ((try? await h.client.listAll(.events, namespace: "default").items) ?? []).filter {
-            $0.json["reason"]?.string == reason && $0.json["regarding"]?["name"]?.string == node && $0.json["type"]?.string == "Warning"
+            $0.json["reason"]?.string == reason && $0.json["regarding"]?["name"]?.string == node
+                && $0.json["type"]?.string == "Warning"
         }
     }
 
@@ -329,14 +466,18 @@ final class MeshAgentTests: XCTestCase {
         let controller = try controller(h)
         try await enrol(h, ["n2", "n3"])
         await eventually("the controller issued n2 and n3 their Pod CIDRs") {
-            let n2 = await h.annotation("n2", Annotation.podCIDRs), n3 = await h.annotation("n3", Annotation.podCIDRs)
+            let n2 = await h.annotation("n2", Annotation.podCIDRs)
+            let n3 = await h.annotation("n3", Annotation.podCIDRs)
             return n2 != nil && n3 != nil
         }
-        let n2Text = await h.annotation("n2", Annotation.podCIDRs), n3Text = await h.annotation("n3", Annotation.podCIDRs)
+        let n2Text = await h.annotation("n2", Annotation.podCIDRs)
+        let n3Text = await h.annotation("n3", Annotation.podCIDRs)
         let n2 = try IPPrefix.list(try XCTUnwrap(n2Text))
         // The stale bridge's kernel route to n2's IPv4 Pod CIDR, there before the agent starts.
         let v4 = try XCTUnwrap(n2.first { $0.family == .v4 })
-        h.kernel.locked { h.kernel.foreignRoutes[Route(destination: v4, interfaceIndex: 0).key] = "\(v4) dev cni0 proto kernel" }
+        h.kernel.locked {
+            h.kernel.foreignRoutes[Route(destination: v4, interfaceIndex: 0).key] = "\(v4) dev cni0 proto kernel"
+        }
         let agent = agent(h, resync: .seconds(3600))
         let run = Task { _ = try? await agent.run() }
         await eventually("the pass fails, naming the route") { agent.readiness?.contains("RouteConflict") == true }
@@ -346,7 +487,9 @@ final class MeshAgentTests: XCTestCase {
         let condition = await self.condition(h)
         XCTAssertEqual(condition?.status, "False")
         XCTAssertTrue(condition?.message?.contains("cni0") == true, condition?.message ?? "")
-        await eventually("a Warning Event on the node") { await !self.events(h, reason: "RouteConflict", about: "n1").isEmpty }
+        await eventually("a Warning Event on the node") {
+            await !self.events(h, reason: "RouteConflict", about: "n1").isEmpty
+        }
         XCTAssertTrue(agent.metrics.registry.emitToString().contains("wgmesh_reconcile_last_succeeded 0"))
         // Everything but that route: both peers, every other route, the CNI file.
         XCTAssertEqual(h.kernel.locked { h.kernel.model.state.peers.count }, 2)
@@ -360,7 +503,9 @@ final class MeshAgentTests: XCTestCase {
         h.kernel.locked { h.kernel.foreignRoutes = [:] }
         await eventually("ready again") { agent.isReady }
         XCTAssertTrue(Set(try h.kernel.routes(family: nil).map(\.destination)).contains(v4))
-        await eventually("the condition no longer says RouteConflict") { await self.condition(h)?.reason != "RouteConflict" }
+        await eventually("the condition no longer says RouteConflict") {
+            await self.condition(h)?.reason != "RouteConflict"
+        }
         XCTAssertTrue(agent.metrics.registry.emitToString().contains("wgmesh_reconcile_last_succeeded 1"))
         try await stop(h, run, controller)
     }
@@ -374,15 +519,26 @@ final class MeshAgentTests: XCTestCase {
         let agent = agent(h, resync: .milliseconds(300))
         let run = Task { _ = try? await agent.run() }
         await eventually("ready, running its key, the condition written") {
-            let applied = await h.annotation("n1", Annotation.appliedKeyGeneration), written = await self.condition(h)
+            let applied = await h.annotation("n1", Annotation.appliedKeyGeneration)
+            let written = await self.condition(h)
             return agent.isReady && applied == "1" && written?.reason == "PeersConnecting"
         }
         // The kernel refuses every WireGuard change; a peer's endpoint moves, so every pass has one to make.
         h.kernel.locked { h.kernel.failingConfigures = .max }
-        _ = try await h.client.patch(.nodes, namespace: nil, name: "n2", .merge(.object(["metadata": .object(["annotations": .object([
-            Annotation.endpointOverride: "198.51.100.2:51821"])])])))
+        _ = try await h.client.patch(
+            .nodes, namespace: nil, name: "n2",
+            .merge(
+                .object([
+                    "metadata": .object([
+                        "annotations": .object([
+                            Annotation.endpointOverride: "198.51.100.2:51821"
+                        ])
+                    ])
+                ])))
         await eventually("not ready") { agent.readiness?.hasPrefix("ReconcileFailed") == true }
-        await eventually("the condition is False with the reason") { await self.condition(h)?.reason == "ReconcileFailed" }
+        await eventually("the condition is False with the reason") {
+            await self.condition(h)?.reason == "ReconcileFailed"
+        }
         let failed = await self.condition(h)
         XCTAssertEqual(failed?.status, "False")
         XCTAssertTrue(agent.metrics.registry.emitToString().contains("wgmesh_reconcile_last_succeeded 0"))
@@ -397,12 +553,17 @@ final class MeshAgentTests: XCTestCase {
     /// as `WriteRefused`, with an Event, the metric and `/readyz` saying so, and it is still retried.
     func testARefusedWriteIsReportedNotTakenForWaiting() async throws {
         let h = try await harness(nodes: ["n1"])
-        h.server.inject(.init(.status(422), method: "PATCH", path: "/nodes/n1?", userAgent: "wgmesh-agent", count: .max))
+        h.server.inject(
+            .init(.status(422), method: "PATCH", path: "/nodes/n1?", userAgent: "wgmesh-agent", count: .max))
         let agent = agent(h, resync: .seconds(3600))
         let run = Task { _ = try? await agent.run() }
-        await eventually("not ready, saying the write was refused") { agent.readiness?.hasPrefix("WriteRefused") == true }
+        await eventually("not ready, saying the write was refused") {
+            agent.readiness?.hasPrefix("WriteRefused") == true
+        }
         XCTAssertTrue(agent.readiness?.contains("admission policy") == true, agent.readiness ?? "")
-        await eventually("a Warning Event on the node") { await !self.events(h, reason: "WriteRefused", about: "n1").isEmpty }
+        await eventually("a Warning Event on the node") {
+            await !self.events(h, reason: "WriteRefused", about: "n1").isEmpty
+        }
         XCTAssertTrue(agent.metrics.registry.emitToString().contains("wgmesh_api_writes_refused_total"))
         let published = await h.annotation("n1", Annotation.enrollmentKey)
         XCTAssertNil(published)
@@ -424,16 +585,34 @@ final class MeshAgentTests: XCTestCase {
         await eventually("n1 runs its key") { await h.annotation("n1", Annotation.appliedKeyGeneration) == "1" }
         let own = await h.annotation("n1", Annotation.enrollmentKey)
         // n2's agent wrote garbage: n1 keeps n2 as a peer.
-        _ = try await h.client.patch(.nodes, namespace: nil, name: "n2", .merge(.object(["metadata": .object(["annotations": .object([
-            Annotation.enrollmentKey: "not-a-key"])])])))
+        _ = try await h.client.patch(
+            .nodes, namespace: nil, name: "n2",
+            .merge(
+                .object([
+                    "metadata": .object([
+                        "annotations": .object([
+                            Annotation.enrollmentKey: "not-a-key"
+                        ])
+                    ])
+                ])))
         await agent.reconcile(try await h.client.listAll(.nodes, metadataOnly: true).items, full: true)
         XCTAssertTrue(agent.isReady, agent.readiness ?? "")
         XCTAssertEqual(h.kernel.locked { h.kernel.model.state.peers.count }, 1, "n2 is still a peer")
         // n1's own key, made malformed and then removed: written again at once, with no resync.
         for value: JSON in ["not-a-key", .null] {
-            _ = try await h.client.patch(.nodes, namespace: nil, name: "n1", .merge(.object(["metadata": .object(["annotations": .object([
-                Annotation.enrollmentKey: value])])])))
-            await eventually("n1's agent publishes its key again after \(value)") { await h.annotation("n1", Annotation.enrollmentKey) == own }
+            _ = try await h.client.patch(
+                .nodes, namespace: nil, name: "n1",
+                .merge(
+                    .object([
+                        "metadata": .object([
+                            "annotations": .object([
+                                Annotation.enrollmentKey: value
+                            ])
+                        ])
+                    ])))
+            await eventually("n1's agent publishes its key again after \(value)") {
+                await h.annotation("n1", Annotation.enrollmentKey) == own
+            }
         }
         try await stop(h, run, controller)
     }
@@ -445,13 +624,19 @@ final class MeshAgentTests: XCTestCase {
         let controller = try controller(h)
         try await enrol(h, ["n2"])  // n3 has no agent yet
         let bridge = h.kernel.addLink(named: "cni0", kind: "bridge")
-        let stale = try IPPrefix("10.244.200.1/24"), foreign = try IPPrefix("192.168.77.1/24")
+        let stale = try IPPrefix("10.244.200.1/24")
+        let foreign = try IPPrefix("192.168.77.1/24")
         h.kernel.locked { h.kernel.addressTable[bridge.index] = [stale, foreign] }
         let agent = agent(h)
         let run = Task { _ = try? await agent.run() }
-        await eventually("the CNI file is written") { FileManager.default.fileExists(atPath: h.state + "/cni/10-wgmesh.conflist") }
-        XCTAssertEqual(h.kernel.locked { h.kernel.addressTable[bridge.index] }, [foreign], "only the cluster's stale gateway goes")
-        await eventually("n1 runs its key (passes planned with n3 in them)") { await h.annotation("n1", Annotation.appliedKeyGeneration) == "1" }
+        await eventually("the CNI file is written") {
+            FileManager.default.fileExists(atPath: h.state + "/cni/10-wgmesh.conflist")
+        }
+        XCTAssertEqual(
+            h.kernel.locked { h.kernel.addressTable[bridge.index] }, [foreign], "only the cluster's stale gateway goes")
+        await eventually("n1 runs its key (passes planned with n3 in them)") {
+            await h.annotation("n1", Annotation.appliedKeyGeneration) == "1"
+        }
         // Each report is logged before its Event is sent.
         let logs = h.logs.lines.withLock { $0.joined(separator: "\n") }
         XCTAssertFalse(logs.contains("NodeLeftOut"), "n3 is still joining, no one's problem")
@@ -462,10 +647,22 @@ final class MeshAgentTests: XCTestCase {
         let h = try await harness(nodes: ["n1", "n2"])
         let controller = try controller(h)
         try await enrol(h, ["n2"])
-        _ = try await h.client.patch(.nodes, namespace: nil, name: "n1", .merge(.object(["metadata": .object(["annotations": .object([
-            "example.com/keep": "yes"])])])))
-        _ = try await h.client.patch(.nodes, namespace: nil, name: "n1", .merge(.object([
-            "status": .object(["conditions": .array([.object(["type": "Ready", "status": "True"])])])])), subresource: "status")
+        _ = try await h.client.patch(
+            .nodes, namespace: nil, name: "n1",
+            .merge(
+                .object([
+                    "metadata": .object([
+                        "annotations": .object([
+                            "example.com/keep": "yes"
+                        ])
+                    ])
+                ])))
+        _ = try await h.client.patch(
+            .nodes, namespace: nil, name: "n1",
+            .merge(
+                .object([
+                    "status": .object(["conditions": .array([.object(["type": "Ready", "status": "True"])])])
+                ])), subresource: "status")
         let agent = agent(h)
         let run = Task { _ = try? await agent.run() }
         await eventually("the condition is written") { (try? await Node(h.node("n1")).conditions.count) == 2 }
@@ -487,7 +684,9 @@ final class MeshAgentTests: XCTestCase {
         let node = try await h.node("n1")
         for key in Annotation.agentOwned { XCTAssertNil(node.metadata.annotations[key], key) }
         XCTAssertEqual(node.metadata.annotations["example.com/keep"], "yes", "nothing the agent did not make")
-        XCTAssertNotNil(node.metadata.annotations[Annotation.publicKey], "the controller's annotations are the controller's (wgmesh uninstall)")
+        XCTAssertNotNil(
+            node.metadata.annotations[Annotation.publicKey],
+            "the controller's annotations are the controller's (wgmesh uninstall)")
         XCTAssertEqual(Node(node).conditions.map(\.type), ["Ready"], "only the agent's condition goes")
         let again = try await agent.cleanup()
         XCTAssertEqual(again, [], "a second cleanup finds nothing")
@@ -502,12 +701,15 @@ final class MeshAgentTests: XCTestCase {
         try await enrol(h, ["n2"])
         let agent = agent(h)
         let run = Task { _ = try? await agent.run() }
-        await eventually("the CNI file is written") { FileManager.default.fileExists(atPath: h.state + "/cni/10-wgmesh.conflist") }
+        await eventually("the CNI file is written") {
+            FileManager.default.fileExists(atPath: h.state + "/cni/10-wgmesh.conflist")
+        }
         run.cancel()
         await run.value
         controller.cancel()
         await controller.value
-        let ipam = h.state + "/ipam", network = ipam + "/" + CNIConfig.networkName
+        let ipam = h.state + "/ipam"
+        let network = ipam + "/" + CNIConfig.networkName
         try FileManager.default.createDirectory(atPath: network, withIntermediateDirectories: true)
         // host-local's files: one per address given out, and its bookkeeping.
         for file in ["10.244.1.5", "fd00:10:244:1::5", "last_reserved_ip.0", "lock"] {
@@ -518,15 +720,20 @@ final class MeshAgentTests: XCTestCase {
             XCTFail("cleanup went ahead while Pods hold addresses")
         } catch let refused as CleanupRefused {
             XCTAssertEqual(refused.addresses, ["10.244.1.5", "fd00:10:244:1::5"])
-            XCTAssertTrue("\(refused)".contains("nothing was removed") && "\(refused)".contains("drain the node"), "\(refused)")
+            XCTAssertTrue(
+                "\(refused)".contains("nothing was removed") && "\(refused)".contains("drain the node"), "\(refused)")
         }
         XCTAssertNotNil(h.kernel.links["wgmesh0"], "nothing was removed")
         XCTAssertTrue(FileManager.default.fileExists(atPath: h.state + "/cni/10-wgmesh.conflist"))
         let enrolled = await h.annotation("n1", Annotation.enrollmentKey)
         XCTAssertNotNil(enrolled)
-        for file in ["10.244.1.5", "fd00:10:244:1::5"] { try FileManager.default.removeItem(atPath: network + "/" + file) }
+        for file in ["10.244.1.5", "fd00:10:244:1::5"] {
+            try FileManager.default.removeItem(atPath: network + "/" + file)
+        }
         let removed = try await agent.cleanup(ipamDirectory: ipam)
-        XCTAssertTrue(removed.contains("interface wgmesh0") && removed.contains("CNI configuration \(h.state)/cni/10-wgmesh.conflist"), "\(removed)")
+        XCTAssertTrue(
+            removed.contains("interface wgmesh0")
+                && removed.contains("CNI configuration \(h.state)/cni/10-wgmesh.conflist"), "\(removed)")
         try await stop(h)
     }
 
@@ -539,12 +746,22 @@ final class MeshAgentTests: XCTestCase {
         try await enrol(h, ["n2"])
         let agent = agent(h, resync: .milliseconds(500))
         let run = Task { _ = try? await agent.run() }
-        func observed() async throws -> [ObservedNode] { try await h.client.listAll(.nodes).items.map { ObservedNode(name: $0.metadata.name, annotations: $0.metadata.annotations) } }
-        func peersMatch() async -> Bool {
-            guard let nodes = try? await observed(), let n1 = nodes.first(where: { $0.name == "n1" }) else { return false }
-            return n1.report.appliedPeers == AppliedPeers.expected(for: "n1", nodes: nodes.compactMap(\.meshNode), clusterCIDRs: clusterCIDRs)
+        func observed() async throws -> [ObservedNode] {
+            try await h.client.listAll(.nodes).items.map {
+                ObservedNode(name: $0.metadata.name, annotations: $0.metadata.annotations)
+            }
         }
-        await eventually("n1 runs n2's key") { await h.annotation("n1", Annotation.appliedPeers) != nil && (try? h.kernel.device(named: "wgmesh0").peers.count) == 1 }
+        func peersMatch() async -> Bool {
+            guard let nodes = try? await observed(), let n1 = nodes.first(where: { $0.name == "n1" }) else {
+                return false
+            }
+            return n1.report.appliedPeers
+                == AppliedPeers.expected(for: "n1", nodes: nodes.compactMap(\.meshNode), clusterCIDRs: clusterCIDRs)
+        }
+        await eventually("n1 runs n2's key") {
+            await h.annotation("n1", Annotation.appliedPeers) != nil
+                && (try? h.kernel.device(named: "wgmesh0").peers.count) == 1
+        }
         await eventually("n1's applied-peers is what the commands expect") { await peersMatch() }
         let settings = try await h.node("n1").metadata.annotations
         XCTAssertEqual(settings[Annotation.clusterCIDRs], "10.244.0.0/16,fd00:10:244::/48")
@@ -552,14 +769,30 @@ final class MeshAgentTests: XCTestCase {
         let before = settings[Annotation.appliedPeers]
 
         // n2 rotates, as `wgmesh rotate-keys --node n2` asks; its own agent is played here.
-        _ = try await h.client.patch(.nodes, namespace: nil, name: "n2", .merge(.object(["metadata": .object(["annotations": .object([
-            Annotation.rotateRequest: "t1"])])])))
+        _ = try await h.client.patch(
+            .nodes, namespace: nil, name: "n2",
+            .merge(
+                .object([
+                    "metadata": .object([
+                        "annotations": .object([
+                            Annotation.rotateRequest: "t1"
+                        ])
+                    ])
+                ])))
         try await eventually("the controller switched n2 to generation 2") {
             let a = try await h.node("n2").metadata.annotations
             return a[Annotation.keyGeneration] == "2" && a[Annotation.nextPublicKey] == nil
         }
-        _ = try await h.client.patch(.nodes, namespace: nil, name: "n2", .merge(.object(["metadata": .object(["annotations": .object([
-            Annotation.appliedKeyGeneration: "2"])])])))
+        _ = try await h.client.patch(
+            .nodes, namespace: nil, name: "n2",
+            .merge(
+                .object([
+                    "metadata": .object([
+                        "annotations": .object([
+                            Annotation.appliedKeyGeneration: "2"
+                        ])
+                    ])
+                ])))
         await eventually("n1's applied-peers moved to n2's new key") {
             let moved = await h.annotation("n1", Annotation.appliedPeers) != before
             return moved ? await peersMatch() : false
@@ -568,7 +801,9 @@ final class MeshAgentTests: XCTestCase {
         XCTAssertEqual(progress["n2"], .done(generation: 2, peers: 1))
 
         // Unencrypted packets: counted from the table, kept across a restart and a table written anew.
-        func drops() async -> UnencryptedDrops? { await h.annotation("n1", Annotation.unencryptedDrops).flatMap(UnencryptedDrops.init) }
+        func drops() async -> UnencryptedDrops? {
+            await h.annotation("n1", Annotation.unencryptedDrops).flatMap(UnencryptedDrops.init)
+        }
         let initial = await drops()
         XCTAssertEqual(initial, UnencryptedDrops(packets: 0, counter: 0, last: nil))
         h.kernel.locked { h.kernel.counted = (5, 500) }
@@ -599,13 +834,19 @@ final class MeshAgentTests: XCTestCase {
         try "garbage\n".write(toFile: store.path, atomically: true, encoding: .utf8)
         let remade = try store.loadOrCreate(logger: logger).privateKey
         XCTAssertNotEqual(remade, made, "a corrupt file means a new enrollment key")
-        XCTAssertTrue(logs.lines.withLock { $0.contains { $0.contains("unusable") && $0.contains("new keypair") } }, "and the log says so")
+        XCTAssertTrue(
+            logs.lines.withLock { $0.contains { $0.contains("unusable") && $0.contains("new keypair") } },
+            "and the log says so")
         XCTAssertEqual(try store.loadOrCreate(logger: logger).privateKey, remade)
     }
 }
 
 /// Fails the test unless `condition` holds within `timeout`.
-func eventually(_ what: String, timeout: Duration = .seconds(30), file: StaticString = #filePath, line: UInt = #line,
-                _ condition: () async throws -> Bool) async rethrows {
-    if try await !poll(timeout: timeout, interval: .milliseconds(50), condition) { XCTFail("timed out waiting until \(what)", file: file, line: line) }
+func eventually(
+    _ what: String, timeout: Duration = .seconds(30), file: StaticString = #filePath, line: UInt = #line,
+    _ condition: () async throws -> Bool
+) async rethrows {
+    if try await !poll(timeout: timeout, interval: .milliseconds(50), condition) {
+        XCTFail("timed out waiting until \(what)", file: file, line: line)
+    }
 }

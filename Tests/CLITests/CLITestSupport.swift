@@ -26,17 +26,32 @@ final class CLICluster: Sendable {
     init(nodes: [String], rotationGrace: TimeInterval = 0.2) async throws {
         server = try await TestAPIServer.start(.init(bookmarkInterval: .milliseconds(500)))
         client = try KubeClient(config: server.kubeConfig(), userAgent: cliFieldManager, fieldManager: cliFieldManager)
-        agentClient = try KubeClient(config: server.kubeConfig(), userAgent: "wgmesh-agent/test", fieldManager: "wgmesh-agent")
+        agentClient = try KubeClient(
+            config: server.kubeConfig(), userAgent: "wgmesh-agent/test", fieldManager: "wgmesh-agent")
         try server.withStore(.nodes) { store in
             for (i, name) in nodes.enumerated() {
-                _ = try store.create(.object(["apiVersion": "v1", "kind": "Node",
-                                              "metadata": .object(["name": .string(name), "labels": .object(["pool": i % 2 == 0 ? "blue" : "green"])]),
-                                              "status": .object(["addresses": .array([.object(["type": "InternalIP", "address": .string("192.0.2.\(i + 1)")])])])]))
+                _ = try store.create(
+                    .object([
+                        "apiVersion": "v1", "kind": "Node",
+                        "metadata": .object([
+                            "name": .string(name), "labels": .object(["pool": i % 2 == 0 ? "blue" : "green"]),
+                        ]),
+                        "status": .object([
+                            "addresses": .array([
+                                .object(["type": "InternalIP", "address": .string("192.0.2.\(i + 1)")])
+                            ])
+                        ]),
+                    ]))
             }
         }
-        let controllerClient = try KubeClient(config: server.kubeConfig(), userAgent: "wgmesh-controller/test", fieldManager: MeshController.fieldManager)
-        let c = try MeshController(api: controllerClient, configuration: .init(
-            clusterCIDRs: Self.clusterCIDRs, policy: .init(cidrSource: .wgmesh, rotation: .init(grace: rotationGrace), specWait: 0), identity: "test"),
+        let controllerClient = try KubeClient(
+            config: server.kubeConfig(), userAgent: "wgmesh-controller/test", fieldManager: MeshController.fieldManager)
+        let c = try MeshController(
+            api: controllerClient,
+            configuration: .init(
+                clusterCIDRs: Self.clusterCIDRs,
+                policy: .init(cidrSource: .wgmesh, rotation: .init(grace: rotationGrace), specWait: 0), identity: "test"
+            ),
             logger: Logger(label: "controller") { _ in SwiftLogNoOpLogHandler() })
         controller = Task {
             await c.run()
@@ -61,21 +76,44 @@ final class CLICluster: Sendable {
         let mesh = nodes.compactMap(\.meshNode)
         for node in nodes {
             var wanted = AgentReport.settings(clusterCIDRs: Self.clusterCIDRs, strict: true)
-            wanted[Annotation.enrollmentKey] = node.annotations[Annotation.enrollmentKey] ?? WireGuardKeyPair.generate().publicKey.base64
-            if let g = node.meshNode?.keyGeneration, !stalled.withLock({ $0.contains(node.name) }) { wanted[Annotation.appliedKeyGeneration] = String(g) }
-            wanted[Annotation.appliedPeers] = AppliedPeers.expected(for: node.name, nodes: mesh, clusterCIDRs: Self.clusterCIDRs)
-            if node.annotations[Annotation.unencryptedDrops] == nil { wanted[Annotation.unencryptedDrops] = UnencryptedDrops().description }
+            wanted[Annotation.enrollmentKey] =
+                node.annotations[Annotation.enrollmentKey] ?? WireGuardKeyPair.generate().publicKey.base64
+            if let g = node.meshNode?.keyGeneration, !stalled.withLock({ $0.contains(node.name) }) {
+                wanted[Annotation.appliedKeyGeneration] = String(g)
+            }
+            wanted[Annotation.appliedPeers] = AppliedPeers.expected(
+                for: node.name, nodes: mesh, clusterCIDRs: Self.clusterCIDRs)
+            if node.annotations[Annotation.unencryptedDrops] == nil {
+                wanted[Annotation.unencryptedDrops] = UnencryptedDrops().description
+            }
             let changes = wanted.filter { node.annotations[$0.key] != $0.value }
             if !changes.isEmpty {
-                _ = try await agentClient.patch(.nodes, namespace: nil, name: node.name, .merge(.object(["metadata": .object([
-                    "annotations": .object(changes.mapValues(JSON.string))])])), subresource: nil)
+                _ = try await agentClient.patch(
+                    .nodes, namespace: nil, name: node.name,
+                    .merge(
+                        .object([
+                            "metadata": .object([
+                                "annotations": .object(changes.mapValues(JSON.string))
+                            ])
+                        ])), subresource: nil)
             }
             if node.condition == nil {
-                _ = try await agentClient.patch(.nodes, namespace: nil, name: node.name, .strategicMerge(.object(["status": .object(["conditions": .array([
-                    .object(["type": .string(MeshCondition.type), "status": "True", "reason": "AllPeersConnected",
-                             "message": .string("all \(nodes.count - 1) peers had a handshake in the last 180 s"),
-                             "lastTransitionTime": .string(RFC3339.format(Date()))]),
-                ])])])), subresource: "status")
+                _ = try await agentClient.patch(
+                    .nodes, namespace: nil, name: node.name,
+                    .strategicMerge(
+                        .object([
+                            "status": .object([
+                                "conditions": .array([
+                                    .object([
+                                        "type": .string(MeshCondition.type), "status": "True",
+                                        "reason": "AllPeersConnected",
+                                        "message": .string(
+                                            "all \(nodes.count - 1) peers had a handshake in the last 180 s"),
+                                        "lastTransitionTime": .string(RFC3339.format(Date())),
+                                    ])
+                                ])
+                            ])
+                        ])), subresource: "status")
             }
         }
     }
@@ -92,18 +130,29 @@ final class CLICluster: Sendable {
             guard let nodes = try? await client.listAll(.nodes).items.map(ObservedNode.init) else { return false }
             let mesh = nodes.compactMap(\.meshNode)
             return nodes.allSatisfy { n in
-                n.condition?.status == "True" && n.meshNode?.keyGeneration != nil && n.meshNode?.appliedKeyGeneration == n.meshNode?.keyGeneration
-                    && n.report.appliedPeers == AppliedPeers.expected(for: n.name, nodes: mesh, clusterCIDRs: Self.clusterCIDRs)
+                n.condition?.status == "True" && n.meshNode?.keyGeneration != nil
+                    && n.meshNode?.appliedKeyGeneration == n.meshNode?.keyGeneration
+                    && n.report.appliedPeers
+                        == AppliedPeers.expected(for: n.name, nodes: mesh, clusterCIDRs: Self.clusterCIDRs)
             }
         }
     }
 
     func annotate(_ name: String, _ annotations: [String: String?]) async throws {
-        _ = try await client.patch(.nodes, namespace: nil, name: name, .merge(.object(["metadata": .object(["annotations": .object(
-            annotations.mapValues { $0.map(JSON.string) ?? .null })])])), subresource: nil)
+        _ = try await client.patch(
+            .nodes, namespace: nil, name: name,
+            .merge(
+                .object([
+                    "metadata": .object([
+                        "annotations": .object(
+                            annotations.mapValues { $0.map(JSON.string) ?? .null })
+                    ])
+                ])), subresource: nil)
     }
 
-    func annotations(_ name: String) async throws -> [String: String] { try await client.get(.nodes, namespace: nil, name: name).metadata.annotations }
+    func annotations(_ name: String) async throws -> [String: String] {
+        try await client.get(.nodes, namespace: nil, name: name).metadata.annotations
+    }
 
     func stop() async throws {
         await stopAgents()
@@ -123,7 +172,11 @@ final class Printed: Sendable {
 }
 
 /// Fails the test unless `condition` holds within `timeout`.
-func eventually(_ what: String, timeout: Duration = .seconds(30), file: StaticString = #filePath, line: UInt = #line,
-                _ condition: () async throws -> Bool) async rethrows {
-    if try await !poll(timeout: timeout, interval: .milliseconds(50), condition) { XCTFail("timed out waiting until \(what)", file: file, line: line) }
+func eventually(
+    _ what: String, timeout: Duration = .seconds(30), file: StaticString = #filePath, line: UInt = #line,
+    _ condition: () async throws -> Bool
+) async rethrows {
+    if try await !poll(timeout: timeout, interval: .milliseconds(50), condition) {
+        XCTFail("timed out waiting until \(what)", file: file, line: line)
+    }
 }

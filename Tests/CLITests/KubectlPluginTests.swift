@@ -7,9 +7,12 @@ import XCTest
 /// The built binary, run as kubectl runs a plugin: through a link named kubectl-wgmesh.
 final class KubectlPluginTests: XCTestCase {
     func testTheBinaryAnswersAsKubectlWgmeshAndItsExitStatusesAreScriptable() async throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let binary = root.appendingPathComponent(".build/debug/wgmesh").path
-        guard FileManager.default.isExecutableFile(atPath: binary) else { return XCTFail("\(binary) is missing: run `swift build` first") }
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            return XCTFail("\(binary) is missing: run `swift build` first")
+        }
         let dir = NSTemporaryDirectory() + "wgmesh-plugin-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -19,7 +22,8 @@ final class KubectlPluginTests: XCTestCase {
         let help = try runProgram(plugin, ["status", "--help"])
         XCTAssertEqual(help.status, 0)
         XCTAssertTrue(help.output.contains("USAGE: kubectl wgmesh status"), help.output)
-        XCTAssertTrue(try runProgram(binary, ["--help"]).output.contains("USAGE: wgmesh <subcommand>"), "its own name otherwise")
+        XCTAssertTrue(
+            try runProgram(binary, ["--help"]).output.contains("USAGE: wgmesh <subcommand>"), "its own name otherwise")
 
         let cluster = try await CLICluster(nodes: ["n1", "n2"])
         cluster.startAgents()
@@ -36,7 +40,8 @@ final class KubectlPluginTests: XCTestCase {
 
         let status = try runProgram(plugin, ["status", "--kubeconfig", kubeconfig])
         XCTAssertEqual(status.status, 0, status.output)
-        XCTAssertEqual(status.output.split(separator: "\n").map { String($0.prefix(4)) }, ["NAME", "n1  ", "n2  "], status.output)
+        XCTAssertEqual(
+            status.output.split(separator: "\n").map { String($0.prefix(4)) }, ["NAME", "n1  ", "n2  "], status.output)
 
         // Bad input names the value and changes nothing.
         let timeout = try runProgram(plugin, ["rotate-keys", "--kubeconfig", kubeconfig, "--all", "--timeout", "2x"])
@@ -58,7 +63,8 @@ final class KubectlPluginTests: XCTestCase {
         try audit.output.write(toFile: filed, atomically: true, encoding: .utf8)
         let verified = try runProgram(plugin, ["audit", "--verify", filed])
         XCTAssertEqual(verified.status, 0, verified.output)
-        try audit.output.replacing("\"passed\" : true", with: "\"passed\" : false").write(toFile: filed, atomically: true, encoding: .utf8)
+        try audit.output.replacing("\"passed\" : true", with: "\"passed\" : false").write(
+            toFile: filed, atomically: true, encoding: .utf8)
         let tampered = try runProgram(plugin, ["audit", "--verify", filed])
         XCTAssertEqual(tampered.status, 1, tampered.output)
         XCTAssertTrue(tampered.output.contains("the report was changed after it was made"), tampered.output)

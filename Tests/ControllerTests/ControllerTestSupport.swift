@@ -21,7 +21,8 @@ final class TestCluster: @unchecked Sendable {
     init() async throws {
         server = try await TestAPIServer.start(.init(bookmarkInterval: .milliseconds(500)))
         client = try KubeClient(config: server.kubeConfig())
-        controllerClient = try KubeClient(config: server.kubeConfig(), userAgent: "wgmesh-controller/test", fieldManager: MeshController.fieldManager)
+        controllerClient = try KubeClient(
+            config: server.kubeConfig(), userAgent: "wgmesh-controller/test", fieldManager: MeshController.fieldManager)
     }
 
     func stop() async throws {
@@ -32,22 +33,40 @@ final class TestCluster: @unchecked Sendable {
 
     /// Sets (or, with nil, removes) annotations by hand.
     func annotate(_ name: String, _ annotations: [String: String?]) async throws {
-        _ = try await client.patch(.nodes, namespace: nil, name: name, .merge(.object(["metadata": .object(["annotations": .object(
-            Dictionary(uniqueKeysWithValues: annotations.map { ($0.key, $0.value.map(JSON.string) ?? .null) }))])])))
+        _ = try await client.patch(
+            .nodes, namespace: nil, name: name,
+            .merge(
+                .object([
+                    "metadata": .object([
+                        "annotations": .object(
+                            Dictionary(
+                                uniqueKeysWithValues: annotations.map { ($0.key, $0.value.map(JSON.string) ?? .null) }))
+                    ])
+                ])))
     }
 
     /// Sets `spec.podCIDRs`, as kube-controller-manager does.
     func setSpecPodCIDRs(_ name: String, _ cidrs: [String]) async throws {
-        _ = try await client.patch(.nodes, namespace: nil, name: name, .merge(.object(["spec": .object([
-            "podCIDR": .string(cidrs[0]), "podCIDRs": .array(cidrs.map(JSON.string))])])))
+        _ = try await client.patch(
+            .nodes, namespace: nil, name: name,
+            .merge(
+                .object([
+                    "spec": .object([
+                        "podCIDR": .string(cidrs[0]), "podCIDRs": .array(cidrs.map(JSON.string)),
+                    ])
+                ])))
     }
 
     /// The raw `pod-cidrs` annotation.
     func podCIDRs(_ name: String) -> String? {
-        server.withStore(.nodes) { store in (try? store.get(name))?["metadata"]?["annotations"]?[Annotation.podCIDRs]?.string }
+        server.withStore(.nodes) { store in
+            (try? store.get(name))?["metadata"]?["annotations"]?[Annotation.podCIDRs]?.string
+        }
     }
 
-    static func node(_ name: String, enrollmentKey: String?, addresses: [(String, String)], podCIDRs: [String] = []) -> JSON {
+    static func node(_ name: String, enrollmentKey: String?, addresses: [(String, String)], podCIDRs: [String] = [])
+        -> JSON
+    {
         var annotations: [String: JSON] = [:]
         annotations[Annotation.enrollmentKey] = enrollmentKey.map(JSON.string)
         var spec: [String: JSON] = [:]
@@ -59,7 +78,9 @@ final class TestCluster: @unchecked Sendable {
             "apiVersion": "v1", "kind": "Node",
             "metadata": .object(["name": .string(name), "annotations": .object(annotations)]),
             "spec": .object(spec),
-            "status": .object(["addresses": .array(addresses.map { .object(["type": .string($0.0), "address": .string($0.1)]) })]),
+            "status": .object([
+                "addresses": .array(addresses.map { .object(["type": .string($0.0), "address": .string($0.1)]) })
+            ]),
         ])
     }
 
@@ -68,8 +89,10 @@ final class TestCluster: @unchecked Sendable {
         for name in names { enrollment[name] = WireGuardKeyPair.generate() }
         try server.withStore(.nodes) { store in
             for (i, name) in names.enumerated() {
-                _ = try store.create(Self.node(name, enrollmentKey: enrollment[name]!.publicKey.base64,
-                                               addresses: [("InternalIP", "10.0.\(i / 250).\(i % 250 + 1)"), ("Hostname", name)]))
+                _ = try store.create(
+                    Self.node(
+                        name, enrollmentKey: enrollment[name]!.publicKey.base64,
+                        addresses: [("InternalIP", "10.0.\(i / 250).\(i % 250 + 1)"), ("Hostname", name)]))
             }
         }
     }
@@ -80,7 +103,8 @@ final class TestCluster: @unchecked Sendable {
             // A node with a garbage enrollment key or Pod CIDR (a test puts one there) is read without it.
             return list.items.map { item in
                 var annotations = item.metadata.annotations
-                for key in [Annotation.enrollmentKey, Annotation.podCIDRs] where (try? MeshNode(name: item.metadata.name, annotations: annotations)) == nil {
+                for key in [Annotation.enrollmentKey, Annotation.podCIDRs]
+                where (try? MeshNode(name: item.metadata.name, annotations: annotations)) == nil {
                     annotations[key] = nil
                 }
                 return try! MeshNode(name: item.metadata.name, annotations: annotations)
@@ -105,14 +129,20 @@ final class TestCluster: @unchecked Sendable {
 
     /// A controller; `specWait` replaces the policy's (tests do not wait for a kube-controller-manager
     /// unless they say so).
-    func controller(_ identity: String, clusterCIDRs: [String] = ["10.240.0.0/12", "fd00:10:244::/48"], policy: ControllerPolicy = .init(),
-                    specWait: TimeInterval = 0, maxConcurrentRotations: Int = 1) throws -> MeshController {
+    func controller(
+        _ identity: String, clusterCIDRs: [String] = ["10.240.0.0/12", "fd00:10:244::/48"],
+        policy: ControllerPolicy = .init(),
+        specWait: TimeInterval = 0, maxConcurrentRotations: Int = 1
+    ) throws -> MeshController {
         var policy = policy
         policy.specWait = specWait
-        let config = MeshController.Configuration(clusterCIDRs: try clusterCIDRs.map { try IPPrefix($0) }, policy: policy,
-                                                  maxConcurrentRotations: maxConcurrentRotations, identity: identity)
-        return try MeshController(api: controllerClient, configuration: config, logger: logs.logger("controller-\(identity)"),
-                                  informer: .init(watchTimeoutSeconds: 5...10, backoff: Backoff(initial: .milliseconds(50), maximum: .seconds(1))))
+        let config = MeshController.Configuration(
+            clusterCIDRs: try clusterCIDRs.map { try IPPrefix($0) }, policy: policy,
+            maxConcurrentRotations: maxConcurrentRotations, identity: identity)
+        return try MeshController(
+            api: controllerClient, configuration: config, logger: logs.logger("controller-\(identity)"),
+            informer: .init(
+                watchTimeoutSeconds: 5...10, backoff: Backoff(initial: .milliseconds(50), maximum: .seconds(1))))
     }
 
     /// Opens every sealed key as the node's agent would; fails the test when one does not open or
@@ -120,14 +150,18 @@ final class TestCluster: @unchecked Sendable {
     func openAll(file: StaticString = #filePath, line: UInt = #line) -> [String] {
         var secrets: [String] = []
         for n in nodes() {
-            guard let enrollment = enrollment[n.name], let sealed = n.sealedPrivateKey, let generation = n.keyGeneration else { continue }
+            guard let enrollment = enrollment[n.name], let sealed = n.sealedPrivateKey, let generation = n.keyGeneration
+            else { continue }
             guard n.sealedTo == enrollment.publicKey else { continue }
             do {
                 let key = try sealed.open(with: enrollment.privateKey, nodeName: n.name, generation: generation)
-                XCTAssertEqual(try WireGuardKeyPair(privateKey: key).publicKey, n.publicKey, "\(n.name): sealed key matches public key", file: file, line: line)
+                XCTAssertEqual(
+                    try WireGuardKeyPair(privateKey: key).publicKey, n.publicKey,
+                    "\(n.name): sealed key matches public key", file: file, line: line)
                 secrets.append(key.base64)
                 if let next = n.nextSealedPrivateKey {
-                    secrets.append(try next.open(with: enrollment.privateKey, nodeName: n.name, generation: generation + 1).base64)
+                    secrets.append(
+                        try next.open(with: enrollment.privateKey, nodeName: n.name, generation: generation + 1).base64)
                 }
             } catch {
                 XCTFail("\(n.name): \(error)", file: file, line: line)
@@ -146,9 +180,13 @@ final class TestCluster: @unchecked Sendable {
         let wanted = Set(secrets)
         var found: [String] = []
         for (what, text) in [("an annotation", annotations), ("an Event", events), ("a log line", logs)] {
-            for token in text.split(whereSeparator: { !($0.isASCII && ($0.isLetter || $0.isNumber || "+/=".contains($0))) }) where token.count >= 44 {
+            for token in text.split(whereSeparator: {
+                !($0.isASCII && ($0.isLetter || $0.isNumber || "+/=".contains($0)))
+            }) where token.count >= 44 {
                 let chars = Array(token)
-                for start in 0...(chars.count - 44) where wanted.contains(String(chars[start..<(start + 44)])) { found.append(what) }
+                for start in 0...(chars.count - 44) where wanted.contains(String(chars[start..<(start + 44)])) {
+                    found.append(what)
+                }
             }
         }
         return found
@@ -157,14 +195,19 @@ final class TestCluster: @unchecked Sendable {
     /// No private key in any annotation, Event or log line.
     func assertNoSecretLeaks(_ secrets: [String], file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertFalse(secrets.isEmpty, file: file, line: line)
-        XCTAssertFalse(logs.lines.withLock { $0.isEmpty }, "the scan needs log lines to look at", file: file, line: line)
+        XCTAssertFalse(
+            logs.lines.withLock { $0.isEmpty }, "the scan needs log lines to look at", file: file, line: line)
         XCTAssertEqual(leaks(secrets), [], "private keys found", file: file, line: line)
     }
 }
 
 /// Fails the test unless `condition` holds within `timeout`.
-func eventually(_ what: String, timeout: Duration = .seconds(60), file: StaticString = #filePath, line: UInt = #line,
-                _ condition: () async throws -> Bool) async rethrows {
+func eventually(
+    _ what: String, timeout: Duration = .seconds(60), file: StaticString = #filePath, line: UInt = #line,
+    _ condition: () async throws -> Bool
+) async rethrows {
     // Not too often: each look takes the test server's lock.
-    if try await !poll(timeout: timeout, interval: .milliseconds(250), condition) { XCTFail("timed out waiting until \(what)", file: file, line: line) }
+    if try await !poll(timeout: timeout, interval: .milliseconds(250), condition) {
+        XCTFail("timed out waiting until \(what)", file: file, line: line)
+    }
 }

@@ -15,12 +15,14 @@ final class MeshControllerTests: XCTestCase {
         let task = run(try cluster.controller("a"))
         await eventually("all 500 nodes are annotated") { cluster.nodes().filter(TestCluster.isComplete).count == 500 }
         let nodes = cluster.nodes()
-        let v4 = nodes.compactMap { $0.podCIDRs.first { $0.family == .v4 } }, v6 = nodes.compactMap { $0.podCIDRs.first { $0.family == .v6 } }
+        let v4 = nodes.compactMap { $0.podCIDRs.first { $0.family == .v4 } }
+        let v6 = nodes.compactMap { $0.podCIDRs.first { $0.family == .v6 } }
         XCTAssertEqual(Set(v4).count, 500, "distinct IPv4 Pod CIDRs")
         XCTAssertEqual(Set(v6).count, 500, "distinct IPv6 Pod CIDRs")
         XCTAssertTrue(v4.allSatisfy { $0.length == 24 } && v6.allSatisfy { $0.length == 64 })
         XCTAssertEqual(Set(nodes.compactMap(\.publicKey)).count, 500, "distinct keys")
-        XCTAssertTrue(nodes.allSatisfy { $0.keyGeneration == 1 && $0.sealedTo == cluster.enrollment[$0.name]!.publicKey })
+        XCTAssertTrue(
+            nodes.allSatisfy { $0.keyGeneration == 1 && $0.sealedTo == cluster.enrollment[$0.name]!.publicKey })
         let first = try XCTUnwrap(cluster.node("node-000"))
         XCTAssertEqual(first.endpoint?.description, "10.0.0.1:51820", "the InternalIP, port 51820")
         let secrets = cluster.openAll()
@@ -45,9 +47,13 @@ final class MeshControllerTests: XCTestCase {
         try cluster.addNodes(names)
         func replica(_ id: String, release: Bool) throws -> Task<Void, Error> {
             let controller = try cluster.controller(id)
-            let elector = LeaderElector(api: cluster.client, configuration: .init(
-                namespace: "wgmesh-system", name: "wgmesh-controller", identity: id, leaseDuration: .milliseconds(1500),
-                renewDeadline: .milliseconds(1000), retryPeriod: .milliseconds(200), releaseOnCancel: release), logger: cluster.logs.logger(id))
+            let elector = LeaderElector(
+                api: cluster.client,
+                configuration: .init(
+                    namespace: "wgmesh-system", name: "wgmesh-controller", identity: id,
+                    leaseDuration: .milliseconds(1500),
+                    renewDeadline: .milliseconds(1000), retryPeriod: .milliseconds(200), releaseOnCancel: release),
+                logger: cluster.logs.logger(id))
             return Task { try await elector.run { await controller.run() } }
         }
         // Faults all along: conflict storms, server errors, dropped watches.
@@ -59,7 +65,8 @@ final class MeshControllerTests: XCTestCase {
         await eventually("a has done some of the work") { cluster.nodes().filter(TestCluster.isComplete).count >= 60 }
         a.cancel()  // killed: no release, its lease must expire
         _ = try? await a.value
-        let before = Dictionary(uniqueKeysWithValues: cluster.nodes().filter { !$0.podCIDRs.isEmpty }.map { ($0.name, $0) })
+        let before = Dictionary(
+            uniqueKeysWithValues: cluster.nodes().filter { !$0.podCIDRs.isEmpty }.map { ($0.name, $0) })
         XCTAssertLessThan(before.count, 300, "a was killed mid-way")
 
         let b = try replica("b", release: true)
@@ -100,7 +107,9 @@ final class MeshControllerTests: XCTestCase {
         await eventually("a and b have CIDRs") { cluster.nodes().filter(TestCluster.isComplete).count == 2 }
         let freed = try XCTUnwrap(cluster.node("a")?.podCIDRs)
         try cluster.addNodes(["c"])
-        await eventually("c is refused with an Event") { !cluster.events(reason: "PodCIDRExhausted", node: "c").isEmpty }
+        await eventually("c is refused with an Event") {
+            !cluster.events(reason: "PodCIDRExhausted", node: "c").isEmpty
+        }
         XCTAssertEqual(cluster.node("c")?.podCIDRs, [], "no CIDR while none is free")
         XCTAssertNotNil(cluster.node("c")?.publicKey, "the key does not wait for the CIDR")
         try cluster.server.withStore(.nodes) { _ = try $0.delete("a") }
@@ -113,15 +122,21 @@ final class MeshControllerTests: XCTestCase {
     func testAGarbageEnrollmentKeyGetsAnEventAndNoKeypair() async throws {
         let cluster = try await TestCluster()
         try cluster.server.withStore(.nodes) { store in
-            _ = try store.create(TestCluster.node("garbage", enrollmentKey: "not-a-key", addresses: [("InternalIP", "10.0.0.9")]))
+            _ = try store.create(
+                TestCluster.node("garbage", enrollmentKey: "not-a-key", addresses: [("InternalIP", "10.0.0.9")]))
             // Valid base64 of 32 bytes, but not a usable X25519 key (the all-zero point).
-            _ = try store.create(TestCluster.node("zero", enrollmentKey: WireGuardKey.zero.base64, addresses: [("InternalIP", "10.0.0.10")]))
+            _ = try store.create(
+                TestCluster.node(
+                    "zero", enrollmentKey: WireGuardKey.zero.base64, addresses: [("InternalIP", "10.0.0.10")]))
         }
         let task = run(try cluster.controller("x"))
         await eventually("both are refused with an Event") {
-            !cluster.events(reason: "EnrollmentKeyInvalid", node: "garbage").isEmpty && !cluster.events(reason: "EnrollmentKeyInvalid", node: "zero").isEmpty
+            !cluster.events(reason: "EnrollmentKeyInvalid", node: "garbage").isEmpty
+                && !cluster.events(reason: "EnrollmentKeyInvalid", node: "zero").isEmpty
         }
-        await eventually("both still get CIDRs and endpoints") { cluster.nodes().allSatisfy { !$0.podCIDRs.isEmpty && $0.endpoint != nil } }
+        await eventually("both still get CIDRs and endpoints") {
+            cluster.nodes().allSatisfy { !$0.podCIDRs.isEmpty && $0.endpoint != nil }
+        }
         for name in ["garbage", "zero"] {
             let note = cluster.events(reason: "EnrollmentKeyInvalid", node: name)[0]["note"]?.string ?? ""
             XCTAssertTrue(note.contains(name), note)
@@ -129,7 +144,11 @@ final class MeshControllerTests: XCTestCase {
         }
         // The raw node, not MeshNode: the garbage key makes it unparseable on purpose.
         let raw = try await cluster.client.listAll(.nodes).items
-        XCTAssertTrue(raw.allSatisfy { $0.metadata.annotations[Annotation.publicKey] == nil && $0.metadata.annotations[Annotation.sealedPrivateKey] == nil })
+        XCTAssertTrue(
+            raw.allSatisfy {
+                $0.metadata.annotations[Annotation.publicKey] == nil
+                    && $0.metadata.annotations[Annotation.sealedPrivateKey] == nil
+            })
         task.cancel()
         await task.value
         try await cluster.stop()
@@ -155,7 +174,8 @@ final class MeshControllerTests: XCTestCase {
         try await cluster.annotate("r", [Annotation.rotateRequest: requested])
         staged = await watcher.value
         let stagedNode = try XCTUnwrap(staged)
-        XCTAssertEqual(stagedNode.publicKey, original.publicKey, "phase 1: the current key stays while the next one is staged")
+        XCTAssertEqual(
+            stagedNode.publicKey, original.publicKey, "phase 1: the current key stays while the next one is staged")
         await eventually("phase 2: the switch") { cluster.node("r")?.keyGeneration == 2 }
         let rotated = try XCTUnwrap(cluster.node("r"))
         XCTAssertEqual(rotated.publicKey, stagedNode.nextPublicKey, "the staged key became the key")
@@ -166,7 +186,8 @@ final class MeshControllerTests: XCTestCase {
         // The grace period separates the phases, as the controller's own Event times show (Events go
         // out after the writes they describe).
         await eventually("both rotation Events are recorded") {
-            !cluster.events(reason: "KeyRotationStaged", node: "r").isEmpty && !cluster.events(reason: "KeyRotated", node: "r").isEmpty
+            !cluster.events(reason: "KeyRotationStaged", node: "r").isEmpty
+                && !cluster.events(reason: "KeyRotated", node: "r").isEmpty
         }
         let stagedAt = try XCTUnwrap(cluster.events(reason: "KeyRotationStaged", node: "r").first?["eventTime"]?.string)
         let switchedAt = try XCTUnwrap(cluster.events(reason: "KeyRotated", node: "r").first?["eventTime"]?.string)
@@ -207,8 +228,16 @@ final class MeshControllerTests: XCTestCase {
         let first = try XCTUnwrap(cluster.node("e")?.publicKey)
         // The node lost its enrollment key and publishes a new one.
         cluster.enrollment["e"] = WireGuardKeyPair.generate()
-        _ = try await cluster.client.patch(.nodes, namespace: nil, name: "e", .merge(.object(["metadata": .object(["annotations": .object([
-            .init(Annotation.enrollmentKey): .string(cluster.enrollment["e"]!.publicKey.base64)])])])))
+        _ = try await cluster.client.patch(
+            .nodes, namespace: nil, name: "e",
+            .merge(
+                .object([
+                    "metadata": .object([
+                        "annotations": .object([
+                            .init(Annotation.enrollmentKey): .string(cluster.enrollment["e"]!.publicKey.base64)
+                        ])
+                    ])
+                ])))
         await eventually("e got a new keypair") { cluster.node("e")?.keyGeneration == 2 }
         XCTAssertNotEqual(cluster.node("e")?.publicKey, first)
         XCTAssertEqual(cluster.openAll().count, 1, "it opens with the new enrollment key")
@@ -228,13 +257,20 @@ final class MeshControllerTests: XCTestCase {
             let old = cluster.enrollment["e"]!.publicKey
             let new = WireGuardKeyPair.generate()
             try await cluster.annotate("e", [Annotation.enrollmentKey: new.publicKey.base64])
-            await eventually("\(policy): a Warning") { !cluster.events(reason: "EnrollmentKeyChanged", node: "e").isEmpty }
+            await eventually("\(policy): a Warning") {
+                !cluster.events(reason: "EnrollmentKeyChanged", node: "e").isEmpty
+            }
             let event = cluster.events(reason: "EnrollmentKeyChanged", node: "e")[0]
             XCTAssertEqual(event["type"], "Warning")
             let note = event["note"]?.string ?? ""
-            XCTAssertTrue(note.contains("node e") && note.contains(old.fingerprint) && note.contains(new.publicKey.fingerprint), note)
-            XCTAssertTrue(cluster.logs.lines.withLock { $0.contains { $0.contains("EnrollmentKeyChanged") && $0.contains(new.publicKey.fingerprint) } },
-                          "\(policy): a log line")
+            XCTAssertTrue(
+                note.contains("node e") && note.contains(old.fingerprint) && note.contains(new.publicKey.fingerprint),
+                note)
+            XCTAssertTrue(
+                cluster.logs.lines.withLock {
+                    $0.contains { $0.contains("EnrollmentKeyChanged") && $0.contains(new.publicKey.fingerprint) }
+                },
+                "\(policy): a log line")
             switch policy {
             case .reissue:
                 await eventually("reissue: a new keypair") { cluster.node("e")?.keyGeneration == 2 }
@@ -242,7 +278,9 @@ final class MeshControllerTests: XCTestCase {
             case .hold:
                 try await Task.sleep(for: .milliseconds(500))
                 let kept = try XCTUnwrap(cluster.node("e"))
-                XCTAssertEqual([kept.publicKey, kept.sealedTo], [first.publicKey, old], "hold: the keys stay sealed to the old enrollment key")
+                XCTAssertEqual(
+                    [kept.publicKey, kept.sealedTo], [first.publicKey, old],
+                    "hold: the keys stay sealed to the old enrollment key")
                 XCTAssertEqual(kept.keyGeneration, 1)
                 try await cluster.annotate("e", [Annotation.acceptEnrollment: new.publicKey.fingerprint])
                 await eventually("hold: accepted, a new keypair") { cluster.node("e")?.keyGeneration == 2 }
@@ -260,20 +298,40 @@ final class MeshControllerTests: XCTestCase {
     func testEndpointsFollowAddressesAndSpecPodCIDRsAreUsed() async throws {
         let cluster = try await TestCluster()
         try cluster.server.withStore(.nodes) { store in
-            _ = try store.create(TestCluster.node("v6", enrollmentKey: nil, addresses: [("ExternalIP", "2001:db8::5"), ("InternalIP", "fd00::5")]))
-            _ = try store.create(TestCluster.node("ext", enrollmentKey: nil, addresses: [("ExternalIP", "192.0.2.7"), ("Hostname", "ext")]))
-            _ = try store.create(TestCluster.node("spec", enrollmentKey: nil, addresses: [("InternalIP", "10.0.0.3")],
-                                                  podCIDRs: ["10.99.3.0/24", "fd00:99:3::/64"]))
+            _ = try store.create(
+                TestCluster.node(
+                    "v6", enrollmentKey: nil, addresses: [("ExternalIP", "2001:db8::5"), ("InternalIP", "fd00::5")]))
+            _ = try store.create(
+                TestCluster.node(
+                    "ext", enrollmentKey: nil, addresses: [("ExternalIP", "192.0.2.7"), ("Hostname", "ext")]))
+            _ = try store.create(
+                TestCluster.node(
+                    "spec", enrollmentKey: nil, addresses: [("InternalIP", "10.0.0.3")],
+                    podCIDRs: ["10.99.3.0/24", "fd00:99:3::/64"]))
         }
         let task = run(try cluster.controller("x"))
         await eventually("endpoints published") { cluster.nodes().allSatisfy { $0.endpoint != nil } }
-        XCTAssertEqual(cluster.node("v6")?.endpoint?.description, "[fd00::5]:51820", "InternalIP preferred, IPv6 in brackets")
-        XCTAssertEqual(cluster.node("ext")?.endpoint?.description, "192.0.2.7:51820", "ExternalIP when there is no InternalIP")
-        await eventually("spec.podCIDRs used") { cluster.node("spec")?.podCIDRs.map(\.description) == ["10.99.3.0/24", "fd00:99:3::/64"] }
+        XCTAssertEqual(
+            cluster.node("v6")?.endpoint?.description, "[fd00::5]:51820", "InternalIP preferred, IPv6 in brackets")
+        XCTAssertEqual(
+            cluster.node("ext")?.endpoint?.description, "192.0.2.7:51820", "ExternalIP when there is no InternalIP")
+        await eventually("spec.podCIDRs used") {
+            cluster.node("spec")?.podCIDRs.map(\.description) == ["10.99.3.0/24", "fd00:99:3::/64"]
+        }
         XCTAssertNil(cluster.node("spec")?.publicKey, "no enrollment key yet, no keypair")
-        _ = try await cluster.client.patch(.nodes, namespace: nil, name: "ext", .merge(.object(["status": .object(["addresses": .array([
-            .object(["type": "ExternalIP", "address": "192.0.2.8"])])])])), subresource: "status")
-        await eventually("a changed address is published again") { cluster.node("ext")?.endpoint?.description == "192.0.2.8:51820" }
+        _ = try await cluster.client.patch(
+            .nodes, namespace: nil, name: "ext",
+            .merge(
+                .object([
+                    "status": .object([
+                        "addresses": .array([
+                            .object(["type": "ExternalIP", "address": "192.0.2.8"])
+                        ])
+                    ])
+                ])), subresource: "status")
+        await eventually("a changed address is published again") {
+            cluster.node("ext")?.endpoint?.description == "192.0.2.8:51820"
+        }
         task.cancel()
         await task.value
         try await cluster.stop()

@@ -38,10 +38,15 @@ final class PodCIDRIntegrityTests: XCTestCase {
         XCTAssertEqual(cluster.podCIDRs("a"), before["a"]!, "a's published CIDRs stay as they were")
         XCTAssertEqual(cluster.podCIDRs("b"), before["b"]!)
         await eventually("the CIDRs outside the pools are reported") {
-            self.notes(cluster, "PodCIDRUnmanaged", node: "a").contains { $0.contains("fd00:10:244") && $0.contains("stays reserved") }
+            self.notes(cluster, "PodCIDRUnmanaged", node: "a").contains {
+                $0.contains("fd00:10:244") && $0.contains("stays reserved")
+            }
                 && !self.notes(cluster, "PodCIDRUnmanaged", node: "b").isEmpty
         }
-        XCTAssertTrue(cluster.logs.lines.withLock { $0.contains { $0.hasPrefix("warning PodCIDRUnmanaged") && $0.contains("node=a") } }, "and logged")
+        XCTAssertTrue(
+            cluster.logs.lines.withLock {
+                $0.contains { $0.hasPrefix("warning PodCIDRUnmanaged") && $0.contains("node=a") }
+            }, "and logged")
         await stop(second)
         try await cluster.stop()
     }
@@ -59,9 +64,13 @@ final class PodCIDRIntegrityTests: XCTestCase {
         try cluster.addNodes(["c"])
         await eventually("c has a CIDR") { cluster.node("c")?.podCIDRs.isEmpty == false }
         let aCIDRs = try MeshNode(name: "a", annotations: [Annotation.podCIDRs: original]).podCIDRs
-        XCTAssertTrue(Set(try XCTUnwrap(cluster.node("c")).podCIDRs).isDisjoint(with: aCIDRs), "a's CIDR stays taken while its annotation still names it")
+        XCTAssertTrue(
+            Set(try XCTUnwrap(cluster.node("c")).podCIDRs).isDisjoint(with: aCIDRs),
+            "a's CIDR stays taken while its annotation still names it")
         await eventually("a's unreadable annotation is reported") {
-            self.notes(cluster, "InvalidAnnotation", node: "a").contains { $0.contains("oops") && $0.contains("stays reserved") }
+            self.notes(cluster, "InvalidAnnotation", node: "a").contains {
+                $0.contains("oops") && $0.contains("stays reserved")
+            }
         }
         XCTAssertEqual(cluster.podCIDRs("a"), original + ",oops", "reported, not overwritten")
         await stop(second)
@@ -79,7 +88,8 @@ final class PodCIDRIntegrityTests: XCTestCase {
         // Someone copies z-owner's annotation onto a-copy with kubectl.
         try await cluster.annotate("a-copy", [Annotation.podCIDRs: owned])
         await eventually("the overlap is reported on both nodes") {
-            !self.notes(cluster, "PodCIDRConflict", node: "z-owner").isEmpty && !self.notes(cluster, "PodCIDRConflict", node: "a-copy").isEmpty
+            !self.notes(cluster, "PodCIDRConflict", node: "z-owner").isEmpty
+                && !self.notes(cluster, "PodCIDRConflict", node: "a-copy").isEmpty
         }
         for note in notes(cluster, "PodCIDRConflict") {
             XCTAssertTrue(note.contains("a-copy") && note.contains("z-owner"), "names both nodes: \(note)")
@@ -91,7 +101,8 @@ final class PodCIDRIntegrityTests: XCTestCase {
         await eventually("new has a CIDR") { cluster.node("new")?.podCIDRs.isEmpty == false }
         let fresh = try XCTUnwrap(cluster.node("new")?.podCIDRs)
         let ownedCIDRs = try MeshNode(name: "z", annotations: [Annotation.podCIDRs: owned]).podCIDRs
-        XCTAssertTrue(Set(fresh).isDisjoint(with: ownedCIDRs + copyOwn), "neither the copied CIDR nor a-copy's own is handed out")
+        XCTAssertTrue(
+            Set(fresh).isDisjoint(with: ownedCIDRs + copyOwn), "neither the copied CIDR nor a-copy's own is handed out")
         await stop(first)
 
         // A new term: the controller's own write (managedFields) still wins, and standing Warnings are not repeated.
@@ -100,7 +111,8 @@ final class PodCIDRIntegrityTests: XCTestCase {
         try cluster.addNodes(["later"])
         await eventually("later has a CIDR") { cluster.node("later")?.podCIDRs.isEmpty == false }
         try await Task.sleep(for: .seconds(1))
-        XCTAssertEqual(cluster.events(reason: "PodCIDRConflict").count, before, "no Warning that still stands is sent again")
+        XCTAssertEqual(
+            cluster.events(reason: "PodCIDRConflict").count, before, "no Warning that still stands is sent again")
         XCTAssertFalse(notes(cluster, "PodCIDRConflict").contains { $0.contains("allocated it to node a-copy") })
         // a-copy's own first CIDR is published nowhere any more, so a new term cannot know it.
         XCTAssertTrue(Set(try XCTUnwrap(cluster.node("later")?.podCIDRs)).isDisjoint(with: ownedCIDRs + fresh))
@@ -112,19 +124,29 @@ final class PodCIDRIntegrityTests: XCTestCase {
         let cluster = try await TestCluster()
         // The cluster assigns IPv4 itself (kube-controller-manager --allocate-node-cidrs on wgmesh's range).
         try cluster.server.withStore(.nodes) { store in
-            _ = try store.create(TestCluster.node("kcm-1", enrollmentKey: nil, addresses: [("InternalIP", "10.0.0.1")], podCIDRs: ["10.240.0.0/24"]))
+            _ = try store.create(
+                TestCluster.node(
+                    "kcm-1", enrollmentKey: nil, addresses: [("InternalIP", "10.0.0.1")], podCIDRs: ["10.240.0.0/24"]))
         }
         let task = run(try cluster.controller("x", specWait: 2))
         try cluster.addNodes(["late", "never"])
-        await eventually("kcm-1 publishes its spec CIDR") { cluster.podCIDRs("kcm-1")?.hasPrefix("10.240.0.0/24") == true }
+        await eventually("kcm-1 publishes its spec CIDR") {
+            cluster.podCIDRs("kcm-1")?.hasPrefix("10.240.0.0/24") == true
+        }
         try await Task.sleep(for: .milliseconds(800))
-        XCTAssertNil(cluster.node("late")?.podCIDRs.first { $0.family == .v4 }, "no IPv4 CIDR from wgmesh while the cluster assigns IPv4")
+        XCTAssertNil(
+            cluster.node("late")?.podCIDRs.first { $0.family == .v4 },
+            "no IPv4 CIDR from wgmesh while the cluster assigns IPv4")
         try await cluster.setSpecPodCIDRs("late", ["10.240.7.0/24"])
-        await eventually("late publishes the cluster's CIDR") { cluster.node("late")?.podCIDRs.first { $0.family == .v4 }?.description == "10.240.7.0/24" }
+        await eventually("late publishes the cluster's CIDR") {
+            cluster.node("late")?.podCIDRs.first { $0.family == .v4 }?.description == "10.240.7.0/24"
+        }
         await eventually("IPv6, which the cluster does not assign, comes from wgmesh after the wait") {
             cluster.nodes().allSatisfy { $0.podCIDRs.contains { $0.family == .v6 } }
         }
-        await eventually("a node the cluster never serves is reported") { !self.notes(cluster, "PodCIDRPending", node: "never").isEmpty }
+        await eventually("a node the cluster never serves is reported") {
+            !self.notes(cluster, "PodCIDRPending", node: "never").isEmpty
+        }
         let note = try XCTUnwrap(notes(cluster, "PodCIDRPending", node: "never").first)
         XCTAssertTrue(note.contains("IPv4") && note.contains("2 s") && note.contains("kube-controller-manager"), note)
         XCTAssertNil(cluster.node("never")?.podCIDRs.first { $0.family == .v4 }, "still no IPv4 CIDR from wgmesh")
@@ -155,7 +177,9 @@ final class PodCIDRIntegrityTests: XCTestCase {
         }
         for identity in ["x", "y", "z"] {
             let task = run(try cluster.controller(identity))
-            await eventually("the Warning stands") { cluster.events(reason: "EnrollmentKeyInvalid", node: "g").count == 1 }
+            await eventually("the Warning stands") {
+                cluster.events(reason: "EnrollmentKeyInvalid", node: "g").count == 1
+            }
             try await Task.sleep(for: .milliseconds(700))
             await stop(task)
         }
@@ -170,12 +194,16 @@ final class PodCIDRIntegrityTests: XCTestCase {
         }
         let task = run(try cluster.controller("x"))
         try await cluster.annotate("u", [Annotation.rotateRequest: "2026-11-27T10:00:00Z-1"])
-        await eventually("the request that cannot be acted on is explained") { !self.notes(cluster, "RotationDeferred", node: "u").isEmpty }
+        await eventually("the request that cannot be acted on is explained") {
+            !self.notes(cluster, "RotationDeferred", node: "u").isEmpty
+        }
         XCTAssertTrue(notes(cluster, "RotationDeferred", node: "u")[0].contains(Annotation.enrollmentKey))
         // Once the agent enrols, its first keypair answers the request.
         cluster.enrollment["u"] = WireGuardKeyPair.generate()
         try await cluster.annotate("u", [Annotation.enrollmentKey: cluster.enrollment["u"]!.publicKey.base64])
-        await eventually("the first keypair answers it") { cluster.node("u")?.rotateAnswered == "2026-11-27T10:00:00Z-1" }
+        await eventually("the first keypair answers it") {
+            cluster.node("u")?.rotateAnswered == "2026-11-27T10:00:00Z-1"
+        }
         XCTAssertEqual(cluster.node("u")?.keyGeneration, 1)
         await stop(task)
         try await cluster.stop()

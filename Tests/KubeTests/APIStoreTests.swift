@@ -5,7 +5,9 @@ import Kube
 
 final class APIStoreTests: XCTestCase {
     func node(_ name: String, annotations: [String: JSON] = [:]) -> JSON {
-        .object(["metadata": .object(["name": .string(name), "annotations": .object(annotations)]), "spec": .object([:])])
+        .object([
+            "metadata": .object(["name": .string(name), "annotations": .object(annotations)]), "spec": .object([:]),
+        ])
     }
 
     func rv(_ o: JSON) -> String { ObjectMeta(o["metadata"]).resourceVersion ?? "" }
@@ -19,21 +21,34 @@ final class APIStoreTests: XCTestCase {
         XCTAssertThrowsError(try store.get("zz")) { XCTAssertEqual(($0 as? Status)?.code, 404) }
 
         // Merge patch with the current version goes through; a stale one is 409 Conflict, as in sample 05.
-        let patched = try store.mergePatch("a", .object(["metadata": .object(["resourceVersion": .string(rv(a)),
-                                                                             "annotations": .object(["wgmesh.dev/x": "y"])])]))
+        let patched = try store.mergePatch(
+            "a",
+            .object([
+                "metadata": .object([
+                    "resourceVersion": .string(rv(a)),
+                    "annotations": .object(["wgmesh.dev/x": "y"]),
+                ])
+            ]))
         XCTAssertEqual(ObjectMeta(patched["metadata"]).annotations["wgmesh.dev/x"], "y")
-        XCTAssertThrowsError(try store.mergePatch("a", .object(["metadata": .object(["resourceVersion": .string(rv(a))])]))) { error in
+        XCTAssertThrowsError(
+            try store.mergePatch("a", .object(["metadata": .object(["resourceVersion": .string(rv(a))])]))
+        ) { error in
             let s = error as? Status
             XCTAssertEqual(s?.code, 409)
             XCTAssertEqual(s?.reason, "Conflict")
         }
         // null deletes a key (RFC 7386), as in sample 06; an invalid annotation key is 422, as in sample 08.
-        let cleared = try store.mergePatch("a", .object(["metadata": .object(["annotations": .object(["wgmesh.dev/x": .null])])]))
+        let cleared = try store.mergePatch(
+            "a", .object(["metadata": .object(["annotations": .object(["wgmesh.dev/x": .null])])]))
         XCTAssertNil(ObjectMeta(cleared["metadata"]).annotations["wgmesh.dev/x"])
-        XCTAssertThrowsError(try store.mergePatch("a", .object(["metadata": .object(["annotations": .object(["bad key!": "v"])])]))) {
+        XCTAssertThrowsError(
+            try store.mergePatch("a", .object(["metadata": .object(["annotations": .object(["bad key!": "v"])])]))
+        ) {
             XCTAssertEqual(($0 as? Status)?.code, 422)
         }
-        XCTAssertThrowsError(try store.update(a)) { XCTAssertEqual(($0 as? Status)?.code, 409, "PUT with a stale version") }
+        XCTAssertThrowsError(try store.update(a)) {
+            XCTAssertEqual(($0 as? Status)?.code, 409, "PUT with a stale version")
+        }
     }
 
     func testPagedListIsAConsistentSnapshot() throws {
@@ -52,7 +67,9 @@ final class APIStoreTests: XCTestCase {
         XCTAssertEqual(third.items.map(\.metadata.name), ["node-4"])
         XCTAssertNil(third.continueToken)
         // A fresh list sees today's state.
-        XCTAssertEqual(try ObjectList(json: try store.list()).items.map(\.metadata.name), ["node-0", "node-1", "node-2", "node-4", "node-9"])
+        XCTAssertEqual(
+            try ObjectList(json: try store.list()).items.map(\.metadata.name),
+            ["node-0", "node-1", "node-2", "node-4", "node-9"])
         XCTAssertThrowsError(try store.list(continueToken: "garbage")) { XCTAssertEqual(($0 as? Status)?.code, 400) }
     }
 
@@ -73,18 +90,24 @@ final class APIStoreTests: XCTestCase {
         let list = try ObjectList(json: try store.list(limit: 1))
         _ = try store.delete("n2")
         store.compact(keepLast: 0)  // the list's version is now older than anything kept
-        XCTAssertThrowsError(try store.list(limit: 1, continueToken: list.continueToken)) { XCTAssertEqual(($0 as? Status)?.code, 410) }
+        XCTAssertThrowsError(try store.list(limit: 1, continueToken: list.continueToken)) {
+            XCTAssertEqual(($0 as? Status)?.code, 410)
+        }
     }
 
     func testStatusBodiesHaveTheSampleShape() throws {
-        let sample = try JSON.parse(Data("""
-            {"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"m","reason":"Conflict","code":409}
-            """.utf8))
+        let sample = try JSON.parse(
+            Data(
+                """
+                {"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"m","reason":"Conflict","code":409}
+                """.utf8))
         let made = APIStore.status(409, "Conflict", "m")
         XCTAssertEqual(made, try Status(json: sample))
         XCTAssertTrue(APIStore.isQualifiedName("wgmesh.dev/public-key"))
         XCTAssertTrue(APIStore.isQualifiedName("kubectl.kubernetes.io/last-applied-configuration"))
-        for bad in ["", "-x", "a/b/c", "Upper.Case/x", String(repeating: "a", count: 64)] { XCTAssertFalse(APIStore.isQualifiedName(bad), bad) }
+        for bad in ["", "-x", "a/b/c", "Upper.Case/x", String(repeating: "a", count: 64)] {
+            XCTAssertFalse(APIStore.isQualifiedName(bad), bad)
+        }
     }
 
     func testListThenWatchReproducesTheStateAfterRandomWrites() throws {
@@ -95,12 +118,18 @@ final class APIStoreTests: XCTestCase {
             let name = "n\(Int.random(in: 0..<15, using: &rng))"
             switch Int.random(in: 0..<3, using: &rng) {
             case 0: _ = try? store.create(node(name))
-            case 1: _ = try? store.mergePatch(name, .object(["metadata": .object(["annotations": .object(["step": .string("\(step)")])])]))
+            case 1:
+                _ = try? store.mergePatch(
+                    name, .object(["metadata": .object(["annotations": .object(["step": .string("\(step)")])])]))
             default: _ = try? store.delete(name)
             }
             if step % 40 == 0 {
                 let list = try ObjectList(json: try store.list())
-                snapshots.append((Int64(list.resourceVersion!)!, Dictionary(uniqueKeysWithValues: list.items.map { ($0.metadata.name, $0.json) })))
+                snapshots.append(
+                    (
+                        Int64(list.resourceVersion!)!,
+                        Dictionary(uniqueKeysWithValues: list.items.map { ($0.metadata.name, $0.json) })
+                    ))
             }
         }
         let now = try ObjectList(json: try store.list()).items.map(\.json)

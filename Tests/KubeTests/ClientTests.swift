@@ -33,8 +33,11 @@ final class ClientTests: XCTestCase {
                 _ = try s.delete("c")
                 _ = try s.create(node("e"))
             }
-            let second = try await client.list(.nodes, namespace: nil, options: ListOptions(limit: 2, continueToken: first.continueToken))
-            XCTAssertEqual(second.items.map(\.metadata.name), ["c", "d"], "the continue token's snapshot: c still there, e not yet")
+            let second = try await client.list(
+                .nodes, namespace: nil, options: ListOptions(limit: 2, continueToken: first.continueToken))
+            XCTAssertEqual(
+                second.items.map(\.metadata.name), ["c", "d"], "the continue token's snapshot: c still there, e not yet"
+            )
         }
     }
 
@@ -52,7 +55,8 @@ final class ClientTests: XCTestCase {
                 s.compact(keepLast: 0)
             }
             do {
-                _ = try await client.list(.nodes, namespace: nil, options: ListOptions(limit: 2, continueToken: first.continueToken))
+                _ = try await client.list(
+                    .nodes, namespace: nil, options: ListOptions(limit: 2, continueToken: first.continueToken))
                 XCTFail("a token older than the compaction must be refused")
             } catch let error as KubeError {
                 XCTAssertEqual(error.code, 410)
@@ -65,7 +69,8 @@ final class ClientTests: XCTestCase {
     }
 
     func testMutualTLSWithAClientCertificate() async throws {
-        try await withServer(.init(tls: true, token: "only-for-token-clients"), clientCertificate: true) { server, client in
+        try await withServer(.init(tls: true, token: "only-for-token-clients"), clientCertificate: true) {
+            server, client in
             try server.createNodes(["n"])
             let list = try await client.listAll(.nodes)
             XCTAssertEqual(list.items.count, 1)
@@ -117,18 +122,22 @@ final class ClientTests: XCTestCase {
         XCTAssertNil(named, "connected to 127.0.0.1 and verified the certificate for the name")
         for name in [nil, "not-in-the-certificate.example"] {
             let refused = await get(name)
-            guard case .transport? = refused else { return XCTFail("\(name ?? "the address"): expected a TLS failure, got \(String(describing: refused))") }
+            guard case .transport? = refused else {
+                return XCTFail("\(name ?? "the address"): expected a TLS failure, got \(String(describing: refused))")
+            }
         }
         try await server.stop()
     }
 
     func testBadTLSMaterialIsRefusedNamingTheField() throws {
-        var config = KubeConfig(server: "https://127.0.0.1:1", certificateAuthorityPEM: Array("not a pem".utf8), source: "/tmp/kc")
+        var config = KubeConfig(
+            server: "https://127.0.0.1:1", certificateAuthorityPEM: Array("not a pem".utf8), source: "/tmp/kc")
         XCTAssertThrowsError(try KubeClient(config: config)) { error in
             XCTAssertTrue("\(error)".contains("/tmp/kc: certificate-authority is not a PEM"), "\(error)")
         }
         config.certificateAuthorityPEM = nil
-        config.credentials = .clientCertificate(certificatePEM: Array(TestCertificates.clientCertificate.utf8), keyPEM: Array("garbage".utf8))
+        config.credentials = .clientCertificate(
+            certificatePEM: Array(TestCertificates.clientCertificate.utf8), keyPEM: Array("garbage".utf8))
         XCTAssertThrowsError(try KubeClient(config: config)) { error in
             XCTAssertTrue("\(error)".contains("client-key is not a PEM private key"), "\(error)")
         }
@@ -166,7 +175,8 @@ final class ClientTests: XCTestCase {
             }
         }
         // Nothing listens on this port: a transport error naming the request.
-        let closed = try KubeClient(config: KubeConfig(server: "http://127.0.0.1:9", source: "test"), connectTimeout: .seconds(1))
+        let closed = try KubeClient(
+            config: KubeConfig(server: "http://127.0.0.1:9", source: "test"), connectTimeout: .seconds(1))
         do {
             _ = try await closed.get(.nodes, namespace: nil, name: "x")
             XCTFail("expected a transport error")
@@ -185,22 +195,32 @@ final class ClientTests: XCTestCase {
             try server.withStore(.nodes) { _ = try $0.create(n) }
 
             // Merge patch: null deletes, other keys stay, and a field this client knows nothing of survives.
-            let merged = try await client.patch(.nodes, namespace: nil, name: "n1",
-                                                .merge(.object(["metadata": .object(["annotations": .object(["drop": .null, "new": "3"])])])))
+            let merged = try await client.patch(
+                .nodes, namespace: nil, name: "n1",
+                .merge(.object(["metadata": .object(["annotations": .object(["drop": .null, "new": "3"])])])))
             XCTAssertEqual(merged.metadata.annotations, ["keep": "1", "new": "3"])
             XCTAssertEqual(merged.json["spec"]?["futureField"]?["nested"], .integer(7))
 
             // JSON patch with an escaped key.
-            let jp = try await client.patch(.nodes, namespace: nil, name: "n1",
-                                            .json([.object(["op": "add", "path": "/metadata/annotations/wgmesh.dev~1endpoint", "value": "1.2.3.4:51820"])]))
+            let jp = try await client.patch(
+                .nodes, namespace: nil, name: "n1",
+                .json([
+                    .object([
+                        "op": "add", "path": "/metadata/annotations/wgmesh.dev~1endpoint", "value": "1.2.3.4:51820",
+                    ])
+                ]))
             XCTAssertEqual(jp.metadata.annotations["wgmesh.dev/endpoint"], "1.2.3.4:51820")
 
             // A stale precondition is a 409 Conflict, for every patch type.
-            for stale in [Patch.merge(.object(["metadata": .object(["annotations": .object(["x": "y"])])])),
-                          .strategicMerge(.object(["metadata": .object(["annotations": .object(["x": "y"])])])),
-                          .json([.object(["op": "add", "path": "/metadata/annotations/x", "value": "y"])])] {
+            for stale in [
+                Patch.merge(.object(["metadata": .object(["annotations": .object(["x": "y"])])])),
+                .strategicMerge(.object(["metadata": .object(["annotations": .object(["x": "y"])])])),
+                .json([.object(["op": "add", "path": "/metadata/annotations/x", "value": "y"])]),
+            ] {
                 do {
-                    _ = try await client.patch(.nodes, namespace: nil, name: "n1", stale.precondition(resourceVersion: merged.metadata.resourceVersion!))
+                    _ = try await client.patch(
+                        .nodes, namespace: nil, name: "n1",
+                        stale.precondition(resourceVersion: merged.metadata.resourceVersion!))
                     XCTFail("stale \(stale.contentType) must conflict")
                 } catch let error as KubeError {
                     XCTAssertTrue(error.isConflict, "\(error)")
@@ -211,21 +231,37 @@ final class ClientTests: XCTestCase {
 
             // Status: conditions merge by type through the status subresource; the main resource ignores status.
             func condition(_ type: String, _ status: String) -> JSON {
-                .object(["type": .string(type), "status": .string(status), "reason": "R", "message": "m",
-                         "lastTransitionTime": "2026-11-27T02:30:00Z"])
+                .object([
+                    "type": .string(type), "status": .string(status), "reason": "R", "message": "m",
+                    "lastTransitionTime": "2026-11-27T02:30:00Z",
+                ])
             }
-            _ = try await client.patch(.nodes, namespace: nil, name: "n1", .strategicMerge(.object(["status": .object(["conditions": .array([condition("Ready", "True")])])])), subresource: "status")
-            let both = try await client.patch(.nodes, namespace: nil, name: "n1", .strategicMerge(.object(["status": .object(["conditions": .array([condition("WireGuardMeshReady", "False")])])])), subresource: "status")
+            _ = try await client.patch(
+                .nodes, namespace: nil, name: "n1",
+                .strategicMerge(.object(["status": .object(["conditions": .array([condition("Ready", "True")])])])),
+                subresource: "status")
+            let both = try await client.patch(
+                .nodes, namespace: nil, name: "n1",
+                .strategicMerge(
+                    .object(["status": .object(["conditions": .array([condition("WireGuardMeshReady", "False")])])])),
+                subresource: "status")
             XCTAssertEqual(Node(both).conditions.map(\.type), ["Ready", "WireGuardMeshReady"])
             XCTAssertEqual(Node(both).addresses.first?.address, "10.0.0.1", "addresses untouched")
-            let flipped = try await client.patch(.nodes, namespace: nil, name: "n1", .strategicMerge(.object(["status": .object(["conditions": .array([condition("WireGuardMeshReady", "True")])])])), subresource: "status")
+            let flipped = try await client.patch(
+                .nodes, namespace: nil, name: "n1",
+                .strategicMerge(
+                    .object(["status": .object(["conditions": .array([condition("WireGuardMeshReady", "True")])])])),
+                subresource: "status")
             XCTAssertEqual(Node(flipped).conditions.map(\.status), ["True", "True"])
-            let ignored = try await client.patch(.nodes, namespace: nil, name: "n1", .merge(.object(["status": .object(["conditions": .null])])))
+            let ignored = try await client.patch(
+                .nodes, namespace: nil, name: "n1", .merge(.object(["status": .object(["conditions": .null])])))
             XCTAssertEqual(Node(ignored).conditions.count, 2, "the main resource cannot change status")
 
             // Bad annotation keys: 422 naming the key, nothing written.
             do {
-                _ = try await client.patch(.nodes, namespace: nil, name: "n1", .merge(.object(["metadata": .object(["annotations": .object(["wgmesh.dev/bad key!": "v"])])])))
+                _ = try await client.patch(
+                    .nodes, namespace: nil, name: "n1",
+                    .merge(.object(["metadata": .object(["annotations": .object(["wgmesh.dev/bad key!": "v"])])])))
                 XCTFail("expected 422")
             } catch let error as KubeError {
                 XCTAssertEqual(error.code, 422)
@@ -252,7 +288,8 @@ final class ClientTests: XCTestCase {
                     group.addTask {
                         try await client.patchRetrying(.nodes, name: "n", attempts: 100) { current in
                             let n = Int(current.metadata.annotations["count"] ?? "0")! + 1
-                            return .merge(.object(["metadata": .object(["annotations": .object(["count": .string(String(n))])])]))
+                            return .merge(
+                                .object(["metadata": .object(["annotations": .object(["count": .string(String(n))])])]))
                         }
                     }
                 }
@@ -281,9 +318,12 @@ final class ClientTests: XCTestCase {
     func testLeasesAndEvents() async throws {
         try await withServer { _, client in
             let spec: JSON = .object(["holderIdentity": "a", "leaseDurationSeconds": .integer(15)])
-            let lease = try await client.create(.leases, namespace: "wgmesh-system", .object([
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": .object(["name": "wgmesh-controller"]), "spec": spec]))
+            let lease = try await client.create(
+                .leases, namespace: "wgmesh-system",
+                .object([
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": .object(["name": "wgmesh-controller"]), "spec": spec,
+                ]))
             XCTAssertEqual(lease.metadata.namespace, "wgmesh-system")
             do {
                 _ = try await client.create(.leases, namespace: "wgmesh-system", lease.json)
@@ -307,15 +347,19 @@ final class ClientTests: XCTestCase {
                 "apiVersion": "events.k8s.io/v1", "kind": "Event",
                 "metadata": .object(["generateName": "node-1-"]),
                 "eventTime": "2026-11-27T02:30:00.000000Z", "reportingController": "wgmesh.dev/controller",
-                "reportingInstance": "controller-a", "action": "Allocate", "reason": "PodCIDRAllocated", "type": "Normal",
-                "note": "allocated 10.244.1.0/24", "regarding": .object(["kind": "Node", "name": "node-1", "apiVersion": "v1"]),
+                "reportingInstance": "controller-a", "action": "Allocate", "reason": "PodCIDRAllocated",
+                "type": "Normal",
+                "note": "allocated 10.244.1.0/24",
+                "regarding": .object(["kind": "Node", "name": "node-1", "apiVersion": "v1"]),
             ])
             let created = try await client.create(.events, namespace: "default", event)
             XCTAssertTrue(created.metadata.name.hasPrefix("node-1-"))
             XCTAssertEqual(created.metadata.name.count, "node-1-".count + 5)
             // As the real server said: a generateName ending in "." is not a valid prefix.
             do {
-                _ = try await client.create(.events, namespace: "default", APIStore.mergePatch(event, .object(["metadata": .object(["generateName": "node-1."])])))
+                _ = try await client.create(
+                    .events, namespace: "default",
+                    APIStore.mergePatch(event, .object(["metadata": .object(["generateName": "node-1."])])))
                 XCTFail("expected 422")
             } catch let error as KubeError {
                 XCTAssertEqual(error.code, 422)
@@ -347,7 +391,9 @@ final class ClientMessagesTests: XCTestCase {
         }
         cancelled.cancel()
         let error = await cancelled.value
-        XCTAssertEqual(error?.isCancelled, true, "a cancelled request is a cancellation, not a failure: \(String(describing: error))")
+        XCTAssertEqual(
+            error?.isCancelled, true,
+            "a cancelled request is a cancellation, not a failure: \(String(describing: error))")
         try await client.shutdown()
         XCTAssertEqual("\(Seconds(0.8473910076178423))", "0.85s")
         XCTAssertEqual("\(Seconds(.milliseconds(12_400)))", "12s")
@@ -359,17 +405,28 @@ final class ClientMessagesTests: XCTestCase {
             let controller = try KubeClient(config: server.kubeConfig(), userAgent: "wgmesh-controller/replica-1")
             let kubectl = try KubeClient(config: server.kubeConfig(), fieldManager: "kubectl-annotate")
             func annotate(_ c: KubeClient, _ key: String, _ value: String) async throws -> KubeObject {
-                try await c.patch(.nodes, namespace: nil, name: "n", .merge(.object(["metadata": .object(["annotations": .object([key: .string(value)])])])))
+                try await c.patch(
+                    .nodes, namespace: nil, name: "n",
+                    .merge(.object(["metadata": .object(["annotations": .object([key: .string(value)])])])))
             }
             var n = try await annotate(controller, "wgmesh.dev/pod-cidrs", "10.244.0.0/24")
-            XCTAssertEqual(n.manager(ofAnnotation: "wgmesh.dev/pod-cidrs"), "wgmesh-controller", "the User-Agent up to its first /")
+            XCTAssertEqual(
+                n.manager(ofAnnotation: "wgmesh.dev/pod-cidrs"), "wgmesh-controller", "the User-Agent up to its first /"
+            )
             n = try await annotate(kubectl, "wgmesh.dev/endpoint", "192.0.2.1:51820")
-            XCTAssertEqual(n.manager(ofAnnotation: "wgmesh.dev/pod-cidrs"), "wgmesh-controller", "an untouched field keeps its manager")
-            XCTAssertEqual(n.manager(ofAnnotation: "wgmesh.dev/endpoint"), "kubectl-annotate", "the fieldManager parameter")
+            XCTAssertEqual(
+                n.manager(ofAnnotation: "wgmesh.dev/pod-cidrs"), "wgmesh-controller",
+                "an untouched field keeps its manager")
+            XCTAssertEqual(
+                n.manager(ofAnnotation: "wgmesh.dev/endpoint"), "kubectl-annotate", "the fieldManager parameter")
             n = try await annotate(kubectl, "wgmesh.dev/pod-cidrs", "10.244.9.0/24")
-            XCTAssertEqual(n.manager(ofAnnotation: "wgmesh.dev/pod-cidrs"), "kubectl-annotate", "a changed field moves to its writer")
+            XCTAssertEqual(
+                n.manager(ofAnnotation: "wgmesh.dev/pod-cidrs"), "kubectl-annotate",
+                "a changed field moves to its writer")
             let entries = n.json["metadata"]?["managedFields"]?.array ?? []
-            XCTAssertEqual(entries.compactMap { $0["manager"]?.string }, ["kubectl-annotate"], "an entry left with no field is dropped")
+            XCTAssertEqual(
+                entries.compactMap { $0["manager"]?.string }, ["kubectl-annotate"],
+                "an entry left with no field is dropped")
             XCTAssertEqual(entries.first?["operation"]?.string, "Update")
             try await controller.shutdown()
             try await kubectl.shutdown()

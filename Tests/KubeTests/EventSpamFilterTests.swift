@@ -11,7 +11,9 @@ final class EventSpamFilterTests: XCTestCase {
         XCTAssertFalse(filter.allow("n10", at: start + .seconds(299)))
         XCTAssertTrue(filter.allow("n10", at: start + .seconds(450)), "refilled at one per 300 s")
         XCTAssertFalse(filter.allow("n10", at: start + .seconds(450)), "half a token left")
-        XCTAssertEqual((1...30).filter { _ in filter.allow("n10", at: start + .seconds(600 + 300 * 40)) }.count, 25, "never more than the burst")
+        XCTAssertEqual(
+            (1...30).filter { _ in filter.allow("n10", at: start + .seconds(600 + 300 * 40)) }.count, 25,
+            "never more than the burst")
     }
 
     func testTheLeastRecentlySeenObjectIsForgottenBeyondCapacity() {

@@ -47,7 +47,8 @@ final class KubeConfigTests: FolderTestCase {
     }
 
     func testNamedContextWithClientCertificateAndRelativeFiles() throws {
-        try FileManager.default.createDirectory(at: dir.appendingPathComponent("certs"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: dir.appendingPathComponent("certs"), withIntermediateDirectories: true)
         _ = try write("certs/ca.crt", String(decoding: ca, as: UTF8.self))
         _ = try write("certs/client.crt", "CERT")
         let path = try write("config", kubeconfig(user: "    token: unused"))
@@ -64,16 +65,34 @@ final class KubeConfigTests: FolderTestCase {
         let cases: [(String, String?, String)] = [
             (kubeconfig(user: "    token: x", current: ""), nil, "current-context is not set"),
             (kubeconfig(user: "    token: x"), "staging", "contexts has no context \"staging\" (it has: dev, prod)"),
-            (kubeconfig(user: "    token: x").replacingOccurrences(of: "cluster: dev-cluster,", with: "cluster: gone,"), nil, "clusters has no cluster \"gone\""),
-            (kubeconfig(user: "    token: x").replacingOccurrences(of: "user: dev-user,", with: "user: nobody,"), nil, "users has no user \"nobody\""),
-            (kubeconfig(user: "    token: x").replacingOccurrences(of: "https://192.0.2.10:6443/", with: "192.0.2.10:6443"), nil,
-             "clusters[dev-cluster].cluster.server must be an http(s):// URL"),
-            (kubeconfig(user: "    token: x").replacingOccurrences(of: "certificate-authority-data: ", with: "certificate-authority-data: not-base64?"), nil,
-             "clusters[dev-cluster].cluster.certificate-authority-data is not base64"),
-            (kubeconfig(user: "    client-certificate-data: Q0VSVA=="), nil, "users[dev-user].user.client-key is missing"),
+            (
+                kubeconfig(user: "    token: x").replacingOccurrences(
+                    of: "cluster: dev-cluster,", with: "cluster: gone,"), nil, "clusters has no cluster \"gone\""
+            ),
+            (
+                kubeconfig(user: "    token: x").replacingOccurrences(of: "user: dev-user,", with: "user: nobody,"),
+                nil, "users has no user \"nobody\""
+            ),
+            (
+                kubeconfig(user: "    token: x").replacingOccurrences(
+                    of: "https://192.0.2.10:6443/", with: "192.0.2.10:6443"), nil,
+                "clusters[dev-cluster].cluster.server must be an http(s):// URL"
+            ),
+            (
+                kubeconfig(user: "    token: x").replacingOccurrences(
+                    of: "certificate-authority-data: ", with: "certificate-authority-data: not-base64?"), nil,
+                "clusters[dev-cluster].cluster.certificate-authority-data is not base64"
+            ),
+            (
+                kubeconfig(user: "    client-certificate-data: Q0VSVA=="), nil,
+                "users[dev-user].user.client-key is missing"
+            ),
             (kubeconfig(user: "    exec: {command: aws}"), nil, "users[dev-user].user.exec.apiVersion is not set"),
-            (kubeconfig(user: "    token: x").replacingOccurrences(of: "tls-server-name: kubernetes", with: "proxy-url: https://proxy:3128"), "prod",
-             "clusters[prod-cluster].cluster.proxy-url is \"https://proxy:3128\": wgmesh cannot speak TLS to the proxy itself"),
+            (
+                kubeconfig(user: "    token: x").replacingOccurrences(
+                    of: "tls-server-name: kubernetes", with: "proxy-url: https://proxy:3128"), "prod",
+                "clusters[prod-cluster].cluster.proxy-url is \"https://proxy:3128\": wgmesh cannot speak TLS to the proxy itself"
+            ),
             (kubeconfig(user: "    token: x", current: "current-context: prod"), nil, "cannot read"),
             ("clusters: [unclosed", nil, "not a kubeconfig"),
         ]
@@ -106,7 +125,8 @@ final class KubeConfigTests: FolderTestCase {
         XCTAssertEqual(try token.current(now: start + .seconds(10)), "first-token", "cached within a minute")
         XCTAssertEqual(try token.current(now: start + .seconds(61)), "second-token", "re-read after a minute")
         try "third-token".write(to: sa.appendingPathComponent("token"), atomically: true, encoding: .utf8)
-        XCTAssertEqual(try token.current(force: true, now: start + .seconds(62)), "third-token", "re-read at once after a 401")
+        XCTAssertEqual(
+            try token.current(force: true, now: start + .seconds(62)), "third-token", "re-read at once after a 401")
 
         XCTAssertThrowsError(try KubeConfig.inCluster(environment: [:], serviceAccount: sa.path)) { error in
             XCTAssertTrue("\(error)".contains("KUBERNETES_SERVICE_HOST"), "\(error)")

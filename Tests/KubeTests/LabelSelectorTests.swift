@@ -12,14 +12,20 @@ final class LabelSelectorTests: XCTestCase {
     func testTheGrammarAndItsMeaning() throws {
         let cases: [(String, Bool)] = [
             ("", true), ("pool", true), ("!pool", false), ("!gpu", true), ("gpu", false),
-            ("pool=blue", true), ("pool==blue", true), ("pool=green", false), ("pool!=green", true), ("pool!=blue", false),
+            ("pool=blue", true), ("pool==blue", true), ("pool=green", false), ("pool!=green", true),
+            ("pool!=blue", false),
             ("gpu!=yes", true),  // != holds without the label, as in the API
-            ("pool in (green,blue)", true), ("pool in (green)", false), ("pool notin (green)", true), ("gpu notin (x)", true),
-            ("gpu in (x)", false), ("pool=blue,zone=a", true), ("pool=blue,zone=b", false), (" pool = blue , zone in ( a , b ) ", true),
+            ("pool in (green,blue)", true), ("pool in (green)", false), ("pool notin (green)", true),
+            ("gpu notin (x)", true),
+            ("gpu in (x)", false), ("pool=blue,zone=a", true), ("pool=blue,zone=b", false),
+            (" pool = blue , zone in ( a , b ) ", true),
             ("kubernetes.io/hostname=n1", true), ("empty=", true), ("pool=", false),
         ]
         for (selector, expected) in cases { XCTAssertEqual(try matches(selector), expected, selector) }
-        for bad in ["pool blue", "pool=blue,", ",pool", "pool in green", "pool in (green", "pool in ()", "pool=a b", "bad key!=x", "pool=-x", "=x"] {
+        for bad in [
+            "pool blue", "pool=blue,", ",pool", "pool in green", "pool in (green", "pool in ()", "pool=a b",
+            "bad key!=x", "pool=-x", "=x",
+        ] {
             XCTAssertThrowsError(try LabelSelector(bad), bad) { error in
                 XCTAssertEqual((error as? Status)?.code, 400, bad)
                 XCTAssertTrue((error as? Status)?.message?.contains("unable to parse requirement") ?? false, bad)
@@ -31,7 +37,10 @@ final class LabelSelectorTests: XCTestCase {
         try await withServer { server, client in
             try server.withStore(.nodes) { store in
                 for (name, pool) in [("n1", "blue"), ("n2", "green"), ("n3", "blue")] {
-                    _ = try store.create(.object(["metadata": .object(["name": .string(name), "labels": .object(["pool": .string(pool)])])]))
+                    _ = try store.create(
+                        .object([
+                            "metadata": .object(["name": .string(name), "labels": .object(["pool": .string(pool)])])
+                        ]))
                 }
             }
             let blue = try await client.listAll(.nodes, pageSize: 1, labelSelector: "pool=blue")
@@ -46,10 +55,16 @@ final class LabelSelectorTests: XCTestCase {
             }
 
             // A node that starts matching arrives as ADDED, one that stops as DELETED, others not at all.
-            let stream = try await client.watch(.nodes, namespace: nil, options: .init(resourceVersion: blue.resourceVersion, allowBookmarks: false,
-                                                                                        labelSelector: "pool=blue"))
+            let stream = try await client.watch(
+                .nodes, namespace: nil,
+                options: .init(
+                    resourceVersion: blue.resourceVersion, allowBookmarks: false,
+                    labelSelector: "pool=blue"))
             func relabel(_ name: String, _ pool: String) throws {
-                try server.withStore(.nodes) { _ = try $0.mergePatch(name, .object(["metadata": .object(["labels": .object(["pool": .string(pool)])])])) }
+                try server.withStore(.nodes) {
+                    _ = try $0.mergePatch(
+                        name, .object(["metadata": .object(["labels": .object(["pool": .string(pool)])])]))
+                }
             }
             try relabel("n2", "red")
             try relabel("n2", "blue")

@@ -9,8 +9,10 @@ final class LeaderElectionTests: XCTestCase {
     /// Short periods so that the tests run in seconds, with a wide gap between renew deadline and
     /// lease duration so that a loaded test machine does not blur who leads when.
     static func configuration(_ identity: String, release: Bool) -> LeaderElector.Configuration {
-        .init(namespace: "wgmesh-system", name: "wgmesh-controller", identity: identity, leaseDuration: .milliseconds(3000),
-              renewDeadline: .milliseconds(1000), retryPeriod: .milliseconds(200), releaseOnCancel: release)
+        .init(
+            namespace: "wgmesh-system", name: "wgmesh-controller", identity: identity,
+            leaseDuration: .milliseconds(3000),
+            renewDeadline: .milliseconds(1000), retryPeriod: .milliseconds(200), releaseOnCancel: release)
     }
 
     /// What each replica's work saw: when it started and when it was stopped.
@@ -30,9 +32,12 @@ final class LeaderElectionTests: XCTestCase {
         }
     }
 
-    func candidate(_ server: TestAPIServer, _ identity: String, release: Bool, log: Log) throws -> (LeaderElector, Task<Void, Error>, KubeClient) {
+    func candidate(_ server: TestAPIServer, _ identity: String, release: Bool, log: Log) throws -> (
+        LeaderElector, Task<Void, Error>, KubeClient
+    ) {
         let client = try KubeClient(config: server.kubeConfig(), userAgent: "wgmesh-controller/\(identity)")
-        let elector = LeaderElector(api: client, configuration: Self.configuration(identity, release: release), logger: testLogger)
+        let elector = LeaderElector(
+            api: client, configuration: Self.configuration(identity, release: release), logger: testLogger)
         let work = Self.work(identity, log)
         let task = Task { try await elector.run(work) }
         return (elector, task, client)
@@ -68,7 +73,8 @@ final class LeaderElectionTests: XCTestCase {
             let tookOver = try XCTUnwrap(log.time("b", "start"))
             // Safety, not speed: a's last renewal was at most renewDeadline before the crash, and b may
             // not start until leaseDuration after it.
-            XCTAssertGreaterThanOrEqual(tookOver - crashed, .milliseconds(3000) - .milliseconds(1000), "b waited for the lease to expire")
+            XCTAssertGreaterThanOrEqual(
+                tookOver - crashed, .milliseconds(3000) - .milliseconds(1000), "b waited for the lease to expire")
             let held = try await lease(client)
             XCTAssertEqual(held.holderIdentity, "b")
             XCTAssertEqual(held.leaseTransitions, 1)
@@ -154,8 +160,10 @@ final class LeaderElectionTests: XCTestCase {
     /// answers their lease requests, false from start until the first answer and once answers stop.
     func testLeaderAndStandbyAreConnectedWhileTheServerAnswersThem() async throws {
         try await withServer { server, client in
-            XCTAssertFalse(LeaderElector(api: client, configuration: Self.configuration("idle", release: true), logger: testLogger).isConnected,
-                           "no lease request answered yet")
+            XCTAssertFalse(
+                LeaderElector(api: client, configuration: Self.configuration("idle", release: true), logger: testLogger)
+                    .isConnected,
+                "no lease request answered yet")
             let log = Log()
             let (a, aTask, aClient) = try candidate(server, "a", release: true, log: log)
             await eventually("a leads") { a.isLeader }
@@ -176,7 +184,8 @@ final class LeaderElectionTests: XCTestCase {
     func testWorkThatEndsReleasesAndReturnsItsError() async throws {
         struct Failure: Error {}
         try await withServer { server, client in
-            let elector = LeaderElector(api: client, configuration: Self.configuration("solo", release: true), logger: testLogger)
+            let elector = LeaderElector(
+                api: client, configuration: Self.configuration("solo", release: true), logger: testLogger)
             do {
                 try await elector.run { throw Failure() }
                 XCTFail("the work's error must surface")

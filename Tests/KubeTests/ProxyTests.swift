@@ -37,7 +37,9 @@ final class ProxyTests: XCTestCase {
             ("10.1.2.3", 6443, "example.com", false),
         ]
         for c in cases {
-            XCTAssertEqual(KubeProxy.bypasses(host: c.host, port: c.port, noProxy: c.noProxy), c.bypass, "\(c.host):\(c.port) NO_PROXY=\(c.noProxy)")
+            XCTAssertEqual(
+                KubeProxy.bypasses(host: c.host, port: c.port, noProxy: c.noProxy), c.bypass,
+                "\(c.host):\(c.port) NO_PROXY=\(c.noProxy)")
         }
     }
 
@@ -45,22 +47,39 @@ final class ProxyTests: XCTestCase {
         func proxy(_ server: String, _ proxyURL: String? = nil, _ env: [String: String]) throws -> KubeProxy? {
             try KubeProxy.forServer(server, proxyURL: proxyURL, source: "/kc", environment: env)
         }
-        let env = ["HTTPS_PROXY": "http://corp:3128", "https_proxy": "http://ignored:1", "HTTP_PROXY": "plain:8080", "NO_PROXY": "internal.example"]
-        XCTAssertEqual(try proxy("https://api.example.com:6443", nil, env)?.host, "corp", "HTTPS_PROXY before https_proxy")
-        XCTAssertEqual(try proxy("http://api.example.com:8080", nil, env).map { "\($0.host):\($0.port)" }, "plain:8080", "http:// servers: HTTP_PROXY; host:port is http")
+        let env = [
+            "HTTPS_PROXY": "http://corp:3128", "https_proxy": "http://ignored:1", "HTTP_PROXY": "plain:8080",
+            "NO_PROXY": "internal.example",
+        ]
+        XCTAssertEqual(
+            try proxy("https://api.example.com:6443", nil, env)?.host, "corp", "HTTPS_PROXY before https_proxy")
+        XCTAssertEqual(
+            try proxy("http://api.example.com:8080", nil, env).map { "\($0.host):\($0.port)" }, "plain:8080",
+            "http:// servers: HTTP_PROXY; host:port is http")
         XCTAssertNil(try proxy("https://k8s.internal.example", nil, env), "NO_PROXY")
         XCTAssertNil(try proxy("https://127.0.0.1:6443", nil, env), "loopback is never proxied from the environment")
-        XCTAssertEqual(try proxy("https://127.0.0.1:6443", "socks5://127.0.0.1:1080", env)?.kind, .socks5, "proxy-url applies to every server")
-        XCTAssertEqual(try proxy("https://k8s.internal.example", "http://u%40corp:p%3Aw@proxy", env),
-                       KubeProxy(kind: .http, host: "proxy", port: 80, username: "u@corp", password: "p:w"), "proxy-url wins over NO_PROXY")
-        XCTAssertEqual(try proxy("https://[fd00::1]:6443", nil, ["https_proxy": "http://[fd00::3128]:3128"])?.host, "fd00::3128")
+        XCTAssertEqual(
+            try proxy("https://127.0.0.1:6443", "socks5://127.0.0.1:1080", env)?.kind, .socks5,
+            "proxy-url applies to every server")
+        XCTAssertEqual(
+            try proxy("https://k8s.internal.example", "http://u%40corp:p%3Aw@proxy", env),
+            KubeProxy(kind: .http, host: "proxy", port: 80, username: "u@corp", password: "p:w"),
+            "proxy-url wins over NO_PROXY")
+        XCTAssertEqual(
+            try proxy("https://[fd00::1]:6443", nil, ["https_proxy": "http://[fd00::3128]:3128"])?.host, "fd00::3128")
         XCTAssertNil(try proxy("https://api.example.com", nil, [:]))
 
         XCTAssertThrowsError(try proxy("https://api.example.com", "socks5://user:secret@proxy:1080", [:])) { error in
-            XCTAssertEqual("\(error)", "/kc: proxy-url is \"socks5://user:REDACTED@proxy:1080\": wgmesh cannot authenticate to a SOCKS5 proxy: use one that needs no password, or an http:// proxy")
+            XCTAssertEqual(
+                "\(error)",
+                "/kc: proxy-url is \"socks5://user:REDACTED@proxy:1080\": wgmesh cannot authenticate to a SOCKS5 proxy: use one that needs no password, or an http:// proxy"
+            )
         }
         XCTAssertThrowsError(try proxy("https://api.example.com", nil, ["HTTPS_PROXY": "https://proxy:443"])) { error in
-            XCTAssertTrue("\(error)".hasPrefix("environment: $HTTPS_PROXY is \"https://proxy:443\": wgmesh cannot speak TLS to the proxy itself"), "\(error)")
+            XCTAssertTrue(
+                "\(error)".hasPrefix(
+                    "environment: $HTTPS_PROXY is \"https://proxy:443\": wgmesh cannot speak TLS to the proxy itself"),
+                "\(error)")
         }
         XCTAssertThrowsError(try proxy("https://api.example.com", "ftp://proxy", [:])) { error in
             XCTAssertTrue("\(error)".contains("the scheme ftp is not a proxy wgmesh speaks"), "\(error)")
@@ -68,8 +87,10 @@ final class ProxyTests: XCTestCase {
     }
 
     /// A client of the test server at `server` (another URL for the same server), with `proxyURL` and `environment`.
-    func client(_ server: TestAPIServer, url: String? = nil, tlsServerName: String? = nil, proxyURL: String? = nil,
-                environment: [String: String] = [:]) throws -> KubeClient {
+    func client(
+        _ server: TestAPIServer, url: String? = nil, tlsServerName: String? = nil, proxyURL: String? = nil,
+        environment: [String: String] = [:]
+    ) throws -> KubeClient {
         var config = server.kubeConfig()
         if let url { config.server = url }
         config.tlsServerName = tlsServerName
@@ -86,7 +107,8 @@ final class ProxyTests: XCTestCase {
         let connect = try client(server, proxyURL: "http://ops:pa%3Ass@127.0.0.1:\(proxy.port)")
         let n = try await connect.get(.nodes, namespace: nil, name: "n")
         XCTAssertEqual(n.metadata.name, "n")
-        XCTAssertEqual(proxy.targets, ["127.0.0.1:\(server.port)"], "CONNECT to the server, with the proxy's Basic credentials")
+        XCTAssertEqual(
+            proxy.targets, ["127.0.0.1:\(server.port)"], "CONNECT to the server, with the proxy's Basic credentials")
         try await connect.shutdown()
 
         let wrongPassword = try client(server, proxyURL: "http://ops:wrong@127.0.0.1:\(proxy.port)")
@@ -119,8 +141,9 @@ final class ProxyTests: XCTestCase {
         let proxied = try client(server, url: url, tlsServerName: "kubernetes.default.svc", environment: env)
         let n = try await proxied.get(.nodes, namespace: nil, name: "n")
         XCTAssertEqual(n.metadata.name, "n")
-        XCTAssertEqual(proxy.targets, ["api.wgmesh.invalid:\(server.port)"],
-                       "CONNECT to the server's address; tls-server-name is only sent and verified inside the tunnel")
+        XCTAssertEqual(
+            proxy.targets, ["api.wgmesh.invalid:\(server.port)"],
+            "CONNECT to the server's address; tls-server-name is only sent and verified inside the tunnel")
         try await proxied.shutdown()
 
         var exempt = env

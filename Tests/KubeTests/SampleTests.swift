@@ -26,7 +26,8 @@ final class SampleTests: XCTestCase {
             .replacingOccurrences(of: "}== ", with: "}\n== ").replacingOccurrences(of: "]== ", with: "]\n== ")
             .components(separatedBy: "\n")
         var out: [Section] = []
-        var title = "", inHeaders = false
+        var title = ""
+        var inHeaders = false
         for line in lines {
             if line.hasPrefix("== ") {
                 title = String(line.dropFirst(3))
@@ -63,13 +64,19 @@ final class SampleTests: XCTestCase {
     }
 
     func testEveryCapturedResponseDecodes() throws {
-        let files = try FileManager.default.contentsOfDirectory(atPath: Self.folder.path).filter { $0.hasSuffix(".txt") }.sorted()
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.folder.path).filter {
+            $0.hasSuffix(".txt")
+        }.sorted()
         XCTAssertEqual(files.count, 14, "samples folder: \(Self.folder.path)")
-        var decoded = 0, cut = 0
+        var decoded = 0
+        var cut = 0
         for file in files {
             let sections = try Self.sections(file)
             for (i, s) in sections.enumerated() where s.code != nil && !s.body.isEmpty {
-                if Self.isCut(s, last: i == sections.count - 1) { cut += 1; continue }
+                if Self.isCut(s, last: i == sections.count - 1) {
+                    cut += 1
+                    continue
+                }
                 let code = try XCTUnwrap(s.code)
                 if code >= 400 {
                     let status = try Status(json: try json(s))
@@ -108,11 +115,18 @@ final class SampleTests: XCTestCase {
     }
 
     func testMetadataOnlyListAndWatch() throws {
-        let list = try ObjectList(json: try json(try XCTUnwrap(Self.sections("02-list-metadata.txt").first { $0.code == 200 })))
+        let list = try ObjectList(
+            json: try json(try XCTUnwrap(Self.sections("02-list-metadata.txt").first { $0.code == 200 })))
         XCTAssertEqual(list.kind, "PartialObjectMetadataList")
-        XCTAssertTrue(list.items.allSatisfy { $0.kind == "PartialObjectMetadata" && $0.json["spec"] == nil && !$0.metadata.name.isEmpty })
+        XCTAssertTrue(
+            list.items.allSatisfy {
+                $0.kind == "PartialObjectMetadata" && $0.json["spec"] == nil && !$0.metadata.name.isEmpty
+            })
         let events = try watchEvents(try XCTUnwrap(Self.sections("04-watch-metadata.txt").first))
-        XCTAssertTrue(events.contains { if case .modified(let o) = $0 { return o.kind == "PartialObjectMetadata" } else { return false } })
+        XCTAssertTrue(
+            events.contains {
+                if case .modified(let o) = $0 { return o.kind == "PartialObjectMetadata" } else { return false }
+            })
     }
 
     func testWatchWithBookmarks() throws {
@@ -123,7 +137,9 @@ final class SampleTests: XCTestCase {
             case .added: kinds.append("ADDED")
             case .modified: kinds.append("MODIFIED")
             case .deleted: kinds.append("DELETED")
-            case .bookmark(let rv, _): kinds.append("BOOKMARK"); XCTAssertFalse(rv.isEmpty)
+            case .bookmark(let rv, _):
+                kinds.append("BOOKMARK")
+                XCTAssertFalse(rv.isEmpty)
             case .error: kinds.append("ERROR")
             }
         }
@@ -144,7 +160,9 @@ final class SampleTests: XCTestCase {
 
     func testStreamingListEndsWithAnInitialEventsEndBookmark() throws {
         let events = try watchEvents(try XCTUnwrap(Self.sections("13-watchlist-metadata.txt").first))
-        guard case .bookmark(let rv, let end) = try XCTUnwrap(events.last) else { return XCTFail("last event is a bookmark") }
+        guard case .bookmark(let rv, let end) = try XCTUnwrap(events.last) else {
+            return XCTFail("last event is a bookmark")
+        }
         XCTAssertTrue(end)
         XCTAssertEqual(rv, "390")
         XCTAssertTrue(events.dropLast().allSatisfy { if case .added = $0 { return true } else { return false } })
@@ -164,7 +182,10 @@ final class SampleTests: XCTestCase {
         XCTAssertEqual(try Status(json: try json(lease[1])).reason, "AlreadyExists")
         XCTAssertEqual(try Status(json: try json(lease[2])).reason, "Conflict")
         // Recorded lesson: an Event's generateName must itself be a valid DNS subdomain prefix.
-        XCTAssertTrue(try Status(json: try json(try Self.sections("11-event.txt")[0])).causes.contains { $0.field == "metadata.generateName" })
+        XCTAssertTrue(
+            try Status(json: try json(try Self.sections("11-event.txt")[0])).causes.contains {
+                $0.field == "metadata.generateName"
+            })
     }
 
     func testMergePatchResultAndLease() throws {
@@ -180,7 +201,8 @@ final class SampleTests: XCTestCase {
     }
 
     func testStatusConditionsExcerpt() throws {
-        let excerpt = try XCTUnwrap(Self.sections("09-status-condition.txt").first { $0.code == nil && $0.body.hasPrefix("[") })
+        let excerpt = try XCTUnwrap(
+            Self.sections("09-status-condition.txt").first { $0.code == nil && $0.body.hasPrefix("[") })
         let node = Node(try KubeObject(json: .object(["status": .object(["conditions": try json(excerpt)])])))
         XCTAssertEqual(node.conditions.first?.type, "WireGuardMeshReady")
         XCTAssertEqual(node.conditions.first?.status, "True")
@@ -191,6 +213,7 @@ final class SampleTests: XCTestCase {
         XCTAssertTrue(text.hasSuffix("}"))
         let original = try JSON.parse(Data(text.utf8))
         XCTAssertEqual(try JSON.parse(original.data), original)
-        XCTAssertNotNil(original["items"]?.array?.first?["metadata"]?["managedFields"], "kept, though this client never reads it")
+        XCTAssertNotNil(
+            original["items"]?.array?.first?["metadata"]?["managedFields"], "kept, though this client never reads it")
     }
 }

@@ -32,8 +32,11 @@ final class ShapeTests: XCTestCase {
         return out
     }
 
-    func assertSameShape(_ captured: JSON, _ served: JSON, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
-        let a = Self.shape(captured), b = Self.shape(served)
+    func assertSameShape(
+        _ captured: JSON, _ served: JSON, _ what: String, file: StaticString = #filePath, line: UInt = #line
+    ) {
+        let a = Self.shape(captured)
+        let b = Self.shape(served)
         let differences = Set(a.keys).union(b.keys).sorted().filter { a[$0] != b[$0] }
             .map { "\($0): kube-apiserver \(a[$0] ?? "absent"), test server \(b[$0] ?? "absent")" }
         XCTAssertTrue(differences.isEmpty, "\(what):\n" + differences.joined(separator: "\n"), file: file, line: line)
@@ -70,17 +73,23 @@ final class ShapeTests: XCTestCase {
     }
 
     /// Status code and body as the test server sends them.
-    func raw(_ client: KubeClient, _ method: String, _ path: String, query: [(String, String)] = [], body: JSON? = nil,
-             contentType: String = "application/json", accept: String = "application/json") async throws -> (Int, String) {
-        let request = KubeClient.Request(method: .init(rawValue: method), path: path, query: query, body: body,
-                                         contentType: contentType, accept: accept, timeout: .seconds(10))
+    func raw(
+        _ client: KubeClient, _ method: String, _ path: String, query: [(String, String)] = [], body: JSON? = nil,
+        contentType: String = "application/json", accept: String = "application/json"
+    ) async throws -> (Int, String) {
+        let request = KubeClient.Request(
+            method: .init(rawValue: method), path: path, query: query, body: body,
+            contentType: contentType, accept: accept, timeout: .seconds(10))
         let response = try await client.execute(request)
         return (Int(response.status.code), String(buffer: try await client.collect(request, response)))
     }
 
-    func rawJSON(_ client: KubeClient, _ method: String, _ path: String, query: [(String, String)] = [], body: JSON? = nil,
-                 contentType: String = "application/json", accept: String = "application/json", expect code: Int) async throws -> JSON {
-        let (got, text) = try await raw(client, method, path, query: query, body: body, contentType: contentType, accept: accept)
+    func rawJSON(
+        _ client: KubeClient, _ method: String, _ path: String, query: [(String, String)] = [], body: JSON? = nil,
+        contentType: String = "application/json", accept: String = "application/json", expect code: Int
+    ) async throws -> JSON {
+        let (got, text) = try await raw(
+            client, method, path, query: query, body: body, contentType: contentType, accept: accept)
         XCTAssertEqual(got, code, "\(method) \(path): \(text.prefix(300))")
         return try JSON.parse(Data(text.utf8))
     }
@@ -95,23 +104,34 @@ final class ShapeTests: XCTestCase {
             let page1 = try await rawJSON(client, "GET", "/api/v1/nodes", query: [("limit", "2")], expect: 200)
             assertSameShape(try sample("01-list-paged.txt", 0), page1, "01 first page")
             let token = try XCTUnwrap(page1["metadata"]?["continue"]?.string)
-            let page2 = try await rawJSON(client, "GET", "/api/v1/nodes", query: [("limit", "2"), ("continue", token)], expect: 200)
+            let page2 = try await rawJSON(
+                client, "GET", "/api/v1/nodes", query: [("limit", "2"), ("continue", token)], expect: 200)
             assertSameShape(try sample("01-list-paged.txt", 1), page2, "01 second page")
 
             // 02: metadata-only list.
-            assertSameShape(try sample("02-list-metadata.txt"),
-                            try await rawJSON(client, "GET", "/api/v1/nodes", accept: metadataList, expect: 200), "02 metadata list")
+            assertSameShape(
+                try sample("02-list-metadata.txt"),
+                try await rawJSON(client, "GET", "/api/v1/nodes", accept: metadataList, expect: 200), "02 metadata list"
+            )
 
             // 05: stale precondition; 07: not found; 08: invalid annotation key.
-            assertSameShape(try sample("05-patch-conflict-409.txt"),
-                            try await rawJSON(client, "PATCH", "/api/v1/nodes/node-1",
-                                              body: .object(["metadata": .object(["resourceVersion": "1", "annotations": .object(["wgmesh.dev/x": "y"])])]),
-                                              contentType: "application/merge-patch+json", expect: 409), "05 conflict")
-            assertSameShape(try sample("07-get-404.txt"), try await rawJSON(client, "GET", "/api/v1/nodes/nope", expect: 404), "07 not found")
-            assertSameShape(try sample("08-patch-invalid-422.txt"),
-                            try await rawJSON(client, "PATCH", "/api/v1/nodes/node-1",
-                                              body: .object(["metadata": .object(["annotations": .object(["wgmesh.dev/bad key!": "v"])])]),
-                                              contentType: "application/merge-patch+json", expect: 422), "08 invalid")
+            assertSameShape(
+                try sample("05-patch-conflict-409.txt"),
+                try await rawJSON(
+                    client, "PATCH", "/api/v1/nodes/node-1",
+                    body: .object([
+                        "metadata": .object(["resourceVersion": "1", "annotations": .object(["wgmesh.dev/x": "y"])])
+                    ]),
+                    contentType: "application/merge-patch+json", expect: 409), "05 conflict")
+            assertSameShape(
+                try sample("07-get-404.txt"), try await rawJSON(client, "GET", "/api/v1/nodes/nope", expect: 404),
+                "07 not found")
+            assertSameShape(
+                try sample("08-patch-invalid-422.txt"),
+                try await rawJSON(
+                    client, "PATCH", "/api/v1/nodes/node-1",
+                    body: .object(["metadata": .object(["annotations": .object(["wgmesh.dev/bad key!": "v"])])]),
+                    contentType: "application/merge-patch+json", expect: 422), "08 invalid")
 
             // 10: Lease create, create again, stale update.
             let leaseSample = try sample("10-lease.txt", 0)
@@ -120,58 +140,81 @@ final class ShapeTests: XCTestCase {
             let leasePath = "/apis/coordination.k8s.io/v1/namespaces/wgmesh-system/leases"
             let created = try await rawJSON(client, "POST", leasePath, body: .object(leaseBody), expect: 201)
             assertSameShape(leaseSample, created, "10 lease create")
-            assertSameShape(try sample("10-lease.txt", 1), try await rawJSON(client, "POST", leasePath, body: .object(leaseBody), expect: 409), "10 already exists")
+            assertSameShape(
+                try sample("10-lease.txt", 1),
+                try await rawJSON(client, "POST", leasePath, body: .object(leaseBody), expect: 409), "10 already exists"
+            )
             var stale = created.object ?? [:]
             stale["metadata"] = APIStore.mergePatch(created["metadata"]!, .object(["resourceVersion": "1"]))
-            assertSameShape(try sample("10-lease.txt", 2),
-                            try await rawJSON(client, "PUT", leasePath + "/wgmesh-controller", body: .object(stale), expect: 409), "10 stale update")
+            assertSameShape(
+                try sample("10-lease.txt", 2),
+                try await rawJSON(client, "PUT", leasePath + "/wgmesh-controller", body: .object(stale), expect: 409),
+                "10 stale update")
 
             // 11: an Event whose generateName is not a valid prefix.
             let event: JSON = .object([
                 "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": .object(["generateName": "node-1."]),
-                "eventTime": "2026-11-27T02:30:00.000000Z", "reportingController": "wgmesh.dev/controller", "reportingInstance": "a",
+                "eventTime": "2026-11-27T02:30:00.000000Z", "reportingController": "wgmesh.dev/controller",
+                "reportingInstance": "a",
                 "action": "Allocate", "reason": "PodCIDRAllocated", "type": "Normal", "note": "n",
                 "regarding": .object(["kind": "Node", "name": "node-1", "apiVersion": "v1"]),
             ])
-            assertSameShape(try sample("11-event.txt"),
-                            try await rawJSON(client, "POST", "/apis/events.k8s.io/v1/namespaces/default/events", body: event, expect: 422), "11 event")
+            assertSameShape(
+                try sample("11-event.txt"),
+                try await rawJSON(
+                    client, "POST", "/apis/events.k8s.io/v1/namespaces/default/events", body: event, expect: 422),
+                "11 event")
 
             // 03 and 04: watch from a list's version: MODIFIED, DELETED, BOOKMARK, full and metadata-only.
             for (file, accept) in [("03-watch.txt", "application/json"), ("04-watch-metadata.txt", metadataItem)] {
                 try seedAgainIfNeeded(server)
                 let rv = try await client.listAll(.nodes).resourceVersion!
-                async let served = Self.watchLines(client, query: [("resourceVersion", rv), ("allowWatchBookmarks", "true"), ("timeoutSeconds", "2")],
-                                              accept: accept, until: "BOOKMARK", after: 2)
+                async let served = Self.watchLines(
+                    client, query: [("resourceVersion", rv), ("allowWatchBookmarks", "true"), ("timeoutSeconds", "2")],
+                    accept: accept, until: "BOOKMARK", after: 2)
                 try await Task.sleep(for: .milliseconds(50))
-                _ = try await client.patch(.nodes, namespace: nil, name: "node-1", .merge(.object(["metadata": .object(["annotations": .object(["wgmesh.dev/public-key": "AAAA"])])])))
+                _ = try await client.patch(
+                    .nodes, namespace: nil, name: "node-1",
+                    .merge(.object(["metadata": .object(["annotations": .object(["wgmesh.dev/public-key": "AAAA"])])])))
                 try await client.delete(.nodes, namespace: nil, name: "node-3")
                 try compareEvents(try sampleEvents(file), try await served, file)
             }
 
             // 13: streaming list, metadata only.
             try seedAgainIfNeeded(server)
-            let streamed = try await Self.watchLines(client, query: [("sendInitialEvents", "true"), ("resourceVersionMatch", "NotOlderThan"),
-                                                                ("allowWatchBookmarks", "true"), ("timeoutSeconds", "2")],
-                                                accept: metadataItem, until: "BOOKMARK", after: 0)
+            let streamed = try await Self.watchLines(
+                client,
+                query: [
+                    ("sendInitialEvents", "true"), ("resourceVersionMatch", "NotOlderThan"),
+                    ("allowWatchBookmarks", "true"), ("timeoutSeconds", "2"),
+                ],
+                accept: metadataItem, until: "BOOKMARK", after: 0)
             try compareEvents(try sampleEvents("13-watchlist-metadata.txt"), streamed, "13")
 
             // 09 (after the watches, whose captures have no conditions): the status condition, patched by
             // strategic merge, read back.
-            let excerpt = try XCTUnwrap(SampleTests.sections("09-status-condition.txt").first { $0.code == nil && $0.body.hasPrefix("[") })
+            let excerpt = try XCTUnwrap(
+                SampleTests.sections("09-status-condition.txt").first { $0.code == nil && $0.body.hasPrefix("[") })
             let conditions = try JSON.parse(Data(excerpt.body.utf8))
-            _ = try await rawJSON(client, "PATCH", "/api/v1/nodes/node-1/status", body: .object(["status": .object(["conditions": conditions])]),
-                                  contentType: "application/strategic-merge-patch+json", expect: 200)
+            _ = try await rawJSON(
+                client, "PATCH", "/api/v1/nodes/node-1/status",
+                body: .object(["status": .object(["conditions": conditions])]),
+                contentType: "application/strategic-merge-patch+json", expect: 200)
             let node1 = try await rawJSON(client, "GET", "/api/v1/nodes/node-1", expect: 200)
             assertSameShape(conditions, try XCTUnwrap(node1["status"]?["conditions"]), "09 conditions")
 
             // 12: a watch from a compacted version, and an exact list at one.
             server.withStore(.nodes) { $0.compact(keepLast: 0) }
-            let expired = try await Self.watchLines(client, query: [("resourceVersion", "100"), ("allowWatchBookmarks", "true"), ("timeoutSeconds", "3")],
-                                               accept: "application/json", until: "ERROR", after: 0)
+            let expired = try await Self.watchLines(
+                client, query: [("resourceVersion", "100"), ("allowWatchBookmarks", "true"), ("timeoutSeconds", "3")],
+                accept: "application/json", until: "ERROR", after: 0)
             try compareEvents(try sampleEvents("12-watch-too-old-410.txt"), expired, "12 watch")
-            assertSameShape(try sample("12-watch-too-old-410.txt", 1),
-                            try await rawJSON(client, "GET", "/api/v1/nodes", query: [("resourceVersion", "5"), ("resourceVersionMatch", "Exact")], expect: 410),
-                            "12 list")
+            assertSameShape(
+                try sample("12-watch-too-old-410.txt", 1),
+                try await rawJSON(
+                    client, "GET", "/api/v1/nodes",
+                    query: [("resourceVersion", "5"), ("resourceVersionMatch", "Exact")], expect: 410),
+                "12 list")
             XCTAssertEqual(compared, 21, "every captured response with a whole body was compared")
         }
     }
@@ -183,16 +226,22 @@ final class ShapeTests: XCTestCase {
             let item = try sample("01-list-paged.txt", 1)["items"]!.array![0]
             var meta = item["metadata"]!.object!
             for k in ["uid", "resourceVersion", "creationTimestamp", "managedFields"] { meta[k] = nil }
-            try server.withStore(.nodes) { _ = try $0.create(APIStore.mergePatch(item, .object(["metadata": .object(meta)]))) }
+            try server.withStore(.nodes) {
+                _ = try $0.create(APIStore.mergePatch(item, .object(["metadata": .object(meta)])))
+            }
         }
     }
 
     /// Reads a watch's lines until `type` has been seen, after at least `after` other events.
-    static func watchLines(_ client: KubeClient, query: [(String, String)], accept: String, until type: String, after: Int) async throws -> [JSON] {
-        let request = KubeClient.Request(method: .GET, path: "/api/v1/nodes", query: [("watch", "1")] + query, accept: accept, timeout: .seconds(10))
+    static func watchLines(
+        _ client: KubeClient, query: [(String, String)], accept: String, until type: String, after: Int
+    ) async throws -> [JSON] {
+        let request = KubeClient.Request(
+            method: .GET, path: "/api/v1/nodes", query: [("watch", "1")] + query, accept: accept, timeout: .seconds(10))
         let response = try await client.execute(request)
         XCTAssertEqual(response.status.code, 200)
-        var events: [JSON] = [], pending = ""
+        var events: [JSON] = []
+        var pending = ""
         for try await chunk in response.body {
             pending += String(buffer: chunk)
             while let newline = pending.firstIndex(of: "\n") {
@@ -209,7 +258,9 @@ final class ShapeTests: XCTestCase {
     func compareEvents(_ captured: [JSON], _ served: [JSON], _ what: String) throws {
         for type in Set(captured.compactMap { $0["type"]?.string }).sorted() {
             let a = try XCTUnwrap(captured.first { $0["type"]?.string == type })
-            let b = try XCTUnwrap(served.first { $0["type"]?.string == type }, "\(what): the test server sent no \(type) event: \(served)")
+            let b = try XCTUnwrap(
+                served.first { $0["type"]?.string == type }, "\(what): the test server sent no \(type) event: \(served)"
+            )
             assertSameShape(a, b, "\(what) \(type)")
         }
     }

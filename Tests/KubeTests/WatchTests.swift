@@ -20,14 +20,21 @@ final class WatchTests: XCTestCase {
             server.inject(.init(.dropWatch(afterEvents: 200), watch: true, count: 1000))
             let writer = Task {
                 for i in 1...total {
-                    try server.withStore(.nodes) { _ = try $0.mergePatch("n\(i % 3)", .object(["metadata": .object(["annotations": .object(["seq": .string("\(i)")])])])) }
+                    try server.withStore(.nodes) {
+                        _ = try $0.mergePatch(
+                            "n\(i % 3)",
+                            .object(["metadata": .object(["annotations": .object(["seq": .string("\(i)")])])]))
+                    }
                     if i % 50 == 0 { try await Task.sleep(for: .milliseconds(1)) }
                 }
             }
-            var seen: [Int] = [], broken = 0
+            var seen: [Int] = []
+            var broken = 0
             reading: while seen.count < total {
                 do {
-                    for try await event in try await client.watch(.nodes, namespace: nil, options: WatchOptions(resourceVersion: rv, timeoutSeconds: 60)) {
+                    for try await event in try await client.watch(
+                        .nodes, namespace: nil, options: WatchOptions(resourceVersion: rv, timeoutSeconds: 60))
+                    {
                         switch event {
                         case .modified(let o):
                             seen.append(Int(o.metadata.annotations["seq"]!)!)
@@ -52,9 +59,11 @@ final class WatchTests: XCTestCase {
 
     func testTenThousandRapidAnnotationChangesAreSeenInOrderAndTheCacheEndsEqualToTheServer() async throws {
         try await withServer { server, client in
-            let writers = 4, perWriter = 2500
+            let writers = 4
+            let perWriter = 2500
             try server.createNodes((0..<writers).map { "node-\($0)" })
-            let informer = Informer(api: client, resource: .nodes, configuration: .init(watchTimeoutSeconds: 5...10), logger: testLogger)
+            let informer = Informer(
+                api: client, resource: .nodes, configuration: .init(watchTimeoutSeconds: 5...10), logger: testLogger)
             let informerTask = Task { await informer.run() }
             await informer.waitUntilSynced()
             let start = try await client.listAll(.nodes).resourceVersion!
@@ -63,12 +72,19 @@ final class WatchTests: XCTestCase {
             server.inject(.init(.dropWatch(afterEvents: 1500), watch: true, count: 1000))
             let expected = writers * perWriter
             let watcher = Task { () -> [(node: String, seq: Int, rv: Int)] in
-                var rv = start, seen: [(String, Int, Int)] = []
+                var rv = start
+                var seen: [(String, Int, Int)] = []
                 reading: while seen.count < expected {
                     do {
-                        for try await event in try await client.watch(.nodes, namespace: nil, options: WatchOptions(resourceVersion: rv)) {
+                        for try await event in try await client.watch(
+                            .nodes, namespace: nil, options: WatchOptions(resourceVersion: rv))
+                        {
                             if case .modified(let o) = event {
-                                seen.append((o.metadata.name, Int(o.metadata.annotations["wgmesh.dev/seq"]!)!, Int(o.metadata.resourceVersion!)!))
+                                seen.append(
+                                    (
+                                        o.metadata.name, Int(o.metadata.annotations["wgmesh.dev/seq"]!)!,
+                                        Int(o.metadata.resourceVersion!)!
+                                    ))
                                 rv = o.metadata.resourceVersion!
                                 if seen.count == expected { break reading }
                             } else if case .bookmark(let v, _) = event {
@@ -86,7 +102,9 @@ final class WatchTests: XCTestCase {
                 for w in 0..<writers {
                     group.addTask {
                         for i in 1...perWriter {
-                            _ = try await client.patch(.nodes, namespace: nil, name: "node-\(w)", WatchTests.annotate("wgmesh.dev/seq", "\(i)"))
+                            _ = try await client.patch(
+                                .nodes, namespace: nil, name: "node-\(w)", WatchTests.annotate("wgmesh.dev/seq", "\(i)")
+                            )
                         }
                     }
                 }
@@ -97,15 +115,19 @@ final class WatchTests: XCTestCase {
             XCTAssertEqual(seen.map(\.rv), seen.map(\.rv).sorted(), "resourceVersions strictly in commit order")
             XCTAssertEqual(Set(seen.map(\.rv)).count, expected, "no event twice")
             for w in 0..<writers {
-                XCTAssertEqual(seen.filter { $0.node == "node-\(w)" }.map(\.seq), Array(1...perWriter), "node-\(w) in order")
+                XCTAssertEqual(
+                    seen.filter { $0.node == "node-\(w)" }.map(\.seq), Array(1...perWriter), "node-\(w) in order")
             }
             let final = try await client.listAll(.nodes)
             await eventually("the informer's cache equals the server", timeout: .seconds(60)) {
                 informer.resourceVersion.flatMap(Int.init) ?? 0 >= Int(final.resourceVersion!)!
             }
-            XCTAssertEqual(Set(informer.list().map(\.json)), Set(final.items.map { item in
-                APIStore.mergePatch(item.json, .object(["kind": "Node", "apiVersion": "v1"]))
-            }))
+            XCTAssertEqual(
+                Set(informer.list().map(\.json)),
+                Set(
+                    final.items.map { item in
+                        APIStore.mergePatch(item.json, .object(["kind": "Node", "apiVersion": "v1"]))
+                    }))
             informerTask.cancel()
             await informerTask.value
         }
@@ -158,8 +180,10 @@ final class WatchTests: XCTestCase {
     func testAPeriodicResyncRepairsAGapEvenWithout410() async throws {
         try await withServer { server, client in
             try server.createNodes(["a"])
-            let informer = Informer(api: client, resource: .nodes,
-                                    configuration: .init(watchTimeoutSeconds: 1...1, resyncInterval: .milliseconds(500)), logger: testLogger)
+            let informer = Informer(
+                api: client, resource: .nodes,
+                configuration: .init(watchTimeoutSeconds: 1...1, resyncInterval: .milliseconds(500)), logger: testLogger
+            )
             let task = Task { await informer.run() }
             await informer.waitUntilSynced()
             // A change lost in transit (no watcher hears of it) and still inside the watch window.
@@ -173,16 +197,20 @@ final class WatchTests: XCTestCase {
     func testBookmarksMetadataOnlyWatchesAndStatistics() async throws {
         try await withServer(.init(bookmarkInterval: .milliseconds(100))) { server, client in
             try server.createNodes(["n1"])
-            try server.withStore(.nodes) { _ = try $0.patch("n1", .merge(.object(["spec": .object(["podCIDR": "10.244.1.0/24"])]))) }
+            try server.withStore(.nodes) {
+                _ = try $0.patch("n1", .merge(.object(["spec": .object(["podCIDR": "10.244.1.0/24"])])))
+            }
             let list = try await client.listAll(.nodes, metadataOnly: true)
             XCTAssertEqual(list.kind, "PartialObjectMetadataList")
             XCTAssertEqual(list.items.first?.kind, "PartialObjectMetadata")
             XCTAssertNil(list.items.first?.json["spec"])
 
-            let informer = Informer(api: client, resource: .nodes, configuration: .init(metadataOnly: true), logger: testLogger)
+            let informer = Informer(
+                api: client, resource: .nodes, configuration: .init(metadataOnly: true), logger: testLogger)
             let task = Task { await informer.run() }
             await informer.waitUntilSynced()
-            _ = try await client.patch(.nodes, namespace: nil, name: "n1", WatchTests.annotate("wgmesh.dev/public-key", "AAAA"))
+            _ = try await client.patch(
+                .nodes, namespace: nil, name: "n1", WatchTests.annotate("wgmesh.dev/public-key", "AAAA"))
             await eventually("the metadata-only watch delivered the change") {
                 informer.get("n1")?.metadata.annotations["wgmesh.dev/public-key"] == "AAAA"
             }
@@ -193,11 +221,18 @@ final class WatchTests: XCTestCase {
             await task.value
 
             // An idle watch gets bookmarks carrying the current version.
-            try server.withStore(.leases, namespace: "x") { _ = try $0.create(.object(["metadata": .object(["name": "unrelated"])])) }
+            try server.withStore(.leases, namespace: "x") {
+                _ = try $0.create(.object(["metadata": .object(["name": "unrelated"])]))
+            }
             let rv = try await client.listAll(.nodes).resourceVersion!
             var bookmark: String?
-            for try await event in try await client.watch(.nodes, namespace: nil, options: WatchOptions(resourceVersion: rv, timeoutSeconds: 2)) {
-                if case .bookmark(let v, _) = event { bookmark = v; break }
+            for try await event in try await client.watch(
+                .nodes, namespace: nil, options: WatchOptions(resourceVersion: rv, timeoutSeconds: 2))
+            {
+                if case .bookmark(let v, _) = event {
+                    bookmark = v
+                    break
+                }
             }
             XCTAssertEqual(bookmark, rv)
         }
@@ -214,7 +249,9 @@ final class WatchTests: XCTestCase {
                 _ = try await client.patch(.nodes, namespace: nil, name: "busy", WatchTests.annotate("n", "\(i)"))
             }
             _ = try await client.patch(.nodes, namespace: nil, name: "busy", WatchTests.annotate("done", "yes"))
-            await eventually("the cache has the last change") { informer.get("busy")?.metadata.annotations["done"] == "yes" }
+            await eventually("the cache has the last change") {
+                informer.get("busy")?.metadata.annotations["done"] == "yes"
+            }
             guard case .updated(let old, let new)? = await events.next() else { return XCTFail("expected one update") }
             XCTAssertNil(old.metadata.annotations["n"], "old is what the consumer saw last")
             XCTAssertEqual(new.metadata.annotations["n"], "50")
@@ -226,11 +263,13 @@ final class WatchTests: XCTestCase {
     }
 
     func testCoalescingRules() throws {
-        let a = try KubeObject(json: node("x")), b = try KubeObject(json: node("x", annotations: ["v": "2"]))
+        let a = try KubeObject(json: node("x"))
+        let b = try KubeObject(json: node("x", annotations: ["v": "2"]))
         let c = try KubeObject(json: node("x", annotations: ["v": "3"]))
         XCTAssertEqual(InformerEvent.added(a).coalesced(with: .updated(old: a, new: b)), .added(b))
         XCTAssertNil(InformerEvent.added(a).coalesced(with: .deleted(b)), "never seen, gone: nothing to say")
-        XCTAssertEqual(InformerEvent.updated(old: a, new: b).coalesced(with: .updated(old: b, new: c)), .updated(old: a, new: c))
+        XCTAssertEqual(
+            InformerEvent.updated(old: a, new: b).coalesced(with: .updated(old: b, new: c)), .updated(old: a, new: c))
         XCTAssertEqual(InformerEvent.updated(old: a, new: b).coalesced(with: .deleted(b)), .deleted(a))
         XCTAssertEqual(InformerEvent.deleted(a).coalesced(with: .added(c)), .updated(old: a, new: c))
     }
@@ -240,8 +279,10 @@ final class WatchTests: XCTestCase {
             try server.createNodes(["n"])
             server.inject(.init(.status(500), method: "GET", count: 3))
             server.inject(.init(.closeConnection, method: "GET", count: 1))
-            let informer = Informer(api: client, resource: .nodes,
-                                    configuration: .init(backoff: Backoff(initial: .milliseconds(10), maximum: .milliseconds(50))), logger: testLogger)
+            let informer = Informer(
+                api: client, resource: .nodes,
+                configuration: .init(backoff: Backoff(initial: .milliseconds(10), maximum: .milliseconds(50))),
+                logger: testLogger)
             let task = Task { await informer.run() }
             await informer.waitUntilSynced()
             XCTAssertNotNil(informer.get("n"))
@@ -255,19 +296,33 @@ final class WatchTests: XCTestCase {
         try await withServer { server, client in
             try server.createNodes(["a"])
             let slim: @Sendable (KubeObject) -> KubeObject = { o in
-                try! KubeObject(json: .object(["metadata": .object(["name": o.json["metadata"]!["name"]!,
-                                                                    "resourceVersion": o.json["metadata"]!["resourceVersion"]!])]))
+                try! KubeObject(
+                    json: .object([
+                        "metadata": .object([
+                            "name": o.json["metadata"]!["name"]!,
+                            "resourceVersion": o.json["metadata"]!["resourceVersion"]!,
+                        ])
+                    ]))
             }
-            let informer = Informer(api: client, resource: .nodes, configuration: .init(transform: slim), logger: testLogger)
+            let informer = Informer(
+                api: client, resource: .nodes, configuration: .init(transform: slim), logger: testLogger)
             let task = Task { await informer.run() }
             await informer.waitUntilSynced()
-            XCTAssertEqual(informer.get("a")?.json["metadata"]?.object?.keys.sorted(), ["name", "resourceVersion"], "listed, then transformed")
-            _ = try await client.patch(.nodes, namespace: nil, name: "a", .merge(.object(["metadata": .object(["annotations": .object(["x": "1"])])])))
+            XCTAssertEqual(
+                informer.get("a")?.json["metadata"]?.object?.keys.sorted(), ["name", "resourceVersion"],
+                "listed, then transformed")
+            _ = try await client.patch(
+                .nodes, namespace: nil, name: "a",
+                .merge(.object(["metadata": .object(["annotations": .object(["x": "1"])])])))
             try server.createNodes(["b"])
             let patched = try await client.get(.nodes, namespace: nil, name: "a").metadata.resourceVersion
-            await eventually("both watched") { informer.get("b") != nil && informer.get("a")?.metadata.resourceVersion == patched }
+            await eventually("both watched") {
+                informer.get("b") != nil && informer.get("a")?.metadata.resourceVersion == patched
+            }
             for name in ["a", "b"] {
-                XCTAssertEqual(informer.get(name)?.json["metadata"]?.object?.keys.sorted(), ["name", "resourceVersion"], "watched, then transformed")
+                XCTAssertEqual(
+                    informer.get(name)?.json["metadata"]?.object?.keys.sorted(), ["name", "resourceVersion"],
+                    "watched, then transformed")
             }
             task.cancel()
             await task.value

@@ -23,8 +23,9 @@ final class KernelNetworkTests: XCTestCase {
         XCTAssertTrue(up.isUp)
         try network.addAddress(try IPPrefix("10.244.7.0/32"), toLinkIndex: up.index, scope: .link)
         try network.addAddress(try IPPrefix("fd00:10:244:7::/128"), toLinkIndex: up.index, scope: .link)
-        XCTAssertEqual(Set(try network.addresses(ofLinkIndex: up.index)),
-                       [try IPPrefix("10.244.7.0/32"), try IPPrefix("fd00:10:244:7::/128")])
+        XCTAssertEqual(
+            Set(try network.addresses(ofLinkIndex: up.index)),
+            [try IPPrefix("10.244.7.0/32"), try IPPrefix("fd00:10:244:7::/128")])
         // The tunnel's IPv4 address is link-scoped: never the source of a packet leaving by another interface.
         let shown = try sh("ip -4 -o addr show dev wgmt-link")
         XCTAssertTrue(shown.contains("10.244.7.0/32 scope link"), shown)
@@ -46,16 +47,23 @@ final class KernelNetworkTests: XCTestCase {
         scratch = nil  // deleted
         var seen: [LinkMonitor.Change] = []
         let end = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < end, !seen.contains(where: { if case .removed(let l) = $0 { l.name == "wgmt-watch" } else { false } }) {
+        while ContinuousClock.now < end,
+            !seen.contains(where: { if case .removed(let l) = $0 { l.name == "wgmt-watch" } else { false } })
+        {
             seen += try monitor.next(timeout: .milliseconds(200))
         }
         let ours = seen.filter { $0.needsRepair(of: "wgmt-watch") }
-        XCTAssertTrue(ours.contains { if case .changed(let l) = $0 { !l.isUp && l.index == index } else { false } }, "set down: \(seen)")
-        XCTAssertTrue(ours.contains { if case .removed(let l) = $0 { l.index == index } else { false } }, "deleted: \(seen)")
+        XCTAssertTrue(
+            ours.contains { if case .changed(let l) = $0 { !l.isUp && l.index == index } else { false } },
+            "set down: \(seen)")
+        XCTAssertTrue(
+            ours.contains { if case .removed(let l) = $0 { l.index == index } else { false } }, "deleted: \(seen)")
         let setUp = seen.filter { if case .changed(let l) = $0 { l.isUp && l.name == "wgmt-watch" } else { false } }
         XCTAssertFalse(setUp.isEmpty, "set up: \(seen)")
         XCTAssertFalse(setUp.contains { $0.needsRepair(of: "wgmt-watch") }, "a link set up needs nothing")
-        XCTAssertFalse(LinkMonitor.Change.removed(LinkState(name: "eth9", index: 9, mtu: 1500, isUp: false, kind: nil)).needsRepair(of: "wgmt-watch"))
+        XCTAssertFalse(
+            LinkMonitor.Change.removed(LinkState(name: "eth9", index: 9, mtu: 1500, isUp: false, kind: nil))
+                .needsRepair(of: "wgmt-watch"))
         XCTAssertTrue(LinkMonitor.Change.lost.needsRepair(of: "wgmt-watch"))
     }
 
@@ -81,7 +89,9 @@ final class KernelNetworkTests: XCTestCase {
         XCTAssertEqual(try network.routes(family: .v4), [moved, strict].sorted())
 
         // Deleting "our" 10.99.0.0/24 must not remove the foreign route of the same destination.
-        XCTAssertThrowsError(try network.delete(Route(destination: try IPPrefix("10.99.0.0/24"), interfaceIndex: a.link.index))) { error in
+        XCTAssertThrowsError(
+            try network.delete(Route(destination: try IPPrefix("10.99.0.0/24"), interfaceIndex: a.link.index))
+        ) { error in
             XCTAssertEqual((error as? NetlinkError)?.errno, ESRCH, "\(error)")
         }
         XCTAssertTrue(try sh("ip route show 10.99.0.0/24").contains("proto static"))

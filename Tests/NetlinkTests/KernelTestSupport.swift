@@ -19,7 +19,9 @@ enum KernelSupport {
             try links.deleteLink(index: link.index)
         } catch {
             if required { throw error }
-            throw XCTSkip("kernel WireGuard is not available here (\(error)); scripts/vm-test.sh runs this test in a VM kernel that has it")
+            throw XCTSkip(
+                "kernel WireGuard is not available here (\(error)); scripts/vm-test.sh runs this test in a VM kernel that has it"
+            )
         }
     }
 }

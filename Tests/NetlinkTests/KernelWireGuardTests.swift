@@ -18,16 +18,21 @@ final class KernelWireGuardTests: XCTestCase {
         let scratch = try ScratchLink("wgmt-rt", network: network)
         let device = WireGuardKeyPair.generate()
         let peers = [
-            PeerConfig(publicKey: WireGuardKeyPair.generate().publicKey, presharedKey: testKey(1),
-                       endpoint: try Endpoint("192.0.2.10:51820"), persistentKeepalive: 25,
-                       allowedIPs: [try IPPrefix("10.244.1.0/24"), try IPPrefix("fd00:10:244:1::/64")]),
-            PeerConfig(publicKey: WireGuardKeyPair.generate().publicKey,
-                       endpoint: try Endpoint("[2001:db8::20]:4500"), persistentKeepalive: 0,
-                       allowedIPs: [try IPPrefix("10.244.2.0/24")]),
+            PeerConfig(
+                publicKey: WireGuardKeyPair.generate().publicKey, presharedKey: testKey(1),
+                endpoint: try Endpoint("192.0.2.10:51820"), persistentKeepalive: 25,
+                allowedIPs: [try IPPrefix("10.244.1.0/24"), try IPPrefix("fd00:10:244:1::/64")]),
+            PeerConfig(
+                publicKey: WireGuardKeyPair.generate().publicKey,
+                endpoint: try Endpoint("[2001:db8::20]:4500"), persistentKeepalive: 0,
+                allowedIPs: [try IPPrefix("10.244.2.0/24")]),
             PeerConfig(publicKey: WireGuardKeyPair.generate().publicKey, allowedIPs: []),
         ]
-        try wireguard.configure(scratch.link.name, DeviceConfig(privateKey: device.privateKey, listenPort: 51999,
-                                                                 firewallMark: 0x5157, replacePeers: true, peers: peers))
+        try wireguard.configure(
+            scratch.link.name,
+            DeviceConfig(
+                privateKey: device.privateKey, listenPort: 51999,
+                firewallMark: 0x5157, replacePeers: true, peers: peers))
         let state = try wireguard.device(named: scratch.link.name)
         XCTAssertEqual(state.name, scratch.link.name)
         XCTAssertEqual(state.interfaceIndex, scratch.link.index)
@@ -56,10 +61,17 @@ final class KernelWireGuardTests: XCTestCase {
         let wireguard = try KernelWireGuard(namespacePath: "/run/netns/wgmt-10k")
         let link = try network.createWireGuardLink(named: "wgmt-10k", mtu: nil)
         let peers = (0..<10_000).map { i in
-            PeerConfig(publicKey: testKey(i),
-                       endpoint: Endpoint(address: IPAddress(family: .v4, value: UInt128(0xC000_0200 | UInt32(i % 200 + 1))), port: UInt16(20000 + i % 1000)),
-                       allowedIPs: [try! IPPrefix("10.\(i / 256 % 256).\(i % 256).0/24"),
-                                    try! IPPrefix(address: IPAddress(family: .v6, value: UInt128(0xfd00_0010_0244) << 80 | UInt128(i) << 64), length: 64)])
+            PeerConfig(
+                publicKey: testKey(i),
+                endpoint: Endpoint(
+                    address: IPAddress(family: .v4, value: UInt128(0xC000_0200 | UInt32(i % 200 + 1))),
+                    port: UInt16(20000 + i % 1000)),
+                allowedIPs: [
+                    try! IPPrefix("10.\(i / 256 % 256).\(i % 256).0/24"),
+                    try! IPPrefix(
+                        address: IPAddress(family: .v6, value: UInt128(0xfd00_0010_0244) << 80 | UInt128(i) << 64),
+                        length: 64),
+                ])
         }
         try wireguard.configure(link.name, DeviceConfig(privateKey: testKey(-1), replacePeers: true, peers: peers))
         let sent = wireguard.setMessagesSent
@@ -78,10 +90,13 @@ final class KernelWireGuardTests: XCTestCase {
     func testOnePeerWithThousandsOfAllowedIPsCrossesMessages() throws {
         let scratch = try ScratchLink("wgmt-big", network: network)
         let ips = (0..<6000).map { try! IPPrefix("10.\($0 / 256).\($0 % 256).0/24") }
-        try wireguard.configure(scratch.link.name, DeviceConfig(peers: [PeerConfig(publicKey: testKey(5), allowedIPs: ips)]))
+        try wireguard.configure(
+            scratch.link.name, DeviceConfig(peers: [PeerConfig(publicKey: testKey(5), allowedIPs: ips)]))
         // Replace them in one call: replace-allowed-ips must act once, not in every fragment.
         let fewer = Array(ips.prefix(4000))
-        try wireguard.configure(scratch.link.name, DeviceConfig(peers: [PeerConfig(publicKey: testKey(5), allowedIPs: fewer, replaceAllowedIPs: true)]))
+        try wireguard.configure(
+            scratch.link.name,
+            DeviceConfig(peers: [PeerConfig(publicKey: testKey(5), allowedIPs: fewer, replaceAllowedIPs: true)]))
         let state = try wireguard.device(named: scratch.link.name)
         XCTAssertEqual(state.peers.count, 1, "the kernel's split answer is coalesced into one peer")
         XCTAssertEqual(Set(state.peers[0].allowedIPs), Set(fewer))
@@ -89,16 +104,23 @@ final class KernelWireGuardTests: XCTestCase {
 
     func testPeerRemovalAndUpdateOnly() throws {
         let scratch = try ScratchLink("wgmt-upd", network: network)
-        let a = testKey(1), b = testKey(2), absent = testKey(3)
-        try wireguard.configure(scratch.link.name, DeviceConfig(peers: [
-            PeerConfig(publicKey: a, endpoint: try Endpoint("192.0.2.1:1000"), allowedIPs: [try IPPrefix("10.1.0.0/24")]),
-            PeerConfig(publicKey: b, allowedIPs: [try IPPrefix("10.2.0.0/24")]),
-        ]))
-        try wireguard.configure(scratch.link.name, DeviceConfig(peers: [
-            PeerConfig(publicKey: a, endpoint: try Endpoint("[2001:db8::1]:2000"), updateOnly: true),
-            PeerConfig(publicKey: absent, allowedIPs: [try IPPrefix("10.3.0.0/24")], updateOnly: true),
-            .removal(of: b),
-        ]))
+        let a = testKey(1)
+        let b = testKey(2)
+        let absent = testKey(3)
+        try wireguard.configure(
+            scratch.link.name,
+            DeviceConfig(peers: [
+                PeerConfig(
+                    publicKey: a, endpoint: try Endpoint("192.0.2.1:1000"), allowedIPs: [try IPPrefix("10.1.0.0/24")]),
+                PeerConfig(publicKey: b, allowedIPs: [try IPPrefix("10.2.0.0/24")]),
+            ]))
+        try wireguard.configure(
+            scratch.link.name,
+            DeviceConfig(peers: [
+                PeerConfig(publicKey: a, endpoint: try Endpoint("[2001:db8::1]:2000"), updateOnly: true),
+                PeerConfig(publicKey: absent, allowedIPs: [try IPPrefix("10.3.0.0/24")], updateOnly: true),
+                .removal(of: b),
+            ]))
         let state = try wireguard.device(named: scratch.link.name)
         XCTAssertEqual(state.peers.map(\.publicKey), [a], "b removed, update-only did not create the absent peer")
         XCTAssertEqual(state.peers[0].endpoint, try Endpoint("[2001:db8::1]:2000"))
@@ -111,7 +133,8 @@ final class KernelWireGuardTests: XCTestCase {
             XCTAssertEqual(e?.errno, ENODEV)
             XCTAssertTrue("\(error)".contains("get wireguard device \"wgmt-nothere\""), "\(error)")
         }
-        XCTAssertThrowsError(try wireguard.configure("wgmt-nothere", DeviceConfig(peers: [.removal(of: testKey(1))]))) { error in
+        XCTAssertThrowsError(try wireguard.configure("wgmt-nothere", DeviceConfig(peers: [.removal(of: testKey(1))]))) {
+            error in
             XCTAssertTrue("\(error)".contains("remove peer \(testKey(1)) on wgmt-nothere"), "\(error)")
             XCTAssertEqual((error as? NetlinkError)?.errno, ENODEV)
         }

@@ -19,8 +19,9 @@ final class WireGuardMessagesTests: XCTestCase {
         return try bytes.withUnsafeBytes { raw in
             let header = raw.loadUnaligned(as: nlmsghdr.self)
             XCTAssertEqual(Int(header.nlmsg_len), bytes.count)
-            let msg = ReceivedMessage(type: header.nlmsg_type, flags: header.nlmsg_flags,
-                                      body: UnsafeRawBufferPointer(rebasing: raw[MemoryLayout<nlmsghdr>.size...]))
+            let msg = ReceivedMessage(
+                type: header.nlmsg_type, flags: header.nlmsg_flags,
+                body: UnsafeRawBufferPointer(rebasing: raw[MemoryLayout<nlmsghdr>.size...]))
             XCTAssertEqual(msg.header(as: genlmsghdr.self)?.cmd, WG.cmdSetDevice)
             var f = Fragment(peers: [], hasPeerFlagsAttribute: [], length: bytes.count)
             for a in msg.attributes(after: MemoryLayout<genlmsghdr>.size) {
@@ -43,17 +44,24 @@ final class WireGuardMessagesTests: XCTestCase {
 
     static func peers(_ n: Int) -> [PeerConfig] {
         (0..<n).map { i in
-            PeerConfig(publicKey: testKey(i),
-                       endpoint: Endpoint(address: IPAddress(family: .v4, value: UInt128(0xC633_6400 + UInt32(i % 250))), port: 51820),
-                       persistentKeepalive: 25,
-                       allowedIPs: [try! IPPrefix("10.\(i / 256 % 256).\(i % 256).0/24"),
-                                    try! IPPrefix(address: IPAddress(family: .v6, value: (UInt128(0xfd00_0010_0244) << 80) | UInt128(i) << 64), length: 64)],
-                       replaceAllowedIPs: true)
+            PeerConfig(
+                publicKey: testKey(i),
+                endpoint: Endpoint(
+                    address: IPAddress(family: .v4, value: UInt128(0xC633_6400 + UInt32(i % 250))), port: 51820),
+                persistentKeepalive: 25,
+                allowedIPs: [
+                    try! IPPrefix("10.\(i / 256 % 256).\(i % 256).0/24"),
+                    try! IPPrefix(
+                        address: IPAddress(family: .v6, value: (UInt128(0xfd00_0010_0244) << 80) | UInt128(i) << 64),
+                        length: 64),
+                ],
+                replaceAllowedIPs: true)
         }
     }
 
     func testTenThousandPeersSplitAcrossMessagesAndReassemble() throws {
-        let config = DeviceConfig(privateKey: testKey(99_999), listenPort: 51820, replacePeers: true, peers: Self.peers(10_000))
+        let config = DeviceConfig(
+            privateKey: testKey(99_999), listenPort: 51820, replacePeers: true, peers: Self.peers(10_000))
         let messages = try WireGuardMessages.setDevice(family: 0x20, name: "wgmesh0", config: config)
         XCTAssertGreaterThan(messages.count, 1)
         let fragments = try messages.map(decode)
@@ -80,10 +88,12 @@ final class WireGuardMessagesTests: XCTestCase {
 
     func testPeerWithManyAllowedIPsIsContinuedWithoutRepeatingItsFlags() throws {
         let many = (0..<5000).map { try! IPPrefix("10.\($0 / 256).\($0 % 256).1/32") }
-        let peer = PeerConfig(publicKey: testKey(1), presharedKey: testKey(2), allowedIPs: many, replaceAllowedIPs: true)
-        let messages = try WireGuardMessages.setDevice(family: 0x20, name: "wgmesh0",
-                                                       config: DeviceConfig(peers: [Self.peers(1)[0], peer, Self.peers(3)[2]]),
-                                                       capacity: 4096)
+        let peer = PeerConfig(
+            publicKey: testKey(1), presharedKey: testKey(2), allowedIPs: many, replaceAllowedIPs: true)
+        let messages = try WireGuardMessages.setDevice(
+            family: 0x20, name: "wgmesh0",
+            config: DeviceConfig(peers: [Self.peers(1)[0], peer, Self.peers(3)[2]]),
+            capacity: 4096)
         let fragments = try messages.map(decode)
         XCTAssertGreaterThan(fragments.count, 5)
         let entries = fragments.flatMap { zip($0.peers, $0.hasPeerFlagsAttribute) }
@@ -101,7 +111,8 @@ final class WireGuardMessagesTests: XCTestCase {
 
     func testOnePeerChangeIsOneSmallMessage() throws {
         let change = PeerConfig(publicKey: testKey(7), endpoint: try Endpoint("[fd00::7]:51820"), updateOnly: true)
-        let messages = try WireGuardMessages.setDevice(family: 0x20, name: "wgmesh0", config: DeviceConfig(peers: [change]))
+        let messages = try WireGuardMessages.setDevice(
+            family: 0x20, name: "wgmesh0", config: DeviceConfig(peers: [change]))
         XCTAssertEqual(messages.count, 1)
         XCTAssertLessThan(messages[0].length, 128)
         let f = try decode(messages[0])
@@ -112,7 +123,8 @@ final class WireGuardMessagesTests: XCTestCase {
     func testRemovalCarriesNoAllowedIPs() throws {
         var removal = PeerConfig.removal(of: testKey(3))
         removal.allowedIPs = [try IPPrefix("10.0.0.0/8")]
-        let f = try decode(try WireGuardMessages.setDevice(family: 0x20, name: "wgmesh0", config: DeviceConfig(peers: [removal]))[0])
+        let f = try decode(
+            try WireGuardMessages.setDevice(family: 0x20, name: "wgmesh0", config: DeviceConfig(peers: [removal]))[0])
         XCTAssertEqual(f.peers.first?.flags, WG.peerFlagRemoveMe)
         XCTAssertEqual(f.peers.first?.allowedIPs, [])
     }
@@ -135,7 +147,9 @@ final class WireGuardMessagesTests: XCTestCase {
     }
 
     func testOverlongInterfaceNameIsRejected() {
-        XCTAssertThrowsError(try WireGuardMessages.setDevice(family: 0x20, name: "wgmesh-far-too-long", config: DeviceConfig())) { error in
+        XCTAssertThrowsError(
+            try WireGuardMessages.setDevice(family: 0x20, name: "wgmesh-far-too-long", config: DeviceConfig())
+        ) { error in
             XCTAssertTrue("\(error)".contains("\"wgmesh-far-too-long\" is 19 bytes"), "\(error)")
         }
     }
@@ -162,12 +176,16 @@ final class WireGuardMessagesTests: XCTestCase {
         body += withUnsafeBytes(of: echoed) { Array($0) }
         let text = Array("Unknown device type".utf8) + [0]
         let attrLength = UInt16(4 + text.count)
-        body += withUnsafeBytes(of: attrLength) { Array($0) } + withUnsafeBytes(of: UInt16(NLMSGERR_ATTR_MSG.rawValue)) { Array($0) } + text
+        body +=
+            withUnsafeBytes(of: attrLength) { Array($0) }
+            + withUnsafeBytes(of: UInt16(NLMSGERR_ATTR_MSG.rawValue)) { Array($0) } + text
         let message = body.withUnsafeBytes {
             NetlinkSocket.extendedAck(flags: UInt16(NLM_F_ACK_TLVS | NLM_F_CAPPED), body: $0)
         }
         XCTAssertEqual(message, "Unknown device type")
         let error = NetlinkError(operation: "create wireguard link \"wg0\"", errno: 95, kernelMessage: message)
-        XCTAssertEqual("\(error)", "create wireguard link \"wg0\": EOPNOTSUPP (Operation not supported): kernel says \"Unknown device type\"")
+        XCTAssertEqual(
+            "\(error)",
+            "create wireguard link \"wg0\": EOPNOTSUPP (Operation not supported): kernel says \"Unknown device type\"")
     }
 }

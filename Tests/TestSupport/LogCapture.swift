@@ -19,7 +19,9 @@ public final class LogCapture: Sendable {
         }
         func log(event: LogEvent) {
             let all = metadata.merging(event.metadata ?? [:]) { $1 }
-            let line = "\(event.level) \(event.message) " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            let line =
+                "\(event.level) \(event.message) "
+                + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
             capture.lines.withLock { $0.append(line) }
             if ProcessInfo.processInfo.environment["WGMESH_TEST_LOG"] != nil { print(line) }
         }

@@ -12,13 +12,20 @@ public final class ModelKernel: WireGuardDevice, RouteTable {
     }
 
     public func device(named name: String) throws -> DeviceState { state }
-    public func configure(_ name: String, _ config: DeviceConfig) throws { state = KernelModel.apply(config, to: state) }
-    public func routes(family: IPFamily?) throws -> [Route] { table.filter { family == nil || $0.destination.family == family }.sorted() }
+    public func configure(_ name: String, _ config: DeviceConfig) throws {
+        state = KernelModel.apply(config, to: state)
+    }
+    public func routes(family: IPFamily?) throws -> [Route] {
+        table.filter { family == nil || $0.destination.family == family }.sorted()
+    }
     public func add(_ route: Route) throws {
         precondition(!table.contains { $0.key == route.key }, "add of an existing route would fail with EEXIST")
         table.append(route)
     }
-    public func replace(_ route: Route) throws { table.removeAll { $0.key == route.key }; table.append(route) }
+    public func replace(_ route: Route) throws {
+        table.removeAll { $0.key == route.key }
+        table.append(route)
+    }
     public func delete(_ route: Route) throws {
         precondition(table.contains { $0.key == route.key }, "delete of a missing route would fail with ESRCH")
         table.removeAll { $0.key == route.key }
@@ -44,7 +51,9 @@ public enum KernelModel {
             if let e = change.endpoint { peer.endpoint = e }
             if let k = change.persistentKeepalive { peer.persistentKeepalive = k }
             if change.replaceAllowedIPs { peer.allowedIPs = [] }
-            for ip in change.allowedIPs where !peer.allowedIPs.contains(ip.canonical) { peer.allowedIPs.append(ip.canonical) }
+            for ip in change.allowedIPs where !peer.allowedIPs.contains(ip.canonical) {
+                peer.allowedIPs.append(ip.canonical)
+            }
             // An allowed IP belongs to one peer: adding it elsewhere takes it away (as the kernel's trie does).
             for j in s.peers.indices where s.peers[j].publicKey != peer.publicKey {
                 s.peers[j].allowedIPs.removeAll { change.allowedIPs.map(\.canonical).contains($0) }

@@ -21,7 +21,8 @@ public func runProgram(_ path: String, _ arguments: [String]) throws -> (status:
 public func sh(_ command: String, allowFailure: Bool = false) throws -> String {
     let (status, text) = try runProgram("/bin/sh", ["-c", command])
     if status != 0, !allowFailure {
-        throw NSError(domain: "sh", code: Int(status), userInfo: [NSLocalizedDescriptionKey: "`\(command)` failed: \(text)"])
+        throw NSError(
+            domain: "sh", code: Int(status), userInfo: [NSLocalizedDescriptionKey: "`\(command)` failed: \(text)"])
     }
     return text
 }

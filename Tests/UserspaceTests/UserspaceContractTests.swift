@@ -14,8 +14,14 @@ final class UserspaceContractTests: XCTestCase {
     var interface = ""
 
     override func setUpWithError() throws {
-        guard getuid() == 0 else { throw XCTSkip("needs root for a network namespace and a tun device (CI runs as root)") }
-        guard let program = ["/usr/bin/wireguard-go", "/usr/sbin/wireguard-go"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+        guard getuid() == 0 else {
+            throw XCTSkip("needs root for a network namespace and a tun device (CI runs as root)")
+        }
+        guard
+            let program = ["/usr/bin/wireguard-go", "/usr/sbin/wireguard-go"].first(where: {
+                FileManager.default.isExecutableFile(atPath: $0)
+            })
+        else {
             throw XCTSkip("wireguard-go is not installed: scripts/setup.sh installs it (Debian wireguard-go)")
         }
         interface = "wgmc-u\(getpid() % 1000)"
@@ -45,7 +51,9 @@ final class UserspaceContractTests: XCTestCase {
     /// `ip netns …`; a failure fails the test unless `allowFailure`.
     func run(_ path: String, _ args: [String], allowFailure: Bool = false) throws {
         let (status, output) = try runProgram(path, args)
-        if status != 0 && !allowFailure { XCTFail("\(path) \(args.joined(separator: " ")) exited \(status): \(output)") }
+        if status != 0 && !allowFailure {
+            XCTFail("\(path) \(args.joined(separator: " ")) exited \(status): \(output)")
+        }
     }
 
     func testReadBackEqualsSet() throws {

@@ -25,13 +25,21 @@ final class UserspaceDeviceTests: XCTestCase {
         func deleteLink(index: UInt32) throws { throw Unexpected() }
         func interface(carrying address: IPAddress) throws -> LinkState? { nil }
         func addresses(ofLinkIndex index: UInt32) throws -> [IPPrefix] { [] }
-        func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32, scope: AddressScope) throws { throw Unexpected() }
+        func addAddress(_ address: IPPrefix, toLinkIndex index: UInt32, scope: AddressScope) throws {
+            throw Unexpected()
+        }
         func removeAddress(_ address: IPPrefix, fromLinkIndex index: UInt32) throws { throw Unexpected() }
     }
 
     override func setUpWithError() throws {
-        guard getuid() == 0 else { throw XCTSkip("needs root for a network namespace and a tun device (CI runs as root)") }
-        guard let program = ["/usr/bin/wireguard-go", "/usr/sbin/wireguard-go"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+        guard getuid() == 0 else {
+            throw XCTSkip("needs root for a network namespace and a tun device (CI runs as root)")
+        }
+        guard
+            let program = ["/usr/bin/wireguard-go", "/usr/sbin/wireguard-go"].first(where: {
+                FileManager.default.isExecutableFile(atPath: $0)
+            })
+        else {
             throw XCTSkip("wireguard-go is not installed: scripts/setup.sh installs it (Debian wireguard-go)")
         }
         interface = "wgmc-d\(getpid() % 1000)"
@@ -39,7 +47,8 @@ final class UserspaceDeviceTests: XCTestCase {
         let folder = NSTemporaryDirectory() + "wgmesh-device-test-\(getpid())"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         wrapper = folder + "/wireguard-go"
-        try "#!/bin/sh\nexec /usr/sbin/ip netns exec \(Self.namespace) \(program) \"$@\"\n".write(toFile: wrapper, atomically: true, encoding: .utf8)
+        try "#!/bin/sh\nexec /usr/sbin/ip netns exec \(Self.namespace) \(program) \"$@\"\n".write(
+            toFile: wrapper, atomically: true, encoding: .utf8)
         chmod(wrapper, 0o755)
     }
 
@@ -57,13 +66,16 @@ final class UserspaceDeviceTests: XCTestCase {
     }
 
     func go(_ launch: WireGuardGo.Launch = .here, startTimeout: Duration = .seconds(10)) -> WireGuardGo {
-        WireGuardGo(program: wrapper, device: UserspaceWireGuard(), network: NoLinks(), logger: logs.logger("device"), launch: launch,
-                    startTimeout: startTimeout)
+        WireGuardGo(
+            program: wrapper, device: UserspaceWireGuard(), network: NoLinks(), logger: logs.logger("device"),
+            launch: launch,
+            startTimeout: startTimeout)
     }
 
     /// `wgmesh userspace-device`'s loop on a thread of its own, stopped in tearDown if the test does not.
     func startDevice(_ go: WireGuardGo) -> (UserspaceDevice, Thread) {
-        let device = UserspaceDevice(interface: interface, go: go, logger: logs.logger("device"), pollInterval: .milliseconds(50))
+        let device = UserspaceDevice(
+            interface: interface, go: go, logger: logs.logger("device"), pollInterval: .milliseconds(50))
         let thread = Thread { device.run() }
         thread.start()
         devices.append((device, thread))
@@ -91,7 +103,10 @@ final class UserspaceDeviceTests: XCTestCase {
             usleep(20_000)
         }
     }
-    struct Failure: Error, CustomStringConvertible { let what: String; var description: String { "timed out waiting until \(what)" } }
+    struct Failure: Error, CustomStringConvertible {
+        let what: String
+        var description: String { "timed out waiting until \(what)" }
+    }
 
     func isRunning(_ pid: pid_t) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
@@ -106,7 +121,9 @@ final class UserspaceDeviceTests: XCTestCase {
         let first = try XCTUnwrap(go.child(of: interface))
 
         kill(first, SIGKILL)
-        try wait("a new wireguard-go answers") { (go.child(of: interface) ?? first) != first && go.device.answers(interface) }
+        try wait("a new wireguard-go answers") {
+            (go.child(of: interface) ?? first) != first && go.device.answers(interface)
+        }
         let second = try XCTUnwrap(go.child(of: interface))
         // Logged by the thread that reaps it, which may come after the new one is up.
         try wait("the exit is logged") { logs.lines.withLock { $0.contains { $0.contains("wireguard-go exited") } } }

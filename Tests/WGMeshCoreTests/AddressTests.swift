@@ -15,17 +15,19 @@ final class AddressTests: XCTestCase {
             ("fd00:10:244:3::", "fd00:10:244:3::"),
             ("FD00:0010:0244:0003:0000:0000:0000:0001", "fd00:10:244:3::1"),
             ("::", "::"), ("::1", "::1"),
-            ("2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),   // RFC 5952: first of equal runs
-            ("2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"), // a single zero group is not compressed
+            ("2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),  // RFC 5952: first of equal runs
+            ("2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"),  // a single zero group is not compressed
             ("::ffff:192.0.2.1", "::ffff:c000:201"),
         ]
         for (input, canonical) in cases {
             XCTAssertEqual(try IPAddress(input).description, canonical, input)
             XCTAssertEqual(try IPAddress(canonical), try IPAddress(input))
         }
-        for bad in ["1::2::3", "12345::", "1:2:3:4:5:6:7:8:9", ":1", "1:2:3:4:5:6:7", "g::1", "1:2:3:4:5:6:7::8:9",
-                    "1:", "1::2:", ":::", "::1:", "1:2:3:4:5:6:7:8::", "::1.2.3", "1.2.3.4::", "::ffff:1.2.3.4:5",
-                    "1:2:3:4:5:6:1.2.3.4:8", "1:2:3:4:5:6:7:1.2.3.4", "::01.2.3.4", "1:2:3:4:5:6:7:8 ", "fd00::1/64"] {
+        for bad in [
+            "1::2::3", "12345::", "1:2:3:4:5:6:7:8:9", ":1", "1:2:3:4:5:6:7", "g::1", "1:2:3:4:5:6:7::8:9",
+            "1:", "1::2:", ":::", "::1:", "1:2:3:4:5:6:7:8::", "::1.2.3", "1.2.3.4::", "::ffff:1.2.3.4:5",
+            "1:2:3:4:5:6:1.2.3.4:8", "1:2:3:4:5:6:7:1.2.3.4", "::01.2.3.4", "1:2:3:4:5:6:7:8 ", "fd00::1/64",
+        ] {
             XCTAssertThrowsError(try IPAddress(bad), bad)
         }
     }
@@ -36,10 +38,16 @@ final class AddressTests: XCTestCase {
         var rng = SystemRandomNumberGenerator()
         for _ in 0..<2000 {
             // Groups that are often zero, so that `::` has runs to choose from.
-            let groups = (0..<8).map { _ in Bool.random(using: &rng) ? UInt16(0) : UInt16.random(in: 0...UInt16.max, using: &rng) }
+            let groups = (0..<8).map { _ in
+                Bool.random(using: &rng) ? UInt16(0) : UInt16.random(in: 0...UInt16.max, using: &rng)
+            }
             let value = groups.reduce(UInt128(0)) { $0 << 16 | UInt128($1) }
-            var spellings = [groups.map { String($0, radix: 16) }.joined(separator: ":"),
-                             groups.map { String(repeating: "0", count: 4 - String($0, radix: 16).count) + String($0, radix: 16).uppercased() }.joined(separator: ":")]
+            var spellings = [
+                groups.map { String($0, radix: 16) }.joined(separator: ":"),
+                groups.map {
+                    String(repeating: "0", count: 4 - String($0, radix: 16).count) + String($0, radix: 16).uppercased()
+                }.joined(separator: ":"),
+            ]
             let v4 = "\(groups[6] >> 8).\(groups[6] & 0xff).\(groups[7] >> 8).\(groups[7] & 0xff)"
             spellings.append(groups[..<6].map { String($0, radix: 16) }.joined(separator: ":") + ":" + v4)
             for start in 0..<8 where groups[start] == 0 {
@@ -49,7 +57,10 @@ final class AddressTests: XCTestCase {
                     let head = groups[..<start].map { String($0, radix: 16) }.joined(separator: ":")
                     let tail = groups[end...].map { String($0, radix: 16) }.joined(separator: ":")
                     spellings.append(head + "::" + tail)
-                    if end <= 6 { spellings.append(head + "::" + (groups[end..<6].map { String($0, radix: 16) } + [v4]).joined(separator: ":")) }
+                    if end <= 6 {
+                        spellings.append(
+                            head + "::" + (groups[end..<6].map { String($0, radix: 16) } + [v4]).joined(separator: ":"))
+                    }
                 }
             }
             for text in spellings {
@@ -89,10 +100,14 @@ final class AddressTests: XCTestCase {
 
     func testPrefixLists() throws {
         XCTAssertEqual(try IPPrefix.list("10.244.0.0/16").map(\.description), ["10.244.0.0/16"])
-        XCTAssertEqual(try IPPrefix.list(" 10.244.0.0/16 , fd00:10:244::/48").map(\.description), ["10.244.0.0/16", "fd00:10:244::/48"])
+        XCTAssertEqual(
+            try IPPrefix.list(" 10.244.0.0/16 , fd00:10:244::/48").map(\.description),
+            ["10.244.0.0/16", "fd00:10:244::/48"])
         // Each bad item is named in the error, as given.
-        for (bad, named) in [("10.244.0.0/16,,fd00::/48", "\"\""), ("10.244.0.0/16,", "\"\""), ("", "\"\""),
-                             ("10.244.0.0/16,fd00::/129", "fd00::/129"), ("10.244.0.0/16;fd00::/48", "10.244.0.0/16;fd00::/48")] {
+        for (bad, named) in [
+            ("10.244.0.0/16,,fd00::/48", "\"\""), ("10.244.0.0/16,", "\"\""), ("", "\"\""),
+            ("10.244.0.0/16,fd00::/129", "fd00::/129"), ("10.244.0.0/16;fd00::/48", "10.244.0.0/16;fd00::/48"),
+        ] {
             XCTAssertThrowsError(try IPPrefix.list(bad), bad) { error in
                 XCTAssertTrue("\(error)".contains(named), "\(error) names \(named)")
             }
@@ -114,7 +129,10 @@ final class AddressTests: XCTestCase {
     func testEndpoints() throws {
         XCTAssertEqual(try Endpoint("192.0.2.1:51820").description, "192.0.2.1:51820")
         XCTAssertEqual(try Endpoint("[fd00::1]:51820").description, "[fd00::1]:51820")
-        for bad in ["fd00::1:51820", "192.0.2.1", "192.0.2.1:0", "192.0.2.1:70000", "[192.0.2.1]:5", "host.example:51820", "[fd00::1]51820"] {
+        for bad in [
+            "fd00::1:51820", "192.0.2.1", "192.0.2.1:0", "192.0.2.1:70000", "[192.0.2.1]:5", "host.example:51820",
+            "[fd00::1]51820",
+        ] {
             XCTAssertThrowsError(try Endpoint(bad), bad)
         }
     }
@@ -125,14 +143,18 @@ final class AddressTests: XCTestCase {
         XCTAssertEqual(try WireGuardKeyPair.publicKey(for: pair.privateKey), pair.publicKey)
         // RFC 7748 section 6.1 test vector (Alice).
         let alice = try WireGuardKey(bytes: hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"))
-        XCTAssertEqual(try WireGuardKeyPair.publicKey(for: alice).bytes, hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"))
-        for bad in ["", "abc", String(repeating: "A", count: 44), pair.publicKey.base64.dropLast(2) + "!=",
-                    String(repeating: "A", count: 43) + "B=",   // last char carries non-zero padding bits
-                    String(repeating: "A", count: 41) + "é=",   // 44 bytes, two of them outside base64
-                    String(repeating: "A", count: 42) + "-=", String(repeating: "A", count: 42) + "A "] {
+        XCTAssertEqual(
+            try WireGuardKeyPair.publicKey(for: alice).bytes,
+            hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"))
+        for bad in [
+            "", "abc", String(repeating: "A", count: 44), pair.publicKey.base64.dropLast(2) + "!=",
+            String(repeating: "A", count: 43) + "B=",  // last char carries non-zero padding bits
+            String(repeating: "A", count: 41) + "é=",  // 44 bytes, two of them outside base64
+            String(repeating: "A", count: 42) + "-=", String(repeating: "A", count: 42) + "A ",
+        ] {
             XCTAssertThrowsError(try WireGuardKey(base64: bad), bad)
         }
-        for _ in 0..<1000 {   // every byte value in every position decodes back
+        for _ in 0..<1000 {  // every byte value in every position decodes back
             let bytes = (0..<32).map { _ in UInt8.random(in: 0...255) }
             XCTAssertEqual(try WireGuardKey(base64: try WireGuardKey(bytes: bytes).base64).bytes, bytes)
         }

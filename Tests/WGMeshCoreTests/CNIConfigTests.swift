@@ -17,58 +17,60 @@ final class CNIConfigTests: XCTestCase {
 
     func testDualStackIsExactlyThisText() {
         let expected = """
-        {
-          "cniVersion": "1.0.0",
-          "name": "wgmesh",
-          "plugins": [
             {
-              "type": "bridge",
-              "bridge": "cni0",
-              "isGateway": true,
-              "ipMasq": false,
-              "hairpinMode": true,
-              "mtu": 1420,
-              "ipam": {
-                "type": "host-local",
-                "ranges": [
-                  [
-                    {
-                      "subnet": "10.244.3.0/24"
-                    }
-                  ],
-                  [
-                    {
-                      "subnet": "fd00:10:244:3::/64"
-                    }
-                  ]
-                ],
-                "routes": [
-                  {
-                    "dst": "0.0.0.0/0"
-                  },
-                  {
-                    "dst": "::/0"
+              "cniVersion": "1.0.0",
+              "name": "wgmesh",
+              "plugins": [
+                {
+                  "type": "bridge",
+                  "bridge": "cni0",
+                  "isGateway": true,
+                  "ipMasq": false,
+                  "hairpinMode": true,
+                  "mtu": 1420,
+                  "ipam": {
+                    "type": "host-local",
+                    "ranges": [
+                      [
+                        {
+                          "subnet": "10.244.3.0/24"
+                        }
+                      ],
+                      [
+                        {
+                          "subnet": "fd00:10:244:3::/64"
+                        }
+                      ]
+                    ],
+                    "routes": [
+                      {
+                        "dst": "0.0.0.0/0"
+                      },
+                      {
+                        "dst": "::/0"
+                      }
+                    ]
                   }
-                ]
-              }
-            },
-            {
-              "type": "portmap",
-              "capabilities": {
-                "portMappings": true
-              }
+                },
+                {
+                  "type": "portmap",
+                  "capabilities": {
+                    "portMappings": true
+                  }
+                }
+              ]
             }
-          ]
-        }
 
-        """
+            """
         XCTAssertEqual(CNIConfig.conflist(podCIDRs: [v4, v6], mtu: 1420), expected)
-        XCTAssertEqual(CNIConfig.conflist(podCIDRs: [v6, v4], mtu: 1420), expected, "IPv4 first whatever the order given")
+        XCTAssertEqual(
+            CNIConfig.conflist(podCIDRs: [v6, v4], mtu: 1420), expected, "IPv4 first whatever the order given")
         XCTAssertEqual(CNIConfig.fileName, "10-wgmesh.conflist")
     }
 
     func testDualStackParsesWithTheCNIStructure() throws {
-        let document = try parse(CNIConfig.conflist(podCIDRs: [v4, v6], mtu: 1380, bridge: "br-pods", networkName: "mesh"))
+        let document = try parse(
+            CNIConfig.conflist(podCIDRs: [v4, v6], mtu: 1380, bridge: "br-pods", networkName: "mesh"))
         XCTAssertEqual(document["cniVersion"] as? String, "1.0.0")
         XCTAssertEqual(document["name"] as? String, "mesh")
         let plugins = try XCTUnwrap(document["plugins"] as? [[String: Any]])
@@ -81,7 +83,9 @@ final class CNIConfigTests: XCTestCase {
         XCTAssertEqual(bridge["mtu"] as? Int, 1380)
         let ipam = try ipam(document)
         XCTAssertEqual(ipam["type"] as? String, "host-local")
-        XCTAssertEqual(ipam["ranges"] as? [[[String: String]]], [[["subnet": "10.244.3.0/24"]], [["subnet": "fd00:10:244:3::/64"]]])
+        XCTAssertEqual(
+            ipam["ranges"] as? [[[String: String]]],
+            [[["subnet": "10.244.3.0/24"]], [["subnet": "fd00:10:244:3::/64"]]])
         XCTAssertEqual(ipam["routes"] as? [[String: String]], [["dst": "0.0.0.0/0"], ["dst": "::/0"]])
         XCTAssertEqual((plugins[1]["capabilities"] as? [String: Bool]), ["portMappings": true])
     }
@@ -110,10 +114,13 @@ final class CNIConfigTests: XCTestCase {
 
     func testEmptyPodCIDRsIsTheCallersErrorAndSaysSo() throws {
         // The agent writes no conflist before the node has a Pod CIDR; the doc comment states that contract.
-        let source = try String(contentsOf: URL(fileURLWithPath: #filePath)
-            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Sources/WGMeshCore/CNIConfig.swift"), encoding: .utf8)
-        XCTAssertTrue(source.contains("/// Caller contract: `podCIDRs` is never empty"), "the caller contract is documented on conflist")
+        let source = try String(
+            contentsOf: URL(fileURLWithPath: #filePath)
+                .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent("Sources/WGMeshCore/CNIConfig.swift"), encoding: .utf8)
+        XCTAssertTrue(
+            source.contains("/// Caller contract: `podCIDRs` is never empty"),
+            "the caller contract is documented on conflist")
         // Should a caller break it anyway, the file stays valid JSON and host-local refuses Pods loudly.
         let ipam = try ipam(parse(CNIConfig.conflist(podCIDRs: [], mtu: 1420)))
         XCTAssertEqual(ipam["ranges"] as? [[[String: String]]], [])

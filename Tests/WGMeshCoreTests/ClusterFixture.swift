@@ -22,14 +22,17 @@ struct ClusterFixture {
             a[Annotation.enrollmentKey] = enrollment.base64
             a[Annotation.sealedTo] = enrollment.base64
             a[Annotation.publicKey] = pair.publicKey.base64
-            a[Annotation.sealedPrivateKey] = try! SealedKey.seal(pair.privateKey, to: enrollment, nodeName: name, generation: 1).base64
+            a[Annotation.sealedPrivateKey] = try! SealedKey.seal(
+                pair.privateKey, to: enrollment, nodeName: name, generation: 1
+            ).base64
             a[Annotation.keyGeneration] = "1"
             a[Annotation.keyIssuedAt] = RFC3339.format(Self.now.addingTimeInterval(-3600))
             a[Annotation.appliedKeyGeneration] = "1"
             a[Annotation.unencryptedDrops] = UnencryptedDrops().description
             annotations[name] = a
-            conditions[name] = .init(status: "True", reason: "AllPeersConnected",
-                                     message: "all \(names.count - 1) peer\(names.count == 2 ? "" : "s") had a handshake in the last 180 s")
+            conditions[name] = .init(
+                status: "True", reason: "AllPeersConnected",
+                message: "all \(names.count - 1) peer\(names.count == 2 ? "" : "s") had a handshake in the last 180 s")
         }
         applyPeers()
     }
@@ -38,12 +41,15 @@ struct ClusterFixture {
     mutating func applyPeers(except: Set<String> = []) {
         let nodes = self.nodes.compactMap(\.meshNode)
         for name in annotations.keys where !except.contains(name) {
-            annotations[name]![Annotation.appliedPeers] = AppliedPeers.expected(for: name, nodes: nodes, clusterCIDRs: Self.clusterCIDRs)
+            annotations[name]![Annotation.appliedPeers] = AppliedPeers.expected(
+                for: name, nodes: nodes, clusterCIDRs: Self.clusterCIDRs)
         }
     }
 
     var nodes: [ObservedNode] {
-        annotations.keys.sorted().map { ObservedNode(name: $0, annotations: annotations[$0]!, condition: conditions[$0]) }
+        annotations.keys.sorted().map {
+            ObservedNode(name: $0, annotations: annotations[$0]!, condition: conditions[$0])
+        }
     }
 
     /// The controller's switch to a new keypair of the next generation, answering `token`.
@@ -52,7 +58,9 @@ struct ClusterFixture {
         let enrollment = try! WireGuardKey(base64: annotations[name]![Annotation.enrollmentKey]!)
         let generation = UInt64(annotations[name]![Annotation.keyGeneration]!)! + 1
         annotations[name]![Annotation.publicKey] = pair.publicKey.base64
-        annotations[name]![Annotation.sealedPrivateKey] = try! SealedKey.seal(pair.privateKey, to: enrollment, nodeName: name, generation: generation).base64
+        annotations[name]![Annotation.sealedPrivateKey] = try! SealedKey.seal(
+            pair.privateKey, to: enrollment, nodeName: name, generation: generation
+        ).base64
         annotations[name]![Annotation.keyGeneration] = String(generation)
         annotations[name]![Annotation.keyIssuedAt] = RFC3339.format(Self.now)
         annotations[name]![Annotation.rotateRequest] = token

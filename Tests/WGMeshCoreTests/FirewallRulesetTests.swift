@@ -9,59 +9,63 @@ final class FirewallRulesetTests: XCTestCase {
 
     func testDualStackStrictIsExactlyThisText() {
         let expected = """
-        table inet wgmesh {}
-        delete table inet wgmesh
-        table inet wgmesh {
-          counter unencrypted {
-          }
+            table inet wgmesh {}
+            delete table inet wgmesh
+            table inet wgmesh {
+              counter unencrypted {
+              }
 
-          set cluster4 {
-            type ipv4_addr
-            flags interval
-            elements = { 10.244.0.0/16 }
-          }
+              set cluster4 {
+                type ipv4_addr
+                flags interval
+                elements = { 10.244.0.0/16 }
+              }
 
-          set local4 {
-            type ipv4_addr
-            flags interval
-            elements = { 10.244.3.0/24 }
-          }
+              set local4 {
+                type ipv4_addr
+                flags interval
+                elements = { 10.244.3.0/24 }
+              }
 
-          set cluster6 {
-            type ipv6_addr
-            flags interval
-            elements = { fd00:10:244::/48 }
-          }
+              set cluster6 {
+                type ipv6_addr
+                flags interval
+                elements = { fd00:10:244::/48 }
+              }
 
-          set local6 {
-            type ipv6_addr
-            flags interval
-            elements = { fd00:10:244:3::/64 }
-          }
+              set local6 {
+                type ipv6_addr
+                flags interval
+                elements = { fd00:10:244:3::/64 }
+              }
 
-          chain forward {
-            type filter hook forward priority filter - 10; policy accept;
-            ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != "wgmesh0" counter name unencrypted drop
-            ip6 saddr @cluster6 ip6 daddr @cluster6 ip6 daddr != @local6 oifname != "wgmesh0" counter name unencrypted drop
-          }
+              chain forward {
+                type filter hook forward priority filter - 10; policy accept;
+                ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != "wgmesh0" counter name unencrypted drop
+                ip6 saddr @cluster6 ip6 daddr @cluster6 ip6 daddr != @local6 oifname != "wgmesh0" counter name unencrypted drop
+              }
 
-          chain output {
-            type filter hook output priority filter - 10; policy accept;
-            ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != "wgmesh0" counter name unencrypted drop
-            ip6 saddr @cluster6 ip6 daddr @cluster6 ip6 daddr != @local6 oifname != "wgmesh0" counter name unencrypted drop
-          }
+              chain output {
+                type filter hook output priority filter - 10; policy accept;
+                ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != "wgmesh0" counter name unencrypted drop
+                ip6 saddr @cluster6 ip6 daddr @cluster6 ip6 daddr != @local6 oifname != "wgmesh0" counter name unencrypted drop
+              }
 
-          chain postrouting {
-            type nat hook postrouting priority srcnat; policy accept;
-            ip saddr @local4 ip daddr != @cluster4 masquerade
-            ip6 saddr @local6 ip6 daddr != @cluster6 masquerade
-          }
-        }
+              chain postrouting {
+                type nat hook postrouting priority srcnat; policy accept;
+                ip saddr @local4 ip daddr != @cluster4 masquerade
+                ip6 saddr @local6 ip6 daddr != @cluster6 masquerade
+              }
+            }
 
-        """
-        XCTAssertEqual(FirewallRuleset.ruleset(interface: "wgmesh0", localPodCIDRs: local, clusterCIDRs: cluster, strict: true), expected)
-        XCTAssertEqual(FirewallRuleset.ruleset(interface: "wgmesh0", localPodCIDRs: local.reversed(), clusterCIDRs: cluster.reversed(), strict: true),
-                       expected, "the order given does not matter")
+            """
+        XCTAssertEqual(
+            FirewallRuleset.ruleset(interface: "wgmesh0", localPodCIDRs: local, clusterCIDRs: cluster, strict: true),
+            expected)
+        XCTAssertEqual(
+            FirewallRuleset.ruleset(
+                interface: "wgmesh0", localPodCIDRs: local.reversed(), clusterCIDRs: cluster.reversed(), strict: true),
+            expected, "the order given does not matter")
     }
 
     func rules(_ text: String) -> [String] {
@@ -70,25 +74,30 @@ final class FirewallRulesetTests: XCTestCase {
     }
 
     func testIPv4OnlyClusterHasNoIPv6Rules() throws {
-        let text = FirewallRuleset.ruleset(interface: "wg0", localPodCIDRs: [local[0]], clusterCIDRs: [cluster[0]], strict: true)
-        XCTAssertEqual(rules(text), [
-            "ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != \"wg0\" counter name unencrypted drop",
-            "ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != \"wg0\" counter name unencrypted drop",
-            "ip saddr @local4 ip daddr != @cluster4 masquerade",
-        ])
+        let text = FirewallRuleset.ruleset(
+            interface: "wg0", localPodCIDRs: [local[0]], clusterCIDRs: [cluster[0]], strict: true)
+        XCTAssertEqual(
+            rules(text),
+            [
+                "ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != \"wg0\" counter name unencrypted drop",
+                "ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != \"wg0\" counter name unencrypted drop",
+                "ip saddr @local4 ip daddr != @cluster4 masquerade",
+            ])
         // The IPv6 sets stay declared, empty: `elements = { }` would be a syntax error.
         XCTAssertTrue(text.contains("  set cluster6 {\n    type ipv6_addr\n    flags interval\n  }\n"))
         XCTAssertFalse(text.contains("elements = { }"))
     }
 
     func testIPv6OnlyClusterHasNoIPv4Rules() throws {
-        let text = FirewallRuleset.ruleset(interface: "wg0", localPodCIDRs: [local[1]], clusterCIDRs: [cluster[1]], strict: true)
+        let text = FirewallRuleset.ruleset(
+            interface: "wg0", localPodCIDRs: [local[1]], clusterCIDRs: [cluster[1]], strict: true)
         XCTAssertEqual(rules(text).count, 3)
         XCTAssertTrue(rules(text).allSatisfy { $0.hasPrefix("ip6 ") })
     }
 
     func testNotStrictCountsAndAccepts() {
-        let text = FirewallRuleset.ruleset(interface: "wgmesh0", localPodCIDRs: local, clusterCIDRs: cluster, strict: false)
+        let text = FirewallRuleset.ruleset(
+            interface: "wgmesh0", localPodCIDRs: local, clusterCIDRs: cluster, strict: false)
         let counted = rules(text).filter { $0.contains("counter name unencrypted") }
         XCTAssertEqual(counted.count, 4)
         XCTAssertTrue(counted.allSatisfy { $0.hasSuffix(" counter name unencrypted accept") })
@@ -96,9 +105,13 @@ final class FirewallRulesetTests: XCTestCase {
     }
 
     func testNestedAndRepeatedPrefixesBecomeOneInterval() throws {
-        let text = FirewallRuleset.ruleset(interface: "wgmesh0", localPodCIDRs: local,
-                                           clusterCIDRs: [try IPPrefix("10.244.0.0/16"), try IPPrefix("10.244.8.0/22"), try IPPrefix("10.244.0.0/16"), try IPPrefix("10.96.0.0/12")],
-                                           strict: true)
+        let text = FirewallRuleset.ruleset(
+            interface: "wgmesh0", localPodCIDRs: local,
+            clusterCIDRs: [
+                try IPPrefix("10.244.0.0/16"), try IPPrefix("10.244.8.0/22"), try IPPrefix("10.244.0.0/16"),
+                try IPPrefix("10.96.0.0/12"),
+            ],
+            strict: true)
         XCTAssertTrue(text.contains("elements = { 10.96.0.0/12, 10.244.0.0/16 }\n"), text)
     }
 
@@ -108,18 +121,18 @@ final class FirewallRulesetTests: XCTestCase {
 
     func testCounterFromNftJSON() throws {
         let listed = """
-        {"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, \
-        {"counter": {"family": "inet", "name": "unencrypted", "table": "wgmesh", "handle": 1, "packets": 12, "bytes": 1008}}]}
-        """
+            {"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, \
+            {"counter": {"family": "inet", "name": "unencrypted", "table": "wgmesh", "handle": 1, "packets": 12, "bytes": 1008}}]}
+            """
         let counter = try XCTUnwrap(FirewallRuleset.counter(fromJSON: listed))
         XCTAssertEqual(counter.packets, 12)
         XCTAssertEqual(counter.bytes, 1008)
 
         let large = """
-        {"nftables": [{"counter": {"family": "inet", "name": "other", "table": "wgmesh", "handle": 2, "packets": 1, "bytes": 2}}, \
-        {"counter": {"family": "ip", "name": "unencrypted", "table": "wgmesh", "handle": 3, "packets": 3, "bytes": 4}}, \
-        {"counter": {"family": "inet", "name": "unencrypted", "table": "wgmesh", "handle": 4, "packets": 18446744073709551615, "bytes": 9007199254740993}}]}
-        """
+            {"nftables": [{"counter": {"family": "inet", "name": "other", "table": "wgmesh", "handle": 2, "packets": 1, "bytes": 2}}, \
+            {"counter": {"family": "ip", "name": "unencrypted", "table": "wgmesh", "handle": 3, "packets": 3, "bytes": 4}}, \
+            {"counter": {"family": "inet", "name": "unencrypted", "table": "wgmesh", "handle": 4, "packets": 18446744073709551615, "bytes": 9007199254740993}}]}
+            """
         let big = try XCTUnwrap(FirewallRuleset.counter(fromJSON: large))
         XCTAssertEqual(big.packets, .max, "other counters are skipped; 64-bit counts are read exactly")
         XCTAssertEqual(big.bytes, 9_007_199_254_740_993)
@@ -139,22 +152,30 @@ final class FirewallRulesetTests: XCTestCase {
 
     /// Checks rulesets with the kernel through `nft -c` (nothing is applied); skips where nft cannot.
     func testNftAcceptsEveryRuleset() throws {
-        guard let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first(where: FileManager.default.isExecutableFile) else {
+        guard
+            let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first(where: FileManager.default.isExecutableFile)
+        else {
             throw XCTSkip("nft is not installed (Debian package nftables); the rulesets were not checked by nftables")
         }
         let probe = try check(nft, FirewallRuleset.removal)
         guard probe.status == 0 else {
-            throw XCTSkip("nft -c cannot check against this host's kernel (it needs nftables and CAP_NET_ADMIN): \(probe.output)")
+            throw XCTSkip(
+                "nft -c cannot check against this host's kernel (it needs nftables and CAP_NET_ADMIN): \(probe.output)")
         }
         let inputs = [
             FirewallRuleset.ruleset(interface: "wgmesh0", localPodCIDRs: local, clusterCIDRs: cluster, strict: true),
             FirewallRuleset.ruleset(interface: "wgmesh0", localPodCIDRs: local, clusterCIDRs: cluster, strict: false),
-            FirewallRuleset.ruleset(interface: "wg0", localPodCIDRs: [local[0]], clusterCIDRs: [cluster[0]], strict: true),
-            FirewallRuleset.ruleset(interface: "wg0", localPodCIDRs: [local[1]], clusterCIDRs: [cluster[1]], strict: true),
+            FirewallRuleset.ruleset(
+                interface: "wg0", localPodCIDRs: [local[0]], clusterCIDRs: [cluster[0]], strict: true),
+            FirewallRuleset.ruleset(
+                interface: "wg0", localPodCIDRs: [local[1]], clusterCIDRs: [cluster[1]], strict: true),
             FirewallRuleset.ruleset(interface: "wg0", localPodCIDRs: [], clusterCIDRs: cluster, strict: true),
             FirewallRuleset.ruleset(interface: "wg0", localPodCIDRs: [], clusterCIDRs: [], strict: true),
-            FirewallRuleset.ruleset(interface: "wg0", localPodCIDRs: local,
-                                    clusterCIDRs: [try IPPrefix("10.244.0.0/17"), try IPPrefix("10.244.128.0/17"), try IPPrefix("10.244.3.0/24")], strict: true),
+            FirewallRuleset.ruleset(
+                interface: "wg0", localPodCIDRs: local,
+                clusterCIDRs: [
+                    try IPPrefix("10.244.0.0/17"), try IPPrefix("10.244.128.0/17"), try IPPrefix("10.244.3.0/24"),
+                ], strict: true),
         ]
         for input in inputs {
             let result = try check(nft, input)

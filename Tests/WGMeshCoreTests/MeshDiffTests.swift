@@ -5,12 +5,17 @@ import WGMeshCore
 final class MeshDiffTests: XCTestCase {
     let settings = ClusterSettings(clusterCIDRs: [try! IPPrefix("10.0.0.0/8")])
 
-    func planState(_ plan: MeshPlan) -> [PeerState] { plan.device(named: "wgmesh0", interfaceIndex: 3, privateKey: nil).peers }
+    func planState(_ plan: MeshPlan) -> [PeerState] {
+        plan.device(named: "wgmesh0", interfaceIndex: 3, privateKey: nil).peers
+    }
 
-    func assertConverges(_ plan: MeshPlan, from actual: DeviceState, routes: [Route], file: StaticString = #filePath, line: UInt = #line) {
+    func assertConverges(
+        _ plan: MeshPlan, from actual: DeviceState, routes: [Route], file: StaticString = #filePath, line: UInt = #line
+    ) {
         let diff = MeshDiff(plan: plan, actual: actual, actualRoutes: routes)
         let kernel = ModelKernel(state: actual, routes: routes)
-        XCTAssertNoThrow(try diff.apply(interface: "wgmesh0", wireGuard: kernel, routes: kernel), file: file, line: line)
+        XCTAssertNoThrow(
+            try diff.apply(interface: "wgmesh0", wireGuard: kernel, routes: kernel), file: file, line: line)
         let after = kernel.state
         XCTAssertEqual(after.listenPort, plan.listenPort, file: file, line: line)
         let want = Dictionary(uniqueKeysWithValues: planState(plan).map { ($0.publicKey, $0) })
@@ -27,8 +32,10 @@ final class MeshDiffTests: XCTestCase {
         XCTAssertTrue(MeshDiff(plan: plan, actual: after, actualRoutes: kernel.table).isEmpty, file: file, line: line)
         // What the plan says the interface is after it equals what the model kernel holds, for everything a diff compares.
         let expected = plan.device(named: "wgmesh0", interfaceIndex: 3, privateKey: nil)
-        XCTAssertEqual(MeshDiff(plan: plan, actual: expected, actualRoutes: plan.routes), MeshDiff(plan: plan, actual: after, actualRoutes: kernel.table),
-                       file: file, line: line)
+        XCTAssertEqual(
+            MeshDiff(plan: plan, actual: expected, actualRoutes: plan.routes),
+            MeshDiff(plan: plan, actual: after, actualRoutes: kernel.table),
+            file: file, line: line)
     }
 
     func testRandomActualStatesConvergeToRandomPlans() throws {
@@ -39,7 +46,10 @@ final class MeshDiffTests: XCTestCase {
             let count = Int.random(in: 0..<12, using: &rng)
             var nodes = [node("local", 0)]
             for i in 1...max(1, count) {
-                var n = node("n\(i)", i, key: keys[i], endpoint: "192.0.2.\(Int.random(in: 1..<4, using: &rng)):\(Int.random(in: 51820..<51823, using: &rng))")
+                var n = node(
+                    "n\(i)", i, key: keys[i],
+                    endpoint:
+                        "192.0.2.\(Int.random(in: 1..<4, using: &rng)):\(Int.random(in: 51820..<51823, using: &rng))")
                 if Bool.random(using: &rng) { n.podCIDRs.append(try IPPrefix("fd00:\(i)::/64")) }
                 if Int.random(in: 0..<4, using: &rng) == 0 { n.nextPublicKey = keys[i + 15] }
                 nodes.append(n)
@@ -54,25 +64,38 @@ final class MeshDiffTests: XCTestCase {
             // A random actual state: stale peers, wrong fields, stray allowed IPs, a preshared key, stale routes.
             var actual = DeviceState(name: "wgmesh0", listenPort: UInt16.random(in: 51819..<51821, using: &rng))
             for k in keys.shuffled(using: &rng).prefix(Int.random(in: 0..<20, using: &rng)) {
-                actual.peers.append(PeerState(
-                    publicKey: k, presharedKey: Bool.random(using: &rng) ? keys[0] : nil,
-                    endpoint: Bool.random(using: &rng) ? try Endpoint("192.0.2.9:1") : nil,
-                    persistentKeepalive: UInt16.random(in: 0..<2, using: &rng) * 25,
-                    allowedIPs: (0..<Int.random(in: 0..<3, using: &rng)).map { _ in try! IPPrefix("10.\(Int.random(in: 0..<3, using: &rng)).\(Int.random(in: 0..<200, using: &rng)).0/24") }))
+                actual.peers.append(
+                    PeerState(
+                        publicKey: k, presharedKey: Bool.random(using: &rng) ? keys[0] : nil,
+                        endpoint: Bool.random(using: &rng) ? try Endpoint("192.0.2.9:1") : nil,
+                        persistentKeepalive: UInt16.random(in: 0..<2, using: &rng) * 25,
+                        allowedIPs: (0..<Int.random(in: 0..<3, using: &rng)).map { _ in
+                            try! IPPrefix(
+                                "10.\(Int.random(in: 0..<3, using: &rng)).\(Int.random(in: 0..<200, using: &rng)).0/24")
+                        }))
             }
             var routes: [Route] = []
-            for r in plan.routes.shuffled(using: &rng).prefix(Int.random(in: 0..<(plan.routes.count + 1), using: &rng)) {
-                routes.append(Bool.random(using: &rng) ? r : Route(destination: r.destination, interfaceIndex: 99, table: r.table, metric: r.metric))
+            for r in plan.routes.shuffled(using: &rng).prefix(Int.random(in: 0..<(plan.routes.count + 1), using: &rng))
+            {
+                routes.append(
+                    Bool.random(using: &rng)
+                        ? r : Route(destination: r.destination, interfaceIndex: 99, table: r.table, metric: r.metric))
             }
-            if Bool.random(using: &rng) { routes.append(Route(destination: try IPPrefix("10.200.0.0/24"), interfaceIndex: 3)) }
+            if Bool.random(using: &rng) {
+                routes.append(Route(destination: try IPPrefix("10.200.0.0/24"), interfaceIndex: 3))
+            }
             assertConverges(plan, from: actual, routes: routes)
         }
     }
 
     func testTenThousandPeerStatesDifferingInOnePeerGiveOneOperation() throws {
-        let nodes = [node("local", 0, cidrs: ["10.255.255.0/24"])] + (0..<10_000).map { i in
-            node("n\(i)", i, cidrs: ["10.\(i / 256).\(i % 256).0/24"], endpoint: "192.0.2.\(i % 250 + 1):\(20000 + i % 1000)")
-        }
+        let nodes =
+            [node("local", 0, cidrs: ["10.255.255.0/24"])]
+            + (0..<10_000).map { i in
+                node(
+                    "n\(i)", i, cidrs: ["10.\(i / 256).\(i % 256).0/24"],
+                    endpoint: "192.0.2.\(i % 250 + 1):\(20000 + i % 1000)")
+            }
         let plan = MeshPlan(localNode: "local", settings: settings, nodes: nodes, interfaceIndex: 3)
         XCTAssertEqual(plan.peers.count, 10_000)
         var actual = DeviceState(name: "wgmesh0", listenPort: plan.listenPort, peers: planState(plan))
@@ -82,28 +105,39 @@ final class MeshDiffTests: XCTestCase {
         actual.peers[4321].endpoint = try Endpoint("198.51.100.1:1")
         let diff = MeshDiff(plan: plan, actual: actual, actualRoutes: routes)
         XCTAssertEqual(diff.device.peers.count, 1)
-        XCTAssertEqual(diff.device.peers[0], PeerConfig(publicKey: actual.peers[4321].publicKey, endpoint: plan.peers[4321].endpoint, updateOnly: true),
-                       "only the changed field, update-only")
+        XCTAssertEqual(
+            diff.device.peers[0],
+            PeerConfig(publicKey: actual.peers[4321].publicKey, endpoint: plan.peers[4321].endpoint, updateOnly: true),
+            "only the changed field, update-only")
         XCTAssertTrue(diff.routesToAdd.isEmpty && diff.routesToReplace.isEmpty && diff.routesToDelete.isEmpty)
     }
 
     func testTheNextPlanDiffedAgainstThePreviousPlanIsTheChangeAlone() throws {
-        var nodes = [node("local", 0, cidrs: ["10.255.255.0/24"])] + (0..<5_000).map { i in
-            node("n\(i)", i, cidrs: ["10.\(i / 256).\(i % 256).0/24"], endpoint: "192.0.2.\(i % 250 + 1):51820")
-        }
+        var nodes =
+            [node("local", 0, cidrs: ["10.255.255.0/24"])]
+            + (0..<5_000).map { i in
+                node("n\(i)", i, cidrs: ["10.\(i / 256).\(i % 256).0/24"], endpoint: "192.0.2.\(i % 250 + 1):51820")
+            }
         let key = WireGuardKeyPair.generate().privateKey
         let before = MeshPlan(localNode: "local", settings: settings, nodes: nodes, interfaceIndex: 3)
         let applied = before.device(named: "wgmesh0", interfaceIndex: 3, privateKey: key)
-        XCTAssertTrue(MeshDiff(plan: before, actual: applied, actualRoutes: before.routes, privateKey: key).isEmpty, "a plan diffed against itself is empty")
+        XCTAssertTrue(
+            MeshDiff(plan: before, actual: applied, actualRoutes: before.routes, privateKey: key).isEmpty,
+            "a plan diffed against itself is empty")
 
         nodes[1234].endpoint = try Endpoint("198.51.100.7:51821")
         nodes[4000].podCIDRs = [try IPPrefix("10.99.0.0/24")]
         let after = MeshPlan(localNode: "local", settings: settings, nodes: nodes, interfaceIndex: 3)
         let diff = MeshDiff(plan: after, actual: applied, actualRoutes: before.routes, privateKey: key)
-        XCTAssertEqual(Set(diff.device.peers), [
-            PeerConfig(publicKey: nodes[1234].publicKey!, endpoint: try Endpoint("198.51.100.7:51821"), updateOnly: true),
-            PeerConfig(publicKey: nodes[4000].publicKey!, allowedIPs: [try IPPrefix("10.99.0.0/24")], replaceAllowedIPs: true, updateOnly: true),
-        ])
+        XCTAssertEqual(
+            Set(diff.device.peers),
+            [
+                PeerConfig(
+                    publicKey: nodes[1234].publicKey!, endpoint: try Endpoint("198.51.100.7:51821"), updateOnly: true),
+                PeerConfig(
+                    publicKey: nodes[4000].publicKey!, allowedIPs: [try IPPrefix("10.99.0.0/24")],
+                    replaceAllowedIPs: true, updateOnly: true),
+            ])
         XCTAssertNil(diff.device.privateKey)
         XCTAssertEqual(diff.routesToAdd.map(\.destination), [try IPPrefix("10.99.0.0/24")])
         XCTAssertEqual(diff.routesToDelete.map(\.destination), [try IPPrefix("10.15.159.0/24")])
@@ -117,13 +151,19 @@ final class MeshDiffTests: XCTestCase {
             init(held: RouteKey) { self.held = held }
             func routes(family: IPFamily?) throws -> [Route] { routes }
             func add(_ route: Route) throws {
-                if route.key == held { throw RouteTaken(route: route, holder: "\(route.destination) dev cni0 proto kernel") }
+                if route.key == held {
+                    throw RouteTaken(route: route, holder: "\(route.destination) dev cni0 proto kernel")
+                }
                 routes.append(route)
             }
-            func replace(_ route: Route) throws { routes.removeAll { $0.key == route.key }; routes.append(route) }
+            func replace(_ route: Route) throws {
+                routes.removeAll { $0.key == route.key }
+                routes.append(route)
+            }
             func delete(_ route: Route) throws { routes.removeAll { $0.key == route.key } }
         }
-        let plan = MeshPlan(localNode: "a", settings: settings, nodes: [node("a", 1), node("b", 2), node("c", 3)], interfaceIndex: 3)
+        let plan = MeshPlan(
+            localNode: "a", settings: settings, nodes: [node("a", 1), node("b", 2), node("c", 3)], interfaceIndex: 3)
         let held = try XCTUnwrap(plan.routes.first)
         let table = Table(held: held.key)
         let wireGuard = ModelKernel(state: DeviceState(name: "wgmesh0"), routes: [])
@@ -139,7 +179,9 @@ final class MeshDiffTests: XCTestCase {
     func testPrivateKeyChangeIsPartOfTheDiff() throws {
         let plan = MeshPlan(localNode: "local", settings: settings, nodes: [node("local", 0)], interfaceIndex: 3)
         let key = WireGuardKeyPair.generate().privateKey
-        let diff = MeshDiff(plan: plan, actual: DeviceState(name: "wgmesh0", listenPort: 51820), actualRoutes: plan.routes, privateKey: key)
+        let diff = MeshDiff(
+            plan: plan, actual: DeviceState(name: "wgmesh0", listenPort: 51820), actualRoutes: plan.routes,
+            privateKey: key)
         XCTAssertEqual(diff.device.privateKey, key)
         XCTAssertNil(diff.device.listenPort)
     }
@@ -148,18 +190,28 @@ final class MeshDiffTests: XCTestCase {
         var on = settings
         on.persistentKeepalive = 25
         for keepalive in [UInt16(0), 25] {
-            let plan = MeshPlan(localNode: "local", settings: keepalive == 0 ? settings : on, nodes: [node("local", 0), node("a", 1), node("b", 2)],
-                                interfaceIndex: 3)
+            let plan = MeshPlan(
+                localNode: "local", settings: keepalive == 0 ? settings : on,
+                nodes: [node("local", 0), node("a", 1), node("b", 2)],
+                interfaceIndex: 3)
             // Peer a is already there (keepalive as planned); peer b is new.
             let a = plan.peers.first { $0.node == "a" }!
-            let actual = DeviceState(name: "wgmesh0", listenPort: 51820, peers: [
-                PeerState(publicKey: a.publicKey, endpoint: a.endpoint, persistentKeepalive: keepalive, allowedIPs: a.allowedIPs)])
-            var diff = MeshDiff(plan: plan, actual: actual, actualRoutes: plan.routes, privateKey: WireGuardKeyPair.generate().privateKey)
+            let actual = DeviceState(
+                name: "wgmesh0", listenPort: 51820,
+                peers: [
+                    PeerState(
+                        publicKey: a.publicKey, endpoint: a.endpoint, persistentKeepalive: keepalive,
+                        allowedIPs: a.allowedIPs)
+                ])
+            var diff = MeshDiff(
+                plan: plan, actual: actual, actualRoutes: plan.routes,
+                privateKey: WireGuardKeyPair.generate().privateKey)
             diff.forceHandshakes(plan: plan, current: actual)
             let model = ModelKernel(state: actual, routes: plan.routes)
             var sends = 0
             // The kernel sends a keepalive when a peer's interval goes from 0 to more, within the message.
-            var interval = Dictionary(actual.peers.map { ($0.publicKey, $0.persistentKeepalive) }, uniquingKeysWith: { a, _ in a })
+            var interval = Dictionary(
+                actual.peers.map { ($0.publicKey, $0.persistentKeepalive) }, uniquingKeysWith: { a, _ in a })
             for p in diff.device.peers {
                 if let k = p.persistentKeepalive {
                     if (interval[p.publicKey] ?? 0) == 0 && k > 0 { sends += 1 }
@@ -169,7 +221,8 @@ final class MeshDiffTests: XCTestCase {
             XCTAssertEqual(sends, 2, "keepalive \(keepalive): both peers handshake at once")
             try model.configure("wgmesh0", diff.device)
             let after = MeshDiff(plan: plan, actual: model.state, actualRoutes: plan.routes)
-            XCTAssertEqual(after.device.peers.count, keepalive == 0 ? 2 : 0, "the next diff puts the planned keepalive back")
+            XCTAssertEqual(
+                after.device.peers.count, keepalive == 0 ? 2 : 0, "the next diff puts the planned keepalive back")
         }
     }
 }

@@ -1,7 +1,9 @@
 import XCTest
 import WGMeshCore
 
-func node(_ name: String, _ index: Int, key: WireGuardKey? = nil, cidrs: [String]? = nil, endpoint: String? = nil) -> MeshNode {
+func node(_ name: String, _ index: Int, key: WireGuardKey? = nil, cidrs: [String]? = nil, endpoint: String? = nil)
+    -> MeshNode
+{
     var n = MeshNode(name: name)
     n.publicKey = key ?? WireGuardKeyPair.generate().publicKey
     n.podCIDRs = (cidrs ?? ["10.244.\(index).0/24"]).map { try! IPPrefix($0) }
@@ -11,7 +13,8 @@ func node(_ name: String, _ index: Int, key: WireGuardKey? = nil, cidrs: [String
 }
 
 final class MeshPlanTests: XCTestCase {
-    let settings = ClusterSettings(clusterCIDRs: [try! IPPrefix("10.244.0.0/16"), try! IPPrefix("fd00:10:244::/48")], persistentKeepalive: 25)
+    let settings = ClusterSettings(
+        clusterCIDRs: [try! IPPrefix("10.244.0.0/16"), try! IPPrefix("fd00:10:244::/48")], persistentKeepalive: 25)
 
     func testPeersRoutesAndStrictMode() throws {
         let nodes = [node("a", 1), node("b", 2, cidrs: ["10.244.2.0/24", "fd00:10:244:2::/64"]), node("c", 3)]
@@ -20,8 +23,9 @@ final class MeshPlanTests: XCTestCase {
         let b = try XCTUnwrap(plan.peers.first { $0.node == "b" })
         XCTAssertEqual(b.allowedIPs, [try IPPrefix("10.244.2.0/24"), try IPPrefix("fd00:10:244:2::/64")])
         XCTAssertEqual(b.persistentKeepalive, 25)
-        XCTAssertEqual(Set(plan.routes.map(\.destination.description)),
-                       ["10.244.2.0/24", "fd00:10:244:2::/64", "10.244.3.0/24", "10.244.0.0/16", "fd00:10:244::/48"])
+        XCTAssertEqual(
+            Set(plan.routes.map(\.destination.description)),
+            ["10.244.2.0/24", "fd00:10:244:2::/64", "10.244.3.0/24", "10.244.0.0/16", "fd00:10:244::/48"])
         XCTAssertTrue(plan.routes.allSatisfy { $0.interfaceIndex == 7 })
         XCTAssertEqual(plan.excluded, [])
 
@@ -32,9 +36,13 @@ final class MeshPlanTests: XCTestCase {
 
     func testIncompleteAndConflictingNodesAreLeftOutWithAReason() throws {
         let shared = WireGuardKeyPair.generate().publicKey
-        var noKey = node("nokey", 4); noKey.publicKey = nil
-        var noEndpoint = node("noendpoint", 5); noEndpoint.endpoint = nil
-        var overridden = node("override", 6); overridden.endpoint = nil; overridden.endpointOverride = try Endpoint("[2001:db8::6]:51820")
+        var noKey = node("nokey", 4)
+        noKey.publicKey = nil
+        var noEndpoint = node("noendpoint", 5)
+        noEndpoint.endpoint = nil
+        var overridden = node("override", 6)
+        overridden.endpoint = nil
+        overridden.endpointOverride = try Endpoint("[2001:db8::6]:51820")
         let nodes = [
             node("local", 1), node("twin1", 2, key: shared), node("twin2", 3, key: shared),
             node("wide", 10, cidrs: ["10.244.8.0/22"]), node("narrow", 11, cidrs: ["10.244.9.0/24"]),
@@ -45,12 +53,15 @@ final class MeshPlanTests: XCTestCase {
         XCTAssertEqual(Set(plan.peers.map(\.node)), ["override", "fine"])
         XCTAssertEqual(plan.peers.first { $0.node == "override" }?.endpoint, try Endpoint("[2001:db8::6]:51820"))
         let reasons = Dictionary(uniqueKeysWithValues: plan.excluded.map { ($0.node, $0.reason) })
-        XCTAssertEqual(Set(reasons.keys), ["twin1", "twin2", "wide", "narrow", "stranger", "squatter", "nokey", "noendpoint"])
+        XCTAssertEqual(
+            Set(reasons.keys), ["twin1", "twin2", "wide", "narrow", "stranger", "squatter", "nokey", "noendpoint"])
         XCTAssertTrue(reasons["twin1"]!.contains("also claimed by twin2"))
         XCTAssertTrue(reasons["wide"]!.contains("overlaps 10.244.9.0/24 of node narrow"))
         XCTAssertTrue(reasons["squatter"]!.contains("of node local"))
         XCTAssertTrue(reasons["stranger"]!.contains("outside the cluster CIDRs"))
-        XCTAssertFalse(plan.routes.contains { $0.destination == (try? IPPrefix("10.244.1.0/24")) }, "never a route for our own CIDR")
+        XCTAssertFalse(
+            plan.routes.contains { $0.destination == (try? IPPrefix("10.244.1.0/24")) },
+            "never a route for our own CIDR")
     }
 
     func testNextKeyIsPreStagedWithoutAllowedIPs() throws {
@@ -66,7 +77,9 @@ final class MeshPlanTests: XCTestCase {
     /// leaving or a next key pre-staged waits for the resync period.
     func testOnlyARoutedKeyThatChangesMovesKeys() throws {
         let (a, b) = (node("a", 1), node("b", 2))
-        func plan(_ nodes: [MeshNode]) -> MeshPlan { MeshPlan(localNode: "a", settings: settings, nodes: nodes, interfaceIndex: 1) }
+        func plan(_ nodes: [MeshNode]) -> MeshPlan {
+            MeshPlan(localNode: "a", settings: settings, nodes: nodes, interfaceIndex: 1)
+        }
         let before = plan([a, b])
         XCTAssertFalse(plan([a, b, node("c", 3)]).movesKeys(from: before), "a join")
         XCTAssertFalse(plan([a]).movesKeys(from: before), "a node gone")

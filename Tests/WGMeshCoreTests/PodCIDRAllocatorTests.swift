@@ -10,7 +10,8 @@ final class PodCIDRAllocatorTests: XCTestCase {
         XCTAssertEqual(try ipam.allocate(node: "b"), [p("10.244.1.0/24"), p("fd00:10:244:1::/64")])
         XCTAssertEqual(try ipam.allocate(node: "a"), [p("10.244.0.0/24"), p("fd00:10:244::/64")], "stable")
         ipam.release(node: "a")
-        XCTAssertEqual(try ipam.allocate(node: "c"), [p("10.244.0.0/24"), p("fd00:10:244::/64")], "lowest free is reused")
+        XCTAssertEqual(
+            try ipam.allocate(node: "c"), [p("10.244.0.0/24"), p("fd00:10:244::/64")], "lowest free is reused")
         XCTAssertEqual(ipam.owner(of: p("10.244.1.0/24")), "b")
     }
 
@@ -44,21 +45,22 @@ final class PodCIDRAllocatorTests: XCTestCase {
 
     func testClaimedCIDRsAreNeverHandedOut() throws {
         var ipam = try PodCIDRAllocator(clusterCIDRs: [p("10.244.0.0/16"), p("fd00:10:244::/48")])
-        ipam.claim(node: "spec", cidrs: [p("10.244.0.0/24")])         // spec.podCIDRs from another allocator
-        ipam.claim(node: "big", cidrs: [p("10.244.2.0/23")])          // not one block: takes both it covers
-        ipam.claim(node: "host", cidrs: [p("10.244.4.7/32")])         // the trace of a garbled annotation
+        ipam.claim(node: "spec", cidrs: [p("10.244.0.0/24")])  // spec.podCIDRs from another allocator
+        ipam.claim(node: "big", cidrs: [p("10.244.2.0/23")])  // not one block: takes both it covers
+        ipam.claim(node: "host", cidrs: [p("10.244.4.7/32")])  // the trace of a garbled annotation
         ipam.claim(node: "v6", cidrs: [p("fd00:10:244::/64")])
         XCTAssertEqual(try ipam.allocate(node: "n"), [p("10.244.1.0/24"), p("fd00:10:244:1::/64")])
         XCTAssertEqual(try ipam.allocate(node: "m"), [p("10.244.5.0/24"), p("fd00:10:244:2::/64")])
         ipam.claim(node: "spec", cidrs: [])
-        XCTAssertEqual(try ipam.allocate(node: "o", families: [.v4]), [p("10.244.0.0/24")], "an unclaimed block is free again")
+        XCTAssertEqual(
+            try ipam.allocate(node: "o", families: [.v4]), [p("10.244.0.0/24")], "an unclaimed block is free again")
         ipam.release(node: "big")
         XCTAssertEqual(try ipam.allocate(node: "q", families: [.v4]), [p("10.244.2.0/24")])
     }
 
     func testOverlapsAreFoundWhateverTheirSizes() throws {
         var ipam = try PodCIDRAllocator(clusterCIDRs: [p("10.244.0.0/16")])
-        _ = try ipam.allocate(node: "a")                                // 10.244.0.0/24
+        _ = try ipam.allocate(node: "a")  // 10.244.0.0/24
         ipam.claim(node: "a", cidrs: [p("10.244.0.0/24")])
         ipam.claim(node: "copy", cidrs: [p("10.244.0.0/24")])
         ipam.claim(node: "wide", cidrs: [p("10.244.0.0/22")])
@@ -79,13 +81,16 @@ final class PodCIDRAllocatorTests: XCTestCase {
         XCTAssertThrowsError(try PodCIDRAllocator(clusterCIDRs: [p("10.244.0.0/16"), p("10.244.128.0/17")])) {
             XCTAssertEqual($0 as? IPAMError, .clusterCIDRsOverlap(self.p("10.244.0.0/16"), self.p("10.244.128.0/17")))
         }
-        XCTAssertThrowsError(try PodCIDRAllocator(clusterCIDRs: [p("10.244.0.1/16")])) { XCTAssertEqual($0 as? IPAMError, .notCanonical(self.p("10.244.0.1/16"))) }
+        XCTAssertThrowsError(try PodCIDRAllocator(clusterCIDRs: [p("10.244.0.1/16")])) {
+            XCTAssertEqual($0 as? IPAMError, .notCanonical(self.p("10.244.0.1/16")))
+        }
         XCTAssertThrowsError(try PodCIDRAllocator(clusterCIDRs: [p("10.244.0.0/16")], nodeMaskIPv4: 12))
         XCTAssertThrowsError(try PodCIDRAllocator(clusterCIDRs: [p("fd00::/8")], nodeMaskIPv6: 120))
     }
 
     func testExhaustionIsAllOrNothing() throws {
-        var ipam = try PodCIDRAllocator(clusterCIDRs: [p("10.244.0.0/23"), p("fd00:10:244::/63")], nodeMaskIPv4: 24, nodeMaskIPv6: 64)
+        var ipam = try PodCIDRAllocator(
+            clusterCIDRs: [p("10.244.0.0/23"), p("fd00:10:244::/63")], nodeMaskIPv4: 24, nodeMaskIPv6: 64)
         _ = try ipam.allocate(node: "a")
         ipam.release(node: "a")
         try ipam.restore(node: "v4only", cidr: p("10.244.0.0/24"))
@@ -128,9 +133,13 @@ final class PodCIDRAllocatorTests: XCTestCase {
                 if Bool.random(using: &rng) {
                     let lowest = (0..<8).first { !model.values.contains($0) }
                     if let held = model[node] {
-                        XCTAssertEqual(try ipam.allocate(node: node), [try p("10.10.0.0/26").subnet(newLength: 29, index: UInt64(held))])
+                        XCTAssertEqual(
+                            try ipam.allocate(node: node),
+                            [try p("10.10.0.0/26").subnet(newLength: 29, index: UInt64(held))])
                     } else if let lowest {
-                        XCTAssertEqual(try ipam.allocate(node: node), [try p("10.10.0.0/26").subnet(newLength: 29, index: UInt64(lowest))], "step \(step)")
+                        XCTAssertEqual(
+                            try ipam.allocate(node: node),
+                            [try p("10.10.0.0/26").subnet(newLength: 29, index: UInt64(lowest))], "step \(step)")
                         model[node] = lowest
                     } else {
                         XCTAssertThrowsError(try ipam.allocate(node: node))

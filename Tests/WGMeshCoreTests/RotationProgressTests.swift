@@ -60,20 +60,27 @@ final class RotationProgressTests: XCTestCase {
         f.annotations["b"]![Annotation.appliedKeyGeneration] = "2"
         f.applyPeers()
         XCTAssertEqual(progress(f, "b", token: "t2"), .done(generation: 2, peers: 2))
-        XCTAssertEqual(progress(f, "a"), .done(generation: 2, peers: 2), "a stays done after b moved, once its peers caught up")
+        XCTAssertEqual(
+            progress(f, "a"), .done(generation: 2, peers: 2), "a stays done after b moved, once its peers caught up")
     }
 
     func testGoneAndUnreadableNodesAndSeveralAtOnce() {
         var f = ClusterFixture(["a", "b"])
         XCTAssertEqual(progress(f, "zz"), .gone)
         f.annotations["b"]![Annotation.keyGeneration] = "-1"
-        guard case .unreadable(let why)? = progress(f, "b") else { return XCTFail("\(String(describing: progress(f, "b")))") }
+        guard case .unreadable(let why)? = progress(f, "b") else {
+            return XCTFail("\(String(describing: progress(f, "b")))")
+        }
         XCTAssertTrue(why.contains("key-generation"), why)
         f = ClusterFixture(["a", "b", "c"])
-        for n in ["a", "b"] { f.rotate(n, answering: "t"); f.annotations[n]![Annotation.appliedKeyGeneration] = "2" }
+        for n in ["a", "b"] {
+            f.rotate(n, answering: "t")
+            f.annotations[n]![Annotation.appliedKeyGeneration] = "2"
+        }
         f.applyPeers()
         let all = RotationProgress.evaluate(requests: ["a": "t", "b": "t", "c": "t"], nodes: f.nodes)
-        XCTAssertEqual(all, ["a": .done(generation: 2, peers: 2), "b": .done(generation: 2, peers: 2), "c": .notAnswered])
+        XCTAssertEqual(
+            all, ["a": .done(generation: 2, peers: 2), "b": .done(generation: 2, peers: 2), "c": .notAnswered])
         XCTAssertEqual(RotationProgress.evaluate(requests: [:], nodes: []), [:])
     }
 }

@@ -37,7 +37,9 @@ final class SealedKeyTests: XCTestCase {
                 b[i] ^= UInt8(1 << bit)
                 // Either the framing rejects it, or opening does.
                 if let altered = try? SealedKey(bytes: b) {
-                    XCTAssertThrowsError(try altered.open(with: enrollment.privateKey, nodeName: "node-a", generation: 3), "byte \(i) bit \(bit)")
+                    XCTAssertThrowsError(
+                        try altered.open(with: enrollment.privateKey, nodeName: "node-a", generation: 3),
+                        "byte \(i) bit \(bit)")
                 }
             }
         }
@@ -45,15 +47,22 @@ final class SealedKeyTests: XCTestCase {
 
     func testTruncatedAndForeignFormatsAreRejected() throws {
         let box = try sealed()
-        XCTAssertThrowsError(try SealedKey(bytes: Array(box.bytes.dropLast()))) { XCTAssertEqual($0 as? SealError, .truncated(88)) }
+        XCTAssertThrowsError(try SealedKey(bytes: Array(box.bytes.dropLast()))) {
+            XCTAssertEqual($0 as? SealError, .truncated(88))
+        }
         XCTAssertThrowsError(try SealedKey(bytes: [1, 0])) { XCTAssertEqual($0 as? SealError, .truncated(2)) }
-        var v2 = box.bytes; v2[0] = 2
+        var v2 = box.bytes
+        v2[0] = 2
         XCTAssertThrowsError(try SealedKey(bytes: v2)) { XCTAssertEqual($0 as? SealError, .unsupportedVersion(2)) }
-        var xwing = box.bytes; xwing[1] = 0x64; xwing[2] = 0x7a
+        var xwing = box.bytes
+        xwing[1] = 0x64
+        xwing[2] = 0x7a
         XCTAssertThrowsError(try SealedKey(bytes: xwing)) { error in
             XCTAssertTrue("\(error)".contains("KEM 0x647a"), "\(error)")
         }
-        XCTAssertThrowsError(try SealedKey(base64: "not base64!")) { XCTAssertEqual($0 as? SealError, .malformedBase64) }
+        XCTAssertThrowsError(try SealedKey(base64: "not base64!")) {
+            XCTAssertEqual($0 as? SealError, .malformedBase64)
+        }
     }
 
     func testLowOrderEnrollmentKeysAreRefused() throws {
@@ -67,7 +76,9 @@ final class SealedKeyTests: XCTestCase {
         ]
         let secret = WireGuardKeyPair.generate().privateKey
         for point in lowOrder {
-            XCTAssertThrowsError(try SealedKey.seal(secret, to: try WireGuardKey(bytes: hex(point)), nodeName: "n", generation: 1), point) {
+            XCTAssertThrowsError(
+                try SealedKey.seal(secret, to: try WireGuardKey(bytes: hex(point)), nodeName: "n", generation: 1), point
+            ) {
                 XCTAssertEqual($0 as? SealError, .badEnrollmentKey)
             }
         }

@@ -4,15 +4,22 @@ import WGMeshCore
 final class TunnelAddressingTests: XCTestCase {
     func testOneNetworkAddressPerPodCIDRIPv4First() throws {
         let cidrs = [try IPPrefix("fd00:10:244:3::/64"), try IPPrefix("10.244.3.0/24")]
-        XCTAssertEqual(TunnelAddressing.addresses(podCIDRs: cidrs), [try IPPrefix("10.244.3.0/32"), try IPPrefix("fd00:10:244:3::/128")])
-        XCTAssertEqual(TunnelAddressing.addresses(podCIDRs: [try IPPrefix("10.244.3.0/24")]), [try IPPrefix("10.244.3.0/32")])
-        XCTAssertEqual(TunnelAddressing.addresses(podCIDRs: [try IPPrefix("fd00:10:244:3::/64")]), [try IPPrefix("fd00:10:244:3::/128")])
+        XCTAssertEqual(
+            TunnelAddressing.addresses(podCIDRs: cidrs),
+            [try IPPrefix("10.244.3.0/32"), try IPPrefix("fd00:10:244:3::/128")])
+        XCTAssertEqual(
+            TunnelAddressing.addresses(podCIDRs: [try IPPrefix("10.244.3.0/24")]), [try IPPrefix("10.244.3.0/32")])
+        XCTAssertEqual(
+            TunnelAddressing.addresses(podCIDRs: [try IPPrefix("fd00:10:244:3::/64")]),
+            [try IPPrefix("fd00:10:244:3::/128")])
         XCTAssertEqual(TunnelAddressing.addresses(podCIDRs: []), [])
     }
 
     func testHostBitsAreClearedAndDuplicatesCollapse() throws {
         let cidrs = [try IPPrefix("10.244.3.7/24"), try IPPrefix("10.244.3.0/24"), try IPPrefix("fd00:10:244:3::9/64")]
-        XCTAssertEqual(TunnelAddressing.addresses(podCIDRs: cidrs), [try IPPrefix("10.244.3.0/32"), try IPPrefix("fd00:10:244:3::/128")])
+        XCTAssertEqual(
+            TunnelAddressing.addresses(podCIDRs: cidrs),
+            [try IPPrefix("10.244.3.0/32"), try IPPrefix("fd00:10:244:3::/128")])
     }
 
     func testMTUIsUnderlayMinusOverheadNeverBelow1280() {

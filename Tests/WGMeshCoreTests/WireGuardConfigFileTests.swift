@@ -3,8 +3,11 @@ import WGMeshCore
 
 final class WireGuardConfigFileTests: XCTestCase {
     func testParsesWhatWgSetconfReads() throws {
-        let priv = WireGuardKeyPair.generate().privateKey, peer = WireGuardKeyPair.generate().publicKey, psk = WireGuardKeyPair.generate().privateKey
-        let config = try WireGuardConfigFile.parse("""
+        let priv = WireGuardKeyPair.generate().privateKey
+        let peer = WireGuardKeyPair.generate().publicKey
+        let psk = WireGuardKeyPair.generate().privateKey
+        let config = try WireGuardConfigFile.parse(
+            """
             [Interface]
             PrivateKey = \(priv)
             ListenPort = 51820
@@ -18,23 +21,41 @@ final class WireGuardConfigFileTests: XCTestCase {
             AllowedIPs = 10.244.2.0/24
             PersistentKeepalive = off
             """)
-        XCTAssertEqual(config, DeviceConfig(privateKey: priv, listenPort: 51820, firewallMark: 0x5157, replacePeers: true, peers: [
-            PeerConfig(publicKey: peer, presharedKey: psk, endpoint: try Endpoint("[2001:db8::1]:51820"), persistentKeepalive: 0,
-                       allowedIPs: [try IPPrefix("10.244.1.0/24"), try IPPrefix("fd00:10:244:1::/64"), try IPPrefix("10.244.2.0/24")],
-                       replaceAllowedIPs: true),
-        ]))
+        XCTAssertEqual(
+            config,
+            DeviceConfig(
+                privateKey: priv, listenPort: 51820, firewallMark: 0x5157, replacePeers: true,
+                peers: [
+                    PeerConfig(
+                        publicKey: peer, presharedKey: psk, endpoint: try Endpoint("[2001:db8::1]:51820"),
+                        persistentKeepalive: 0,
+                        allowedIPs: [
+                            try IPPrefix("10.244.1.0/24"), try IPPrefix("fd00:10:244:1::/64"),
+                            try IPPrefix("10.244.2.0/24"),
+                        ],
+                        replaceAllowedIPs: true)
+                ]))
     }
 
     /// What wg(8) also accepts: CRLF line ends, any letter case in sections and keys, blank items in
     /// AllowedIPs, fwmark in hex or decimal, a keepalive number, and no newline after the last line.
     func testAcceptsTheFileAsWgDoes() throws {
-        let priv = WireGuardKeyPair.generate().privateKey, a = WireGuardKeyPair.generate().publicKey, b = WireGuardKeyPair.generate().publicKey
-        let text = "[INTERFACE]\r\nprivatekey=\(priv)\r\nFWMARK = 1234\r\n\r\n# a comment line\r\n[peer]\r\n\tPublicKey\t=\t\(a)\r\n"
+        let priv = WireGuardKeyPair.generate().privateKey
+        let a = WireGuardKeyPair.generate().publicKey
+        let b = WireGuardKeyPair.generate().publicKey
+        let text =
+            "[INTERFACE]\r\nprivatekey=\(priv)\r\nFWMARK = 1234\r\n\r\n# a comment line\r\n[peer]\r\n\tPublicKey\t=\t\(a)\r\n"
             + "ALLOWEDIPS = , 10.0.0.0/24,,fd00::/64 ,\r\npersistentKeepalive = 25\r\n[Peer]\nPublicKey = \(b)\nEndpoint = 192.0.2.1:51820"
-        XCTAssertEqual(try WireGuardConfigFile.parse(text), DeviceConfig(privateKey: priv, firewallMark: 1234, replacePeers: true, peers: [
-            PeerConfig(publicKey: a, persistentKeepalive: 25, allowedIPs: [try IPPrefix("10.0.0.0/24"), try IPPrefix("fd00::/64")], replaceAllowedIPs: true),
-            PeerConfig(publicKey: b, endpoint: try Endpoint("192.0.2.1:51820"), replaceAllowedIPs: true),
-        ]))
+        XCTAssertEqual(
+            try WireGuardConfigFile.parse(text),
+            DeviceConfig(
+                privateKey: priv, firewallMark: 1234, replacePeers: true,
+                peers: [
+                    PeerConfig(
+                        publicKey: a, persistentKeepalive: 25,
+                        allowedIPs: [try IPPrefix("10.0.0.0/24"), try IPPrefix("fd00::/64")], replaceAllowedIPs: true),
+                    PeerConfig(publicKey: b, endpoint: try Endpoint("192.0.2.1:51820"), replaceAllowedIPs: true),
+                ]))
         XCTAssertEqual(try WireGuardConfigFile.parse("[Interface]\nFwMark = off").firewallMark, 0)
         XCTAssertEqual(try WireGuardConfigFile.parse(""), DeviceConfig(replacePeers: true))
     }
@@ -50,9 +71,18 @@ final class WireGuardConfigFileTests: XCTestCase {
             ("[Interface]\nFwMark = 0xzz", "line 2: bad value for fwmark: 0xzz"),
             ("\nListenPort = 1", "line 2: listenport is not a key of (none)"),
             ("[Interface]\nPublicKey = x", "line 2: publickey is not a key of [interface]"),
-            ("[Peer]\nPublicKey = \(WireGuardKeyPair.generate().publicKey)\nAllowedIPs = 10.0.0.0/33", "line 3: bad value for allowedips: \"10.0.0.0/33\" has a prefix length"),
-            ("[Peer]\nPublicKey = \(WireGuardKeyPair.generate().publicKey)\nEndpoint = [fd00::1]:0", "line 3: bad value for endpoint: \"[fd00::1]:0\" has no valid port"),
-            ("[Peer]\nPublicKey = \(WireGuardKeyPair.generate().publicKey)\r\nPublicKey = \(WireGuardKeyPair.generate().publicKey)", "line 3: bad value for PublicKey (second one in one [Peer])"),
+            (
+                "[Peer]\nPublicKey = \(WireGuardKeyPair.generate().publicKey)\nAllowedIPs = 10.0.0.0/33",
+                "line 3: bad value for allowedips: \"10.0.0.0/33\" has a prefix length"
+            ),
+            (
+                "[Peer]\nPublicKey = \(WireGuardKeyPair.generate().publicKey)\nEndpoint = [fd00::1]:0",
+                "line 3: bad value for endpoint: \"[fd00::1]:0\" has no valid port"
+            ),
+            (
+                "[Peer]\nPublicKey = \(WireGuardKeyPair.generate().publicKey)\r\nPublicKey = \(WireGuardKeyPair.generate().publicKey)",
+                "line 3: bad value for PublicKey (second one in one [Peer])"
+            ),
         ]
         for (text, expected) in cases {
             XCTAssertThrowsError(try WireGuardConfigFile.parse(text)) { error in

@@ -6,8 +6,10 @@ import XCTest
 /// families, rotation by age off with 0, the controller's health address.
 final class FlagTests: XCTestCase {
     func testClusterCIDRsTakeCommasAndRepeatedFlags() throws {
-        XCTAssertEqual(try ControllerCommand.clusterCIDRs(["10.244.0.0/16,fd00:10:244::/48", " 10.245.0.0/16 "]).map(\.description),
-                       ["10.244.0.0/16", "fd00:10:244::/48", "10.245.0.0/16"])
+        XCTAssertEqual(
+            try ControllerCommand.clusterCIDRs(["10.244.0.0/16,fd00:10:244::/48", " 10.245.0.0/16 "]).map(
+                \.description),
+            ["10.244.0.0/16", "fd00:10:244::/48", "10.245.0.0/16"])
         XCTAssertEqual(try ControllerCommand.clusterCIDRs([]), [])
         let agent = try AgentCommand.parse(["--cluster-cidr=10.244.0.0/16,fd00:10:244::/48", "--strict=false"])
         XCTAssertEqual(try ControllerCommand.clusterCIDRs(agent.clusterCIDRs).count, 2)
@@ -16,8 +18,11 @@ final class FlagTests: XCTestCase {
 
     /// manifests/agent.yaml and device.yaml: wireguard-go in the wgmesh-device DaemonSet, the agent told so.
     func testTheUserspaceDeviceFlags() throws {
-        XCTAssertTrue(try AgentCommand.parse(["--cluster-cidr=10.244.0.0/16", "--external-wireguard-go"]).externalWireGuardGo)
-        XCTAssertFalse(try AgentCommand.parse(["--cluster-cidr=10.244.0.0/16"]).externalWireGuardGo, "without the flag the agent starts its own")
+        XCTAssertTrue(
+            try AgentCommand.parse(["--cluster-cidr=10.244.0.0/16", "--external-wireguard-go"]).externalWireGuardGo)
+        XCTAssertFalse(
+            try AgentCommand.parse(["--cluster-cidr=10.244.0.0/16"]).externalWireGuardGo,
+            "without the flag the agent starts its own")
         let device = try UserspaceDeviceCommand.parse(["--interface=wgmesh0"])
         XCTAssertEqual(device.interface, "wgmesh0")
         XCTAssertEqual(device.backend, "auto")
@@ -31,7 +36,10 @@ final class FlagTests: XCTestCase {
             ("10.244.0.0/16,,fd00::/48", "--cluster-cidr 10.244.0.0/16,,fd00::/48: \"\" is not an IP address or CIDR"),
             ("10.244.0.0/16,", "--cluster-cidr 10.244.0.0/16,: \"\" is not an IP address or CIDR"),
             ("10.244.0.0/16;fd00::/48", "--cluster-cidr 10.244.0.0/16;fd00::/48: \"10.244.0.0/16;fd00::/48\" is not"),
-            ("10.244.0.0/16,fd00::/129", "--cluster-cidr 10.244.0.0/16,fd00::/129: \"fd00::/129\" has a prefix length outside"),
+            (
+                "10.244.0.0/16,fd00::/129",
+                "--cluster-cidr 10.244.0.0/16,fd00::/129: \"fd00::/129\" has a prefix length outside"
+            ),
             ("10.244.0.1/16", "--cluster-cidr 10.244.0.1/16: 10.244.0.1/16 has host bits set; write 10.244.0.0/16"),
         ]
         for (bad, message) in cases {
@@ -46,8 +54,12 @@ final class FlagTests: XCTestCase {
         XCTAssertNil(try ControllerCommand.keyAgeLimit("0"))
         XCTAssertNil(try ControllerCommand.keyAgeLimit("0s"))
         XCTAssertEqual(try ControllerCommand.keyAgeLimit("720h"), 720 * 3600)
-        XCTAssertThrowsError(try ControllerCommand.keyAgeLimit("")) { XCTAssertTrue("\($0)".hasPrefix("--max-key-age ")) }
-        XCTAssertThrowsError(try ControllerCommand.keyAgeLimit("30d")) { XCTAssertTrue("\($0)".contains("--max-key-age 30d")) }
+        XCTAssertThrowsError(try ControllerCommand.keyAgeLimit("")) {
+            XCTAssertTrue("\($0)".hasPrefix("--max-key-age "))
+        }
+        XCTAssertThrowsError(try ControllerCommand.keyAgeLimit("30d")) {
+            XCTAssertTrue("\($0)".contains("--max-key-age 30d"))
+        }
     }
 
     func testHealthBindAddress() throws {
@@ -57,7 +69,8 @@ final class FlagTests: XCTestCase {
         let (host, port) = try AgentCommand.bindAddress(":9587", flag: "--health-bind-address", example: 9587)
         XCTAssertNil(host)
         XCTAssertEqual(port, 9587)
-        XCTAssertThrowsError(try AgentCommand.bindAddress("9587", flag: "--health-bind-address", example: 9587)) { error in
+        XCTAssertThrowsError(try AgentCommand.bindAddress("9587", flag: "--health-bind-address", example: 9587)) {
+            error in
             XCTAssertEqual("\(error)", "--health-bind-address 9587: use host:port, for example :9587 or 127.0.0.1:9587")
         }
     }
