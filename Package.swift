@@ -146,6 +146,7 @@ let package = Package(
                 "Kube", "KubeTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
-            ]),
+            ],
+            resources: [.copy("Samples")]),
     ]
 )

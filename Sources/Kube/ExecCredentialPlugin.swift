@@ -148,8 +148,10 @@ public actor ExecCredentialPlugin {
         case .always:
             guard stdinIsTerminal else {
                 throw failure(
-                    "has interactiveMode Always, and standard input is not a terminal: run wgmesh from a terminal, or set interactiveMode to IfAvailable if the plugin can do without one"
-                )
+                    """
+                    has interactiveMode Always, and standard input is not a terminal: run wgmesh from a terminal, \
+                    or set interactiveMode to IfAvailable if the plugin can do without one
+                    """)
             }
             interactive = true
         }
@@ -217,8 +219,10 @@ public actor ExecCredentialPlugin {
         guard let json = try? JSON.parse(stdout), json.object != nil else {
             throw AnswerError(
                 why:
-                    "printed \(stdout.count) bytes that are not an ExecCredential JSON object: the plugin must print one on standard output"
-            )
+                    """
+                    printed \(stdout.count) bytes that are not an ExecCredential JSON object: \
+                    the plugin must print one on standard output
+                    """)
         }
         guard json["kind"]?.string == "ExecCredential" else {
             throw AnswerError(why: "printed an object of kind \"\(json["kind"]?.string ?? "")\", not an ExecCredential")
@@ -226,8 +230,10 @@ public actor ExecCredentialPlugin {
         guard let version = json["apiVersion"]?.string, version == apiVersion.rawValue else {
             throw AnswerError(
                 why:
-                    "answered with apiVersion \"\(json["apiVersion"]?.string ?? "")\" while the kubeconfig asks for \(apiVersion.rawValue): set exec.apiVersion to the version the plugin speaks"
-            )
+                    """
+                    answered with apiVersion "\(json["apiVersion"]?.string ?? "")" while the kubeconfig asks for \
+                    \(apiVersion.rawValue): set exec.apiVersion to the version the plugin speaks
+                    """)
         }
         guard let status = json["status"], status.object != nil else {
             throw AnswerError(why: "printed an ExecCredential without a status")
@@ -236,10 +242,10 @@ public actor ExecCredentialPlugin {
         let certificate = status["clientCertificateData"]?.string.flatMap { $0.isEmpty ? nil : Array($0.utf8) }
         let key = status["clientKeyData"]?.string.flatMap { $0.isEmpty ? nil : Array($0.utf8) }
         guard (certificate == nil) == (key == nil) else {
-            throw AnswerError(
-                why:
-                    "returned \(certificate == nil ? "clientKeyData without clientCertificateData" : "clientCertificateData without clientKeyData"): a client certificate needs both"
-            )
+            let missing =
+                certificate == nil
+                ? "clientKeyData without clientCertificateData" : "clientCertificateData without clientKeyData"
+            throw AnswerError(why: "returned \(missing): a client certificate needs both")
         }
         guard token != nil || certificate != nil else {
             throw AnswerError(why: "returned neither a token nor clientCertificateData and clientKeyData")

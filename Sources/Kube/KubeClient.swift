@@ -84,8 +84,10 @@ public final class KubeClient: KubeAPI {
             case .plugin(let c):
                 return .field(
                     c.source, c.field,
-                    "runs \"\(c.command)\", which returned \(key ? "clientKeyData" : "clientCertificateData") that is not \(what): \(error)"
-                )
+                    """
+                    runs "\(c.command)", which returned \(key ? "clientKeyData" : "clientCertificateData") \
+                    that is not \(what): \(error)
+                    """)
             }
         }
     }
@@ -268,7 +270,8 @@ public final class KubeClient: KubeAPI {
         }
     }
 
-    /// The TLS configuration with the plugin's certificate; a new one (so new connections) only when the plugin ran again.
+    /// The TLS configuration with the plugin's certificate; a new one (so new connections) only when the plugin
+    /// ran again.
     func pluginTLS(
         _ credential: ExecCredentialPlugin.Credential, certificatePEM: [UInt8], keyPEM: [UInt8],
         plugin: ExecCredentialPlugin.Configuration

@@ -217,7 +217,8 @@ public struct KubeConfig: Sendable {
             throw .field(
                 entry.file, f + ".auth-provider",
                 "is \"\(provider.name ?? "")\", a plugin built into older kubectl that wgmesh does not have: "
-                    + "switch the user to an exec credential plugin (kubelogin for OIDC and AKS, gke-gcloud-auth-plugin for GKE)"
+                    + "switch the user to an exec credential plugin "
+                    + "(kubelogin for OIDC and AKS, gke-gcloud-auth-plugin for GKE)"
             )
         }
         return .none

@@ -210,7 +210,10 @@ public final class LeaderElector: Sendable {
             if !holder.isEmpty, !ours, ContinuousClock.now < observedAt + duration {
                 if holder == c.identity {
                     logger.warning(
-                        "another process holds the lease under this replica's identity; give each replica its own --identity",
+                        """
+                        another process holds the lease under this replica's identity; \
+                        give each replica its own --identity
+                        """,
                         metadata: ["holder": "\(holder)"])
                 }
                 return .heldByOther(holder)

@@ -8,6 +8,9 @@ import Kube
 /// One resource type held the way kube-apiserver holds it: every write gets the next resourceVersion,
 /// recent changes stay in a bounded window (the watch cache), lists are consistent snapshots, and
 /// failures are the API's Status bodies. The heart of wgmesh's Kubernetes-compatible test server.
+///
+/// Its parts: the patch algorithms in APIStore+Patches, `metadata.managedFields` in APIStore+ManagedFields,
+/// name and annotation-key validation in APIStore+Validation.
 public struct APIStore: Sendable {
     public enum EventType: String, Sendable { case added = "ADDED", modified = "MODIFIED", deleted = "DELETED" }
 
@@ -63,8 +66,13 @@ public struct APIStore: Sendable {
             guard rv >= windowStart else {
                 throw APIStore.status(
                     410, "Expired",
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."
-                )
+                    """
+                    The provided continue parameter is too old to display a consistent list result. \
+                    You can start a new list without the continue parameter, or use the continue token in this \
+                    response to retrieve the remainder of the results. Continuing with the provided token results \
+                    in an inconsistent list - objects that were created, modified, or deleted between the time \
+                    the first chunk was returned and now may show up in the list.
+                    """)
             }
             at = rv
             after = String(start.dropFirst())
@@ -119,7 +127,10 @@ public struct APIStore: Sendable {
             guard APIStore.isDNSSubdomain(prefix.hasSuffix("-") ? prefix + "a" : prefix) else {
                 throw invalid(
                     "metadata.generateName",
-                    "Invalid value: \"\(prefix)\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+                    """
+                    Invalid value: "\(prefix)": a lowercase RFC 1123 subdomain must consist of lower case \
+                    alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character
+                    """,
                     name: prefix)
             }
             meta.name = prefix + String((0..<5).map { _ in "bcdfghjklmnpqrstvwxz2456789".randomElement()! })
@@ -131,7 +142,10 @@ public struct APIStore: Sendable {
         guard APIStore.isDNSSubdomain(meta.name) else {
             throw invalid(
                 "metadata.name",
-                "Invalid value: \"\(meta.name)\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'",
+                """
+                Invalid value: "\(meta.name)": a lowercase RFC 1123 subdomain must consist of lower case \
+                alphanumeric characters, '-' or '.'
+                """,
                 name: meta.name)
         }
         try validateAnnotations(object, name: meta.name)
@@ -198,7 +212,10 @@ public struct APIStore: Sendable {
         if let expected, expected != ObjectMeta(current["metadata"]).resourceVersion {
             throw status(
                 409, "Conflict",
-                "Operation cannot be fulfilled on \(resource.qualifiedName) \"\(name)\": the object has been modified; please apply your changes to the latest version and try again",
+                """
+                Operation cannot be fulfilled on \(resource.qualifiedName) "\(name)": the object has been modified; \
+                please apply your changes to the latest version and try again
+                """,
                 name: name)
         }
         guard ObjectMeta(proposed["metadata"]).name == name else {
@@ -220,16 +237,6 @@ public struct APIStore: Sendable {
         next["metadata"] = .object(meta)
         return commit(
             .modified, name: name, object: .object(next), previous: current, manager: manager, subresource: subresource)
-    }
-
-    private func validateAnnotations(_ object: JSON, name: String) throws(Status) {
-        for key in (object["metadata"]?["annotations"]?.object ?? [:]).keys.sorted()
-        where !APIStore.isQualifiedName(key) {
-            throw invalid(
-                "metadata.annotations",
-                "Invalid value: \"\(key)\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
-                name: name)
-        }
     }
 
     private mutating func commit(
@@ -258,71 +265,6 @@ public struct APIStore: Sendable {
         return stored
     }
 
-    // MARK: field managers
-
-    /// `metadata.managedFields` after an Update by `manager`, as the API server keeps it for the fields
-    /// wgmesh reads (annotations and labels by key, spec and status by top-level field): the fields the
-    /// write set or changed move to the writer's entry, removed fields leave every entry, and entries left
-    /// empty are dropped.
-    static func managedFields(previous: JSON?, next: JSON, manager: String, subresource: String?) -> JSON {
-        func fields(_ o: JSON?) -> [[String]: JSON] {
-            var out: [[String]: JSON] = [:]
-            for (group, keys) in [("metadata", ["annotations", "labels"])] {
-                for key in keys {
-                    for (k, v) in o?[group]?[key]?.object ?? [:] { out[["f:" + group, "f:" + key, "f:" + k]] = v }
-                }
-            }
-            for top in ["spec", "status"] {
-                for (k, v) in o?[top]?.object ?? [:] { out[["f:" + top, "f:" + k]] = v }
-            }
-            return out
-        }
-        func paths(_ set: JSON?, _ prefix: [String] = []) -> [[String]] {
-            guard let object = set?.object else { return [] }
-            if object.isEmpty { return prefix.isEmpty ? [] : [prefix] }
-            return object.filter { $0.key != "." }.flatMap { paths($0.value, prefix + [$0.key]) }
-        }
-        func tree(_ paths: Set<[String]>) -> JSON {
-            var root: [String: JSON] = [:]
-            func insert(_ path: ArraySlice<String>, into node: inout [String: JSON]) {
-                guard let first = path.first else { return }
-                var child = node[first]?.object ?? [:]
-                insert(path.dropFirst(), into: &child)
-                node[first] = .object(child)
-            }
-            for p in paths { insert(p[...], into: &root) }
-            return .object(root)
-        }
-        let before = fields(previous)
-        let after = fields(next)
-        let changed = Set(after.filter { before[$0.key] != $0.value }.keys)
-        let removed = Set(before.keys.filter { after[$0] == nil })
-        var entries: [JSON] = []
-        var mine = Set<[String]>()
-        for entry in previous?["metadata"]?["managedFields"]?.array ?? [] {
-            let owned = Set(paths(entry["fieldsV1"])).subtracting(changed).subtracting(removed)
-            if entry["manager"]?.string == manager, entry["subresource"]?.string == subresource {
-                mine = owned
-                continue
-            }
-            guard !owned.isEmpty else { continue }
-            var e = entry.object ?? [:]
-            e["fieldsV1"] = tree(owned)
-            entries.append(.object(e))
-        }
-        mine.formUnion(changed)
-        if !mine.isEmpty {
-            var e: [String: JSON] = [
-                "manager": .string(manager), "operation": "Update", "apiVersion": "v1",
-                "time": .string(Date.ISO8601FormatStyle().format(Date())), "fieldsType": "FieldsV1",
-                "fieldsV1": tree(mine),
-            ]
-            e["subresource"] = subresource.map(JSON.string)
-            entries.append(.object(e))
-        }
-        return .array(entries)
-    }
-
     // MARK: failures
 
     /// The Status body kube-apiserver sends with a failure of this resource.
@@ -347,16 +289,6 @@ public struct APIStore: Sendable {
 
     // MARK: helpers
 
-    /// RFC 7386: objects merge key by key, `null` deletes, anything else replaces.
-    public static func mergePatch(_ target: JSON, _ patch: JSON) -> JSON {
-        guard case .object(let p) = patch else { return patch }
-        var t = target.object ?? [:]
-        for (k, v) in p {
-            if v == .null { t[k] = nil } else { t[k] = mergePatch(t[k] ?? .null, v) }
-        }
-        return .object(t)
-    }
-
     /// A Status body as kube-apiserver sends it.
     public static func status(_ code: Int, _ reason: String, _ message: String, details: JSON? = nil) -> Status {
         var body: [String: JSON] = [
@@ -373,142 +305,6 @@ public struct APIStore: Sendable {
         o["kind"] = nil
         o["apiVersion"] = nil
         return .object(o)
-    }
-
-    /// Lists that a strategic merge patch merges element by element, and the key that identifies an
-    /// element (the `patchMergeKey` of the Go types wgmesh patches).
-    static let strategicMergeKeys = ["conditions": "type", "addresses": "type", "taints": "key"]
-
-    /// Kubernetes strategic merge patch, for the fields wgmesh patches: RFC 7386, except that the
-    /// lists in `strategicMergeKeys` merge by their key instead of being replaced.
-    public static func strategicMergePatch(_ target: JSON, _ patch: JSON) -> JSON {
-        guard case .object(let p) = patch else { return patch }
-        var t = target.object ?? [:]
-        for (k, v) in p {
-            if v == .null {
-                t[k] = nil
-            } else if let key = strategicMergeKeys[k], case .array(let patchItems) = v, case .array(var items)? = t[k] {
-                for item in patchItems {
-                    if let i = items.firstIndex(where: { $0[key] != nil && $0[key] == item[key] }) {
-                        items[i] = strategicMergePatch(items[i], item)
-                    } else {
-                        items.append(item)
-                    }
-                }
-                t[k] = .array(items)
-            } else {
-                t[k] = strategicMergePatch(t[k] ?? .null, v)
-            }
-        }
-        return .object(t)
-    }
-
-    /// RFC 6902 JSON patch: add, remove, replace and test, with RFC 6901 pointers.
-    func applyJSONPatch(_ target: JSON, _ ops: [JSON], name: String) throws(Status) -> JSON {
-        var doc = target
-        for op in ops {
-            guard let kind = op["op"]?.string, let path = op["path"]?.string else {
-                throw status(400, "BadRequest", "the JSON patch operation \(op) has no op or path", name: name)
-            }
-            let tokens = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-                .map { String($0.replacing("~1", with: "/").replacing("~0", with: "~")) }
-            switch kind {
-            case "add", "replace":
-                guard let value = op["value"],
-                    let next = APIStore.setting(doc, Array(tokens)[...], to: value, mustExist: kind == "replace")
-                else {
-                    throw status(
-                        422, "Invalid", "jsonpatch \(kind) operation does not apply: doc is missing path: \"\(path)\"",
-                        name: name)
-                }
-                doc = next
-            case "remove":
-                guard let next = APIStore.setting(doc, Array(tokens)[...], to: nil, mustExist: true) else {
-                    throw status(
-                        422, "Invalid", "jsonpatch remove operation does not apply: doc is missing path: \"\(path)\"",
-                        name: name)
-                }
-                doc = next
-            case "test":
-                guard APIStore.value(doc, Array(tokens)[...]) == op["value"] else {
-                    throw status(422, "Invalid", "testing value \(path) failed: test failed", name: name)
-                }
-            default:
-                throw status(400, "BadRequest", "unsupported JSON patch operation \"\(kind)\"", name: name)
-            }
-        }
-        return doc
-    }
-
-    static func value(_ doc: JSON, _ path: ArraySlice<String>) -> JSON? {
-        guard let first = path.first else { return doc }
-        switch doc {
-        case .object(let o): return o[first].flatMap { value($0, path.dropFirst()) }
-        case .array(let a): return Int(first).flatMap { a.indices.contains($0) ? value(a[$0], path.dropFirst()) : nil }
-        default: return nil
-        }
-    }
-
-    /// `doc` with the value at `path` set (nil: removed); nil when the path does not lead anywhere.
-    static func setting(_ doc: JSON, _ path: ArraySlice<String>, to value: JSON?, mustExist: Bool) -> JSON? {
-        guard let first = path.first else { return value }
-        let last = path.count == 1
-        switch doc {
-        case .object(var o):
-            if last {
-                if mustExist && o[first] == nil { return nil }
-                o[first] = value
-            } else {
-                guard let child = o[first], let next = setting(child, path.dropFirst(), to: value, mustExist: mustExist)
-                else { return nil }
-                o[first] = next
-            }
-            return .object(o)
-        case .array(var a):
-            if last, first == "-", !mustExist, let value {
-                a.append(value)
-                return .array(a)
-            }
-            guard let i = Int(first), i >= 0, i <= a.count, !(mustExist && i == a.count) else { return nil }
-            if last {
-                if let value { if mustExist { a[i] = value } else { a.insert(value, at: i) } } else { a.remove(at: i) }
-            } else {
-                guard i < a.count, let next = setting(a[i], path.dropFirst(), to: value, mustExist: mustExist) else {
-                    return nil
-                }
-                a[i] = next
-            }
-            return .array(a)
-        default:
-            return nil
-        }
-    }
-
-    /// An RFC 1123 subdomain: lowercase alphanumerics, '-' and '.', at most 253 characters.
-    static func isDNSSubdomain(_ s: String) -> Bool {
-        guard (1...253).contains(s.utf8.count) else { return false }
-        return s.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
-            guard let f = label.utf8.first, let l = label.utf8.last else { return false }
-            func alnum(_ c: UInt8) -> Bool { (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) }
-            return alnum(f) && alnum(l) && label.utf8.allSatisfy { alnum($0) || $0 == UInt8(ascii: "-") }
-        }
-    }
-
-    /// A Kubernetes qualified name: an optional DNS-subdomain prefix and `/`, then a name of at most 63 characters.
-    static func isQualifiedName(_ key: String) -> Bool {
-        let parts = key.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count <= 2, let name = parts.last, (1...63).contains(name.count) else { return false }
-        func alnum(_ c: Character) -> Bool { c.isASCII && (c.isLetter || c.isNumber) }
-        guard let f = name.first, let l = name.last, alnum(f), alnum(l),
-            name.allSatisfy({ alnum($0) || $0 == "-" || $0 == "_" || $0 == "." })
-        else { return false }
-        if parts.count == 2 {
-            let prefix = parts[0]
-            guard (1...253).contains(prefix.count),
-                prefix.allSatisfy({ ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "-" || $0 == "." })
-            else { return false }
-        }
-        return true
     }
 
     static func encodeContinue(rv: Int64, start: String) -> String {

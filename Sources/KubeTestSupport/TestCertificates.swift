@@ -1,6 +1,6 @@
 /// Test-only TLS material for `TestAPIServer`: a CA, a server certificate for 127.0.0.1 and localhost,
-/// one for a name only, and a client certificate for mutual TLS. Made once with openssl (EC P-256, valid until 2126); it
-/// protects nothing but loopback test traffic.
+/// one for a name only, and a client certificate for mutual TLS. Made once with openssl (EC P-256, valid
+/// until 2126); it protects nothing but loopback test traffic.
 public enum TestCertificates {
     public static let caCertificate = """
         -----BEGIN CERTIFICATE-----

@@ -94,7 +94,8 @@ final class ProxyHandshakeHandler: ChannelInboundHandler, RemovableChannelHandle
             guard lines.contains(where: { $0.lowercased() == expected }) else {
                 return reply(
                     context,
-                    "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\n\r\n",
+                    "HTTP/1.1 407 Proxy Authentication Required\r\n"
+                        + "Proxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\n\r\n",
                     close: true)
             }
         }

@@ -99,7 +99,8 @@ final class APIStoreTests: XCTestCase {
         let sample = try JSON.parse(
             Data(
                 """
-                {"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"m","reason":"Conflict","code":409}
+                {"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",\
+                "message":"m","reason":"Conflict","code":409}
                 """.utf8))
         let made = APIStore.status(409, "Conflict", "m")
         XCTAssertEqual(made, try Status(json: sample))

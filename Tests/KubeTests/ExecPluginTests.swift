@@ -163,8 +163,10 @@ final class ExecPluginTests: FolderTestCase {
         } catch {
             XCTAssertTrue(
                 "\(error)".contains(
-                    "users[me].user.exec runs \"\(command)\", which returned clientCertificateData that is not a PEM certificate"
-                ), "\(error)")
+                    """
+                    users[me].user.exec runs "\(command)", \
+                    which returned clientCertificateData that is not a PEM certificate
+                    """), "\(error)")
         }
         try await brokenClient.shutdown()
         try await server.stop()
@@ -175,8 +177,10 @@ final class ExecPluginTests: FolderTestCase {
         let message = try await failure(plugin("wgmesh-test-login", installHint: hint))
         XCTAssertTrue(
             message.contains(
-                "/home/me/.kube/config: users[me].user.exec runs \"wgmesh-test-login\", which is not an executable file on $PATH"
-            ), message)
+                """
+                /home/me/.kube/config: users[me].user.exec runs "wgmesh-test-login", \
+                which is not an executable file on $PATH
+                """), message)
         XCTAssertTrue(message.hasSuffix(hint), "the installHint comes last, as kubectl prints it: \(message)")
         let byPath = try await failure(plugin(path("bin/absent")))
         XCTAssertTrue(
@@ -191,8 +195,10 @@ final class ExecPluginTests: FolderTestCase {
         let message = try await failure(plugin(garbage))
         XCTAssertTrue(
             message.contains(
-                "users[me].user.exec runs \"\(garbage)\", which printed 16 bytes that are not an ExecCredential JSON object"
-            ), message)
+                """
+                users[me].user.exec runs "\(garbage)", \
+                which printed 16 bytes that are not an ExecCredential JSON object
+                """), message)
         XCTAssertTrue(message.hasSuffix("it wrote: using cached login"), message)
 
         let failing = try writePlugin(
@@ -200,14 +206,19 @@ final class ExecPluginTests: FolderTestCase {
         let failed = try await failure(plugin(failing))
         XCTAssertTrue(
             failed.contains(
-                "runs \"\(failing)\", which failed (exit status 3); it wrote: error: the SSO session has expired; run example-cli login"
-            ), failed)
+                """
+                runs "\(failing)", which failed (exit status 3); \
+                it wrote: error: the SSO session has expired; run example-cli login
+                """), failed)
 
         // Wrong answers are described without quoting them: they may hold the secret.
         let answers: [(() throws -> Void, String)] = [
             (
                 { try self.answer(token: "SECRET-1", apiVersion: "client.authentication.k8s.io/v1beta1") },
-                "answered with apiVersion \"client.authentication.k8s.io/v1beta1\" while the kubeconfig asks for client.authentication.k8s.io/v1"
+                """
+                answered with apiVersion "client.authentication.k8s.io/v1beta1" \
+                while the kubeconfig asks for client.authentication.k8s.io/v1
+                """
             ),
             ({ try self.answer(certificate: "SECRET-2") }, "returned clientCertificateData without clientKeyData"),
             ({ try self.answer() }, "returned neither a token nor clientCertificateData and clientKeyData"),
@@ -318,15 +329,23 @@ final class ExecPluginTests: FolderTestCase {
         let cases: [(String, String)] = [
             (
                 "exec: {command: aws}",
-                "users[u].user.exec.apiVersion is not set: use client.authentication.k8s.io/v1 or client.authentication.k8s.io/v1beta1"
+                """
+                users[u].user.exec.apiVersion is not set: \
+                use client.authentication.k8s.io/v1 or client.authentication.k8s.io/v1beta1
+                """
             ),
             (
                 "exec: {apiVersion: client.authentication.k8s.io/v1alpha1, command: aws}",
-                "users[u].user.exec.apiVersion is \"client.authentication.k8s.io/v1alpha1\", which wgmesh does not speak"
+                """
+                users[u].user.exec.apiVersion is "client.authentication.k8s.io/v1alpha1", which wgmesh does not speak
+                """
             ),
             (
                 "exec: {apiVersion: client.authentication.k8s.io/v1, command: aws}",
-                "users[u].user.exec.interactiveMode is required with client.authentication.k8s.io/v1: set it to one of Never, IfAvailable, Always"
+                """
+                users[u].user.exec.interactiveMode is required with client.authentication.k8s.io/v1: \
+                set it to one of Never, IfAvailable, Always
+                """
             ),
             (
                 "exec: {apiVersion: client.authentication.k8s.io/v1, command: aws, interactiveMode: Sometimes}",
@@ -337,12 +356,16 @@ final class ExecPluginTests: FolderTestCase {
                 "users[u].user.exec.command is not set"
             ),
             (
-                "exec: {apiVersion: client.authentication.k8s.io/v1, command: aws, interactiveMode: Never, env: [{value: x}]}",
+                "exec: {apiVersion: client.authentication.k8s.io/v1, command: aws, "
+                    + "interactiveMode: Never, env: [{value: x}]}",
                 "users[u].user.exec.env[0].name is not set"
             ),
             (
                 "auth-provider: {name: oidc}",
-                "users[u].user.auth-provider is \"oidc\", a plugin built into older kubectl that wgmesh does not have: switch the user to an exec credential plugin"
+                """
+                users[u].user.auth-provider is "oidc", a plugin built into older kubectl that wgmesh does not have: \
+                switch the user to an exec credential plugin
+                """
             ),
         ]
         for (i, (user, expected)) in cases.enumerated() {

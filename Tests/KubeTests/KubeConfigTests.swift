@@ -91,7 +91,10 @@ final class KubeConfigTests: FolderTestCase {
             (
                 kubeconfig(user: "    token: x").replacingOccurrences(
                     of: "tls-server-name: kubernetes", with: "proxy-url: https://proxy:3128"), "prod",
-                "clusters[prod-cluster].cluster.proxy-url is \"https://proxy:3128\": wgmesh cannot speak TLS to the proxy itself"
+                """
+                clusters[prod-cluster].cluster.proxy-url is "https://proxy:3128": \
+                wgmesh cannot speak TLS to the proxy itself
+                """
             ),
             (kubeconfig(user: "    token: x", current: "current-context: prod"), nil, "cannot read"),
             ("clusters: [unclosed", nil, "not a kubeconfig"),

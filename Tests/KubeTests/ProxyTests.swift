@@ -72,8 +72,10 @@ final class ProxyTests: XCTestCase {
         XCTAssertThrowsError(try proxy("https://api.example.com", "socks5://user:secret@proxy:1080", [:])) { error in
             XCTAssertEqual(
                 "\(error)",
-                "/kc: proxy-url is \"socks5://user:REDACTED@proxy:1080\": wgmesh cannot authenticate to a SOCKS5 proxy: use one that needs no password, or an http:// proxy"
-            )
+                """
+                /kc: proxy-url is "socks5://user:REDACTED@proxy:1080": wgmesh cannot authenticate to a SOCKS5 proxy: \
+                use one that needs no password, or an http:// proxy
+                """)
         }
         XCTAssertThrowsError(try proxy("https://api.example.com", nil, ["HTTPS_PROXY": "https://proxy:443"])) { error in
             XCTAssertTrue(

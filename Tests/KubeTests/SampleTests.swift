@@ -2,7 +2,8 @@ import Foundation
 import XCTest
 @testable import Kube
 
-/// Decodes every response captured from a real kube-apiserver (../shared/kube-api-samples).
+/// Decodes every response captured from a real kube-apiserver (Samples/, a test resource; its README.md says
+/// how they were captured).
 final class SampleTests: XCTestCase {
     struct Section {
         var title: String
@@ -10,9 +11,7 @@ final class SampleTests: XCTestCase {
         var body: String
     }
 
-    static let folder: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("shared/kube-api-samples")
+    static let folder: URL = Bundle.module.resourceURL!.appendingPathComponent("Samples")
 
     /// Splits a capture into responses: each `HTTP/` status line starts one (several may share one
     /// `== request` title), headers run to the blank line, the body to the next title or status line.
