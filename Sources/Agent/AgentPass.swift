@@ -21,7 +21,7 @@ extension MeshAgent {
             try await pass(objects, full: full)
             metrics.reconciled(after: ContinuousClock.now - started, failed: false)
             state.withLock { m in
-                m.failures = 0
+                m.retry.reset()
                 m.failure = nil
                 m.passes += 1
             }
@@ -31,11 +31,10 @@ extension MeshAgent {
             if failure.reason == Self.writeRefused { metrics.writeRefused() }
             // Retried from the kernel's state: after 0.5 s, doubling up to the resync period.
             let delay = state.withLock { m in
-                m.failures += 1
                 m.failure = failure
                 m.applied = nil
                 m.passes += 1
-                m.followUp = min(.milliseconds(500) * (1 << min(m.failures - 1, 16)), configuration.resyncPeriod)
+                m.followUp = m.retry.next()
                 return m.followUp!
             }
             logger.error(
@@ -67,8 +66,9 @@ extension MeshAgent {
             return .failed(
                 reason: writeRefused,
                 message: """
-                    the API server refused the agent's write for good (\(kube.code ?? 0) \(kube.status?.reason ?? "")): \
-                    \(kube.status?.message ?? "\(kube)"); the agent's RBAC or an admission policy does not allow what it writes \
+                    the API server refused the agent's write for good (\(kube.code ?? 0) \
+                    \(kube.status?.reason ?? "")): \(kube.status?.message ?? "\(kube)"); the agent's RBAC or an \
+                    admission policy does not allow what it writes \
                     (docs/operations.md, "Security model"); it tries again, backed off
                     """)
         default:
@@ -241,8 +241,7 @@ extension MeshAgent {
         wanted[Annotation.enrollmentKey] = enrollment.publicKey.base64
         let changes = wanted.filter { node.metadata.annotations[$0.key] != $0.value }
         guard !changes.isEmpty else { return }
-        let patch = Patch.merge(
-            .object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
+        let patch = Patch.annotations(changes)
         _ = try await api.patch(.nodes, namespace: nil, name: configuration.nodeName, patch, subresource: nil)
         if changes[Annotation.enrollmentKey] != nil {
             logger.info("enrollment key published", metadata: ["enrollmentKey": "\(enrollment.publicKey.base64)"])

@@ -48,8 +48,7 @@ extension MeshAgent {
         }
         changes = changes.filter { published[$0.key] != $0.value }
         if !changes.isEmpty {
-            let patch = Patch.merge(
-                .object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
+            let patch = Patch.annotations(changes)
             _ = try await api.patch(.nodes, namespace: nil, name: configuration.nodeName, patch, subresource: nil)
         }
         state.withLock { $0.lastPlan = plan }
@@ -76,7 +75,7 @@ extension MeshAgent {
         // Strategic merge: conditions merge by type, so the kubelet's own conditions stay.
         _ = try await api.patch(
             .nodes, namespace: nil, name: configuration.nodeName,
-            .strategicMerge(.object(["status": .object(["conditions": .array([entry])])])), subresource: "status")
+            .condition(entry), subresource: "status")
         state.withLock { $0.condition = condition }
         logger.info(
             "condition \(MeshCondition.type)=\(condition.ready ? "True" : "False")",

@@ -92,7 +92,7 @@ public final class MeshAgent: Sendable {
     let logger: Logger
     let events: EventRecorder
     public let metrics: AgentMetrics
-    let state = Mutex(PassState())
+    let state: Mutex<PassState>
 
     /// What the agent remembers between passes; all of it can be lost (a restart re-derives it).
     struct PassState {
@@ -116,7 +116,8 @@ public final class MeshAgent: Sendable {
         var fullPassWanted = true
         /// A pass the last one asks for without a Node event (after a key switch, or a failure, backed off).
         var followUp: Duration?
-        var failures = 0
+        /// The follow-up delay after failed passes: 0.5 s, doubling up to the resync period; reset by a success.
+        var retry: Backoff
         /// The condition of the last pass when it failed; nil while passes succeed. Until a pass succeeds
         /// again, `/readyz`, the condition and the metrics say so.
         var failure: MeshCondition?
@@ -147,6 +148,11 @@ public final class MeshAgent: Sendable {
         logger[metadataKey: "node"] = "\(configuration.nodeName)"
         self.logger = logger
         self.metrics = metrics
+        state = Mutex(
+            PassState(
+                retry: Backoff(
+                    initial: min(.milliseconds(500), configuration.resyncPeriod), maximum: configuration.resyncPeriod,
+                    jitter: 0)))
         events = EventRecorder(
             api: api, reportingController: Self.reportingController, reportingInstance: configuration.nodeName,
             logger: logger)
