@@ -90,12 +90,7 @@ final class CLICluster: Sendable {
             if !changes.isEmpty {
                 _ = try await agentClient.patch(
                     .nodes, namespace: nil, name: node.name,
-                    .merge(
-                        .object([
-                            "metadata": .object([
-                                "annotations": .object(changes.mapValues(JSON.string))
-                            ])
-                        ])), subresource: nil)
+                    .annotations(changes), subresource: nil)
             }
             if node.condition == nil {
                 _ = try await agentClient.patch(
@@ -141,13 +136,7 @@ final class CLICluster: Sendable {
     func annotate(_ name: String, _ annotations: [String: String?]) async throws {
         _ = try await client.patch(
             .nodes, namespace: nil, name: name,
-            .merge(
-                .object([
-                    "metadata": .object([
-                        "annotations": .object(
-                            annotations.mapValues { $0.map(JSON.string) ?? .null })
-                    ])
-                ])), subresource: nil)
+            .annotations(annotations), subresource: nil)
     }
 
     func annotations(_ name: String) async throws -> [String: String] {
