@@ -95,19 +95,13 @@ final class CLICluster: Sendable {
             if node.condition == nil {
                 _ = try await agentClient.patch(
                     .nodes, namespace: nil, name: node.name,
-                    .strategicMerge(
+                    .condition(
                         .object([
-                            "status": .object([
-                                "conditions": .array([
-                                    .object([
-                                        "type": .string(MeshCondition.type), "status": "True",
-                                        "reason": "AllPeersConnected",
-                                        "message": .string(
-                                            "all \(nodes.count - 1) peers had a handshake in the last 180 s"),
-                                        "lastTransitionTime": .string(RFC3339.format(Date())),
-                                    ])
-                                ])
-                            ])
+                            "type": .string(MeshCondition.type), "status": "True",
+                            "reason": "AllPeersConnected",
+                            "message": .string(
+                                "all \(nodes.count - 1) peers had a handshake in the last 180 s"),
+                            "lastTransitionTime": .string(RFC3339.format(Date())),
                         ])), subresource: "status")
             }
         }

@@ -24,20 +24,14 @@ final class CommandTests: XCTestCase {
         // A node whose condition says not ready makes the exit status non-zero.
         _ = try await cluster.client.patch(
             .nodes, namespace: nil, name: "n2",
-            .strategicMerge(
+            .condition(
                 .object([
-                    "status": .object([
-                        "conditions": .array([
-                            .object([
-                                "type": .string(MeshCondition.type), "status": "False", "reason": "PeersStale",
-                                "message":
-                                    """
-                                no handshake in the last 180 s with 1 of 2 peers: n3; check that their \
-                                endpoints' UDP port is reachable
-                                """,
-                            ])
-                        ])
-                    ])
+                    "type": .string(MeshCondition.type), "status": "False", "reason": "PeersStale",
+                    "message":
+                        """
+                    no handshake in the last 180 s with 1 of 2 peers: n3; check that their \
+                    endpoints' UDP port is reachable
+                    """,
                 ])), subresource: "status")
         let now = Date()
         let (json, stillReady) = try await NodeStatusReport.run(cluster.client, format: .json, now: now)
@@ -228,14 +222,7 @@ final class CommandTests: XCTestCase {
         try await cluster.annotate("n1", ["example.com/keep": "yes"])
         _ = try await cluster.client.patch(
             .nodes, namespace: nil, name: "n1",
-            .strategicMerge(
-                .object([
-                    "status": .object([
-                        "conditions": .array([
-                            .object(["type": "Ready", "status": "True"])
-                        ])
-                    ])
-                ])), subresource: "status")
+            .condition(.object(["type": "Ready", "status": "True"])), subresource: "status")
         let printed = Printed()
         func uninstall(force: Bool = false) async throws {
             try await Uninstall.run(
