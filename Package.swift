@@ -71,7 +71,7 @@ let package = Package(
         .target(
             name: "Agent",
             dependencies: [
-                "WGMeshCore", "Netlink", "Kube", "CNftables",
+                "WGMeshCore", "Kube", "CNftables",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

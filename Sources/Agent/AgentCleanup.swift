@@ -14,9 +14,10 @@ public struct CleanupRefused: Error, CustomStringConvertible {
     public var description: String {
         let listed = addresses.prefix(5).joined(separator: ", ") + (addresses.count > 5 ? ", …" : "")
         return """
-            node \(node): nothing was removed: \(addresses.count) Pod\(addresses.count == 1 ? "" : "s") on this node still \
-            \(addresses.count == 1 ? "has an address" : "have addresses") from wgmesh's network (\(listed)), and the container runtime \
-            tears a Pod's network down through the CNI configuration that the cleanup removes: delete those Pods (or drain the \
+            node \(node): nothing was removed: \(addresses.count) Pod\(addresses.count == 1 ? "" : "s") on this node \
+            still \(addresses.count == 1 ? "has an address" : "have addresses") from wgmesh's network (\(listed)), \
+            and the container runtime tears a Pod's network down through the CNI configuration that the cleanup \
+            removes: delete those Pods (or drain the \
             node), then run the cleanup again
             """
     }
@@ -33,7 +34,8 @@ extension MeshAgent {
     }
 
     /// Removes exactly what the agent made on this node: the interface, every route with wgmesh's
-    /// route protocol, the CNI bridge its configuration names, the nftables table, the CNI file, the enrollment key file, its own annotations and
+    /// route protocol, the CNI bridge its configuration names, the nftables table, the CNI file, the enrollment key
+    /// file, its own annotations and
     /// the `WireGuardMeshReady` condition. Returns one line per thing removed. With `ipamDirectory`, refuses
     /// (`CleanupRefused`), removing nothing, while Pods on the node still hold addresses from wgmesh's network.
     public func cleanup(ipamDirectory: String? = nil) async throws -> [String] {
@@ -69,11 +71,8 @@ extension MeshAgent {
         let node = try await api.get(.nodes, namespace: nil, name: name)
         let mine = Annotation.agentOwned.filter { node.metadata.annotations[$0] != nil }
         if !mine.isEmpty {
-            let patch: [String: JSON] = Dictionary(uniqueKeysWithValues: mine.map { ($0, JSON.null) })
-            _ = try await api.patch(
-                .nodes, namespace: nil, name: name,
-                .merge(.object(["metadata": .object(["annotations": .object(patch)])])),
-                subresource: nil)
+            let patch: [String: String?] = Dictionary(uniqueKeysWithValues: mine.map { ($0, nil) })
+            _ = try await api.patch(.nodes, namespace: nil, name: name, .annotations(patch), subresource: nil)
             removed += mine.map { "annotation \($0)" }
         }
         if try await api.removeNodeCondition(MeshCondition.type, node: name) {
@@ -90,7 +89,10 @@ extension MeshAgent {
         guard let local = nodes.first(where: { $0.name == configuration.nodeName }) else {
             return
                 (lines + [
-                    "node \(configuration.nodeName) is not in the API or its wgmesh annotations are unreadable: nothing would change"
+                    """
+                    node \(configuration.nodeName) is not in the API or its wgmesh annotations are unreadable: \
+                    nothing would change
+                    """
                 ])
                 .joined(separator: "\n")
         }
@@ -103,13 +105,15 @@ extension MeshAgent {
         let diff = MeshDiff(
             plan: plan, actual: device, actualRoutes: link == nil ? [] : try kernel.network.routes(family: nil))
         lines.append(
-            "interface \(configuration.interface): \(link == nil ? "would be created" : "exists"), MTU \(mtu), addresses "
+            "interface \(configuration.interface): \(link == nil ? "would be created" : "exists"), MTU \(mtu), "
+                + "addresses "
                 + TunnelAddressing.addresses(podCIDRs: local.podCIDRs).map(\.description).joined(separator: ", "))
         lines.append("plan: \(plan.peers.count) peers, \(plan.routes.count) routes")
         for peer in plan.peers {
+            let allowed = peer.allowedIPs.map(\.description).joined(separator: ",")
             lines.append(
-                "  peer \(peer.node) endpoint \(peer.endpoint) allowed-ips \(peer.allowedIPs.isEmpty ? "(pre-staged next key)" : peer.allowedIPs.map(\.description).joined(separator: ","))"
-            )
+                "  peer \(peer.node) endpoint \(peer.endpoint) allowed-ips "
+                    + (peer.allowedIPs.isEmpty ? "(pre-staged next key)" : allowed))
         }
         for route in plan.routes {
             lines.append("  route \(route.destination)\(route.metric > 1024 ? " (strict)" : "")")
@@ -120,9 +124,8 @@ extension MeshAgent {
         if diff.device.privateKey != nil { lines.append("  set the private key") }
         if let port = diff.device.listenPort { lines.append("  set listen port \(port)") }
         for p in diff.device.peers {
-            lines.append(
-                "  \(p.remove ? "remove" : p.updateOnly ? "update" : "add") peer \(owners[p.publicKey] ?? "(not planned)")"
-            )
+            let action = p.remove ? "remove" : p.updateOnly ? "update" : "add"
+            lines.append("  \(action) peer \(owners[p.publicKey] ?? "(not planned)")")
         }
         for r in diff.routesToAdd { lines.append("  add route \(r.destination)") }
         for r in diff.routesToReplace { lines.append("  replace route \(r.destination)") }

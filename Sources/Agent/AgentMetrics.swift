@@ -45,7 +45,10 @@ public final class AgentMetrics: Sendable {
         lastPassSucceeded = registry.makeGauge(
             descriptor: Self.name(
                 "reconcile_last_succeeded", "",
-                "1 when the last reconcile pass succeeded, 0 when it failed (the WireGuardMeshReady condition says why)."
+                """
+                1 when the last reconcile pass succeeded, 0 when it failed (the WireGuardMeshReady condition says \
+                why).
+                """
             ))
         writesRefused = registry.makeCounter(
             descriptor: Self.name(
@@ -58,7 +61,10 @@ public final class AgentMetrics: Sendable {
         unencryptedPackets = registry.makeCounter(
             descriptor: Self.name(
                 "unencrypted_packets_dropped", "total",
-                "Pod packets to another node's Pod CIDR that would have left by another interface than the tunnel (dropped in strict mode, counted only otherwise)."
+                """
+                Pod packets to another node's Pod CIDR that would have left by another interface than the tunnel \
+                (dropped in strict mode, counted only otherwise).
+                """
             ))
         unencryptedBytes = registry.makeCounter(
             descriptor: Self.name("unencrypted_bytes_dropped", "total", "Bytes of those packets."))

@@ -62,7 +62,10 @@ public struct CNIPluginInstaller {
                     ?? sourceVersion
             else {
                 throw CNIPluginInstallError(
-                    "\(path) reports no version of its own and none was given: write its release version (e.g. 1.1.1) to \(sourceVersionFile)"
+                    """
+                    \(path) reports no version of its own and none was given: write its release version (e.g. \
+                    1.1.1) to \(sourceVersionFile)
+                    """
                 )
             }
             let sha256 = CNIPluginInstall.sha256(bytes)
@@ -105,7 +108,10 @@ public struct CNIPluginInstaller {
             String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""
         guard let version = CNIPluginVersion(text) else {
             throw CNIPluginInstallError(
-                "\(sourceVersionFile) holds \(text.debugDescription), not a version: write the plugins' release version there, e.g. 1.1.1"
+                """
+                \(sourceVersionFile) holds \(text.debugDescription), not a version: write the plugins' release \
+                version there, e.g. 1.1.1
+                """
             )
         }
         return version

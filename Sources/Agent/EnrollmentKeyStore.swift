@@ -23,7 +23,10 @@ public struct EnrollmentKeyStore: Sendable {
                 logger.info("no enrollment key yet: making one", metadata: ["file": "\(path)"])
             } else {
                 logger.warning(
-                    "the enrollment key file is unusable: making a new one, and the controller will issue a new keypair",
+                    """
+                    the enrollment key file is unusable: making a new one, and the controller will issue a new \
+                    keypair
+                    """,
                     metadata: ["file": "\(path)", "reason": "\(why)"])
             }
             let pair = WireGuardKeyPair.generate()

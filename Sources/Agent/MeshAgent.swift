@@ -92,10 +92,10 @@ public final class MeshAgent: Sendable {
     let logger: Logger
     let events: EventRecorder
     public let metrics: AgentMetrics
-    let memory = Mutex(Memory())
+    let state: Mutex<PassState>
 
     /// What the agent remembers between passes; all of it can be lost (a restart re-derives it).
-    struct Memory {
+    struct PassState {
         var enrollment: WireGuardKeyPair?
         /// Events already sent, by node and text: each problem is reported once per process.
         var reported: Set<String> = []
@@ -116,7 +116,8 @@ public final class MeshAgent: Sendable {
         var fullPassWanted = true
         /// A pass the last one asks for without a Node event (after a key switch, or a failure, backed off).
         var followUp: Duration?
-        var failures = 0
+        /// The follow-up delay after failed passes: 0.5 s, doubling up to the resync period; reset by a success.
+        var retry: Backoff
         /// The condition of the last pass when it failed; nil while passes succeed. Until a pass succeeds
         /// again, `/readyz`, the condition and the metrics say so.
         var failure: MeshCondition?
@@ -147,6 +148,11 @@ public final class MeshAgent: Sendable {
         logger[metadataKey: "node"] = "\(configuration.nodeName)"
         self.logger = logger
         self.metrics = metrics
+        state = Mutex(
+            PassState(
+                retry: Backoff(
+                    initial: min(.milliseconds(500), configuration.resyncPeriod), maximum: configuration.resyncPeriod,
+                    jitter: 0)))
         events = EventRecorder(
             api: api, reportingController: Self.reportingController, reportingInstance: configuration.nodeName,
             logger: logger)
@@ -157,7 +163,7 @@ public final class MeshAgent: Sendable {
 
     /// Why the agent is not ready, in a line; nil when it is: a pass ran and the last one succeeded.
     public var readiness: String? {
-        memory.withLock { m in
+        state.withLock { m in
             if let waiting = m.waiting { return "DeviceUnavailable: \(waiting)" }
             if let failure = m.failure { return "\(failure.reason): \(failure.message)" }
             return m.passes == 0 ? "no pass has run yet" : nil
@@ -165,7 +171,7 @@ public final class MeshAgent: Sendable {
     }
 
     /// Reconcile passes so far.
-    public var passes: Int { memory.withLock { $0.passes } }
+    public var passes: Int { state.withLock { $0.passes } }
 
     // MARK: running
 
@@ -175,7 +181,7 @@ public final class MeshAgent: Sendable {
     /// `wakeups` asks for a pass at once (the userspace backend's wireguard-go was started again).
     public func run(wakeups: AsyncStream<Void>? = nil) async throws {
         let enrollment = try EnrollmentKeyStore(directory: configuration.stateDirectory).loadOrCreate(logger: logger)
-        memory.withLock { $0.enrollment = enrollment }
+        state.withLock { $0.enrollment = enrollment }
         guard await waitForInterface() else { return }
         try failClosed()
 
@@ -196,14 +202,14 @@ public final class MeshAgent: Sendable {
             group.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: self.configuration.resyncPeriod)
-                    self.memory.withLock { $0.fullPassWanted = true }
+                    self.state.withLock { $0.fullPassWanted = true }
                     trigger.yield()
                 }
             }
             if let wakeups {
                 group.addTask {
                     for await _ in wakeups {
-                        self.memory.withLock { $0.fullPassWanted = true }
+                        self.state.withLock { $0.fullPassWanted = true }
                         trigger.yield()
                     }
                 }
@@ -211,12 +217,12 @@ public final class MeshAgent: Sendable {
             var followUp: Task<Void, Never>?
             for await _ in triggers {
                 if Task.isCancelled { break }
-                let full = memory.withLock { m in
+                let full = state.withLock { m in
                     defer { m.fullPassWanted = false }
                     return m.fullPassWanted
                 }
                 await reconcile(informer.list(), full: full)
-                if let delay = memory.withLock({ m in
+                if let delay = state.withLock({ m in
                     defer { m.followUp = nil }
                     return m.followUp
                 }) {
@@ -272,8 +278,8 @@ public final class MeshAgent: Sendable {
         logger.notice(
             "waiting for the WireGuard device; not ready until it answers",
             metadata: ["interface": "\(name)", "why": "\(why)"])
-        memory.withLock { $0.waiting = why }
-        defer { memory.withLock { $0.waiting = nil } }
+        state.withLock { $0.waiting = why }
+        defer { state.withLock { $0.waiting = nil } }
         let started = ContinuousClock.now
         var reminded = started
         while kernel.interfaces.unavailable(named: name) != nil {
@@ -320,499 +326,4 @@ public final class MeshAgent: Sendable {
             logger.info("forwarding enabled", metadata: ["sysctl": "\(path)"])
         }
     }
-
-    // MARK: one pass
-
-    /// One pass: plan from every Node, apply the difference, report. A full pass reads the kernel and
-    /// reports the condition and metrics; otherwise the plan is diffed against the last pass's when the
-    /// node's own inputs are unchanged. Never throws: a failure is logged and counted, and the next pass
-    /// starts again from what the kernel reports.
-    public func reconcile(_ objects: [KubeObject], full: Bool = true) async {
-        let started = ContinuousClock.now
-        do {
-            try await pass(objects, full: full)
-            metrics.reconciled(after: ContinuousClock.now - started, failed: false)
-            memory.withLock { m in
-                m.failures = 0
-                m.failure = nil
-                m.passes += 1
-            }
-        } catch {
-            metrics.reconciled(after: ContinuousClock.now - started, failed: true)
-            let failure = Self.condition(failed: error)
-            if failure.reason == Self.writeRefused { metrics.writeRefused() }
-            // Retried from the kernel's state: after 0.5 s, doubling up to the resync period.
-            let delay = memory.withLock { m in
-                m.failures += 1
-                m.failure = failure
-                m.applied = nil
-                m.passes += 1
-                m.followUp = min(.milliseconds(500) * (1 << min(m.failures - 1, 16)), configuration.resyncPeriod)
-                return m.followUp!
-            }
-            logger.error(
-                "reconcile failed; the next pass retries from the kernel's state",
-                metadata: ["reason": "\(failure.reason)", "error": "\(error)", "retryIn": "\(delay)"])
-            // Told where people look: an Event on this Node (once per text) and the condition, unless the
-            // API is what fails.
-            if let own = objects.first(where: { $0.metadata.name == configuration.nodeName }) {
-                await report(own, warning: true, reason: failure.reason, note: failure.message)
-            }
-            do { try await writeCondition(failure) } catch {
-                logger.warning("cannot write the \(MeshCondition.type) condition", metadata: ["error": "\(error)"])
-            }
-        }
-    }
-
-    /// The condition's reason when the API server refuses one of the agent's writes for good (403, 422, 400:
-    /// RBAC or an admission policy), unlike a Node that is not registered yet (404) or a busy server.
-    static let writeRefused = "WriteRefused"
-
-    /// What a failed pass tells people: why, in the condition's terms.
-    static func condition(failed error: any Error) -> MeshCondition {
-        switch error {
-        case let failure as PassFailure:
-            return .failed(reason: failure.reason, message: failure.message)
-        case let taken as RoutesTaken:
-            return .failed(reason: "RouteConflict", message: taken.description)
-        case let kube as KubeError where [400, 403, 422].contains(kube.code ?? 0):
-            return .failed(
-                reason: writeRefused,
-                message: """
-                    the API server refused the agent's write for good (\(kube.code ?? 0) \(kube.status?.reason ?? "")): \
-                    \(kube.status?.message ?? "\(kube)"); the agent's RBAC or an admission policy does not allow what it writes \
-                    (README, Security model); it tries again, backed off
-                    """)
-        default:
-            return .failed(reason: "ReconcileFailed", message: "\(error)")
-        }
-    }
-
-    func pass(_ objects: [KubeObject], full: Bool) async throws {
-        let name = configuration.nodeName
-        guard let localObject = objects.first(where: { $0.metadata.name == name }) else {
-            throw PassFailure(
-                reason: "NodeNotFound",
-                message: "Node \(name) is not in the API yet: the kubelet registers it, and the agent waits for it")
-        }
-        try await publishSettings(on: localObject)
-        let (nodes, invalid) = meshNodes(objects)
-        // This node's own are the pass's failure, reported as such below.
-        for (object, error) in invalid where object.metadata.name != name {
-            await report(object, warning: true, reason: "InvalidAnnotation", note: "\(error)")
-        }
-        guard let local = nodes.first(where: { $0.name == name }) else {
-            let why = invalid.first { $0.0.metadata.name == name }.map { "\($0.1)" } ?? "unreadable"
-            throw PassFailure(
-                reason: "InvalidAnnotation",
-                message: "this node's wgmesh annotations do not read, so nothing changes until they do: \(why)")
-        }
-
-        // The node's own keys: a key that does not open, or does not match, changes nothing.
-        var keys: NodeKeys?
-        if let enrollment = memory.withLock({ $0.enrollment }) {
-            do {
-                keys = try NodeKeys.open(local, enrollmentPrivateKey: enrollment.privateKey)
-            } catch {
-                throw PassFailure(reason: "SealedKeyInvalid", message: "\(error)")
-            }
-        }
-
-        let last =
-            full
-            ? nil
-            : memory.withLock { $0.applied }.flatMap {
-                $0.podCIDRs == local.podCIDRs && $0.endpoint == local.effectiveEndpoint ? $0 : nil
-            }
-        let link: LinkState
-        let mtu: UInt32
-        let device: DeviceState
-        let routes: [Route]
-        if let last {
-            (link, mtu) = (last.link, last.mtu)
-            device = last.plan.device(
-                named: configuration.interface, interfaceIndex: link.index, privateKey: last.privateKey)
-            routes = last.plan.routes
-        } else {
-            mtu = try tunnelMTU(local)
-            link = try ensureLink(mtu: mtu, adjustMTU: true)
-            try ensureAddresses(TunnelAddressing.addresses(podCIDRs: local.podCIDRs), link: link)
-            device = try kernel.wireGuard.device(named: configuration.interface)
-            routes = try kernel.network.routes(family: nil)
-        }
-        let plan = plan(local: local, nodes: nodes, interfaceIndex: link.index, mtu: mtu)
-        // A node still joining is no one's problem; a conflict or a Pod CIDR outside the cluster's is.
-        for exclusion in plan.excluded where !exclusion.isJoining {
-            if let object = objects.first(where: { $0.metadata.name == exclusion.node }) {
-                await report(object, warning: true, reason: "NodeLeftOut", note: "\(exclusion) (seen by node \(name))")
-            }
-        }
-
-        var diff = MeshDiff(plan: plan, actual: device, actualRoutes: routes, privateKey: keys?.privateKey)
-        let planned = diff
-        if diff.device.privateKey != nil, !plan.peers.isEmpty {
-            // A new private key: make every peer handshake at once instead of after a retry timeout. The
-            // pass that follows at once reads the kernel and sets the keepalives back to the plan.
-            diff.forceHandshakes(plan: plan, current: device)
-            memory.withLock { $0.followUp = .zero }
-            logger.info(
-                "switching the interface to a new private key",
-                metadata: ["generation": "\(keys?.generation ?? 0)", "peers": "\(plan.peers.count)"])
-        }
-        memory.withLock { $0.applied = nil }
-        // Another program's route to a peer's Pod CIDR keeps that route out, and nothing else: the rest is
-        // applied, the CNI file written and the report made, and then the pass fails, naming the route.
-        var taken: RoutesTaken?
-        if !diff.isEmpty {
-            do {
-                try diff.apply(interface: configuration.interface, wireGuard: kernel.wireGuard, routes: kernel.network)
-            } catch let error as RoutesTaken {
-                taken = error
-            }
-            metrics.applied(diff)
-            log(planned, plan: plan)
-        }
-        let configuredAt = noteConfigured(plan)
-        // Forced handshakes leave keepalives off plan until the next diff: that one reads the kernel.
-        if diff.device.privateKey == nil, taken == nil {
-            memory.withLock {
-                $0.applied = Applied(
-                    plan: plan, privateKey: keys?.privateKey ?? device.privateKey, link: link, mtu: mtu,
-                    podCIDRs: local.podCIDRs, endpoint: local.effectiveEndpoint)
-            }
-        }
-        guard last == nil || diff.device.privateKey != nil else {
-            // The condition, the metrics and the unencrypted count need handshakes and counters: the next
-            // full pass (or a key switch, below) reports them. What the interface runs is the plan now.
-            try await publishReport(
-                keys: keys,
-                device: plan.device(named: configuration.interface, interfaceIndex: link.index, privateKey: nil),
-                drops: nil, plan: plan, published: localObject.metadata.annotations)
-            if let taken { throw taken }
-            return
-        }
-        // One read of the table's counter serves both: is the table there, and what did it count.
-        var counted = try? kernel.filter.unencrypted()
-        var drops = counted.map {
-            countDrops($0.packets, published: localObject.metadata.annotations[Annotation.unencryptedDrops])
-        }
-        if try applyRuleset(localPodCIDRs: local.podCIDRs, present: counted != nil) {
-            counted = (0, 0)
-            drops = countDrops(0, published: nil)
-        }
-        if !local.podCIDRs.isEmpty {
-            try removeStaleBridgeAddresses(podCIDRs: local.podCIDRs)
-            try writeCNIConfig(podCIDRs: local.podCIDRs, mtu: mtu)
-        }
-
-        let after = diff.isEmpty ? device : try kernel.wireGuard.device(named: configuration.interface)
-        try await publishReport(
-            keys: keys, device: after, drops: drops, plan: plan, published: localObject.metadata.annotations)
-        metrics.observe(plan: plan, device: after, keys: keys, keyIssuedAt: local.keyIssuedAt, unencrypted: counted)
-        if let taken { throw taken }
-        let condition =
-            keys == nil
-            ? MeshCondition(
-                ready: false, reason: "NoKey",
-                message: "the controller has not issued a keypair for this node's enrollment key yet")
-            : MeshCondition.evaluate(plan: plan, device: after, now: Date(), configuredAt: configuredAt)
-        try await writeCondition(condition)
-        let now = Date()
-        if after.peers.contains(where: {
-            $0.lastHandshake == nil && configuredAt[$0.publicKey].map { now.timeIntervalSince($0) < 180 } == true
-        }) {
-            // Handshakes come within a second of a peer's configuration (keepalives force one): look again soon,
-            // not at the next resync, so that the condition says so.
-            memory.withLock { m in
-                m.fullPassWanted = true
-                m.followUp = min(m.followUp ?? Self.connectingRecheck, Self.connectingRecheck)
-            }
-        }
-    }
-
-    /// Notes when each planned peer key was first configured by this process (`MeshCondition.evaluate`), and
-    /// forgets keys no longer planned.
-    func noteConfigured(_ plan: MeshPlan) -> [WireGuardKey: Date] {
-        let now = Date()
-        return memory.withLock { m in
-            var next: [WireGuardKey: Date] = [:]
-            for peer in plan.peers where !peer.allowedIPs.isEmpty {
-                next[peer.publicKey] = m.configuredAt[peer.publicKey] ?? now
-            }
-            m.configuredAt = next
-            return next
-        }
-    }
-
-    /// Publishes the enrollment key and the settings an audit reads (cluster CIDRs, strict mode) when `node`'s
-    /// differ: at the first pass, and whenever someone removed or changed them (a malformed enrollment key
-    /// included). A refusal fails the pass (`WriteRefused`).
-    func publishSettings(on node: KubeObject) async throws {
-        guard let enrollment = memory.withLock({ $0.enrollment }) else { return }
-        var wanted = AgentReport.settings(clusterCIDRs: configuration.clusterCIDRs, strict: configuration.strict)
-        wanted[Annotation.enrollmentKey] = enrollment.publicKey.base64
-        let changes = wanted.filter { node.metadata.annotations[$0.key] != $0.value }
-        guard !changes.isEmpty else { return }
-        let patch = Patch.merge(
-            .object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
-        _ = try await api.patch(.nodes, namespace: nil, name: configuration.nodeName, patch, subresource: nil)
-        if changes[Annotation.enrollmentKey] != nil {
-            logger.info("enrollment key published", metadata: ["enrollmentKey": "\(enrollment.publicKey.base64)"])
-        } else {
-            logger.info(
-                "settings published", metadata: ["annotations": "\(changes.keys.sorted().joined(separator: ","))"])
-        }
-    }
-
-    /// The Nodes whose wgmesh annotations read, and those that do not, with why.
-    func meshNodes(_ objects: [KubeObject]) -> (nodes: [MeshNode], invalid: [(KubeObject, AnnotationError)]) {
-        var nodes: [MeshNode] = []
-        var invalid: [(KubeObject, AnnotationError)] = []
-        for object in objects {
-            do {
-                nodes.append(try MeshNode(name: object.metadata.name, annotations: object.metadata.annotations))
-            } catch { invalid.append((object, error)) }
-        }
-        return (nodes, invalid)
-    }
-
-    /// This node's plan; the listen port is the one the controller published in its endpoint.
-    func plan(local: MeshNode?, nodes: [MeshNode], interfaceIndex: UInt32, mtu: UInt32) -> MeshPlan {
-        let settings = ClusterSettings(
-            clusterCIDRs: configuration.clusterCIDRs,
-            listenPort: local?.effectiveEndpoint?.port ?? Self.defaultListenPort,
-            persistentKeepalive: configuration.persistentKeepalive, strict: configuration.strict, mtu: mtu)
-        return MeshPlan(
-            localNode: configuration.nodeName, settings: settings, nodes: nodes, interfaceIndex: interfaceIndex)
-    }
-
-    // MARK: the interface
-
-    /// The override, else the endpoint interface's MTU less WireGuard's overhead.
-    func tunnelMTU(_ local: MeshNode) throws -> UInt32 {
-        if let mtu = configuration.mtu { return mtu }
-        guard let address = local.effectiveEndpoint?.address,
-            let underlay = try kernel.network.interface(carrying: address)
-        else {
-            return Self.fallbackMTU
-        }
-        return TunnelAddressing.mtu(underlayMTU: underlay.mtu)
-    }
-
-    /// The WireGuard interface, created when missing and up; an existing one is adopted as it is.
-    func ensureLink(mtu: UInt32, adjustMTU: Bool) throws -> LinkState {
-        let name = configuration.interface
-        let created = try kernel.interfaces.ensure(named: name, mtu: mtu)
-        if created {
-            logger.info(
-                "interface created",
-                metadata: ["interface": "\(name)", "backend": "\(kernel.interfaces.backend)", "mtu": "\(mtu)"])
-        }
-        guard var link = try kernel.network.link(named: name) else {
-            throw InterfaceError.notWireGuard(name, kind: nil)
-        }
-        // A new interface always gets the MTU (wireguard-go makes its tun device with a default of
-        // its own); one adopted at start-up keeps its MTU until the first pass knows the right one.
-        let setMTU = link.mtu != mtu && (adjustMTU || created)
-        if setMTU || !link.isUp {
-            try kernel.network.setLink(index: link.index, mtu: setMTU ? mtu : nil, up: true)
-            if setMTU { logger.info("interface MTU set", metadata: ["interface": "\(name)", "mtu": "\(mtu)"]) }
-            link.mtu = setMTU ? mtu : link.mtu
-            link.isUp = true
-        }
-        return link
-    }
-
-    /// Exactly `wanted` on the interface: it is wgmesh's own, so any other address goes.
-    func ensureAddresses(_ wanted: [IPPrefix], link: LinkState) throws {
-        let have = try kernel.network.addresses(ofLinkIndex: link.index)
-        for address in have where !wanted.contains(address) {
-            try kernel.network.removeAddress(address, fromLinkIndex: link.index)
-            logger.info("interface address removed", metadata: ["address": "\(address)"])
-        }
-        for address in wanted where !have.contains(address) {
-            try kernel.network.addAddress(address, toLinkIndex: link.index, scope: TunnelAddressing.scope)
-            logger.info("interface address added", metadata: ["address": "\(address)"])
-        }
-    }
-
-    /// Writes the table when it changed or is not `present` (deleted by hand, it comes back); true when written.
-    func applyRuleset(localPodCIDRs: [IPPrefix], present: Bool) throws -> Bool {
-        let ruleset = FirewallRuleset.ruleset(
-            interface: configuration.interface, localPodCIDRs: localPodCIDRs,
-            clusterCIDRs: configuration.clusterCIDRs, strict: configuration.strict)
-        guard !present || memory.withLock({ $0.ruleset }) != ruleset else { return false }
-        try kernel.filter.apply(ruleset)
-        memory.withLock { $0.ruleset = ruleset }
-        logger.info(
-            "nftables table inet \(FirewallRuleset.table) written",
-            metadata: ["podCIDRs": "\(localPodCIDRs.map(\.description).joined(separator: ","))"])
-        return true
-    }
-
-    /// Removes the addresses of the CNI bridge that lie in the cluster CIDRs but outside this node's Pod CIDRs:
-    /// the gateways of an earlier install or allocation. The bridge plugin refuses to add a Pod to a bridge
-    /// with another gateway ("already has an IP address different from …"), and their routes would keep a
-    /// peer's Pod CIDR out of the tunnel. The bridge is wgmesh's: its CNI configuration names it.
-    func removeStaleBridgeAddresses(podCIDRs: [IPPrefix]) throws {
-        guard let bridge = try kernel.network.link(named: CNIConfig.bridge), bridge.kind == "bridge" else { return }
-        for address in try kernel.network.addresses(ofLinkIndex: bridge.index)
-        where configuration.clusterCIDRs.contains(where: { $0.contains(address.address) })
-            && !podCIDRs.contains(where: { $0.contains(address.address) })
-        {
-            try kernel.network.removeAddress(address, fromLinkIndex: bridge.index)
-            logger.info(
-                "stale address removed from the CNI bridge",
-                metadata: ["bridge": "\(CNIConfig.bridge)", "address": "\(address)"])
-        }
-    }
-
-    /// The CNI configuration, written only when its content changes.
-    func writeCNIConfig(podCIDRs: [IPPrefix], mtu: UInt32) throws {
-        let path = configuration.cniFile
-        let text = Array(CNIConfig.conflist(podCIDRs: podCIDRs, mtu: mtu).utf8)
-        if try AtomicFile.read(path) == text { return }
-        try AtomicFile.write(path, text, mode: 0o644)
-        logger.info(
-            "CNI configuration written",
-            metadata: ["file": "\(path)", "podCIDRs": "\(podCIDRs.map(\.description).joined(separator: ","))"])
-    }
-
-    // MARK: reporting
-
-    /// The unencrypted-packet count after the table's counter read `reading`: it goes on from the count this
-    /// process has, else from the one this node published (a restarted agent adds only what the table
-    /// counted since).
-    func countDrops(_ reading: UInt64, published: String?) -> UnencryptedDrops {
-        memory.withLock { m in
-            let next = (m.drops ?? published.flatMap(UnencryptedDrops.init) ?? UnencryptedDrops()).observing(
-                counter: reading, at: Date())
-            m.drops = next
-            return next
-        }
-    }
-
-    /// What the node runs, in one annotation patch of the values that changed: `applied-key-generation`,
-    /// `applied-peers` (the keys the interface routes to, so that `wgmesh rotate-keys --wait` can tell every
-    /// peer moved to a new key) and `unencrypted-drops`. Every agent watches every Node, so a value that
-    /// changes with every join or every pass would make each write a pass on every node: `applied-peers`
-    /// is written at once when a peer moved to another key and otherwise at most once per resync period,
-    /// and `unencrypted-drops` at most once per resync period while it grows.
-    func publishReport(
-        keys: NodeKeys?, device: DeviceState, drops: UnencryptedDrops?, plan: MeshPlan, published: [String: String]
-    ) async throws {
-        let keysMoved = memory.withLock { $0.lastPlan }.map { plan.movesKeys(from: $0) } ?? true
-        var changes: [String: String] = [:]
-        if let keys { changes[Annotation.appliedKeyGeneration] = String(keys.generation) }
-        let now = ContinuousClock.now
-        func due(_ last: ContinuousClock.Instant?) -> Bool {
-            last.map { now - $0 >= configuration.resyncPeriod } ?? true
-        }
-        if keysMoved || due(memory.withLock { $0.peersPublished }) {
-            changes[Annotation.appliedPeers] = AppliedPeers.digest(
-                device.peers.filter { !$0.allowedIPs.isEmpty }.map(\.publicKey))
-        }
-        if let drops, due(memory.withLock { $0.dropsPublished }) {
-            changes[Annotation.unencryptedDrops] = drops.description
-        }
-        changes = changes.filter { published[$0.key] != $0.value }
-        if !changes.isEmpty {
-            let patch = Patch.merge(
-                .object(["metadata": .object(["annotations": .object(changes.mapValues(JSON.string))])]))
-            _ = try await api.patch(.nodes, namespace: nil, name: configuration.nodeName, patch, subresource: nil)
-        }
-        memory.withLock { $0.lastPlan = plan }
-        guard !changes.isEmpty else { return }
-        if changes[Annotation.appliedPeers] != nil { memory.withLock { $0.peersPublished = now } }
-        if changes[Annotation.unencryptedDrops] != nil { memory.withLock { $0.dropsPublished = now } }
-        if let generation = changes[Annotation.appliedKeyGeneration] {
-            logger.info("the interface runs key generation \(generation)", metadata: ["generation": "\(generation)"])
-        }
-        if let value = changes[Annotation.unencryptedDrops], drops?.packets ?? 0 > 0 {
-            logger.warning("Pod packets counted leaving unencrypted", metadata: ["unencryptedDrops": "\(value)"])
-        }
-    }
-
-    /// The `WireGuardMeshReady` condition, through the status subresource, only when it changes.
-    func writeCondition(_ condition: MeshCondition) async throws {
-        guard memory.withLock({ $0.condition }) != condition else { return }
-        let now = RFC3339.format(Date())
-        let entry: JSON = .object([
-            "type": .string(MeshCondition.type), "status": .string(condition.ready ? "True" : "False"),
-            "reason": .string(condition.reason), "message": .string(condition.message),
-            "lastTransitionTime": .string(now), "lastHeartbeatTime": .string(now),
-        ])
-        // Strategic merge: conditions merge by type, so the kubelet's own conditions stay.
-        _ = try await api.patch(
-            .nodes, namespace: nil, name: configuration.nodeName,
-            .strategicMerge(.object(["status": .object(["conditions": .array([entry])])])), subresource: "status")
-        memory.withLock { $0.condition = condition }
-        logger.info(
-            "condition \(MeshCondition.type)=\(condition.ready ? "True" : "False")",
-            metadata: ["reason": "\(condition.reason)", "message": "\(condition.message)"])
-    }
-
-    /// An Event about `object` and a log line, once per process for the same text.
-    func report(_ object: KubeObject, warning: Bool, reason: String, note: String) async {
-        let key = object.metadata.name + "\u{0}" + reason + "\u{0}" + note
-        guard memory.withLock({ $0.reported.insert(key).inserted }) else { return }
-        if warning {
-            logger.warning("\(reason)", metadata: ["about": "\(object.metadata.name)", "note": "\(note)"])
-        } else {
-            logger.info("\(reason)", metadata: ["about": "\(object.metadata.name)", "note": "\(note)"])
-        }
-        // A metadata-only object says PartialObjectMetadata; the Event is about the Node.
-        var json = object.json.object ?? [:]
-        json["kind"] = "Node"
-        json["apiVersion"] = "v1"
-        let node = (try? KubeObject(json: .object(json))) ?? object
-        await events.record(about: node, warning: warning, reason: reason, action: "Reconcile", note: note)
-    }
-
-    /// A diff of more changes than this is logged as one line of counts, the changes themselves at debug
-    /// level: a node joining a 5,000-node cluster logs one line, not 10,000.
-    static let loggedChangeLimit = 20
-
-    /// One line per peer and route change (the forced keepalives of a key switch are not changes).
-    func log(_ diff: MeshDiff, plan: MeshPlan) {
-        let owners = Dictionary(plan.peers.map { ($0.publicKey, $0.node) }, uniquingKeysWith: { a, _ in a })
-        let peers = diff.device.peers
-        let changes = peers.count + diff.routesToAdd.count + diff.routesToReplace.count + diff.routesToDelete.count
-        let level: Logger.Level = changes > Self.loggedChangeLimit ? .debug : .info
-        if level == .debug {
-            let added = peers.filter { !$0.remove && !$0.updateOnly }.count
-            let removed = peers.filter(\.remove).count
-            logger.info(
-                "\(changes) changes applied",
-                metadata: [
-                    "peersAdded": "\(added)", "peersUpdated": "\(peers.count - added - removed)",
-                    "peersRemoved": "\(removed)",
-                    "routesAdded": "\(diff.routesToAdd.count)", "routesReplaced": "\(diff.routesToReplace.count)",
-                    "routesDeleted": "\(diff.routesToDelete.count)",
-                ])
-        }
-        for peer in peers {
-            let who = owners[peer.publicKey] ?? "a node no longer in the plan"
-            let what = peer.remove ? "peer removed" : peer.updateOnly ? "peer updated" : "peer added"
-            logger.log(
-                level: level, "\(what)",
-                metadata: [
-                    "peer": "\(who)", "allowedIPs": "\(peer.allowedIPs.map(\.description).joined(separator: ","))",
-                ])
-        }
-        for r in diff.routesToAdd { logger.log(level: level, "route added", metadata: ["route": "\(r.destination)"]) }
-        for r in diff.routesToReplace {
-            logger.log(level: level, "route replaced", metadata: ["route": "\(r.destination)"])
-        }
-        for r in diff.routesToDelete {
-            logger.log(level: level, "route deleted", metadata: ["route": "\(r.destination)"])
-        }
-    }
-}
-
-/// A pass that cannot do its work, with the condition's reason and a sentence for people.
-struct PassFailure: Error, CustomStringConvertible {
-    var reason: String
-    var message: String
-    var description: String { "\(reason): \(message)" }
 }

@@ -81,7 +81,10 @@ func populate(_ kubeconfig: String, count: Int, conf: String) async throws {
     }
     for i in 0..<count {
         config +=
-            "\n[Peer]\nPublicKey = \(keys[i].base64)\nAllowedIPs = \(podCIDR(i))\nEndpoint = \(endpoint(i))\nPersistentKeepalive = 25\n"
+            """
+            \n[Peer]\nPublicKey = \(keys[i].base64)\nAllowedIPs = \(podCIDR(i))\nEndpoint = \
+            \(endpoint(i))\nPersistentKeepalive = 25\n
+            """
     }
     try config.write(toFile: conf, atomically: true, encoding: .utf8)
     print(String(format: "bench-agent: %d Nodes created in %.1f s", count + 1, now() - started))
@@ -103,17 +106,12 @@ func enroll(_ kubeconfig: String) async throws {
     let sealed = try SealedKey.seal(pair.privateKey, to: enrollment!, nodeName: localNode, generation: 1)
     _ = try await api.patch(
         .nodes, namespace: nil, name: localNode,
-        .merge(
-            .object([
-                "metadata": .object([
-                    "annotations": .object([
-                        Annotation.publicKey: .string(pair.publicKey.base64),
-                        Annotation.sealedPrivateKey: .string(sealed.base64),
-                        Annotation.sealedTo: .string(enrollment!.base64), Annotation.keyGeneration: "1",
-                        Annotation.keyIssuedAt: .string(RFC3339.format(Date())),
-                    ])
-                ])
-            ])))
+        .annotations([
+            Annotation.publicKey: pair.publicKey.base64,
+            Annotation.sealedPrivateKey: sealed.base64,
+            Annotation.sealedTo: enrollment!.base64, Annotation.keyGeneration: "1",
+            Annotation.keyIssuedAt: RFC3339.format(Date()),
+        ]))
     try await api.shutdown()
 }
 
@@ -129,14 +127,7 @@ func changes(_ kubeconfig: String, count: Int, changes: Int, out: String) async 
         let written = now()
         _ = try await api.patch(
             .nodes, namespace: nil, name: "peer-\(i)",
-            .merge(
-                .object([
-                    "metadata": .object([
-                        "annotations": .object([
-                            Annotation.endpoint: .string(moved)
-                        ])
-                    ])
-                ])))
+            .annotations([Annotation.endpoint: moved]))
         lines += String(format: "%.6f peer-%d %@\n", written, i, moved)
     }
     try lines.write(toFile: out, atomically: true, encoding: .utf8)
@@ -214,7 +205,10 @@ func analyse(pcap: String, changesFile: String, hangup: Double, figures: String)
     print(
         String(
             format:
-                "bench-agent: changes: %d; API write → kernel (the last netlink reply of the change): median %.1f ms, max %.1f ms (goal: median ≤ 100 ms)%@",
+                """
+                bench-agent: changes: %d; API write → kernel (the last netlink reply of the change): median %.1f \
+                ms, max %.1f ms (goal: median ≤ 100 ms)%@
+                """,
             writes.count, median(latencies), latencies.max() ?? .nan,
             missed > 0 ? " — \(missed) with no netlink traffic within 1 s" : ""))
     print(

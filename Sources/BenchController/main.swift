@@ -62,19 +62,14 @@ let refStart = ContinuousClock.now
 for i in 0..<count {
     _ = try await refClient.patch(
         .nodes, namespace: nil, name: "node-\(i)",
-        .merge(
-            .object([
-                "metadata": .object([
-                    "annotations": .object([
-                        Annotation.publicKey: .string(sample.publicKey.base64),
-                        Annotation.sealedPrivateKey: .string(sealed.base64),
-                        Annotation.podCIDRs: "10.244.0.0/24,fd00:10:244::/64", Annotation.endpoint: "10.0.0.1:51820",
-                        Annotation.keyGeneration: "1",
-                        Annotation.keyIssuedAt: "2026-11-27T10:00:00Z",
-                        Annotation.sealedTo: .string(enrollment["node-0"]!.publicKey.base64),
-                    ])
-                ])
-            ])), subresource: nil)
+        .annotations([
+            Annotation.publicKey: sample.publicKey.base64,
+            Annotation.sealedPrivateKey: sealed.base64,
+            Annotation.podCIDRs: "10.244.0.0/24,fd00:10:244::/64", Annotation.endpoint: "10.0.0.1:51820",
+            Annotation.keyGeneration: "1",
+            Annotation.keyIssuedAt: "2026-11-27T10:00:00Z",
+            Annotation.sealedTo: enrollment["node-0"]!.publicKey.base64,
+        ]), subresource: nil)
 }
 let refTime = ContinuousClock.now - refStart
 try await refClient.shutdown()
@@ -114,7 +109,10 @@ print(String(format: "Events: all %d written %.2f s after the start", posted, se
 print(String(format: "reference:  %.2f s for one bare annotation patch per node from one client", seconds(refTime)))
 print(String(format: "controller/reference: %.2f", seconds(elapsed) / seconds(refTime)))
 print(
-    "API requests: \(total) (\(requests.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))"
+    """
+    API requests: \(total) \
+    (\(requests.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))
+    """
 )
 print(
     String(

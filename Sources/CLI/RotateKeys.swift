@@ -46,7 +46,10 @@ public enum RotateKeys {
             guard unknown.isEmpty else {
                 let some = known.sorted().prefix(10).joined(separator: ", ") + (known.count > 10 ? ", …" : "")
                 throw CLIError(
-                    "no Node named \(unknown.joined(separator: ", ")) (the cluster has \(known.isEmpty ? "no Node" : some)): check the name with `kubectl get nodes`"
+                    """
+                    no Node named \(unknown.joined(separator: ", ")) (the cluster has \
+                    \(known.isEmpty ? "no Node" : some)): check the name with `kubectl get nodes`
+                    """
                 )
             }
             return Set(names).sorted()
@@ -80,14 +83,7 @@ public enum RotateKeys {
             do {
                 _ = try await api.patch(
                     .nodes, namespace: nil, name: name,
-                    .merge(
-                        .object([
-                            "metadata": .object([
-                                "annotations": .object([
-                                    Annotation.rotateRequest: .string(token)
-                                ])
-                            ])
-                        ])), subresource: nil)
+                    .annotations([Annotation.rotateRequest: token]), subresource: nil)
             } catch {
                 let done = written.keys.sorted()
                 throw CLIError(
@@ -117,7 +113,10 @@ public enum RotateKeys {
                     requests: pending, nodes: try await observedNodes(api, metadataOnly: true))
                 for (name, progress) in last.sorted(by: { $0.key < $1.key }) where progress.isDone {
                     print(
-                        "\(name): \(progress) (after \(HumanDuration.format(seconds: (clock.now - start).components.seconds)))"
+                        """
+                        \(name): \(progress) (after \
+                        \(HumanDuration.format(seconds: (clock.now - start).components.seconds)))
+                        """
                     )
                     pending[name] = nil
                     last[name] = nil

@@ -28,8 +28,9 @@ public enum Uninstall {
         if !lines.isEmpty {
             lines.append(
                 """
-                delete the agent and wgmesh-device DaemonSets and run the cleanup on every node (kubectl apply -k manifests/cleanup/): it removes the \
-                interface, routes, CNI bridge, nftables table and CNI file once no Pod on the node holds an address from wgmesh's network
+                delete the agent and wgmesh-device DaemonSets and run the cleanup on every node (kubectl apply -k \
+                manifests/cleanup/): it removes the interface, routes, CNI bridge, nftables table and CNI file once \
+                no Pod on the node holds an address from wgmesh's network
                 """)
         }
         if let lease, let holder = lease.holderIdentity, !holder.isEmpty,
@@ -37,7 +38,11 @@ public enum Uninstall {
             renewed.addingTimeInterval(Double(lease.leaseDurationSeconds ?? 15)) > now
         {
             lines.append(
-                "the controller leads (Lease \(lease.metadata.namespace ?? "")/\(lease.metadata.name) held by \(holder), renewed \(lease.renewTime ?? "")): delete its Deployment first, or it writes the annotations again"
+                """
+                the controller leads (Lease \(lease.metadata.namespace ?? "")/\(lease.metadata.name) held by \
+                \(holder), renewed \(lease.renewTime ?? "")): delete its Deployment first, or it writes the \
+                annotations again
+                """
             )
         }
         return lines
@@ -56,7 +61,10 @@ public enum Uninstall {
             guard refusals.isEmpty else {
                 throw CLIError(
                     "nothing was removed:\n" + refusals.map { "  " + $0 }.joined(separator: "\n")
-                        + "\n(--force removes the annotations and the condition anyway, leaving any kernel state on the nodes)"
+                        + """
+                        \n(--force removes the annotations and the condition anyway, leaving any kernel state on \
+                        the nodes)
+                        """
                 )
             }
         }
@@ -64,11 +72,8 @@ public enum Uninstall {
         for node in nodes.sorted(by: { $0.name < $1.name }) {
             var removed = node.wgmeshAnnotations
             if !removed.isEmpty {
-                let nulls = Dictionary(uniqueKeysWithValues: removed.map { ($0, JSON.null) })
-                _ = try await api.patch(
-                    .nodes, namespace: nil, name: node.name,
-                    .merge(.object(["metadata": .object(["annotations": .object(nulls)])])),
-                    subresource: nil)
+                let nulls: [String: String?] = Dictionary(uniqueKeysWithValues: removed.map { ($0, nil) })
+                _ = try await api.patch(.nodes, namespace: nil, name: node.name, .annotations(nulls), subresource: nil)
             }
             if node.condition != nil, try await api.removeNodeCondition(MeshCondition.type, node: node.name) {
                 removed.append("condition \(MeshCondition.type)")
@@ -79,7 +84,10 @@ public enum Uninstall {
         }
         print(
             changed == 0
-                ? "nothing to remove: no Node has a \(Annotation.prefix) annotation or the \(MeshCondition.type) condition"
+                ? """
+                nothing to remove: no Node has a \(Annotation.prefix) annotation or the \(MeshCondition.type) \
+                condition
+                """
                 : "wgmesh removed from \(changed) node\(changed == 1 ? "" : "s")")
     }
 

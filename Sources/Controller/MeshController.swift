@@ -96,7 +96,8 @@ public final class MeshController: Sendable {
         /// Warnings already reported per node (`reason:note`), so that neither a resync nor a new term
         /// repeats them.
         var reported: [String: Set<String>] = [:]
-        var retries: [String: Int] = [:]
+        /// The back-off of each node whose last write failed.
+        var retries: [String: Backoff] = [:]
         /// Nodes refused a CIDR because the pools are full: looked at again when one is freed.
         var waitingForCIDR: Set<String> = []
         /// Nodes due for rotation while the concurrent-rotation limit is reached.
@@ -143,18 +144,18 @@ public final class MeshController: Sendable {
                 }
                 queue.finish()
             }
-            let timers = Timers(queue: queue)
+            let wakeups = NodeWakeups(queue: queue)
             for await item in work {
                 if Task.isCancelled { break }
                 switch item {
                 case .deleted(let object):
-                    forget(object, &state, timers)
+                    forget(object, &state, wakeups)
                 case .node(let name):
                     guard let object = informer.get(name) else { continue }
-                    await reconcile(object, &state, timers, lookup: informer.get)
+                    await reconcile(object, &state, wakeups, lookup: informer.get)
                 }
             }
-            timers.cancelAll()
+            wakeups.cancelAll()
             // The Events already decided still go out; then everything stops.
             eventQueue.finish()
             group.cancelAll()
@@ -244,7 +245,7 @@ public final class MeshController: Sendable {
         }
     }
 
-    func forget(_ object: KubeObject, _ state: inout State, _ timers: Timers) {
+    func forget(_ object: KubeObject, _ state: inout State, _ wakeups: NodeWakeups) {
         let name = object.metadata.name
         // Freed only now that the Node is gone: a CIDR is never reused while its node exists.
         for family in IPFamily.allCases { state.specNodes[family]?.remove(name) }
@@ -255,196 +256,13 @@ public final class MeshController: Sendable {
                 "node deleted, Pod CIDRs freed",
                 metadata: ["node": "\(name)", "cidrs": "\(cidrs.map(\.description).joined(separator: ","))"])
             let now = self.now()
-            for waiting in state.waitingForCIDR { timers.schedule(waiting, at: now, now: now) }
+            for waiting in state.waitingForCIDR { wakeups.schedule(waiting, at: now, now: now) }
         }
         state.waitingForCIDR.remove(name)
         state.stagedAt[name] = nil
         state.rotating.remove(name)
         state.reported[name] = nil
         state.retries[name] = nil
-        timers.cancel(name)
-    }
-
-    /// Decides for one node and writes the decision; `lookup` finds other nodes an Event is also about.
-    func reconcile(_ object: KubeObject, _ state: inout State, _ timers: Timers, lookup: (String) -> KubeObject?) async
-    {
-        let name = object.metadata.name
-        let facts = self.facts(object)
-        noteSpec(facts, &state)
-        let now = self.now()
-        let specFamilies = Set(state.specNodes.filter { !$0.value.isEmpty }.keys)
-        var decision = NodeIssuance.decide(
-            facts, allocator: &state.allocator, specFamilies: specFamilies, policy: configuration.policy,
-            stagedAt: state.stagedAt[name],
-            mayStartRotation: state.rotating.count < configuration.maxConcurrentRotations
-                || state.rotating.contains(name),
-            now: now)
-        if decision.restartGrace { state.stagedAt[name] = now }
-        for (reason, waiting) in [
-            (NodeIssuance.Notice.Reason.podCIDRExhausted, \State.waitingForCIDR),
-            (.rotationQueued, \State.waitingForRotation),
-        ] {
-            if decision.notices.contains(where: { $0.reason == reason }) {
-                state[keyPath: waiting].insert(name)
-            } else {
-                state[keyPath: waiting].remove(name)
-            }
-        }
-        var issued: String?
-        switch decision.key {
-        case .issue(let generation, let enrollment)?:
-            issued = seal(name, generation, enrollment, now, into: &decision, current: true)
-        case .stage(let generation, let enrollment)?:
-            issued = seal(name, generation, enrollment, now, into: &decision, current: false)
-        case nil:
-            break
-        }
-        // When the write landed: the staging time, and the time of the Events, so that they show the
-        // grace period exactly as it was kept.
-        var written = now
-        if !decision.annotations.isEmpty {
-            let changes = decision.annotations
-            var patch: [String: JSON] = [:]
-            for (k, v) in changes { patch[k] = v.map(JSON.string) ?? .null }
-            let body = Patch.merge(.object(["metadata": .object(["annotations": .object(patch)])]))
-            do {
-                _ = try await api.patch(
-                    .nodes, namespace: nil, name: name,
-                    body.precondition(resourceVersion: object.metadata.resourceVersion ?? ""),
-                    subresource: nil)
-            } catch {
-                retry(name, error, &state, timers)
-                return
-            }
-            written = self.now()
-            stats.withLock { s in
-                s.patches += 1
-                if issued != nil { s.keysIssued += 1 }
-            }
-            state.retries[name] = nil
-            if case .stage? = decision.key {
-                state.rotating.insert(name)
-                state.stagedAt[name] = written
-                decision.revisitAt = written.addingTimeInterval(configuration.policy.rotation.grace)
-            } else if changes.keys.contains(Annotation.nextPublicKey) {
-                // A rotation ended (switched, or replaced by a new keypair): a slot is free.
-                state.rotating.remove(name)
-                state.stagedAt[name] = nil
-                for waiting in state.waitingForRotation { timers.schedule(waiting, at: written, now: written) }
-            }
-            logger.info(
-                "node updated",
-                metadata: [
-                    "node": "\(name)", "annotations": "\(changes.keys.sorted().joined(separator: ","))",
-                    "generation": "\(issued ?? changes[Annotation.keyGeneration].flatMap { $0 } ?? "unchanged")",
-                ])
-        }
-        for notice in decision.notices {
-            let key = Self.reportKey(notice.reason.rawValue, notice.note)
-            if decision.annotations.isEmpty || notice.warning {
-                // Notices without a write repeat on every resync; report each one once.
-                guard state.reported[name, default: []].insert(key).inserted else { continue }
-            }
-            if notice.warning {
-                logger.warning("\(notice.reason.rawValue)", metadata: ["node": "\(name)", "note": "\(notice.note)"])
-            } else {
-                logger.info("\(notice.reason.rawValue)", metadata: ["node": "\(name)", "note": "\(notice.note)"])
-            }
-            state.eventQueue?.yield(PendingEvent(object: object, notice: notice, at: written))
-            // The other side of an overlap hears of it too, once.
-            if let other = notice.otherNode, let otherObject = lookup(other),
-                state.reported[other, default: []].insert(key).inserted
-            {
-                state.eventQueue?.yield(PendingEvent(object: otherObject, notice: notice, at: written))
-            }
-        }
-        if let at = decision.revisitAt { timers.schedule(name, at: at, now: self.now()) }
-    }
-
-    /// Makes a keypair, seals its private key to the node's enrollment key, and puts the public key
-    /// and the sealed key into the patch. The private key lives only inside this call.
-    func seal(
-        _ name: String, _ generation: UInt64, _ enrollment: WireGuardKey, _ now: Date,
-        into decision: inout NodeIssuance, current: Bool
-    ) -> String? {
-        let pair = WireGuardKeyPair.generate()
-        let sealed: SealedKey
-        do {
-            sealed = try SealedKey.seal(pair.privateKey, to: enrollment, nodeName: name, generation: generation)
-        } catch {
-            decision.key = nil
-            // A rotation request stays unanswered, and an accepted enrollment key accepted, until a key is really issued.
-            decision.annotations[Annotation.rotateAnswered] = nil
-            decision.annotations[Annotation.acceptEnrollment] = nil
-            decision.notices.removeAll { $0.reason == .keyIssued || $0.reason == .keyRotationStaged }
-            decision.notices.append(
-                .init(
-                    warning: true, reason: .enrollmentKeyInvalid,
-                    note: "node \(name): no keypair issued: \(error) (enrollment key \(enrollment.base64))"))
-            return nil
-        }
-        if current {
-            decision.annotations[Annotation.publicKey] = pair.publicKey.base64
-            decision.annotations[Annotation.sealedPrivateKey] = sealed.base64
-            decision.annotations[Annotation.keyGeneration] = String(generation)
-            decision.annotations[Annotation.keyIssuedAt] = RFC3339.format(now)
-            decision.annotations[Annotation.sealedTo] = enrollment.base64
-        } else {
-            decision.annotations[Annotation.nextPublicKey] = pair.publicKey.base64
-            decision.annotations[Annotation.nextSealedPrivateKey] = sealed.base64
-        }
-        return String(generation)
-    }
-
-    /// A write failed. The node's allocation stays reserved for it (the write may even have landed),
-    /// and the node is looked at again: at once after a conflict, which the watch is about to explain,
-    /// later after other failures.
-    func retry(_ name: String, _ error: KubeError, _ state: inout State, _ timers: Timers) {
-        if error.isNotFound || error.isCancelled { return }
-        let attempt = state.retries[name, default: 0] + 1
-        state.retries[name] = attempt
-        let delay: TimeInterval
-        if error.isConflict {
-            stats.withLock { $0.conflicts += 1 }
-            delay = 0.05
-        } else {
-            stats.withLock { $0.failures += 1 }
-            delay = min(30, 0.2 * Double(1 << min(attempt, 8))) * Double.random(in: 1...1.5)
-        }
-        logger.warning(
-            "node update failed, retrying",
-            metadata: [
-                "node": "\(name)", "error": "\(error)", "attempt": "\(attempt)",
-                "delay": "\(Seconds(delay))",
-            ])
-        let now = self.now()
-        timers.schedule(name, at: now.addingTimeInterval(delay), now: now)
-    }
-}
-
-/// One pending wake-up per node, delivered into the work queue.
-final class Timers: Sendable {
-    let queue: AsyncStream<MeshController.Work>.Continuation
-    let tasks = Mutex<[String: Task<Void, Never>]>([:])
-
-    init(queue: AsyncStream<MeshController.Work>.Continuation) { self.queue = queue }
-
-    func schedule(_ name: String, at date: Date, now: Date) {
-        let delay = max(0, date.timeIntervalSince(now))
-        let queue = self.queue
-        let task = Task {
-            try? await Task.sleep(for: .milliseconds(Int64(delay * 1000)))
-            if !Task.isCancelled { queue.yield(.node(name)) }
-        }
-        tasks.withLock { $0.updateValue(task, forKey: name)?.cancel() }
-    }
-
-    func cancel(_ name: String) { tasks.withLock { $0.removeValue(forKey: name)?.cancel() } }
-
-    func cancelAll() {
-        tasks.withLock { t in
-            for task in t.values { task.cancel() }
-            t = [:]
-        }
+        wakeups.cancel(name)
     }
 }

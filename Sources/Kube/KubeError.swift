@@ -90,6 +90,8 @@ public struct Backoff: Sendable {
     public var factor: Double
     /// Each delay is stretched by a random fraction up to this.
     public var jitter: Double
+    /// Delays handed out since the last reset.
+    public private(set) var attempts = 0
     private var current: Duration
 
     public init(
@@ -106,10 +108,14 @@ public struct Backoff: Sendable {
     /// The next delay; each is `factor` times the last, capped at `maximum`, plus jitter.
     public mutating func next() -> Duration {
         let d = current
+        attempts += 1
         current = min(maximum, current * factor)
         return d * (1 + Double.random(in: 0...jitter))
     }
 
     /// After a success: start again from `initial`.
-    public mutating func reset() { current = initial }
+    public mutating func reset() {
+        current = initial
+        attempts = 0
+    }
 }

@@ -22,12 +22,16 @@ struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent",
         abstract:
-            "Turn every Node's wgmesh annotations into this node's WireGuard interface, peers, routes, firewall table and CNI configuration.",
+            """
+            Turn every Node's wgmesh annotations into this node's WireGuard interface, peers, routes, firewall \
+            table and CNI configuration.
+            """,
         discussion: """
-            Runs on every Node with the host's network (a DaemonSet). On first start it makes the node's enrollment key under \
-            --state-dir and publishes its public half; the controller seals the node's WireGuard key to it. In strict mode (the \
-            default) the cluster CIDRs are routed into the tunnel before anything else, and nftables drops Pod traffic that would \
-            leave unencrypted. SIGTERM stops watching and leaves the data plane working; SIGHUP runs the periodic full resync at once; \
+            Runs on every Node with the host's network (a DaemonSet). On first start it makes the node's enrollment \
+            key under --state-dir and publishes its public half; the controller seals the node's WireGuard key to it. \
+            In strict mode (the default) the cluster CIDRs are routed into the tunnel before anything else, and \
+            nftables drops Pod traffic that would leave unencrypted. SIGTERM stops watching and leaves the data plane \
+            working; SIGHUP runs the periodic full resync at once; \
             --cleanup removes what the agent made.
             """
     )
@@ -40,7 +44,10 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("cluster-cidr"),
         help:
-            "The cluster CIDRs, as the controller's, separated by commas or in repeated flags (e.g. 10.244.0.0/16,fd00:10:244::/48)."
+            """
+            The cluster CIDRs, as the controller's, separated by commas or in repeated flags (e.g. \
+            10.244.0.0/16,fd00:10:244::/48).
+            """
     )
     var clusterCIDRs: [String] = []
 
@@ -49,15 +56,19 @@ struct AgentCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "kernel (WireGuard in the kernel, over generic netlink), userspace (wireguard-go, over its UAPI socket), or auto: the kernel when it has WireGuard."
-    )
-    var backend = "auto"
+            """
+            kernel (WireGuard in the kernel, over generic netlink), userspace (wireguard-go, over its UAPI \
+            socket), or auto: the kernel when it has WireGuard. (default: auto)
+            """,
+        transform: Backend.parse)
+    var backend = Backend.auto
 
     @Flag(
         name: .customLong("external-wireguard-go"),
         help: """
-            With the userspace backend: wireguard-go comes from `wgmesh userspace-device` (the wgmesh-device DaemonSet), whose \
-            container does not end with the agent's. The agent never starts one: it waits, not ready, until one answers on the \
+            With the userspace backend: wireguard-go comes from `wgmesh userspace-device` (the wgmesh-device \
+            DaemonSet), whose container does not end with the agent's. The agent never starts one: it waits, not \
+            ready, until one answers on the \
             interface's socket.
             """)
     var externalWireGuardGo = false
@@ -89,20 +100,25 @@ struct AgentCommand: AsyncParsableCommand {
 
     @Flag(
         help:
-            "Remove what the agent made on this node (interface, routes, CNI bridge, nftables table, CNI file, enrollment key, its annotations and condition), then exit."
+            """
+            Remove what the agent made on this node (interface, routes, CNI bridge, nftables table, CNI file, \
+            enrollment key, its annotations and condition), then exit.
+            """
     )
     var cleanup = false
 
     @Option(
         help: """
-            host-local's data folder (its dataDir): --cleanup removes nothing while a Pod on this node still holds an address \
-            from wgmesh's network there, since the container runtime tears a Pod's network down through the CNI configuration.
+            host-local's data folder (its dataDir): --cleanup removes nothing while a Pod on this node still holds an \
+            address from wgmesh's network there, since the container runtime tears a Pod's network down through the \
+            CNI configuration.
             """)
     var ipamDir = "/var/lib/cni/networks"
 
     @Flag(
         help: """
-            With --cleanup: while Pods still hold addresses, try again every 10 s instead of failing; once done, stay until \
+            With --cleanup: while Pods still hold addresses, try again every 10 s instead of failing; once done, stay \
+            until \
             SIGTERM instead of exiting (the wgmesh-cleanup DaemonSet, manifests/cleanup/).
             """)
     var waitAfterCleanup = false
@@ -112,7 +128,10 @@ struct AgentCommand: AsyncParsableCommand {
 
     @Flag(
         help:
-            "Turn IPv4 and IPv6 forwarding on and exit, needing no other flag: the DaemonSet's privileged init container, since /proc/sys is read-only in the agent's own."
+            """
+            Turn IPv4 and IPv6 forwarding on and exit, needing no other flag: the DaemonSet's privileged init \
+            container, since /proc/sys is read-only in the agent's own.
+            """
     )
     var forwardingOnly = false
 
@@ -128,12 +147,12 @@ struct AgentCommand: AsyncParsableCommand {
         guard let name = nodeName ?? env["NODE_NAME"], !name.isEmpty else {
             throw ValidationError("--node-name is required (or $NODE_NAME, from the downward API's spec.nodeName)")
         }
-        let cidrs = try ControllerCommand.clusterCIDRs(clusterCIDRs)
+        let cidrs = try Flags.clusterCIDRs(clusterCIDRs)
         guard !cidrs.isEmpty else {
             throw ValidationError("--cluster-cidr is required: the ranges the controller allocates Pod CIDRs from")
         }
-        let resync = try ControllerCommand.seconds(resyncPeriod, flag: "--resync-period")
-        let (host, port) = try Self.bindAddress(metricsBindAddress)
+        let resync = try Flags.seconds(resyncPeriod, flag: "--resync-period")
+        let (host, port) = try Flags.bindAddress(metricsBindAddress)
         let logger = makeLogger("wgmesh.agent", level: logLevel, identity: name)
         let client = try kube.client(userAgent: "wgmesh-agent/\(name)", fieldManager: MeshAgent.fieldManager)
         do {
@@ -248,7 +267,7 @@ struct AgentCommand: AsyncParsableCommand {
     /// are the kernel's either way.
     /// With `externalWireGuardGo`, wireguard-go is another process's (the wgmesh-device DaemonSet's).
     static func kernel(
-        backend: String, externalWireGuardGo: Bool = false, network: KernelNetwork, logger: Logger,
+        backend: Backend, externalWireGuardGo: Bool = false, network: KernelNetwork, logger: Logger,
         wake: @escaping @Sendable () -> Void
     ) throws -> MeshAgent.Kernel {
         let started =
@@ -263,21 +282,21 @@ struct AgentCommand: AsyncParsableCommand {
                 wireGuard: device, network: network, filter: NFTables())
         }
         switch backend {
-        case "userspace":
+        case .userspace:
             logger.info(
                 "WireGuard backend: userspace (wireguard-go), as --backend says",
                 metadata: ["wireguard-go": "\(started)"])
             return userspace()
-        case "kernel", "auto":
+        case .kernel, .auto:
             do {
                 let kernel = MeshAgent.Kernel(
                     interfaces: KernelInterfaces(network: network), wireGuard: try KernelWireGuard(), network: network,
                     filter: NFTables())
                 logger.info(
                     "WireGuard backend: kernel",
-                    metadata: ["why": "\(backend == "auto" ? "the kernel has WireGuard" : "--backend kernel")"])
+                    metadata: ["why": "\(backend == .auto ? "the kernel has WireGuard" : "--backend kernel")"])
                 return kernel
-            } catch  where backend == "auto" {
+            } catch  where backend == .auto {
                 logger.info(
                     "WireGuard backend: userspace (wireguard-go)",
                     metadata: [
@@ -289,22 +308,7 @@ struct AgentCommand: AsyncParsableCommand {
                 throw ValidationError(
                     "--backend kernel: \(error). Use --backend userspace (wireguard-go) on a kernel without WireGuard")
             }
-        default:
-            throw ValidationError("--backend \(backend) is not one of auto, kernel, userspace")
         }
     }
 
-    /// `:9586` (host nil: every address), `127.0.0.1:9586`, `[::1]:9586`.
-    static func bindAddress(_ text: String, flag: String = "--metrics-bind-address", example: Int = 9586) throws -> (
-        String?, Int
-    ) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-            (0...65535).contains(port)
-        else {
-            throw ValidationError("\(flag) \(text): use host:port, for example :\(example) or 127.0.0.1:\(example)")
-        }
-        var host = String(text[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host.isEmpty ? nil : host, port)
-    }
 }

@@ -32,7 +32,10 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("cluster-cidr"),
         help:
-            "Ranges to allocate Pod CIDRs from, separated by commas or in repeated flags: one per IP family, or more (e.g. 10.244.0.0/16,fd00:10:244::/48)."
+            """
+            Ranges to allocate Pod CIDRs from, separated by commas or in repeated flags: one per IP family, or \
+            more (e.g. 10.244.0.0/16,fd00:10:244::/48).
+            """
     )
     var clusterCIDRs: [String] = []
 
@@ -44,7 +47,10 @@ struct ControllerCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "Where Pod CIDRs come from: node-spec (spec.podCIDRs, kube-controller-manager --allocate-node-cidrs), wgmesh (--cluster-cidr), or auto (spec.podCIDRs when set)."
+            """
+            Where Pod CIDRs come from: node-spec (spec.podCIDRs, kube-controller-manager --allocate-node-cidrs), \
+            wgmesh (--cluster-cidr), or auto (spec.podCIDRs when set).
+            """
     )
     var cidrSource: String = "auto"
 
@@ -62,7 +68,11 @@ struct ControllerCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "When a node that has keys publishes another enrollment key (reinstalled, or taken over): reissue (a keypair sealed to the new key at once, with a Warning) or hold (keep its keys, with a Warning, until an operator sets wgmesh.dev/accept-enrollment to the new key's fingerprint)."
+            """
+            When a node that has keys publishes another enrollment key (reinstalled, or taken over): reissue (a \
+            keypair sealed to the new key at once, with a Warning) or hold (keep its keys, with a Warning, until \
+            an operator sets wgmesh.dev/accept-enrollment to the new key's fingerprint).
+            """
     )
     var enrollmentChangePolicy: String = "reissue"
 
@@ -77,13 +87,19 @@ struct ControllerCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "This replica's name in the Lease and in Events; it must differ between replicas (default: $POD_NAME, else the host name, followed by a random UUID in the Lease)."
+            """
+            This replica's name in the Lease and in Events; it must differ between replicas (default: $POD_NAME, \
+            else the host name, followed by a random UUID in the Lease).
+            """
     )
     var identity: String?
 
     @Option(
         help:
-            "With --cidr-source auto: how long after a Node's creation to wait for spec.podCIDRs before allocating a family that no Node has in spec.podCIDRs (e.g. 15s)."
+            """
+            With --cidr-source auto: how long after a Node's creation to wait for spec.podCIDRs before allocating \
+            a family that no Node has in spec.podCIDRs (e.g. 15s).
+            """
     )
     var podCIDRSpecWait: String = "15s"
 
@@ -98,11 +114,11 @@ struct ControllerCommand: AsyncParsableCommand {
         guard let source = ControllerPolicy.CIDRSource(rawValue: cidrSource) else {
             throw ValidationError("--cidr-source \(cidrSource) is not one of auto, node-spec, wgmesh")
         }
-        let cidrs = try Self.clusterCIDRs(clusterCIDRs)
+        let cidrs = try Flags.clusterCIDRs(clusterCIDRs)
         guard let enrollmentChange = ControllerPolicy.EnrollmentChange(rawValue: enrollmentChangePolicy) else {
             throw ValidationError("--enrollment-change-policy \(enrollmentChangePolicy) is not one of reissue, hold")
         }
-        let grace = try Self.seconds(rotationGrace, flag: "--rotation-grace")
+        let grace = try Flags.seconds(rotationGrace, flag: "--rotation-grace")
         let maxAge = try Self.keyAgeLimit(maxKeyAge)
         guard maxConcurrentRotations >= 1 else {
             throw ValidationError("--max-concurrent-rotations must be at least 1")
@@ -112,9 +128,9 @@ struct ControllerCommand: AsyncParsableCommand {
         guard !types.isEmpty else {
             throw ValidationError("--endpoint-address-type needs at least one type, e.g. InternalIP")
         }
-        let specWait = try Self.seconds(podCIDRSpecWait, flag: "--pod-cidr-spec-wait", allowZero: true)
+        let specWait = try Flags.seconds(podCIDRSpecWait, flag: "--pod-cidr-spec-wait", allowZero: true)
         let health = try healthBindAddress.map {
-            try AgentCommand.bindAddress($0, flag: "--health-bind-address", example: 9587)
+            try Flags.bindAddress($0, flag: "--health-bind-address", example: 9587)
         }
         let name = identity ?? env["POD_NAME"] ?? ProcessInfo.processInfo.hostName
         // As client-go does: two processes never share a Lease identity unless told to.
@@ -175,51 +191,8 @@ struct ControllerCommand: AsyncParsableCommand {
     /// `--max-key-age`: nil (never) when not given or 0.
     static func keyAgeLimit(_ text: String?) throws -> TimeInterval? {
         guard let text else { return nil }
-        let age = try seconds(text, flag: "--max-key-age", allowZero: true)
+        let age = try Flags.seconds(text, flag: "--max-key-age", allowZero: true)
         return age == 0 ? nil : age
-    }
-
-    /// `--cluster-cidr` values, each one CIDR or several separated by commas, none with host bits set.
-    static func clusterCIDRs(_ values: [String]) throws -> [IPPrefix] {
-        var cidrs: [IPPrefix] = []
-        for text in values {
-            let listed: [IPPrefix]
-            do { listed = try IPPrefix.list(text) } catch { throw ValidationError("--cluster-cidr \(text): \(error)") }
-            for cidr in listed where !cidr.isCanonical {
-                throw ValidationError("--cluster-cidr \(text): \(cidr) has host bits set; write \(cidr.canonical)")
-            }
-            cidrs += listed
-        }
-        return cidrs
-    }
-
-    /// `10s`, `5m`, `720h`, `1h30m`, or plain seconds.
-    static func seconds(_ text: String, flag: String, allowZero: Bool = false) throws -> TimeInterval {
-        if let plain = Double(text), plain >= 0, plain > 0 || allowZero { return plain }
-        var total = 0.0
-        var number = ""
-        for c in text {
-            if c.isNumber || c == "." {
-                number.append(c)
-                continue
-            }
-            let unit: Double
-            switch c {
-            case "s": unit = 1
-            case "m": unit = 60
-            case "h": unit = 3600
-            default: throw ValidationError("\(flag) \(text): use a duration such as 10s, 5m or 720h")
-            }
-            guard let n = Double(number) else {
-                throw ValidationError("\(flag) \(text): use a duration such as 10s, 5m or 720h")
-            }
-            total += n * unit
-            number = ""
-        }
-        guard number.isEmpty, total > 0 || (allowZero && total == 0 && !text.isEmpty) else {
-            throw ValidationError("\(flag) \(text): use a duration such as 10s, 5m or 720h")
-        }
-        return total
     }
 }
 

@@ -8,9 +8,10 @@ struct InstallCNICommand: ParsableCommand {
         commandName: "install-cni",
         abstract: "Copy the image's CNI plugins into the node's plugin directory where they are missing or older.",
         discussion: """
-            For each plugin in --from: a node without it gets it; a copy wgmesh made earlier (listed in .wgmesh-cni-plugins \
-            in --to, with the content it still has) is replaced unless it is a newer version; any other file is replaced only \
-            when that plugin, run without CNI_COMMAND, reports an older version than the image's, and kept when it reports \
+            For each plugin in --from: a node without it gets it; a copy wgmesh made earlier (listed in \
+            .wgmesh-cni-plugins in --to, with the content it still has) is replaced unless it is a newer version; any \
+            other file is replaced only when that plugin, run without CNI_COMMAND, reports an older version than the \
+            image's, and kept when it reports \
             none. Nothing is removed. Each copy is atomic: a temporary file in --to, fsync, mode 0755, rename.
             """
     )
@@ -26,7 +27,10 @@ struct InstallCNICommand: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "A file holding the release version (e.g. 1.1.1) of the --from plugins that report none themselves, as Debian's builds do.",
+            """
+            A file holding the release version (e.g. 1.1.1) of the --from plugins that report none themselves, as \
+            Debian's builds do.
+            """,
             valueName: "path"))
     var pluginsVersionFile = "/opt/wgmesh/cni/VERSION"
 

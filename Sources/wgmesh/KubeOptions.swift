@@ -8,7 +8,10 @@ import Kube
 struct KubeOptions: ParsableArguments {
     @Option(
         help: ArgumentHelp(
-            "Kubeconfig file, read alone (default: the files in $KUBECONFIG, merged as kubectl merges them, else ~/.kube/config; in a Pod, when those choose no context, the service account).",
+            """
+            Kubeconfig file, read alone (default: the files in $KUBECONFIG, merged as kubectl merges them, else \
+            ~/.kube/config; in a Pod, when those choose no context, the service account).
+            """,
             valueName: "path"))
     var kubeconfig: String?
 

@@ -12,9 +12,15 @@ struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
         abstract:
-            "Show every Node's Pod CIDRs, endpoint, key generation and age, applied generation, WireGuardMeshReady and peers.",
+            """
+            Show every Node's Pod CIDRs, endpoint, key generation and age, applied generation, WireGuardMeshReady \
+            and peers.
+            """,
         discussion:
-            "Exits with status 1 when any node's WireGuardMeshReady condition is not True (or missing), so that scripts can wait on it."
+            """
+            Exits with status 1 when any node's WireGuardMeshReady condition is not True (or missing), so that \
+            scripts can wait on it.
+            """
     )
 
     @OptionGroup var kube: KubeOptions
@@ -34,7 +40,7 @@ struct StatusCommand: AsyncParsableCommand {
     func run() async throws {
         let format = try OutputFormat(flag: output)
         let (text, allReady) = try await kube.withClient {
-            try await Status.run($0, format: format, labelSelector: selector)
+            try await NodeStatusReport.run($0, format: format, labelSelector: selector)
         }
         print(text, terminator: "")
         if !allReady { throw ExitCode(1) }
@@ -47,9 +53,10 @@ struct RotateKeysCommand: AsyncParsableCommand {
         commandName: "rotate-keys",
         abstract: "Give nodes new WireGuard keys, through the controller's two-phase rotation (no traffic is lost).",
         discussion: """
-            Writes wgmesh.dev/rotate-request on each node; the controller stages the next key, which every peer pre-stages, \
-            then switches after its rotation grace. With --wait, prints a line for each node once the node runs the new key \
-            (wgmesh.dev/applied-key-generation) and every peer does (wgmesh.dev/applied-peers), and exits with status 1 \
+            Writes wgmesh.dev/rotate-request on each node; the controller stages the next key, which every peer \
+            pre-stages, then switches after its rotation grace. With --wait, prints a line for each node once the \
+            node runs the new key (wgmesh.dev/applied-key-generation) and every peer does (wgmesh.dev/applied-peers), \
+            and exits with status 1 \
             naming the nodes that did not finish within --timeout.
             """
     )
@@ -77,12 +84,12 @@ struct RotateKeysCommand: AsyncParsableCommand {
         do { _ = try RotateKeys.Selection(nodes: nodes, all: all, selector: selector) } catch {
             throw ValidationError(error.description)
         }
-        _ = try ControllerCommand.seconds(timeout, flag: "--timeout")
+        _ = try Flags.seconds(timeout, flag: "--timeout")
     }
 
     func run() async throws {
         let selection = try RotateKeys.Selection(nodes: nodes, all: all, selector: selector)
-        let seconds = try ControllerCommand.seconds(timeout, flag: "--timeout")
+        let seconds = try Flags.seconds(timeout, flag: "--timeout")
         let unfinished = try await kube.withClient { client -> [String: RotationProgress] in
             let names = try await RotateKeys.resolve(client, selection)
             let requests = try await RotateKeys.request(client, nodes: names, token: RotateKeys.token()) { print($0) }
@@ -100,12 +107,16 @@ struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit",
         abstract:
-            "Report, with PASS/FAIL checks, whether every node encrypts Pod-to-Pod traffic, and sign the report with its SHA-256.",
+            """
+            Report, with PASS/FAIL checks, whether every node encrypts Pod-to-Pod traffic, and sign the report \
+            with its SHA-256.
+            """,
         discussion: """
-            Checks: every node in the mesh, running its issued key, WireGuardMeshReady True; no key older than --max-key-age; no \
-            public key or Pod CIDR claimed twice; strict mode on every node over the same cluster CIDRs; no Pod packet dropped \
-            for leaving unencrypted since --since (counts before it are stated). Exits with status 1 when a check fails. \
-            The report holds no secret; its last line (Markdown) or its sha256 field (JSON) is the SHA-256 of its body, \
+            Checks: every node in the mesh, running its issued key, WireGuardMeshReady True; no key older than \
+            --max-key-age; no public key or Pod CIDR claimed twice; strict mode on every node over the same cluster \
+            CIDRs; no Pod packet dropped for leaving unencrypted since --since (counts before it are stated). Exits \
+            with status 1 when a check fails. The report holds no secret; its last line (Markdown) or its sha256 \
+            field (JSON) is the SHA-256 of its body, \
             which --verify checks on a filed copy.
             """
     )
@@ -120,7 +131,10 @@ struct AuditCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "Unencrypted packets counted since then fail: a duration back from now (24h) or the last report's RFC 3339 time."
+            """
+            Unencrypted packets counted since then fail: a duration back from now (24h) or the last report's RFC \
+            3339 time.
+            """
     )
     var since = "24h"
 
@@ -131,16 +145,19 @@ struct AuditCommand: AsyncParsableCommand {
         guard ["markdown", "json"].contains(output) else {
             throw ValidationError("-o \(output) is not an audit format: use -o markdown or -o json")
         }
-        _ = try ControllerCommand.seconds(maxKeyAge, flag: "--max-key-age")
+        _ = try Flags.seconds(maxKeyAge, flag: "--max-key-age")
         _ = try windowStart(now: Date())
     }
 
     /// `--since`: the last report's RFC 3339 time, or a duration back from `now`.
     func windowStart(now: Date) throws -> Date {
         if let time = RFC3339.parse(since) { return time }
-        guard let seconds = try? ControllerCommand.seconds(since, flag: "--since") else {
+        guard let seconds = try? Flags.seconds(since, flag: "--since") else {
             throw ValidationError(
-                "--since \(since): use a duration back from now, such as 24h, or the last report's time, such as 2026-11-27T10:00:00Z"
+                """
+                --since \(since): use a duration back from now, such as 24h, or the last report's time, such as \
+                2026-11-27T10:00:00Z
+                """
             )
         }
         return now.addingTimeInterval(-seconds)
@@ -158,7 +175,7 @@ struct AuditCommand: AsyncParsableCommand {
             return
         }
         let now = Date()
-        let maxAge = Int64(try ControllerCommand.seconds(maxKeyAge, flag: "--max-key-age"))
+        let maxAge = Int64(try Flags.seconds(maxKeyAge, flag: "--max-key-age"))
         let start = try windowStart(now: now)
         let config = try kube.config()
         let (text, passed) = try await kube.withClient(config) {
@@ -177,9 +194,10 @@ struct UninstallCommand: AsyncParsableCommand {
         commandName: "uninstall",
         abstract: "Remove every wgmesh.dev/ annotation and the WireGuardMeshReady condition from all Nodes.",
         discussion: """
-            The last step: first delete the controller's Deployment and the agent and wgmesh-device DaemonSets, and run the cleanup DaemonSet on \
-            every node (kubectl apply -k manifests/cleanup/: once no Pod on a node holds an address from wgmesh's network, it \
-            removes the interface, routes, CNI bridge, nftables table, CNI file, the agent's annotations and the condition). \
+            The last step: first delete the controller's Deployment and the agent and wgmesh-device DaemonSets, and \
+            run the cleanup DaemonSet on every node (kubectl apply -k manifests/cleanup/: once no Pod on a node holds \
+            an address from wgmesh's network, it removes the interface, routes, CNI bridge, nftables table, CNI file, \
+            the agent's annotations and the condition). \
             Until then uninstall refuses and changes nothing: a node that still has wgmesh.dev/enrollment-key or \
             the condition has an agent that has not cleaned up, and a controller that holds its Lease would write the \
             annotations again. --force removes them anyway.

@@ -12,13 +12,17 @@ struct UserspaceDeviceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "userspace-device",
         abstract:
-            "Run and supervise wireguard-go for the mesh interface where the kernel has no WireGuard, in a container of its own.",
+            """
+            Run and supervise wireguard-go for the mesh interface where the kernel has no WireGuard, in a \
+            container of its own.
+            """,
         discussion: """
-            The wgmesh-device DaemonSet (manifests/device.yaml): on a kernel without WireGuard it runs `wireguard-go -f INTERFACE` \
-            in the foreground and starts it again when it dies, so that the tunnel does not end with the agent's container; the \
-            agent, given --external-wireguard-go, configures it through its socket and never starts one. A wireguard-go that \
-            already answers on the socket (one an agent started) is left running, and replaced only when it stops answering. \
-            On a kernel with WireGuard it does nothing until SIGTERM. SIGTERM ends its wireguard-go, and the interface with it.
+            The wgmesh-device DaemonSet (manifests/device.yaml): on a kernel without WireGuard it runs `wireguard-go \
+            -f INTERFACE` in the foreground and starts it again when it dies, so that the tunnel does not end with \
+            the agent's container; the agent, given --external-wireguard-go, configures it through its socket and \
+            never starts one. A wireguard-go that already answers on the socket (one an agent started) is left \
+            running, and replaced only when it stops answering. On a kernel with WireGuard it does nothing until \
+            SIGTERM. SIGTERM ends its wireguard-go, and the interface with it.
             """
     )
 
@@ -27,9 +31,12 @@ struct UserspaceDeviceCommand: ParsableCommand {
 
     @Option(
         help:
-            "auto: nothing to do when the kernel has WireGuard (the agent's --backend auto uses it), else wireguard-go; userspace: wireguard-go always; kernel: nothing to do."
-    )
-    var backend = "auto"
+            """
+            auto: nothing to do when the kernel has WireGuard (the agent's --backend auto uses it), else \
+            wireguard-go; userspace: wireguard-go always; kernel: nothing to do. (default: auto)
+            """,
+        transform: Backend.parse)
+    var backend = Backend.auto
 
     @Option(help: "The wireguard-go program (found on PATH).")
     var wireguardGo = "wireguard-go"
@@ -43,17 +50,15 @@ struct UserspaceDeviceCommand: ParsableCommand {
         let userspace: Bool
         let why: String
         switch backend {
-        case "userspace": (userspace, why) = (true, "--backend userspace")
-        case "kernel": (userspace, why) = (false, "--backend kernel")
-        case "auto":
+        case .userspace: (userspace, why) = (true, "--backend userspace")
+        case .kernel: (userspace, why) = (false, "--backend kernel")
+        case .auto:
             do {
                 _ = try KernelWireGuard()
                 (userspace, why) = (false, "the kernel has WireGuard")
             } catch {
                 (userspace, why) = (true, "the kernel has no WireGuard: \(error)")
             }
-        default:
-            throw ValidationError("--backend \(backend) is not one of auto, kernel, userspace")
         }
 
         let device: UserspaceDevice?

@@ -7,11 +7,11 @@ struct WGMesh: AsyncParsableCommand {
             commandName: programName,
             abstract: "Encrypt Pod-to-Pod traffic between Kubernetes Nodes with kernel WireGuard.",
             discussion: """
-                `wgmesh controller` runs the controller and `wgmesh agent` the agent on each Node (with \
-                `wgmesh userspace-device` where the kernel has no WireGuard). The people's commands: \
-                `status` shows every Node's place in the mesh, `rotate-keys` gives nodes new keys, `audit` writes the \
-                compliance report, `uninstall` removes what wgmesh wrote on the Nodes. `wgmesh wg` configures a kernel \
-                WireGuard interface through wgmesh's own netlink code. Linked as kubectl-wgmesh, it is the kubectl plugin: \
+                `wgmesh controller` runs the controller and `wgmesh agent` the agent on each Node (with `wgmesh \
+                userspace-device` where the kernel has no WireGuard). The people's commands: `status` shows every \
+                Node's place in the mesh, `rotate-keys` gives nodes new keys, `audit` writes the compliance report, \
+                `uninstall` removes what wgmesh wrote on the Nodes. `wgmesh wg` configures a kernel WireGuard \
+                interface through wgmesh's own netlink code. Linked as kubectl-wgmesh, it is the kubectl plugin: \
                 `kubectl wgmesh status`.
                 """,
             version: "0.1.0-dev",

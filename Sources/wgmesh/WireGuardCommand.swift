@@ -34,7 +34,10 @@ struct WireGuardCommand: ParsableCommand {
                 if p.presharedKey != nil { print("  preshared key: (hidden)") }
                 if let e = p.endpoint { print("  endpoint: \(e)") }
                 print(
-                    "  allowed ips: \(p.allowedIPs.isEmpty ? "(none)" : p.allowedIPs.map(\.description).joined(separator: ", "))"
+                    """
+                      allowed ips: \
+                    \(p.allowedIPs.isEmpty ? "(none)" : p.allowedIPs.map(\.description).joined(separator: ", "))
+                    """
                 )
                 if let h = p.lastHandshake { print("  latest handshake: \(h.seconds) (unix time)") }
                 if p.receivedBytes + p.transmittedBytes > 0 {

@@ -25,7 +25,10 @@ final class CNIPluginInstallerTests: XCTestCase {
     func plugin(_ directory: String, _ name: String, reports: String, body: String = "") {
         try! FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let text =
-            "#!/bin/sh\n\(body)echo 'CNI \(name) plugin \(reports)' >&2\necho 'CNI protocol versions supported: 0.1.0, 1.0.0' >&2\n"
+            """
+            #!/bin/sh\n\(body)echo 'CNI \(name) plugin \(reports)' >&2\necho 'CNI protocol versions supported: \
+            0.1.0, 1.0.0' >&2\n
+            """
         write(directory + "/" + name, text, mode: 0o755)
     }
 
@@ -164,7 +167,10 @@ final class CNIPluginInstallerTests: XCTestCase {
         XCTAssertThrowsError(try install()) { error in
             XCTAssertEqual(
                 "\(error)",
-                "\(image)/portmap reports no version of its own and none was given: write its release version (e.g. 1.1.1) to \(versionFile)"
+                """
+                \(image)/portmap reports no version of its own and none was given: write its release version \
+                (e.g. 1.1.1) to \(versionFile)
+                """
             )
         }
         XCTAssertNil(read(node + "/bridge"), "the check comes before any copy")

@@ -90,29 +90,18 @@ final class CLICluster: Sendable {
             if !changes.isEmpty {
                 _ = try await agentClient.patch(
                     .nodes, namespace: nil, name: node.name,
-                    .merge(
-                        .object([
-                            "metadata": .object([
-                                "annotations": .object(changes.mapValues(JSON.string))
-                            ])
-                        ])), subresource: nil)
+                    .annotations(changes), subresource: nil)
             }
             if node.condition == nil {
                 _ = try await agentClient.patch(
                     .nodes, namespace: nil, name: node.name,
-                    .strategicMerge(
+                    .condition(
                         .object([
-                            "status": .object([
-                                "conditions": .array([
-                                    .object([
-                                        "type": .string(MeshCondition.type), "status": "True",
-                                        "reason": "AllPeersConnected",
-                                        "message": .string(
-                                            "all \(nodes.count - 1) peers had a handshake in the last 180 s"),
-                                        "lastTransitionTime": .string(RFC3339.format(Date())),
-                                    ])
-                                ])
-                            ])
+                            "type": .string(MeshCondition.type), "status": "True",
+                            "reason": "AllPeersConnected",
+                            "message": .string(
+                                "all \(nodes.count - 1) peers had a handshake in the last 180 s"),
+                            "lastTransitionTime": .string(RFC3339.format(Date())),
                         ])), subresource: "status")
             }
         }
@@ -141,13 +130,7 @@ final class CLICluster: Sendable {
     func annotate(_ name: String, _ annotations: [String: String?]) async throws {
         _ = try await client.patch(
             .nodes, namespace: nil, name: name,
-            .merge(
-                .object([
-                    "metadata": .object([
-                        "annotations": .object(
-                            annotations.mapValues { $0.map(JSON.string) ?? .null })
-                    ])
-                ])), subresource: nil)
+            .annotations(annotations), subresource: nil)
     }
 
     func annotations(_ name: String) async throws -> [String: String] {

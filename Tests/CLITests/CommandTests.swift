@@ -14,7 +14,7 @@ final class CommandTests: XCTestCase {
         let cluster = try await CLICluster(nodes: ["n1", "n2", "n3"])
         cluster.startAgents()
         await cluster.waitUntilSettled()
-        let (table, ready) = try await Status.run(cluster.client, format: .table)
+        let (table, ready) = try await NodeStatusReport.run(cluster.client, format: .table)
         XCTAssertTrue(ready)
         let lines = table.split(separator: "\n")
         XCTAssertEqual(lines.count, 4, table)
@@ -24,20 +24,17 @@ final class CommandTests: XCTestCase {
         // A node whose condition says not ready makes the exit status non-zero.
         _ = try await cluster.client.patch(
             .nodes, namespace: nil, name: "n2",
-            .strategicMerge(
+            .condition(
                 .object([
-                    "status": .object([
-                        "conditions": .array([
-                            .object([
-                                "type": .string(MeshCondition.type), "status": "False", "reason": "PeersStale",
-                                "message":
-                                    "no handshake in the last 180 s with 1 of 2 peers: n3; check that their endpoints' UDP port is reachable",
-                            ])
-                        ])
-                    ])
+                    "type": .string(MeshCondition.type), "status": "False", "reason": "PeersStale",
+                    "message":
+                        """
+                    no handshake in the last 180 s with 1 of 2 peers: n3; check that their \
+                    endpoints' UDP port is reachable
+                    """,
                 ])), subresource: "status")
         let now = Date()
-        let (json, stillReady) = try await Status.run(cluster.client, format: .json, now: now)
+        let (json, stillReady) = try await NodeStatusReport.run(cluster.client, format: .json, now: now)
         XCTAssertFalse(stillReady)
         let decoded = try JSONDecoder().decode(NodeStatusList.self, from: Data(json.utf8))
         let nodes = try await cluster.client.listAll(.nodes).items.map(ObservedNode.init)
@@ -51,10 +48,10 @@ final class CommandTests: XCTestCase {
         XCTAssertEqual(decoded.items[0].keyGeneration, 1)
         XCTAssertEqual(decoded.items[0].appliedKeyGeneration, 1)
         XCTAssertEqual(decoded.kind, "NodeStatusList")
-        let (yaml, _) = try await Status.run(cluster.client, format: .yaml, now: now)
+        let (yaml, _) = try await NodeStatusReport.run(cluster.client, format: .yaml, now: now)
         XCTAssertEqual(try YAMLDecoder().decode(NodeStatusList.self, from: yaml), decoded, "YAML too")
 
-        let (blue, _) = try await Status.run(cluster.client, format: .wide, labelSelector: "pool=blue")
+        let (blue, _) = try await NodeStatusReport.run(cluster.client, format: .wide, labelSelector: "pool=blue")
         XCTAssertEqual(blue.split(separator: "\n").map { String($0.prefix(2)) }, ["NA", "n1", "n3"], blue)
         XCTAssertTrue(blue.contains("UNENCRYPTED"), blue)
         XCTAssertThrowsError(try OutputFormat(flag: "jsn")) {
@@ -225,14 +222,7 @@ final class CommandTests: XCTestCase {
         try await cluster.annotate("n1", ["example.com/keep": "yes"])
         _ = try await cluster.client.patch(
             .nodes, namespace: nil, name: "n1",
-            .strategicMerge(
-                .object([
-                    "status": .object([
-                        "conditions": .array([
-                            .object(["type": "Ready", "status": "True"])
-                        ])
-                    ])
-                ])), subresource: "status")
+            .condition(.object(["type": "Ready", "status": "True"])), subresource: "status")
         let printed = Printed()
         func uninstall(force: Bool = false) async throws {
             try await Uninstall.run(

@@ -35,14 +35,7 @@ final class TestCluster: @unchecked Sendable {
     func annotate(_ name: String, _ annotations: [String: String?]) async throws {
         _ = try await client.patch(
             .nodes, namespace: nil, name: name,
-            .merge(
-                .object([
-                    "metadata": .object([
-                        "annotations": .object(
-                            Dictionary(
-                                uniqueKeysWithValues: annotations.map { ($0.key, $0.value.map(JSON.string) ?? .null) }))
-                    ])
-                ])))
+            .annotations(annotations))
     }
 
     /// Sets `spec.podCIDRs`, as kube-controller-manager does.

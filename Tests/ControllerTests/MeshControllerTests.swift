@@ -230,14 +230,7 @@ final class MeshControllerTests: XCTestCase {
         cluster.enrollment["e"] = WireGuardKeyPair.generate()
         _ = try await cluster.client.patch(
             .nodes, namespace: nil, name: "e",
-            .merge(
-                .object([
-                    "metadata": .object([
-                        "annotations": .object([
-                            .init(Annotation.enrollmentKey): .string(cluster.enrollment["e"]!.publicKey.base64)
-                        ])
-                    ])
-                ])))
+            .annotations([.init(Annotation.enrollmentKey): cluster.enrollment["e"]!.publicKey.base64]))
         await eventually("e got a new keypair") { cluster.node("e")?.keyGeneration == 2 }
         XCTAssertNotEqual(cluster.node("e")?.publicKey, first)
         XCTAssertEqual(cluster.openAll().count, 1, "it opens with the new enrollment key")

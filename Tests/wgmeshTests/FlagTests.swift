@@ -7,12 +7,12 @@ import XCTest
 final class FlagTests: XCTestCase {
     func testClusterCIDRsTakeCommasAndRepeatedFlags() throws {
         XCTAssertEqual(
-            try ControllerCommand.clusterCIDRs(["10.244.0.0/16,fd00:10:244::/48", " 10.245.0.0/16 "]).map(
+            try Flags.clusterCIDRs(["10.244.0.0/16,fd00:10:244::/48", " 10.245.0.0/16 "]).map(
                 \.description),
             ["10.244.0.0/16", "fd00:10:244::/48", "10.245.0.0/16"])
-        XCTAssertEqual(try ControllerCommand.clusterCIDRs([]), [])
+        XCTAssertEqual(try Flags.clusterCIDRs([]), [])
         let agent = try AgentCommand.parse(["--cluster-cidr=10.244.0.0/16,fd00:10:244::/48", "--strict=false"])
-        XCTAssertEqual(try ControllerCommand.clusterCIDRs(agent.clusterCIDRs).count, 2)
+        XCTAssertEqual(try Flags.clusterCIDRs(agent.clusterCIDRs).count, 2)
         XCTAssertFalse(agent.strict)
     }
 
@@ -25,7 +25,7 @@ final class FlagTests: XCTestCase {
             "without the flag the agent starts its own")
         let device = try UserspaceDeviceCommand.parse(["--interface=wgmesh0"])
         XCTAssertEqual(device.interface, "wgmesh0")
-        XCTAssertEqual(device.backend, "auto")
+        XCTAssertEqual(device.backend, .auto)
         XCTAssertThrowsError(try UserspaceDeviceCommand.parse(["--backend", "bogus"]).run()) {
             XCTAssertTrue("\($0)".contains("--backend bogus is not one of auto, kernel, userspace"), "\($0)")
         }
@@ -43,7 +43,7 @@ final class FlagTests: XCTestCase {
             ("10.244.0.1/16", "--cluster-cidr 10.244.0.1/16: 10.244.0.1/16 has host bits set; write 10.244.0.0/16"),
         ]
         for (bad, message) in cases {
-            XCTAssertThrowsError(try ControllerCommand.clusterCIDRs(["10.0.0.0/8", bad]), bad) { error in
+            XCTAssertThrowsError(try Flags.clusterCIDRs(["10.0.0.0/8", bad]), bad) { error in
                 XCTAssertTrue("\(error)".hasPrefix(message), "\(error)")
             }
         }
@@ -66,10 +66,10 @@ final class FlagTests: XCTestCase {
         let controller = try ControllerCommand.parse(["--health-bind-address=:9587"])
         XCTAssertEqual(controller.healthBindAddress, ":9587")
         XCTAssertNil(try ControllerCommand.parse([]).healthBindAddress, "off unless asked for")
-        let (host, port) = try AgentCommand.bindAddress(":9587", flag: "--health-bind-address", example: 9587)
+        let (host, port) = try Flags.bindAddress(":9587", flag: "--health-bind-address", example: 9587)
         XCTAssertNil(host)
         XCTAssertEqual(port, 9587)
-        XCTAssertThrowsError(try AgentCommand.bindAddress("9587", flag: "--health-bind-address", example: 9587)) {
+        XCTAssertThrowsError(try Flags.bindAddress("9587", flag: "--health-bind-address", example: 9587)) {
             error in
             XCTAssertEqual("\(error)", "--health-bind-address 9587: use host:port, for example :9587 or 127.0.0.1:9587")
         }

@@ -7,7 +7,7 @@ import WGMeshCore
 #endif
 
 /// `wgmesh status`: one row per Node, as `kubectl get` prints them.
-public enum Status {
+public enum NodeStatusReport {
     /// The text to print and whether every node is ready (the exit status).
     public static func run(_ api: any KubeAPI, format: OutputFormat, labelSelector: String? = nil, now: Date = Date())
         async throws -> (text: String, allReady: Bool)
