@@ -1,4 +1,4 @@
-import Crypto
+import WGMeshCore
 
 /// A CNI plugin's release version, major.minor.patch: what an upstream build prints about itself
 /// ("CNI bridge plugin v1.4.1"), or the upstream part of a Debian package version ("1.1.1+ds1-3+b5").
@@ -182,10 +182,7 @@ public enum CNIPluginInstall {
 
     /// Lowercase hex SHA-256 of `bytes`.
     public static func sha256(_ bytes: [UInt8]) -> String {
-        SHA256.hash(data: bytes).map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined()
+        sha256Hex(bytes: bytes)
     }
 
     /// A plugin's file name as the runtime looks it up: no slash, no leading dot, nothing outside [A-Za-z0-9._-].

@@ -1,5 +1,6 @@
-import XCTest
 import WGMeshCore
+@testable import wgmesh
+import XCTest
 
 final class WireGuardConfigFileTests: XCTestCase {
     func testParsesWhatWgSetconfReads() throws {

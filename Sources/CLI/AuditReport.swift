@@ -1,3 +1,5 @@
+import WGMeshCore
+
 // FoundationEssentials, not Foundation: no 40 MB ICU to load at every start.
 #if canImport(FoundationEssentials)
     import FoundationEssentials

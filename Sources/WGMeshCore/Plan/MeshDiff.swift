@@ -56,10 +56,10 @@ public struct MeshDiff: Sendable, Hashable {
 
 extension MeshDiff {
     /// With a new private key in this diff, makes every planned peer send a keepalive, hence a handshake,
-    /// at once (design.md, "Key rotation without a gap"). The kernel sends one when a peer's persistent
-    /// keepalive goes from 0 to a positive value, so each peer gets that transition in the same SET message
-    /// as the key: a peer whose keepalive is on is listed twice, first with 0, then with its interval; a
-    /// peer planned without keepalive gets `interval`, and the next diff turns it off again.
+    /// at once (docs/architecture.md, "Key rotation without a gap"). The kernel sends one when a peer's
+    /// persistent keepalive goes from 0 to a positive value, so each peer gets that transition in the same SET
+    /// message as the key: a peer whose keepalive is on is listed twice, first with 0, then with its interval;
+    /// a peer planned without keepalive gets `interval`, and the next diff turns it off again.
     public mutating func forceHandshakes(plan: MeshPlan, current: DeviceState, interval: UInt16 = 25) {
         let running = Dictionary(
             current.peers.map { ($0.publicKey, $0.persistentKeepalive) }, uniquingKeysWith: { a, _ in a })

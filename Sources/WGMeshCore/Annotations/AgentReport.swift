@@ -147,5 +147,10 @@ public struct UnencryptedDrops: Sendable, Hashable, CustomStringConvertible {
 
 /// The lowercase hex SHA-256 of `text`'s UTF-8 bytes.
 public func sha256Hex(_ text: String) -> String {
-    SHA256.hash(data: Array(text.utf8)).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    sha256Hex(bytes: Array(text.utf8))
+}
+
+/// The lowercase hex SHA-256 of `bytes`.
+public func sha256Hex(bytes: [UInt8]) -> String {
+    SHA256.hash(data: bytes).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
 }

@@ -5,8 +5,8 @@
     import Foundation
 #endif
 
-/// The controller's per-node key rotation, two-phase (../shared/design.md): stage the next key so every
-/// peer accepts it, wait the grace period, then switch.
+/// The controller's per-node key rotation, two-phase (docs/architecture.md, "Key rotation without a gap"):
+/// stage the next key so every peer accepts it, wait the grace period, then switch.
 public enum KeyRotation {
     public enum Phase: Sendable, Hashable {
         /// One current key, no rotation running.

@@ -1,9 +1,11 @@
+import WGMeshCore
+
 /// WireGuard's cross-platform configuration protocol (wireguard.com/xplatform), as `wireguard-go`
 /// speaks it on `/var/run/wireguard/NAME.sock`: `key=value` lines, keys in lowercase hex, a blank line
 /// to end a request, and `errno=N` to end every answer. Same meaning as the generic-netlink messages.
-public enum UAPI {
+enum UAPI {
     /// The `set=1` request for `config`.
-    public static func setRequest(_ config: DeviceConfig) -> String {
+    static func setRequest(_ config: DeviceConfig) -> String {
         var out = "set=1\n"
         if let k = config.privateKey { out += "private_key=\(hex(k))\n" }
         if let p = config.listenPort { out += "listen_port=\(p)\n" }
@@ -26,17 +28,17 @@ public enum UAPI {
     }
 
     /// The `get=1` request.
-    public static let getRequest = "get=1\n\n"
+    static let getRequest = "get=1\n\n"
 
     /// Why an answer could not be read, or what the implementation refused.
-    public struct Failure: Error, Equatable, CustomStringConvertible {
-        public var errno: Int32?
-        public var message: String
-        public var description: String { errno.map { "\(message) (errno \($0))" } ?? message }
+    struct Failure: Error, Equatable, CustomStringConvertible {
+        var errno: Int32?
+        var message: String
+        var description: String { errno.map { "\(message) (errno \($0))" } ?? message }
     }
 
     /// The errno an answer ends with (0: success).
-    public static func errno(of answer: String) throws(Failure) -> Int32 {
+    static func errno(of answer: String) throws(Failure) -> Int32 {
         guard let line = answer.split(separator: "\n").last(where: { $0.hasPrefix("errno=") }),
             let n = Int32(line.dropFirst(6))
         else {
@@ -46,7 +48,7 @@ public enum UAPI {
     }
 
     /// The device from a `get=1` answer.
-    public static func device(named name: String, from answer: String) throws(Failure) -> DeviceState {
+    static func device(named name: String, from answer: String) throws(Failure) -> DeviceState {
         var device = DeviceState(name: name)
         var peer: PeerState?
         func finish() { if let p = peer { device.peers.append(p) } }

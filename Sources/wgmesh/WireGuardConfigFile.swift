@@ -1,7 +1,9 @@
+import WGMeshCore
+
 /// The configuration file format of wg(8) (`wg setconf`, `wg showconf`), read into a `DeviceConfig`
 /// with `wg setconf`'s meaning: the peers listed replace all peers, and each peer's allowed IPs replace its own.
-public enum WireGuardConfigFile {
-    public static func parse(_ text: String) throws(ConfigFileError) -> DeviceConfig {
+enum WireGuardConfigFile {
+    static func parse(_ text: String) throws(ConfigFileError) -> DeviceConfig {
         var text = text
         return try text.withUTF8 { bytes in Result { () throws(ConfigFileError) in try parse(utf8: bytes) } }.get()
     }
@@ -123,14 +125,14 @@ public enum WireGuardConfigFile {
 }
 
 /// Why a wg(8) configuration file was rejected.
-public enum ConfigFileError: Error, Equatable, CustomStringConvertible {
+enum ConfigFileError: Error, Equatable, CustomStringConvertible {
     case unknownSection(line: Int, String)
     case malformedLine(line: Int, String)
     case unknownKey(line: Int, section: String, String)
     case badValue(line: Int, key: String, String)
     case peerWithoutKey(line: Int)
 
-    public var description: String {
+    var description: String {
         switch self {
         case .unknownSection(let l, let s): return "line \(l): unknown section \(s): use [Interface] or [Peer]"
         case .malformedLine(let l, let s): return "line \(l): \"\(s)\" is not Key = Value"

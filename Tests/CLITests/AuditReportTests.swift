@@ -1,4 +1,6 @@
+@testable import CLI
 import Foundation
+import TestSupport
 import WGMeshCore
 import XCTest
 

@@ -3,16 +3,16 @@ import WGMeshCore
 
 /// A cluster as the people's commands read it, written by hand the way the controller and the agents
 /// write it: per node, the annotations and the `WireGuardMeshReady` condition.
-struct ClusterFixture {
-    static let now = RFC3339.parse("2026-11-27T10:00:00Z")!
-    static let clusterCIDRs = [try! IPPrefix("10.244.0.0/16"), try! IPPrefix("fd00:10:244::/48")]
+public struct ClusterFixture {
+    public static let now = RFC3339.parse("2026-11-27T10:00:00Z")!
+    public static let clusterCIDRs = [try! IPPrefix("10.244.0.0/16"), try! IPPrefix("fd00:10:244::/48")]
 
-    var annotations: [String: [String: String]] = [:]
-    var conditions: [String: ObservedNode.Condition] = [:]
+    public var annotations: [String: [String: String]] = [:]
+    public var conditions: [String: ObservedNode.Condition] = [:]
 
     /// `names` in the mesh, dual-stack: keypairs of generation 1 issued an hour ago and applied, strict,
     /// no unencrypted packet, every peer's key applied, `WireGuardMeshReady` True.
-    init(_ names: [String]) {
+    public init(_ names: [String]) {
         for (i, name) in names.enumerated() {
             let enrollment = WireGuardKeyPair.generate().publicKey
             let pair = WireGuardKeyPair.generate()
@@ -38,7 +38,7 @@ struct ClusterFixture {
     }
 
     /// Every agent runs every peer's current key: `applied-peers` as each would publish it now.
-    mutating func applyPeers(except: Set<String> = []) {
+    public mutating func applyPeers(except: Set<String> = []) {
         let nodes = self.nodes.compactMap(\.meshNode)
         for name in annotations.keys where !except.contains(name) {
             annotations[name]![Annotation.appliedPeers] = AppliedPeers.expected(
@@ -46,14 +46,14 @@ struct ClusterFixture {
         }
     }
 
-    var nodes: [ObservedNode] {
+    public var nodes: [ObservedNode] {
         annotations.keys.sorted().map {
             ObservedNode(name: $0, annotations: annotations[$0]!, condition: conditions[$0])
         }
     }
 
     /// The controller's switch to a new keypair of the next generation, answering `token`.
-    mutating func rotate(_ name: String, answering token: String) {
+    public mutating func rotate(_ name: String, answering token: String) {
         let pair = WireGuardKeyPair.generate()
         let enrollment = try! WireGuardKey(base64: annotations[name]![Annotation.enrollmentKey]!)
         let generation = UInt64(annotations[name]![Annotation.keyGeneration]!)! + 1

@@ -1,5 +1,6 @@
-import XCTest
+import Agent
 import WGMeshCore
+import XCTest
 
 final class CNIPluginInstallTests: XCTestCase {
     let image = CNIPluginVersion(1, 1, 1)
