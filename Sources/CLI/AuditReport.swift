@@ -115,11 +115,18 @@ public struct AuditReport: Sendable, Hashable, Codable {
                 details.append("\(n.name): left out of the mesh: \(why)")
             } else if n.keyGeneration == nil || n.appliedKeyGeneration != n.keyGeneration {
                 details.append(
-                    "\(n.name): runs key generation \(n.appliedKeyGeneration.map(String.init) ?? "none"), issued \(n.keyGeneration.map(String.init) ?? "none")"
+                    """
+                    \(n.name): runs key generation \(n.appliedKeyGeneration.map(String.init) ?? "none"), issued \
+                    \(n.keyGeneration.map(String.init) ?? "none")
+                    """
                 )
             } else if n.condition != "True" {
                 details.append(
-                    "\(n.name): \(MeshCondition.type) is \(n.condition)\(n.conditionReason.map { " (\($0))" } ?? ""): \(n.conditionMessage ?? "no agent has reported on this node")"
+                    """
+                    \(n.name): \(MeshCondition.type) is \
+                    \(n.condition)\(n.conditionReason.map { " (\($0))" } ?? ""): \
+                    \(n.conditionMessage ?? "no agent has reported on this node")
+                    """
                 )
             }
         }
@@ -127,7 +134,10 @@ public struct AuditReport: Sendable, Hashable, Codable {
         let passed = details.isEmpty
         if passed {
             details.append(
-                "\(nodes.count) of \(nodes.count) nodes in the mesh, running their issued key, \(MeshCondition.type) True"
+                """
+                \(nodes.count) of \(nodes.count) nodes in the mesh, running their issued key, \
+                \(MeshCondition.type) True
+                """
             )
         }
         return Check(name: "Every node encrypts its Pod traffic", passed: passed, details: details)
@@ -135,7 +145,10 @@ public struct AuditReport: Sendable, Hashable, Codable {
 
     static func keyAge(_ nodes: [Node], maxKeyAge: Int64) -> Check {
         let old = nodes.filter { ($0.keyAgeSeconds ?? 0) > maxKeyAge }.map {
-            "\($0.name): key generation \($0.keyGeneration.map(String.init) ?? "?") issued \($0.keyIssuedAt ?? "?") is \(HumanDuration.format(seconds: $0.keyAgeSeconds ?? 0)) old"
+            """
+            \($0.name): key generation \($0.keyGeneration.map(String.init) ?? "?") issued \
+            \($0.keyIssuedAt ?? "?") is \(HumanDuration.format(seconds: $0.keyAgeSeconds ?? 0)) old
+            """
         }
         let oldest = nodes.compactMap(\.keyAgeSeconds).max()
         return Check(
@@ -172,7 +185,10 @@ public struct AuditReport: Sendable, Hashable, Codable {
         let passed = details.isEmpty
         if passed {
             details.append(
-                "\(nodes.count) of \(nodes.count) nodes, cluster CIDRs \(sets.keys.first?.joined(separator: ", ") ?? "")"
+                """
+                \(nodes.count) of \(nodes.count) nodes, cluster CIDRs \
+                \(sets.keys.first?.joined(separator: ", ") ?? "")
+                """
             )
         }
         return Check(name: "Strict mode on every node", passed: passed, details: details)
@@ -226,7 +242,8 @@ public struct AuditReport: Sendable, Hashable, Codable {
             - Strict mode: \(strictMode)
             - Key age policy: at most \(HumanDuration.flag(seconds: maxKeyAgeSeconds))
             - Unencrypted packets counted since: \(windowStart)
-            - Result: \(passed ? "PASS (all \(checks.count) checks passed)" : "FAIL (\(failed) of \(checks.count) checks failed)")
+            - Result: \
+            \(passed ? "PASS (all \(checks.count) checks passed)" : "FAIL (\(failed) of \(checks.count) checks failed)")
 
             ## Checks
 
@@ -240,7 +257,8 @@ public struct AuditReport: Sendable, Hashable, Codable {
 
             ## Nodes
 
-            | Node | In the mesh | Key generation | Applied | Key age | \(MeshCondition.type) | Strict | Unencrypted packets |
+            | Node | In the mesh | Key generation | Applied | Key age | \(MeshCondition.type) | Strict | Unencrypted \
+            packets |
             |---|---|---|---|---|---|---|---|
 
             """

@@ -55,7 +55,10 @@ public struct KubeProxy: Sendable, Equatable {
             }
         case "https":
             throw refuse(
-                "wgmesh cannot speak TLS to the proxy itself: use the proxy's http:// address (the API traffic inside stays TLS)"
+                """
+                wgmesh cannot speak TLS to the proxy itself: use the proxy's http:// address (the API traffic \
+                inside stays TLS)
+                """
             )
         default:
             throw refuse("the scheme \(scheme) is not a proxy wgmesh speaks: use http:// (CONNECT) or socks5://")

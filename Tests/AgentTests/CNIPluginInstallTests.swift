@@ -41,7 +41,10 @@ final class CNIPluginInstallTests: XCTestCase {
         XCTAssertNil(
             CNIPluginVersion.reported(
                 by:
-                    "CNI bridge plugin version unknown\nCNI protocol versions supported: 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0\n"
+                    """
+                    CNI bridge plugin version unknown\nCNI protocol versions supported: 0.1.0, 0.2.0, 0.3.0, \
+                    0.3.1, 0.4.0, 1.0.0\n
+                    """
             ))
         XCTAssertNil(CNIPluginVersion.reported(by: ""))
         XCTAssertNil(CNIPluginVersion.reported(by: "CNI protocol versions supported: 0.1.0, 1.0.0\n"))

@@ -65,7 +65,10 @@ final class AuditReportTests: XCTestCase {
             [
                 "b: left out of the mesh: no endpoint yet",
                 "c: runs key generation none, issued 1",
-                "d: WireGuardMeshReady is False (PeersStale): no handshake in the last 180 s with 1 of 3 peers: a; check",
+                """
+                d: WireGuardMeshReady is False (PeersStale): no handshake in the last 180 s with 1 of 3 peers: a; \
+                check
+                """,
             ])
         XCTAssertTrue(
             r.checks[0].details[3].hasPrefix(
@@ -105,7 +108,10 @@ final class AuditReportTests: XCTestCase {
         XCTAssertEqual(
             r.checks[4].details.prefix(2),
             [
-                "a: reports no count (wgmesh.dev/unencrypted-drops): no agent runs there, or one older than this report",
+                """
+                a: reports no count (wgmesh.dev/unencrypted-drops): no agent runs there, or one older than this \
+                report
+                """,
                 "c: wgmesh.dev/unencrypted-drops=\"lots\" is not packets=N,counter=N[,last=TIME]",
             ])
     }

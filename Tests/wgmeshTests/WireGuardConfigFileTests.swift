@@ -45,8 +45,14 @@ final class WireGuardConfigFileTests: XCTestCase {
         let a = WireGuardKeyPair.generate().publicKey
         let b = WireGuardKeyPair.generate().publicKey
         let text =
-            "[INTERFACE]\r\nprivatekey=\(priv)\r\nFWMARK = 1234\r\n\r\n# a comment line\r\n[peer]\r\n\tPublicKey\t=\t\(a)\r\n"
-            + "ALLOWEDIPS = , 10.0.0.0/24,,fd00::/64 ,\r\npersistentKeepalive = 25\r\n[Peer]\nPublicKey = \(b)\nEndpoint = 192.0.2.1:51820"
+            """
+            [INTERFACE]\r\nprivatekey=\(priv)\r\nFWMARK = 1234\r\n\r\n# a comment \
+            line\r\n[peer]\r\n\tPublicKey\t=\t\(a)\r\n
+            """
+                + """
+                ALLOWEDIPS = , 10.0.0.0/24,,fd00::/64 ,\r\npersistentKeepalive = 25\r\n[Peer]\nPublicKey = \
+                \(b)\nEndpoint = 192.0.2.1:51820
+                """
         XCTAssertEqual(
             try WireGuardConfigFile.parse(text),
             DeviceConfig(
@@ -81,7 +87,10 @@ final class WireGuardConfigFileTests: XCTestCase {
                 "line 3: bad value for endpoint: \"[fd00::1]:0\" has no valid port"
             ),
             (
-                "[Peer]\nPublicKey = \(WireGuardKeyPair.generate().publicKey)\r\nPublicKey = \(WireGuardKeyPair.generate().publicKey)",
+                """
+                [Peer]\nPublicKey = \(WireGuardKeyPair.generate().publicKey)\r\nPublicKey = \
+                \(WireGuardKeyPair.generate().publicKey)
+                """,
                 "line 3: bad value for PublicKey (second one in one [Peer])"
             ),
         ]

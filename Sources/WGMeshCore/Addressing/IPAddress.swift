@@ -191,7 +191,10 @@ public enum AddressError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .malformed(let s):
             return
-                "\"\(s)\" is not an IP address or CIDR: write IPv4 as 10.244.0.0 and IPv6 as fd00:10:244::, with an optional /prefix-length"
+                """
+                \"\(s)\" is not an IP address or CIDR: write IPv4 as 10.244.0.0 and IPv6 as fd00:10:244::, with \
+                an optional /prefix-length
+                """
         case .badByteCount(let n):
             return "an IP address has 4 or 16 bytes, not \(n)"
         case .badPrefixLength(let s, let max):

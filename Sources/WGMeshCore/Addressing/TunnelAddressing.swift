@@ -1,6 +1,7 @@
 /// The WireGuard interface's own addresses and MTU, derived from the node as flannel's WireGuard backend does.
 public enum TunnelAddressing {
-    /// One single-address prefix per Pod CIDR: its network address (/32 or /128), which host-local never hands out (as flannel's WireGuard backend does).
+    /// One single-address prefix per Pod CIDR: its network address (/32 or /128), which host-local never hands out (as
+    /// flannel's WireGuard backend does).
     public static func addresses(podCIDRs: [IPPrefix]) -> [IPPrefix] {
         // Sorted and unique, so that comparing with the addresses the kernel reports is a plain equality.
         Set(podCIDRs.map { try! IPPrefix(address: $0.network, length: $0.family.bitWidth) }).sorted()

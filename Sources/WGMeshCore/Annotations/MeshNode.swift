@@ -142,7 +142,10 @@ public struct MeshNode: Sendable, Hashable {
         if (publicKey == nil) != (sealedPrivateKey == nil) || (publicKey != nil && keyGeneration == nil) {
             throw fail(
                 Annotation.publicKey, value(Annotation.publicKey) ?? "",
-                "public-key, sealed-private-key and key-generation must be set together; the controller re-issues the keypair"
+                """
+                public-key, sealed-private-key and key-generation must be set together; the controller re-issues \
+                the keypair
+                """
             )
         }
         if (nextPublicKey == nil) != (nextSealedPrivateKey == nil) {

@@ -6,7 +6,10 @@ public enum InterfaceError: Error, CustomStringConvertible {
         switch self {
         case .notWireGuard(let name, let kind):
             return
-                "interface \(name) exists but is \(kind.map { "a \($0) link" } ?? "not a WireGuard link"): remove it or choose another --interface"
+                """
+                interface \(name) exists but is \(kind.map { "a \($0) link" } ?? "not a WireGuard link"): remove \
+                it or choose another --interface
+                """
         }
     }
 }
@@ -38,8 +41,10 @@ public struct RoutesTaken: Error, Sendable, Hashable, CustomStringConvertible {
             taken.prefix(5).map(\.description).joined(separator: "; ")
             + (taken.count > 5 ? "; and \(taken.count - 5) more" : "")
         return """
-            \(taken.count) route\(taken.count == 1 ? "" : "s") into the tunnel could not be added: \(listed); wgmesh never changes routes \
-            it did not make, so traffic to those Pod CIDRs does not go through the tunnel: remove the other route (or the \
+            \(taken.count) route\(taken.count == 1 ? "" : "s") into the tunnel could not be added: \(listed); wgmesh \
+            never changes routes \
+            it did not make, so traffic to those Pod CIDRs does not go through the tunnel: remove the other route (or \
+            the \
             address that makes it, e.g. a stale bridge address) and the agent adds its own at the next try
             """
     }

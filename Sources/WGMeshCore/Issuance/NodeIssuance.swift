@@ -99,12 +99,18 @@ public struct NodeIssuance: Sendable, Equatable {
             let what =
                 node.publicKey == nil
                 ? "no keypair is issued, so the node stays out of the mesh until its agent publishes a valid key"
-                : "no new keypair is issued; the node keeps its current keys, Pod CIDR and place in the mesh until its agent publishes a valid key"
+                : """
+                no new keypair is issued; the node keeps its current keys, Pod CIDR and place in the mesh until \
+                its agent publishes a valid key
+                """
             out.notices.append(
                 Notice(
                     warning: true, reason: .enrollmentKeyInvalid,
                     note:
-                        "node \(facts.name): annotation \(error.key)=\"\(error.shownValue)\" is invalid: \(error.reason); \(what)"
+                        """
+                        node \(facts.name): annotation \(error.key)=\"\(error.shownValue)\" is invalid: \
+                        \(error.reason); \(what)
+                        """
                 ))
         }
         out.decideCIDRs(
@@ -124,20 +130,27 @@ public struct NodeIssuance: Sendable, Equatable {
                 o.cidr == o.otherCIDR
                 ? "Pod CIDR \(o.cidr) is claimed by both node \(sides[0].0) and node \(sides[1].0)"
                 : "Pod CIDR \(sides[0].1) of node \(sides[0].0) overlaps \(sides[1].1) of node \(sides[1].0)"
-            // Only one of the two sides can be the one wgmesh allocated it to: a third node's claim is its own conflict.
+            // Only one of the two sides can be the one wgmesh allocated it to: a third node's claim is its own
+            // conflict.
             let owner = [allocator.owner(of: o.cidr), allocator.owner(of: o.otherCIDR)].compactMap { $0 }.first {
                 $0 == name || $0 == o.otherNode
             }
             let fix =
                 owner.map {
-                    "wgmesh allocated it to node \($0): remove it from the other node's \(Annotation.podCIDRs) annotation or spec.podCIDRs"
+                    """
+                    wgmesh allocated it to node \($0): remove it from the other node's \(Annotation.podCIDRs) \
+                    annotation or spec.podCIDRs
+                    """
                 }
                 ?? "wgmesh allocated it to neither: remove it from one of them"
             notices.append(
                 Notice(
                     warning: true, reason: .podCIDRConflict,
                     note:
-                        "\(what): their Pods could get the same addresses, and agents leave nodes whose \(Annotation.podCIDRs) overlap out of the mesh; \(fix)",
+                        """
+                        \(what): their Pods could get the same addresses, and agents leave nodes whose \
+                        \(Annotation.podCIDRs) overlap out of the mesh; \(fix)
+                        """,
                     otherNode: o.otherNode))
         }
     }
@@ -170,7 +183,11 @@ public struct NodeIssuance: Sendable, Equatable {
                     Notice(
                         warning: true, reason: .podCIDRMismatch,
                         note:
-                            "spec.podCIDRs gives \(other) but the node publishes \(cidr), which its Pods use; wgmesh keeps \(cidr). To move the node to \(other), drain it, delete its Node object and let it register again"
+                            """
+                            spec.podCIDRs gives \(other) but the node publishes \(cidr), which its Pods use; \
+                            wgmesh keeps \(cidr). To move the node to \(other), drain it, delete its Node object \
+                            and let it register again
+                            """
                     ))
             }
             do {
@@ -184,7 +201,11 @@ public struct NodeIssuance: Sendable, Equatable {
                     Notice(
                         warning: true, reason: .podCIDRMismatch,
                         note:
-                            "the node publishes \(cidr) but wgmesh allocated it \(held.map(\.description).joined(separator: ", ")); both stay reserved for it. Put the allocated value back, unless its Pods already use \(cidr)"
+                            """
+                            the node publishes \(cidr) but wgmesh allocated it \
+                            \(held.map(\.description).joined(separator: ", ")); both stay reserved for it. Put \
+                            the allocated value back, unless its Pods already use \(cidr)
+                            """
                     ))
             } catch {
                 notices.append(Notice(warning: true, reason: .podCIDRUnmanaged, note: "\(error)"))
@@ -216,7 +237,10 @@ public struct NodeIssuance: Sendable, Equatable {
                 Notice(
                     warning: true, reason: .podCIDRPending,
                     note:
-                        "the Node has no spec.podCIDRs yet (--cidr-source=node-spec): start kube-controller-manager with --allocate-node-cidrs, or use --cidr-source=wgmesh"
+                        """
+                        the Node has no spec.podCIDRs yet (--cidr-source=node-spec): start \
+                        kube-controller-manager with --allocate-node-cidrs, or use --cidr-source=wgmesh
+                        """
                 ))
         }
         if !waitingForSpec.isEmpty {
@@ -227,7 +251,13 @@ public struct NodeIssuance: Sendable, Equatable {
                     Notice(
                         warning: true, reason: .podCIDRPending,
                         note:
-                            "spec.podCIDRs has no \(names) CIDR \(Int(policy.specWait)) s after the Node was created, while other Nodes have one: the cluster (kube-controller-manager --allocate-node-cidrs) assigns this family, and wgmesh waits for it rather than race it; check kube-controller-manager (its --cluster-cidr range may be full), or run wgmesh with --cidr-source=wgmesh"
+                            """
+                            spec.podCIDRs has no \(names) CIDR \(Int(policy.specWait)) s after the Node was \
+                            created, while other Nodes have one: the cluster (kube-controller-manager \
+                            --allocate-node-cidrs) assigns this family, and wgmesh waits for it rather than race \
+                            it; check kube-controller-manager (its --cluster-cidr range may be full), or run \
+                            wgmesh with --cidr-source=wgmesh
+                            """
                     ))
             } else {
                 revisit(at: due)
@@ -239,7 +269,8 @@ public struct NodeIssuance: Sendable, Equatable {
                 let cidrs = try allocator.allocate(node: node.name, families: fromPool)
                 result += cidrs
                 let new = cidrs.filter { !reserved.contains($0) }
-                // A reserved CIDR is one whose earlier write did not land (or whose outcome is unknown): written again, quietly.
+                // A reserved CIDR is one whose earlier write did not land (or whose outcome is unknown): written again,
+                // quietly.
                 if !new.isEmpty {
                     notices.append(
                         Notice(
@@ -277,7 +308,10 @@ public struct NodeIssuance: Sendable, Equatable {
                 Notice(
                     warning: true, reason: .endpointUnknown,
                     note:
-                        "the Node has no address of type \(policy.endpointAddressTypes.joined(separator: " or ")); set \(Annotation.endpointOverride) or change --endpoint-address-type"
+                        """
+                        the Node has no address of type \(policy.endpointAddressTypes.joined(separator: " or ")); \
+                        set \(Annotation.endpointOverride) or change --endpoint-address-type
+                        """
                 ))
         }
     }
@@ -291,7 +325,10 @@ public struct NodeIssuance: Sendable, Equatable {
                     Notice(
                         warning: true, reason: .rotationDeferred,
                         note:
-                            "rotation request \"\(node.rotateRequest!.prefix(80))\" waits: the node has no valid \(Annotation.enrollmentKey) to seal a new key to; its agent must publish one"
+                            """
+                            rotation request \"\(node.rotateRequest!.prefix(80))\" waits: the node has no valid \
+                            \(Annotation.enrollmentKey) to seal a new key to; its agent must publish one
+                            """
                     ))
             }
             return
@@ -300,15 +337,20 @@ public struct NodeIssuance: Sendable, Equatable {
         if node.publicKey != nil, let previous = node.sealedTo, previous != enrollment {
             // A security event: the node was reinstalled, or whoever could write its annotation took its place.
             let change =
-                "node \(node.name) published enrollment key \(enrollment.fingerprint) in place of \(previous.fingerprint), to which its keys are sealed"
+                """
+                node \(node.name) published enrollment key \(enrollment.fingerprint) in place of \
+                \(previous.fingerprint), to which its keys are sealed
+                """
             let accepted = node.acceptEnrollment == enrollment.fingerprint
             if policy.enrollmentChange == .hold && !accepted {
                 notices.append(
                     Notice(
                         warning: true, reason: .enrollmentKeyChanged,
                         note: """
-                            \(change): held (--enrollment-change-policy=hold): the node keeps its keys, which the new enrollment key cannot open, so \
-                            it stays out of the mesh, and rotations wait. If the node was reinstalled, accept the new key: kubectl annotate node \
+                            \(change): held (--enrollment-change-policy=hold): the node keeps its keys, which the new \
+                            enrollment key cannot open, so \
+                            it stays out of the mesh, and rotations wait. If the node was reinstalled, accept the new \
+                            key: kubectl annotate node \
                             \(node.name) \(Annotation.acceptEnrollment)=\(enrollment.fingerprint)
                             """))
                 return
@@ -317,8 +359,15 @@ public struct NodeIssuance: Sendable, Equatable {
                 Notice(
                     warning: true, reason: .enrollmentKeyChanged,
                     note: accepted
-                        ? "\(change): accepted by \(Annotation.acceptEnrollment); issuing a keypair sealed to the new key"
-                        : "\(change): issuing a keypair sealed to the new key (--enrollment-change-policy=reissue); if the node was not reinstalled, someone who can write its annotations may have taken its place"
+                        ? """
+                        \(change): accepted by \(Annotation.acceptEnrollment); issuing a keypair sealed to the \
+                        new key
+                        """
+                        : """
+                        \(change): issuing a keypair sealed to the new key (--enrollment-change-policy=reissue); \
+                        if the node was not reinstalled, someone who can write its annotations may have taken its \
+                        place
+                        """
                 ))
             if node.acceptEnrollment != nil { annotations[Annotation.acceptEnrollment] = .some(nil) }
         }
@@ -362,7 +411,10 @@ public struct NodeIssuance: Sendable, Equatable {
                 Notice(
                     warning: false, reason: .keyRotationStaged,
                     note:
-                        "published next key generation \(generation + 1) (\(reason)); switching in \(Int(policy.rotation.grace)) s"
+                        """
+                        published next key generation \(generation + 1) (\(reason)); switching in \
+                        \(Int(policy.rotation.grace)) s
+                        """
                 ))
         case .restartGrace:
             restartGrace = true

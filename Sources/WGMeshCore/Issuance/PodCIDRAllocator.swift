@@ -239,21 +239,36 @@ public enum IPAMError: Error, Equatable, CustomStringConvertible {
         case .clusterCIDRsOverlap(let a, let b): return "cluster CIDRs \(a) and \(b) overlap: give disjoint ranges"
         case .badNodeMask(let p, let m):
             return
-                "node mask /\(m) does not fit cluster CIDR \(p): it must be between /\(p.length) and /\(min(p.family.bitWidth, p.length + 62))"
+                """
+                node mask /\(m) does not fit cluster CIDR \(p): it must be between /\(p.length) and \
+                /\(min(p.family.bitWidth, p.length + 62))
+                """
         case .nodeAlreadyHas(let n, let held):
             return
-                "node \(n) was allocated \(list(held)); a node's Pod CIDR never changes while the Node exists: put that value back"
+                """
+                node \(n) was allocated \(list(held)); a node's Pod CIDR never changes while the Node exists: put \
+                that value back
+                """
         case .duplicate(let c, let holder, let claimant):
             return "Pod CIDR \(c) of node \(claimant) is already held by node \(holder): remove the wrong annotation"
         case .outsideClusterCIDRs(let c, let n, let pools):
             return
-                "Pod CIDR \(c) of node \(n) is outside the cluster CIDRs (\(list(pools))); it stays reserved for the node: add its range back with --cluster-cidr, or drain the node and re-create its Node object"
+                """
+                Pod CIDR \(c) of node \(n) is outside the cluster CIDRs (\(list(pools))); it stays reserved for \
+                the node: add its range back with --cluster-cidr, or drain the node and re-create its Node object
+                """
         case .notABlock(let c, let n, let pool, let len):
             return
-                "Pod CIDR \(c) of node \(n) is not a /\(len) block of \(pool): the node mask size changed; keep the old one or re-create the node"
+                """
+                Pod CIDR \(c) of node \(n) is not a /\(len) block of \(pool): the node mask size changed; keep \
+                the old one or re-create the node
+                """
         case .exhausted(let f, let pools, let n):
             return
-                "no free \(f) Pod CIDR left in \(list(pools)) (\(n) nodes hold one): add a cluster CIDR with --cluster-cidr or use a longer node mask"
+                """
+                no free \(f) Pod CIDR left in \(list(pools)) (\(n) nodes hold one): add a cluster CIDR with \
+                --cluster-cidr or use a longer node mask
+                """
         }
     }
 }

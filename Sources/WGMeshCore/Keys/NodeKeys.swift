@@ -12,7 +12,8 @@ public struct NodeKeys: Sendable, Equatable {
         self.nextPrivateKey = nextPrivateKey
     }
 
-    /// Opens and checks the node's sealed keys with its enrollment private key. nil when the controller has not issued a keypair for this enrollment key yet (no keys, or `sealed-to` names another enrollment key).
+    /// Opens and checks the node's sealed keys with its enrollment private key. nil when the controller has not issued
+    /// a keypair for this enrollment key yet (no keys, or `sealed-to` names another enrollment key).
     public static func open(_ node: MeshNode, enrollmentPrivateKey: WireGuardKey) throws(NodeKeyError) -> NodeKeys? {
         guard let publicKey = node.publicKey, let sealed = node.sealedPrivateKey, let generation = node.keyGeneration
         else { return nil }
@@ -84,11 +85,19 @@ public struct NodeKeyError: Error, Equatable, CustomStringConvertible {
         switch problem {
         case .cannotOpen:
             what =
-                "it does not open with this node's enrollment key: it was sealed for another node, generation or enrollment key, or altered"
+                """
+                it does not open with this node's enrollment key: it was sealed for another node, generation or \
+                enrollment key, or altered
+                """
         case .publicKeyMismatch(let published): what = "the key it holds is not the private half of \(published)"
         case .invalidEnrollmentKey: what = "the node's enrollment private key is not a valid X25519 key"
         }
         return
-            "node \(node): cannot use \(annotation) of key generation \(generation): \(what); the interface is left untouched. To get a new keypair, remove the enrollment key file under /var/lib/wgmesh on the node and restart the agent: it publishes a new enrollment key, and the controller issues a keypair sealed to it"
+            """
+            node \(node): cannot use \(annotation) of key generation \(generation): \(what); the interface is \
+            left untouched. To get a new keypair, remove the enrollment key file under /var/lib/wgmesh on the \
+            node and restart the agent: it publishes a new enrollment key, and the controller issues a keypair \
+            sealed to it
+            """
     }
 }

@@ -28,19 +28,29 @@ public enum RotationProgress: Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .notAnswered:
             return
-                "the controller has not answered the request (another rotation runs, --max-concurrent-rotations is reached, or the node has no enrollment key: see the Node's Events)"
+                """
+                the controller has not answered the request (another rotation runs, --max-concurrent-rotations is \
+                reached, or the node has no enrollment key: see the Node's Events)
+                """
         case .staged(let g):
             return "next key generation \(g) is staged; the controller switches after its rotation grace"
         case .applying(let g, let applied):
             return
-                "its agent does not run key generation \(g) yet (\(Annotation.appliedKeyGeneration) is \(applied.map(String.init) ?? "not set"))"
+                """
+                its agent does not run key generation \(g) yet (\(Annotation.appliedKeyGeneration) is \
+                \(applied.map(String.init) ?? "not set"))
+                """
         case .peersPending(let g, let peers):
             let shown =
                 peers.prefix(MeshCondition.namedNodeLimit).joined(separator: ", ")
                 + (peers.count > MeshCondition.namedNodeLimit
                     ? " and \(peers.count - MeshCondition.namedNodeLimit) more" : "")
             return
-                "runs key generation \(g), but \(peers.count == 1 ? "peer" : "peers") \(shown) \(peers.count == 1 ? "does" : "do") not run it yet (\(Annotation.appliedPeers) differs from the plan)"
+                """
+                runs key generation \(g), but \(peers.count == 1 ? "peer" : "peers") \(shown) \
+                \(peers.count == 1 ? "does" : "do") not run it yet (\(Annotation.appliedPeers) differs from the \
+                plan)
+                """
         case .done(let g, let peers):
             return "key generation \(g) runs on the node and on its \(peers == 1 ? "1 peer" : "\(peers) peers")"
         case .gone:

@@ -120,18 +120,28 @@ public enum SealError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .truncated(let n):
             return
-                "a sealed key of \(n) bytes has the wrong length for format version 1 (89 bytes): it was truncated or altered"
+                """
+                a sealed key of \(n) bytes has the wrong length for format version 1 (89 bytes): it was truncated \
+                or altered
+                """
         case .malformedBase64: return "the sealed key is not base64"
         case .unsupportedVersion(let v):
             return "sealed key format version \(v) is not supported by this wgmesh (it reads version 1): upgrade wgmesh"
         case .unsupportedSuite(let k, let d, let a):
             return
-                "sealed key ciphersuite KEM 0x\(String(k, radix: 16)) KDF 0x\(String(d, radix: 16)) AEAD 0x\(String(a, radix: 16)) is not supported: only X25519/HKDF-SHA256/ChaCha20-Poly1305"
+                """
+                sealed key ciphersuite KEM 0x\(String(k, radix: 16)) KDF 0x\(String(d, radix: 16)) AEAD \
+                0x\(String(a, radix: 16)) is not supported: only X25519/HKDF-SHA256/ChaCha20-Poly1305
+                """
         case .badEnrollmentKey:
             return "the enrollment key is not a valid X25519 public key: the node must publish a new one"
         case .cannotOpen(let node, let gen):
             return
-                "cannot open the sealed private key for node \(node), generation \(gen): it was sealed to another enrollment key, node or generation, or altered; the controller will issue a new one when the node publishes its enrollment key again"
+                """
+                cannot open the sealed private key for node \(node), generation \(gen): it was sealed to another \
+                enrollment key, node or generation, or altered; the controller will issue a new one when the node \
+                publishes its enrollment key again
+                """
         }
     }
 }

@@ -122,10 +122,16 @@ public enum KeyError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .wrongLength(let n):
             return
-                "a WireGuard key is 32 bytes, this one is \(n): generate one with `wg genkey` (or `wg pubkey` for the public half)"
+                """
+                a WireGuard key is 32 bytes, this one is \(n): generate one with `wg genkey` (or `wg pubkey` for \
+                the public half)
+                """
         case .malformedBase64(let s):
             return
-                "\"\(s)\" is not a base64 WireGuard key: expected 44 characters of standard base64 ending in \"=\", as `wg genkey` prints"
+                """
+                \"\(s)\" is not a base64 WireGuard key: expected 44 characters of standard base64 ending in \
+                \"=\", as `wg genkey` prints
+                """
         case .notACurve25519Key:
             return "the key is not a valid Curve25519 private key"
         }

@@ -39,7 +39,10 @@ public enum FirewallRuleset {
             for f in families {
                 let (ip, n) = (f.nftMatch, f.setSuffix)
                 lines.append(
-                    "    \(ip) saddr @cluster\(n) \(ip) daddr @cluster\(n) \(ip) daddr != @local\(n) oifname != \"\(interface)\" counter name \(counterName) \(verdict)"
+                    """
+                        \(ip) saddr @cluster\(n) \(ip) daddr @cluster\(n) \(ip) daddr != @local\(n) oifname != \
+                    \"\(interface)\" counter name \(counterName) \(verdict)
+                    """
                 )
             }
             lines.append("  }")
@@ -57,7 +60,8 @@ public enum FirewallRuleset {
     /// The `nft -f` input that removes wgmesh's table, whether or not it exists.
     public static let removal = "table inet \(table) {}\ndelete table inet \(table)\n"
 
-    /// The packet and byte counts of `counterName` from `nft -j list counter inet wgmesh unencrypted` output; nil if absent or unreadable.
+    /// The packet and byte counts of `counterName` from `nft -j list counter inet wgmesh unencrypted` output; nil if
+    /// absent or unreadable.
     public static func counter(fromJSON text: String) -> (packets: UInt64, bytes: UInt64)? {
         struct Document: Decodable { var nftables: [Entry] }
         // Other entries (metainfo, counters of other tables) decode with `counter` nil.
@@ -76,7 +80,8 @@ public enum FirewallRuleset {
         return found.map { ($0.packets, $0.bytes) }
     }
 
-    /// An interval set of one family's prefixes; without `elements` when there are none, since `elements = { }` is a syntax error.
+    /// An interval set of one family's prefixes; without `elements` when there are none, since `elements = { }` is a
+    /// syntax error.
     static func set(named name: String, family: IPFamily, prefixes: [IPPrefix]) -> [String] {
         let own = Set(prefixes.filter { $0.family == family }.map(\.canonical))
         // An interval set refuses overlapping elements, so a prefix inside another one is left out.

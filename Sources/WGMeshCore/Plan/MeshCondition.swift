@@ -5,7 +5,8 @@
     import Foundation
 #endif
 
-/// The Node condition `WireGuardMeshReady` the agent publishes: whether this node reaches every peer through the tunnel.
+/// The Node condition `WireGuardMeshReady` the agent publishes: whether this node reaches every peer through the
+/// tunnel.
 public struct MeshCondition: Sendable, Equatable {
     /// The condition's `type` on the Node.
     public static let type = "WireGuardMeshReady"
@@ -24,7 +25,9 @@ public struct MeshCondition: Sendable, Equatable {
     /// How many stale nodes a message names before it only counts the rest.
     public static let namedNodeLimit = 20
 
-    /// Ready when every planned peer (current keys only: a pre-staged next key with no allowed IPs does not count) had a handshake within `maxHandshakeAge` (3 minutes by default); otherwise not ready, naming the stale nodes (sorted, at most 20 named, then "and N more").
+    /// Ready when every planned peer (current keys only: a pre-staged next key with no allowed IPs does not count) had
+    /// a handshake within `maxHandshakeAge` (3 minutes by default); otherwise not ready, naming the stale nodes
+    /// (sorted, at most 20 named, then "and N more").
     ///
     /// WireGuard renews a handshake every 2 minutes only while packets flow, so an idle peer without
     /// persistent keepalive shows as stale too. A device without a key is `NoKey` whatever its peers.
@@ -41,7 +44,8 @@ public struct MeshCondition: Sendable, Equatable {
             return MeshCondition(
                 ready: false, reason: "NoKey",
                 message: """
-                    interface \(device.name) has no private key yet: the controller has not issued this node's keypair, \
+                    interface \(device.name) has no private key yet: the controller has not issued this node's \
+                    keypair, \
                     or the agent cannot open it (see the agent's log)
                     """)
         }
@@ -103,8 +107,8 @@ public struct MeshCondition: Sendable, Equatable {
     /// A pass that failed: not ready, whatever the last good pass said, until a pass succeeds again.
     /// `reason` is CamelCase (`RouteConflict`, `WriteRefused`, `ReconcileFailed`, …); long messages are cut.
     public static func failed(reason: String, message: String) -> MeshCondition {
-        MeshCondition(
-            ready: false, reason: reason, message: message.count > 1000 ? String(message.prefix(1000)) + "…" : message)
+        let cut = message.count > 1000 ? String(message.prefix(1000)) + "…" : message
+        return MeshCondition(ready: false, reason: reason, message: cut)
     }
 
     private static func count(_ n: Int, _ noun: String) -> String { n == 1 ? "1 \(noun)" : "\(n) \(noun)s" }
