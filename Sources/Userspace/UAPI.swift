@@ -133,9 +133,19 @@ enum UAPI {
         var bytes = [UInt8]()
         bytes.reserveCapacity(32)
         for i in stride(from: 0, to: 64, by: 2) {
-            guard let hi = IPAddress.hexValue(u[i]), let lo = IPAddress.hexValue(u[i + 1]) else { return nil }
+            guard let hi = hexValue(u[i]), let lo = hexValue(u[i + 1]) else { return nil }
             bytes.append(hi << 4 | lo)
         }
         return try? WireGuardKey(bytes: bytes)
+    }
+
+    /// The value of one hex digit, either case.
+    static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+        default: return nil
+        }
     }
 }

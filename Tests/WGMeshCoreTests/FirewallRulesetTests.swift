@@ -42,17 +42,17 @@ final class FirewallRulesetTests: XCTestCase {
               chain forward {
                 type filter hook forward priority filter - 10; policy accept;
                 ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != "wgmesh0" counter name \
-                unencrypted drop
+            unencrypted drop
                 ip6 saddr @cluster6 ip6 daddr @cluster6 ip6 daddr != @local6 oifname != "wgmesh0" counter name \
-                unencrypted drop
+            unencrypted drop
               }
 
               chain output {
                 type filter hook output priority filter - 10; policy accept;
                 ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != "wgmesh0" counter name \
-                unencrypted drop
+            unencrypted drop
                 ip6 saddr @cluster6 ip6 daddr @cluster6 ip6 daddr != @local6 oifname != "wgmesh0" counter name \
-                unencrypted drop
+            unencrypted drop
               }
 
               chain postrouting {

@@ -43,7 +43,7 @@ public struct IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible
     }
 
     /// `init(_:)` on ASCII bytes, without making a String: what the configuration file parser calls.
-    static func parse(utf8 s: some Collection<UInt8>) -> IPAddress? {
+    public static func parse(utf8 s: some Collection<UInt8>) -> IPAddress? {
         if s.contains(UInt8(ascii: ":")) {
             return parseV6(bytes: s).map { IPAddress(family: .v6, value: $0) }
         }

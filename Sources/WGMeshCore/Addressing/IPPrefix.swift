@@ -18,7 +18,7 @@ public struct IPPrefix: Sendable, Hashable, Comparable, CustomStringConvertible 
     }
 
     /// `init(_:)` on ASCII bytes; a String is made only for an error message.
-    static func parse<C: Collection<UInt8>>(utf8 s: C) throws(AddressError) -> IPPrefix {
+    public static func parse<C: Collection<UInt8>>(utf8 s: C) throws(AddressError) -> IPPrefix {
         let slash = s.firstIndex(of: UInt8(ascii: "/"))
         guard let address = IPAddress.parse(utf8: s[..<(slash ?? s.endIndex)]) else {
             throw .malformed(String(decoding: s, as: UTF8.self))

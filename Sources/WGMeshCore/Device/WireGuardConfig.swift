@@ -14,7 +14,7 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// `init(_:)` on ASCII bytes; a String is made only for an error message.
-    static func parse<C: Collection<UInt8>>(utf8 u: C) throws(EndpointError) -> Endpoint {
+    public static func parse<C: Collection<UInt8>>(utf8 u: C) throws(EndpointError) -> Endpoint {
         let bracketed = u.first == UInt8(ascii: "[")
         let host: C.SubSequence
         let portText: C.SubSequence

@@ -25,7 +25,7 @@ public struct WireGuardKey: Sendable, Hashable, Comparable, CustomStringConverti
     }
 
     /// `init(base64:)` on ASCII bytes; a String is made only for an error message.
-    init(base64UTF8 text: some BidirectionalCollection<UInt8>) throws(KeyError) {
+    public init(base64UTF8 text: some BidirectionalCollection<UInt8>) throws(KeyError) {
         guard let bytes = WireGuardKey.decodeBase64(text) else {
             throw .malformedBase64(WireGuardKey.redact(String(decoding: text, as: UTF8.self)))
         }
