@@ -40,7 +40,6 @@ let package = Package(
         .target(
             name: "Kube",
             dependencies: [
-                "WGMeshCore",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -133,7 +132,7 @@ let package = Package(
         // The commands' flag parsing, through the executable module.
         .testTarget(
             name: "wgmeshTests",
-            dependencies: ["wgmesh", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["wgmesh", "WGMeshCore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(
             name: "CLITests",
             dependencies: [

@@ -4,7 +4,6 @@ import AsyncHTTPClient
 #else
     import Foundation
 #endif
-import WGMeshCore
 
 /// A proxy between wgmesh and the API server, chosen as kubectl chooses it: the cluster's `proxy-url`
 /// for every request, else `$HTTPS_PROXY` (`$HTTP_PROXY` for an http:// server) unless `$NO_PROXY`
@@ -56,7 +55,10 @@ public struct KubeProxy: Sendable, Equatable {
             }
         case "https":
             throw refuse(
-                "wgmesh cannot speak TLS to the proxy itself: use the proxy's http:// address (the API traffic inside stays TLS)"
+                """
+                wgmesh cannot speak TLS to the proxy itself: use the proxy's http:// address (the API traffic \
+                inside stays TLS)
+                """
             )
         default:
             throw refuse("the scheme \(scheme) is not a proxy wgmesh speaks: use http:// (CONNECT) or socks5://")
@@ -92,7 +94,7 @@ public struct KubeProxy: Sendable, Equatable {
     /// matches itself and its subdomains (`.domain` and `*.domain` match subdomains only), optionally with a port.
     static func bypasses(host rawHost: String, port: Int, noProxy: String) -> Bool {
         let host = rawHost.lowercased()
-        let ip = try? IPAddress(host)
+        let ip = ProxyIP(host)
         if host == "localhost" { return true }
         if let ip, isLoopback(ip) { return true }
         for rawEntry in noProxy.split(separator: ",") {
@@ -100,12 +102,12 @@ public struct KubeProxy: Sendable, Equatable {
             if entry.isEmpty { continue }
             if entry == "*" { return true }
             if entry.contains("/") {
-                if let prefix = try? IPPrefix(entry), let ip, prefix.contains(ip) { return true }
+                if let ip, ProxyIP.cidr(entry, contains: ip) { return true }
                 continue
             }
             let (pattern, entryPort) = splitPort(entry)
             if let entryPort, entryPort != port { continue }
-            if let patternIP = try? IPAddress(pattern) {
+            if let patternIP = ProxyIP(pattern) {
                 if patternIP == ip { return true }
                 continue
             }
@@ -120,11 +122,8 @@ public struct KubeProxy: Sendable, Equatable {
     }
 
     /// 127.0.0.0/8, ::1, and 127.0.0.0/8 mapped into IPv6 (::ffff:127.0.0.1), as Go's IP.IsLoopback.
-    static func isLoopback(_ ip: IPAddress) -> Bool {
-        switch ip.family {
-        case .v4: return ip.value >> 24 == 127
-        case .v6: return ip.value == 1 || ip.value >> 24 == 0xffff_7f
-        }
+    static func isLoopback(_ ip: ProxyIP) -> Bool {
+        ip.isV6 ? ip.value == 1 || ip.value >> 24 == 0xffff_7f : ip.value >> 24 == 127
     }
 
     /// `host[:port]` or `[v6]:port`, the brackets removed; an IPv6 address alone keeps all its colons.
@@ -169,6 +168,136 @@ public struct KubeProxy: Sendable, Equatable {
         case .http:
             let authorization = username.map { HTTPClient.Authorization.basic(username: $0, password: password ?? "") }
             return .server(host: host, port: port, authorization: authorization)
+        }
+    }
+}
+
+/// An IPv4 or IPv6 address in `$NO_PROXY` or a server's host, read as wgmesh reads addresses elsewhere:
+/// dotted-quad IPv4 without leading zeros, RFC 4291 IPv6 (`::`, an IPv4 tail); the value in the low bits.
+struct ProxyIP: Equatable {
+    var isV6: Bool
+    var value: UInt128
+
+    init?(_ text: some StringProtocol) {
+        let bytes = Array(text.utf8)
+        if bytes.contains(UInt8(ascii: ":")) {
+            guard let v = Self.parseV6(bytes[...]) else { return nil }
+            (isV6, value) = (true, v)
+        } else {
+            guard let v = Self.parseV4(bytes[...]) else { return nil }
+            (isV6, value) = (false, UInt128(v))
+        }
+    }
+
+    /// Whether the CIDR `entry` (`10.0.0.0/8`, `fd00::/8`; a bare address is a host prefix) holds `ip`;
+    /// false when `entry` does not read.
+    static func cidr(_ entry: String, contains ip: ProxyIP) -> Bool {
+        let parts = entry.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let network = ProxyIP(parts[0]) else { return false }
+        let width = network.isV6 ? 128 : 32
+        var length = width
+        if parts.count == 2 {
+            let digits = parts[1].utf8
+            guard (1...3).contains(digits.count), digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+                let n = Int(parts[1]), n <= width
+            else { return false }
+            length = n
+        }
+        guard ip.isV6 == network.isV6 else { return false }
+        if length == 0 { return true }
+        let shift = UInt128(width - length)
+        return ip.value >> shift == network.value >> shift
+    }
+
+    /// Dotted quad: no signs, no leading zeros, each part 0-255.
+    static func parseV4(_ bytes: ArraySlice<UInt8>) -> UInt32? {
+        var value: UInt32 = 0
+        var part: UInt32 = 0
+        var digits = 0
+        var parts = 0
+        var leadingZero = false
+        for c in bytes {
+            if c == UInt8(ascii: ".") {
+                guard digits > 0 else { return nil }
+                value = value << 8 | part
+                parts += 1
+                part = 0
+                digits = 0
+                continue
+            }
+            guard c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9") else { return nil }
+            if digits == 0 { leadingZero = c == UInt8(ascii: "0") } else if leadingZero { return nil }
+            part = part * 10 + UInt32(c - UInt8(ascii: "0"))
+            digits += 1
+            guard part <= 255 else { return nil }
+        }
+        guard digits > 0, parts == 3 else { return nil }
+        return value << 8 | part
+    }
+
+    /// RFC 4291: eight groups, or fewer around one `::`, optionally ending in IPv4.
+    static func parseV6(_ bytes: ArraySlice<UInt8>) -> UInt128? {
+        let colon = UInt8(ascii: ":")
+        var head: UInt128 = 0
+        var headCount = 0
+        var tail: UInt128 = 0
+        var tailCount = 0
+        var gap = false
+        var i = bytes.startIndex
+        let end = bytes.endIndex
+        func add(_ group: UInt128) {
+            if gap {
+                tail = tail << 16 | group
+                tailCount += 1
+            } else {
+                head = head << 16 | group
+                headCount += 1
+            }
+        }
+        if i != end, bytes[i] == colon {
+            i += 1
+            guard i != end, bytes[i] == colon else { return nil }
+            gap = true
+            i += 1
+        }
+        while i != end {
+            let start = i
+            var group: UInt128 = 0
+            var digits = 0
+            while i != end, let d = hexValue(bytes[i]) {
+                group = group << 4 | UInt128(d)
+                digits += 1
+                i += 1
+            }
+            if i != end, bytes[i] == UInt8(ascii: ".") {  // an IPv4 tail ends the address
+                guard let v4 = parseV4(bytes[start..<end]) else { return nil }
+                add(UInt128(v4 >> 16))
+                add(UInt128(v4 & 0xffff))
+                break
+            }
+            guard (1...4).contains(digits), headCount + tailCount < 8 else { return nil }
+            add(group)
+            if i == end { break }
+            guard bytes[i] == colon else { return nil }
+            i += 1
+            guard i != end else { return nil }  // one trailing colon
+            if bytes[i] == colon {
+                guard !gap else { return nil }
+                gap = true
+                i += 1
+            }
+        }
+        let count = headCount + tailCount
+        guard gap ? count <= 7 : count == 8 else { return nil }
+        return gap ? head << (16 * (8 - headCount)) | tail : head
+    }
+
+    static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+        default: return nil
         }
     }
 }

@@ -28,10 +28,10 @@ enum WG {
 enum WireGuardMessages {
     static let defaultCapacity = KernelWireGuard.defaultMessageCapacity
 
-    /// Encodes `config` for device `name` as one or more SET messages of at most `capacity` bytes each.
-    /// Later messages carry only the interface name and the remaining peers; a peer whose allowed IPs
-    /// do not fit even in a message of its own continues in the next message with only its key and the rest of its allowed IPs,
-    /// so replace-peers and replace-allowed-ips act once, in the first fragment (see `wireguard.h`).
+    /// Encodes `config` for device `name` as one or more SET messages of at most `capacity` bytes each. Later messages
+    /// carry only the interface name and the remaining peers; a peer whose allowed IPs do not fit even in a message of
+    /// its own continues in the next message with only its key and the rest of its allowed IPs, so replace-peers and
+    /// replace-allowed-ips act once, in the first fragment (see `wireguard.h`).
     static func setDevice(family: UInt16, name: String, config: DeviceConfig, capacity: Int = defaultCapacity) throws
         -> [MessageBuilder]
     {

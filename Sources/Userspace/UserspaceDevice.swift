@@ -40,7 +40,10 @@ public final class UserspaceDevice: @unchecked Sendable {
                 if go.device.accepts(interface) {
                     if !adopted {
                         logger.notice(
-                            "another wireguard-go answers on \(go.device.socketPath(interface)): left running; this one starts its own when it stops answering",
+                            """
+                            another wireguard-go answers on \(go.device.socketPath(interface)): left running; \
+                            this one starts its own when it stops answering
+                            """,
                             metadata: ["interface": "\(interface)"])
                         adopted = true
                     }

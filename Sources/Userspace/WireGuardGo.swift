@@ -108,7 +108,10 @@ public final class WireGuardGo: WireGuardInterfaces, @unchecked Sendable {
     }
 
     static func waiting(for socket: String) -> String {
-        "no wireguard-go answers on \(socket) yet: with --external-wireguard-go it comes from `wgmesh userspace-device` "
+        """
+        no wireguard-go answers on \(socket) yet: with --external-wireguard-go it comes from `wgmesh \
+        userspace-device` 
+        """
             + "(the wgmesh-device DaemonSet, manifests/device.yaml); is its Pod running on this node?"
     }
 

@@ -20,7 +20,10 @@ enum KernelSupport {
         } catch {
             if required { throw error }
             throw XCTSkip(
-                "kernel WireGuard is not available here (\(error)); scripts/vm-test.sh runs this test in a VM kernel that has it"
+                """
+                kernel WireGuard is not available here (\(error)); scripts/vm-test.sh runs this test in a VM \
+                kernel that has it
+                """
             )
         }
     }

@@ -117,7 +117,7 @@ final class CNIConfigTests: XCTestCase {
         let source = try String(
             contentsOf: URL(fileURLWithPath: #filePath)
                 .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-                .appendingPathComponent("Sources/WGMeshCore/CNIConfig.swift"), encoding: .utf8)
+                .appendingPathComponent("Sources/WGMeshCore/Plan/CNIConfig.swift"), encoding: .utf8)
         XCTAssertTrue(
             source.contains("/// Caller contract: `podCIDRs` is never empty"),
             "the caller contract is documented on conflist")

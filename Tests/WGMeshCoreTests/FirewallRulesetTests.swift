@@ -41,14 +41,18 @@ final class FirewallRulesetTests: XCTestCase {
 
               chain forward {
                 type filter hook forward priority filter - 10; policy accept;
-                ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != "wgmesh0" counter name unencrypted drop
-                ip6 saddr @cluster6 ip6 daddr @cluster6 ip6 daddr != @local6 oifname != "wgmesh0" counter name unencrypted drop
+                ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != "wgmesh0" counter name \
+            unencrypted drop
+                ip6 saddr @cluster6 ip6 daddr @cluster6 ip6 daddr != @local6 oifname != "wgmesh0" counter name \
+            unencrypted drop
               }
 
               chain output {
                 type filter hook output priority filter - 10; policy accept;
-                ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != "wgmesh0" counter name unencrypted drop
-                ip6 saddr @cluster6 ip6 daddr @cluster6 ip6 daddr != @local6 oifname != "wgmesh0" counter name unencrypted drop
+                ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != "wgmesh0" counter name \
+            unencrypted drop
+                ip6 saddr @cluster6 ip6 daddr @cluster6 ip6 daddr != @local6 oifname != "wgmesh0" counter name \
+            unencrypted drop
               }
 
               chain postrouting {
@@ -79,8 +83,14 @@ final class FirewallRulesetTests: XCTestCase {
         XCTAssertEqual(
             rules(text),
             [
-                "ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != \"wg0\" counter name unencrypted drop",
-                "ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != \"wg0\" counter name unencrypted drop",
+                """
+                ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != \"wg0\" counter name \
+                unencrypted drop
+                """,
+                """
+                ip saddr @cluster4 ip daddr @cluster4 ip daddr != @local4 oifname != \"wg0\" counter name \
+                unencrypted drop
+                """,
                 "ip saddr @local4 ip daddr != @cluster4 masquerade",
             ])
         // The IPv6 sets stay declared, empty: `elements = { }` would be a syntax error.
@@ -121,17 +131,22 @@ final class FirewallRulesetTests: XCTestCase {
 
     func testCounterFromNftJSON() throws {
         let listed = """
-            {"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, \
-            {"counter": {"family": "inet", "name": "unencrypted", "table": "wgmesh", "handle": 1, "packets": 12, "bytes": 1008}}]}
+            {"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": \
+            1}}, \
+            {"counter": {"family": "inet", "name": "unencrypted", "table": "wgmesh", "handle": 1, "packets": 12, \
+            "bytes": 1008}}]}
             """
         let counter = try XCTUnwrap(FirewallRuleset.counter(fromJSON: listed))
         XCTAssertEqual(counter.packets, 12)
         XCTAssertEqual(counter.bytes, 1008)
 
         let large = """
-            {"nftables": [{"counter": {"family": "inet", "name": "other", "table": "wgmesh", "handle": 2, "packets": 1, "bytes": 2}}, \
-            {"counter": {"family": "ip", "name": "unencrypted", "table": "wgmesh", "handle": 3, "packets": 3, "bytes": 4}}, \
-            {"counter": {"family": "inet", "name": "unencrypted", "table": "wgmesh", "handle": 4, "packets": 18446744073709551615, "bytes": 9007199254740993}}]}
+            {"nftables": [{"counter": {"family": "inet", "name": "other", "table": "wgmesh", "handle": 2, "packets": \
+            1, "bytes": 2}}, \
+            {"counter": {"family": "ip", "name": "unencrypted", "table": "wgmesh", "handle": 3, "packets": 3, "bytes": \
+            4}}, \
+            {"counter": {"family": "inet", "name": "unencrypted", "table": "wgmesh", "handle": 4, "packets": \
+            18446744073709551615, "bytes": 9007199254740993}}]}
             """
         let big = try XCTUnwrap(FirewallRuleset.counter(fromJSON: large))
         XCTAssertEqual(big.packets, .max, "other counters are skipped; 64-bit counts are read exactly")
@@ -142,9 +157,12 @@ final class FirewallRulesetTests: XCTestCase {
         let cases = [
             "", "garbage", "{", "[]", "{}", #"{"nftables": []}"#,
             #"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}]}"#,
-            #"{"nftables": [{"counter": {"family": "inet", "name": "unencrypted", "table": "other", "packets": 1, "bytes": 2}}]}"#,
-            #"{"nftables": [{"counter": {"family": "inet", "name": "unencrypted", "table": "wgmesh", "packets": -1, "bytes": 2}}]}"#,
-            #"{"nftables": [{"counter": {"family": "inet", "name": "unencrypted", "table": "wgmesh", "packets": "12", "bytes": 2}}]}"#,
+            #"{"nftables": [{"counter": {"family": "inet", "name": "unencrypted", "table": "#
+                + #""other", "packets": 1, "bytes": 2}}]}"#,
+            #"{"nftables": [{"counter": {"family": "inet", "name": "unencrypted", "table": "#
+                + #""wgmesh", "packets": -1, "bytes": 2}}]}"#,
+            #"{"nftables": [{"counter": {"family": "inet", "name": "unencrypted", "table": "#
+                + #""wgmesh", "packets": "12", "bytes": 2}}]}"#,
             "Error: No such file or directory\nlist counter inet wgmesh unencrypted\n",
         ]
         for text in cases { XCTAssertNil(FirewallRuleset.counter(fromJSON: text), text) }

@@ -90,7 +90,10 @@ final class MeshConditionTests: XCTestCase {
         XCTAssertEqual(condition.reason, "PeersStale")
         XCTAssertEqual(
             condition.message,
-            "no handshake in the last 180 s with 3 of 4 peers: c, d, e; check that their endpoints' UDP port is reachable"
+            """
+            no handshake in the last 180 s with 3 of 4 peers: c, d, e; check that their endpoints' UDP port is \
+            reachable
+            """
         )
     }
 
@@ -125,7 +128,10 @@ final class MeshConditionTests: XCTestCase {
         let named = (2..<22).map { String(format: "n%02d", $0) }.joined(separator: ", ")
         XCTAssertEqual(
             condition.message,
-            "no handshake in the last 180 s with 25 of 25 peers: \(named) and 5 more; check that their endpoints' UDP port is reachable"
+            """
+            no handshake in the last 180 s with 25 of 25 peers: \(named) and 5 more; check that their endpoints' \
+            UDP port is reachable
+            """
         )
         let twenty = MeshCondition.evaluate(plan: plan(Array(nodes.prefix(20))), device: device([]), now: now)
         XCTAssertFalse(twenty.message.contains("more"), twenty.message)
@@ -146,7 +152,10 @@ final class MeshConditionTests: XCTestCase {
         noEndpoint.endpoint = nil
         XCTAssertEqual(
             MeshCondition.evaluate(plan: plan([noEndpoint]), device: device([]), now: now).message,
-            "no other node is in the mesh yet, so there is no peer to connect to; 1 node still joining (no key, Pod CIDR or endpoint yet)"
+            """
+            no other node is in the mesh yet, so there is no peer to connect to; 1 node still joining (no key, \
+            Pod CIDR or endpoint yet)
+            """
         )
         let b = node("b", 2)
         let outside = node("y", 10, cidrs: ["10.99.0.0/24"])
@@ -155,7 +164,10 @@ final class MeshConditionTests: XCTestCase {
             MeshCondition.evaluate(
                 plan: plan([b, noEndpoint, outside, alsoOutside]), device: device([(b.publicKey!, 1)]), now: now
             ).message,
-            "all 1 peer had a handshake in the last 180 s; 2 nodes left out of the mesh (see the Events of those Nodes); 1 node still joining (no key, Pod CIDR or endpoint yet)"
+            """
+            all 1 peer had a handshake in the last 180 s; 2 nodes left out of the mesh (see the Events of those \
+            Nodes); 1 node still joining (no key, Pod CIDR or endpoint yet)
+            """
         )
     }
 

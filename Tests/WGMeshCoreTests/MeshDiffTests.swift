@@ -30,7 +30,8 @@ final class MeshDiffTests: XCTestCase {
         XCTAssertEqual(kernel.table.sorted(), plan.routes.sorted(), file: file, line: line)
         // Converged: a second diff is empty.
         XCTAssertTrue(MeshDiff(plan: plan, actual: after, actualRoutes: kernel.table).isEmpty, file: file, line: line)
-        // What the plan says the interface is after it equals what the model kernel holds, for everything a diff compares.
+        // What the plan says the interface is after it equals what the model kernel holds, for everything a diff
+        // compares.
         let expected = plan.device(named: "wgmesh0", interfaceIndex: 3, privateKey: nil)
         XCTAssertEqual(
             MeshDiff(plan: plan, actual: expected, actualRoutes: plan.routes),

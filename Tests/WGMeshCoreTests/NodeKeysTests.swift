@@ -6,7 +6,8 @@ final class NodeKeysTests: XCTestCase {
     let current = WireGuardKeyPair.generate()
     let next = WireGuardKeyPair.generate()
 
-    /// Node `node-a` as the controller leaves it: generation 3 sealed to `enrollment`, optionally with generation 4 staged.
+    /// Node `node-a` as the controller leaves it: generation 3 sealed to `enrollment`, optionally with generation 4
+    /// staged.
     func issued(staged: Bool = false, sealedFor name: String = "node-a", generation: UInt64 = 3) throws -> MeshNode {
         var n = MeshNode(name: "node-a")
         n.publicKey = current.publicKey
@@ -134,7 +135,13 @@ final class NodeKeysTests: XCTestCase {
         }
         XCTAssertEqual(
             errors[0].description,
-            "node node-a: cannot use wgmesh.dev/next-sealed-private-key of key generation 4: it does not open with this node's enrollment key: it was sealed for another node, generation or enrollment key, or altered; the interface is left untouched. To get a new keypair, remove the enrollment key file under /var/lib/wgmesh on the node and restart the agent: it publishes a new enrollment key, and the controller issues a keypair sealed to it"
+            """
+            node node-a: cannot use wgmesh.dev/next-sealed-private-key of key generation 4: it does not open with \
+            this node's enrollment key: it was sealed for another node, generation or enrollment key, or altered; \
+            the interface is left untouched. To get a new keypair, remove the enrollment key file under \
+            /var/lib/wgmesh on the node and restart the agent: it publishes a new enrollment key, and the \
+            controller issues a keypair sealed to it
+            """
         )
         XCTAssertTrue(
             errors[2].description.contains("the key it holds is not the private half of wgmesh.dev/next-public-key"),
