@@ -296,7 +296,7 @@ else
 fi
 # Installed again on replaced machines: every Node deleted and registered again, one at a time (as new
 # kubelets do), in the reverse order of their old Pod CIDRs, so that the allocation comes out otherwise.
-for n in "${nodes[@]}"; do kapi -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
+for n in "${nodes[@]}"; do delete_node "$n"; done
 start_controller
 if [ "$wireguard_go" = device ]; then for n in "${nodes[@]}"; do start_device "$n"; done; fi
 for n in "${nodes[@]}"; do start_agent "$n"; done
@@ -351,14 +351,14 @@ reported() {
 }
 wait_for 20 reported; rep_rc=$?
 sleep 4  # a resync passes with the bad nodes in the API
-alive=1; for n in "${nodes[@]}"; do kill -0 "$(eval echo \$agent_$n)" 2>/dev/null || alive=0; done
+alive=1; agents_alive || alive=0
 ip netns exec wge-n3-p1 ping -c 1 -W 3 "$(head -1 "$work/n1/p1.ips")" >/dev/null 2>&1; pod_rc=$?
 if [ $rep_rc = 0 ] && [ $alive = 1 ] && [ $pod_rc = 0 ]; then
   result bad-input ok "a 31-byte key, a Pod CIDR outside the cluster CIDRs, a key claimed twice, overlapping Pod CIDRs: those nodes are left out with an Event, every agent runs, Pods still reach each other"
 else
   result bad-input fail "events=$rep_rc alive=$alive ping=$pod_rc; events: $(events | grep -E '^(bad|outside|twin|ov1|ov2) ' | cut -c1-160 | sort -u)"
 fi
-for n in bad outside twin ov1 ov2; do kapi -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
+for n in bad outside twin ov1 ov2; do delete_node "$n"; done
 
 # --- a sealed key that does not open: a Warning, and the interface untouched ---
 kill -TERM "$controller"; wait "$controller" 2>/dev/null
@@ -429,7 +429,7 @@ fi
 
 # --- deleting a Node removes its peer and routes on the other nodes ---
 n3cidrs=$(annotation n3 pod-cidrs)
-kapi -X DELETE "http://$api:6443/api/v1/nodes/n3" >/dev/null
+delete_node n3
 forgotten() {
   for n in n1 n2; do
     [ "$(peer_count "$n")" -eq 1 ] || return 1

@@ -35,7 +35,6 @@ ip link del wge-probe
 
 now() { echo "$EPOCHREALTIME"; }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%d", (b - a) * 1000}'; }  # ms FROM TO
-alive() { for n in "${all[@]}"; do kill -0 "$(eval echo "\$agent_$n")" 2>/dev/null || return 1; done; }
 
 # A controller replica; its PID goes to ctl_NAME.
 ctl() {  # ctl NAME
@@ -190,10 +189,10 @@ wait_for 120 followed; rc=$?
 t1=$(now); sleep 1
 stats=$(ping_stop api)
 patch_annotations n6 '{"wgmesh.dev/endpoint-override":null}'
-if [ $patch_rc = 0 ] && [ $rc = 0 ] && alive && [ "$(silence_ms "$stats")" -lt 10000 ]; then
+if [ $patch_rc = 0 ] && [ $rc = 0 ] && agents_alive && [ "$(silence_ms "$stats")" -lt 10000 ]; then
   result api-stopped ok "API server stopped 30 s: 10 ms ping n1→n2 Pods: $stats (goal: no loss); after it returned, an endpoint change on n6 was in all 9 peers' kernels in $(ms "$t0" "$t1") ms"
 else
-  result api-stopped fail "patch=$patch_rc followed=$rc agents alive=$(if alive; then echo yes; else echo no; fi); ping: $stats"
+  result api-stopped fail "patch=$patch_rc followed=$rc agents alive=$(if agents_alive; then echo yes; else echo no; fi); ping: $stats"
 fi
 
 # An agent SIGKILLed and started again: the data plane does not depend on it.
@@ -271,10 +270,10 @@ over=$(n10_events '[group_by(.reportingInstance)[] | length - 25 - ((map(.eventT
 note=$(n10_events '"\(length) InvalidAnnotation Events on n10 from \([.[].reportingInstance] | unique | length) reporters, at most '"$most"' from one (spam filter: 25, then one per 5 minutes), e.g. \"\(.[-1].note // "" | .[0:120])\""' | jq -r .)
 patch_annotations n10 '{"wgmesh.dev/endpoint-override":null}'
 wait_for 90 converged; back_rc=$?
-if [ "$written" = 100 ] && [ $ev_rc = 0 ] && [ $out_rc = 0 ] && alive && kill -0 "$ctl_c1" "$ctl_c2" 2>/dev/null && [ $back_rc = 0 ] && [ "$over" -le 0 ] && [ "$(silence_ms "$stats")" -lt 10000 ]; then
+if [ "$written" = 100 ] && [ $ev_rc = 0 ] && [ $out_rc = 0 ] && agents_alive && kill -0 "$ctl_c1" "$ctl_c2" 2>/dev/null && [ $back_rc = 0 ] && [ "$over" -le 0 ] && [ "$(silence_ms "$stats")" -lt 10000 ]; then
   result malformed ok "$written malformed endpoint-override values written to n10 (100 PATCHes, HTTP 200): every agent and controller runs, n10 left out then back once fixed; $note; 10 ms ping n1→n2 Pods meanwhile: $stats"
 else
-  result malformed fail "written=$written events=$ev_rc (at most $most from one reporter) left out=$out_rc back=$back_rc agents alive=$(if alive; then echo yes; else echo no; fi); ping n1→n2: $stats"
+  result malformed fail "written=$written events=$ev_rc (at most $most from one reporter) left out=$out_rc back=$back_rc agents alive=$(if agents_alive; then echo yes; else echo no; fi); ping n1→n2: $stats"
 fi
 
 # --- 4. throughput: the mesh against a hand-made WireGuard tunnel with the same MTU, on the same underlay ---

@@ -44,11 +44,13 @@ remove_namespaces() {
   for ns in $(ip netns list | awk '/^wge-/{print $1}'); do ip netns del "$ns"; done
 }
 
+# running PID: the process runs (a zombie has ended).
+running() { [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+
 # A process that still runs 10 s after SIGTERM is named and killed, so that a hung shutdown cannot hang the run.
 lab_cleanup() {
   local p end=$((SECONDS + 10))
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  running() { [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }  # a zombie has ended
   for p in "${pids[@]}"; do while running "$p" && [ $SECONDS -lt $end ]; do sleep 0.2; done; done
   for p in "${pids[@]}"; do
     running "$p" && { echo "lab: still running 10 s after SIGTERM, killed: $(tr '\0' ' ' <"/proc/$p/cmdline" | cut -c1-120)" >&2; kill -KILL "$p" 2>/dev/null; }
@@ -90,6 +92,9 @@ register_node() {
   [ "${3:-}" = hostname ] && addresses+=",{\"type\":\"Hostname\",\"address\":\"$1\"}"
   create_node "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"$1\"},\"status\":{\"addresses\":[$addresses]}}"
 }
+
+# delete_node NAME: the Node deleted at the test API server (by the harness identity).
+delete_node() { kapi -X DELETE "http://$api:6443/api/v1/nodes/$1" >/dev/null; }
 
 # lab_namespace NAME I [ipv6] [routed]: network namespace wge-NAME, lo up and eth0 up, eth0 a veth on the
 # underlay bridge at 192.0.2.I/24; with "ipv6" at 2001:db8::I/64 as well; with "routed" a default route via the
@@ -181,6 +186,9 @@ start_device() {  # start_device NODE
   pids+=($!)
 }
 
+# Every node's agent (agent_NODE, for each of nodes) still runs.
+agents_alive() { local n; for n in "${nodes[@]}"; do kill -0 "$(eval echo "\$agent_$n")" 2>/dev/null || return 1; done; }
+
 # The processes of session $1 (a process started with setsid above, and whatever it started).
 session_pids() { ps -e -o pid=,sid= | awk -v s="$1" '$2 == s {print $1}'; }
 
@@ -189,15 +197,14 @@ session_pids() { ps -e -o pid=,sid= | awk -v s="$1" '$2 == s {print $1}'; }
 # Prints how many were left and their commands.
 end_container() {
   local p left what="" end=$((SECONDS + 10))
-  alive() { [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }  # a zombie has ended
   kill -TERM "$1" 2>/dev/null
-  while alive "$1" && [ $SECONDS -lt $end ]; do sleep 0.05; done
+  while running "$1" && [ $SECONDS -lt $end ]; do sleep 0.05; done
   kill -KILL "$1" 2>/dev/null; wait "$1" 2>/dev/null
   left=$(session_pids "$1")
   for p in $left; do what+=" ($(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-40))"; done
   for p in $left; do kill -KILL "$p" 2>/dev/null; done
   end=$((SECONDS + 10))
-  for p in $left; do while alive "$p" && [ $SECONDS -lt $end ]; do sleep 0.05; done; done
+  for p in $left; do while running "$p" && [ $SECONDS -lt $end ]; do sleep 0.05; done; done
   echo "$(wc -w <<<"$left") left in its session and killed$what"
 }
 
