@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The mesh lab that scripts/e2e-agent.sh, scripts/e2e.sh and scripts/demo.sh share: Node network namespaces (wge-n1…) on
-# one underlay bridge in a namespace of its own (wge-lan, 192.0.2.0/24 and 2001:db8::/64, RFC 5737 and
-# RFC 3849) that also holds the test API server and `wgmesh controller`; one `wgmesh agent` per node; Pods
+# The mesh lab that scripts/e2e-agent.sh, scripts/e2e.sh and scripts/demo.sh share: Node network namespaces
+# (wge-n1…) on one underlay bridge in a namespace of its own (wge-lan, 192.0.2.0/24 and 2001:db8::/64, RFC 5737
+# and RFC 3849) that also holds the test API server and `wgmesh controller`; one `wgmesh agent` per node; Pods
 # added by the real CNI plugins from the agent's conflist. Source it with root, bin, backend and work set.
 # Background processes are started here without a shell function around the command itself, so that
 # $! is their own PID; each goes into pids, and lab_cleanup ends exactly those and the namespaces.
@@ -89,7 +89,7 @@ create_node() { kapi -X POST -H 'Content-Type: application/json' "http://$api:64
 # Hostname address (its name) as well.
 register_node() {
   local addresses="{\"type\":\"InternalIP\",\"address\":\"$2\"}"
-  [ "${3:-}" = hostname ] && addresses+=",{\"type\":\"Hostname\",\"address\":\"$1\"}"
+  if [ "${3:-}" = hostname ]; then addresses+=",{\"type\":\"Hostname\",\"address\":\"$1\"}"; fi
   create_node "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"$1\"},\"status\":{\"addresses\":[$addresses]}}"
 }
 
