@@ -365,7 +365,8 @@ kill -TERM "$controller"; wait "$controller" 2>/dev/null
 before=$(wgs n3 private-key | sha256sum)
 n3sealed=$(annotation n3 sealed-private-key)
 patch_annotations n3 "{\"wgmesh.dev/sealed-private-key\":\"$(annotation n1 sealed-private-key)\"}"
-wait_for 20 bash -c "ip netns exec wge-lan curl -s http://$api:6443/apis/events.k8s.io/v1/namespaces/default/events | jq -r '.items[] | \"\(.regarding.name) \(.reason)\"' | grep -qx 'n3 SealedKeyInvalid'"; sk_rc=$?
+warned() { events | grep -q '^n3 SealedKeyInvalid '; }
+wait_for 20 warned; sk_rc=$?
 sleep 4
 after=$(wgs n3 private-key | sha256sum)
 if [ $sk_rc = 0 ] && [ "$before" = "$after" ]; then

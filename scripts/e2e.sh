@@ -158,12 +158,14 @@ fi
 # --- 3. faults, each under a 10 ms ping ---
 # The controller leader SIGKILLed between the two phases of a rotation: the standby finishes it.
 ctl c1; ctl c2
-wait_for 60 bash -c "[ -n \"\$(ip netns exec wge-lan curl -s http://$api:6443/apis/coordination.k8s.io/v1/namespaces/default/leases/wgmesh-controller | jq -r '.spec.holderIdentity // empty' | grep -x 'c[12]')\" ]"
+has_leader() { leader | grep -qx 'c[12]'; }
+wait_for 60 has_leader
 lead=$(leader); standby=c2; [ "$lead" = c2 ] && standby=c1
 gen=$(annotation n3 key-generation)
 ping_start leader n1 n3; sleep 1
 patch_annotations n3 "{\"wgmesh.dev/rotate-request\":\"e2e-leader-$(date +%s)\"}"
-wait_for 60 bash -c "[ -n \"\$(ip netns exec wge-lan curl -s http://$api:6443/api/v1/nodes/n3 | jq -r '.metadata.annotations[\"wgmesh.dev/next-public-key\"] // empty')\" ]"; staged_rc=$?
+next_published() { [ -n "$(annotation n3 next-public-key)" ]; }
+wait_for 60 next_published; staged_rc=$?
 t0=$(now); kill -KILL "$(eval echo "\$ctl_$lead")"
 mid=$(annotation n3 key-generation)
 finished() { [ "$(annotation n3 key-generation)" = $((gen + 1)) ] && [ "$(annotation n3 applied-key-generation)" = $((gen + 1)) ] && [ -z "$(annotation n3 next-public-key)" ]; }
