@@ -49,7 +49,11 @@ trap 'rm -rf "$work"' EXIT
 mkdir "$work/layout"
 tar -xf "$archive" -C "$work/layout"
 ref=$(jq -r '.manifests[0].annotations["org.opencontainers.image.ref.name"] // empty' "$work/layout/index.json")
-[ "$ref" = "$image:$version" ] && pass "the archive names the image $ref" || bad "the archive names the image '$ref', not $image:$version"
+if [ "$ref" = "$image:$version" ]; then
+  pass "the archive names the image $ref"
+else
+  bad "the archive names the image '$ref', not $image:$version"
+fi
 # umoci reads a tag without the registry's colons: give the one manifest a plain one.
 jq '.manifests[0].annotations["org.opencontainers.image.ref.name"] = "check"' "$work/layout/index.json" > "$work/index.json"
 mv "$work/index.json" "$work/layout/index.json"
@@ -62,8 +66,11 @@ jq -r .config.digest "$work/layout/blobs/sha256/$manifest" | sed 's/^sha256://' 
 # Size.
 unpacked=$(du -sb --apparent-size "$rootfs" | cut -f1)
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1000000 }'; }
-[ "$unpacked" -lt "$limit" ] && pass "unpacked size $(mb "$unpacked") < $(mb "$limit") (archive $(mb "$(stat -c %s "$archive")"))" ||
+if [ "$unpacked" -lt "$limit" ]; then
+  pass "unpacked size $(mb "$unpacked") < $(mb "$limit") (archive $(mb "$(stat -c %s "$archive")"))"
+else
   bad "unpacked size $(mb "$unpacked") is not under $(mb "$limit")"
+fi
 
 # Runs a program of the image in a chroot of its rootfs, as a container runtime would: no host file, no
 # environment, a /proc of its own PID namespace (Swift reads its arguments from /proc/self/cmdline).
@@ -74,28 +81,49 @@ in_image() {
   env -i PATH=/usr/sbin:/usr/bin unshare --mount --pid --fork --mount-proc="$rootfs/proc" chroot "${opts[@]}" "$rootfs" "$@"
 }
 
-out=$(in_image /usr/bin/wgmesh --version 2>&1) && [ "$out" = "$version" ] &&
-  pass "wgmesh --version in a chroot of the image: $out" || bad "wgmesh --version in the image: '$out' (want $version)"
-out=$(in_image --userspec=65532:65532 /usr/bin/wgmesh controller --help 2>&1) && [[ $out == *"USAGE: wgmesh controller"* ]] &&
-  pass "wgmesh controller --help as uid 65532" || bad "wgmesh controller --help as uid 65532: $out"
+if out=$(in_image /usr/bin/wgmesh --version 2>&1) && [ "$out" = "$version" ]; then
+  pass "wgmesh --version in a chroot of the image: $out"
+else
+  bad "wgmesh --version in the image: '$out' (want $version)"
+fi
+if out=$(in_image --userspec=65532:65532 /usr/bin/wgmesh controller --help 2>&1) && [[ $out == *"USAGE: wgmesh controller"* ]]; then
+  pass "wgmesh controller --help as uid 65532"
+else
+  bad "wgmesh controller --help as uid 65532: $out"
+fi
 for p in bridge host-local portmap loopback; do
-  out=$(in_image "/opt/wgmesh/cni/bin/$p" 2>&1) && [[ $out == "CNI $p plugin "* ]] &&
-    pass "/opt/wgmesh/cni/bin/$p runs: ${out%%$'\n'*}" || bad "/opt/wgmesh/cni/bin/$p: $out"
+  if out=$(in_image "/opt/wgmesh/cni/bin/$p" 2>&1) && [[ $out == "CNI $p plugin "* ]]; then
+    pass "/opt/wgmesh/cni/bin/$p runs: ${out%%$'\n'*}"
+  else
+    bad "/opt/wgmesh/cni/bin/$p: $out"
+  fi
 done
 cni_version=$(cat "$rootfs/opt/wgmesh/cni/VERSION" 2>/dev/null || true)
-[[ $cni_version =~ ^[0-9]+\.[0-9]+\.[0-9]+ ]] && pass "/opt/wgmesh/cni/VERSION: $cni_version" || bad "/opt/wgmesh/cni/VERSION holds '$cni_version'"
-out=$(in_image wireguard-go --version 2>&1) && [[ $out == "wireguard-go v"* ]] &&
-  pass "wireguard-go on PATH: ${out%%$'\n'*}" || bad "wireguard-go --version in the image: $out"
-[ -s "$rootfs/etc/ssl/certs/ca-certificates.crt" ] && grep -q "BEGIN CERTIFICATE" "$rootfs/etc/ssl/certs/ca-certificates.crt" &&
-  pass "CA bundle: $(grep -c "BEGIN CERTIFICATE" "$rootfs/etc/ssl/certs/ca-certificates.crt") certificates" || bad "no CA bundle at /etc/ssl/certs/ca-certificates.crt"
+if [[ $cni_version =~ ^[0-9]+\.[0-9]+\.[0-9]+ ]]; then
+  pass "/opt/wgmesh/cni/VERSION: $cni_version"
+else
+  bad "/opt/wgmesh/cni/VERSION holds '$cni_version'"
+fi
+if out=$(in_image wireguard-go --version 2>&1) && [[ $out == "wireguard-go v"* ]]; then
+  pass "wireguard-go on PATH: ${out%%$'\n'*}"
+else
+  bad "wireguard-go --version in the image: $out"
+fi
+if [ -s "$rootfs/etc/ssl/certs/ca-certificates.crt" ] && grep -q "BEGIN CERTIFICATE" "$rootfs/etc/ssl/certs/ca-certificates.crt"; then
+  pass "CA bundle: $(grep -c "BEGIN CERTIFICATE" "$rootfs/etc/ssl/certs/ca-certificates.crt") certificates"
+else
+  bad "no CA bundle at /etc/ssl/certs/ca-certificates.crt"
+fi
 
 # The forwarding init container's command, in a network namespace of its own with forwarding off.
-out=$(env -i PATH=/usr/sbin:/usr/bin unshare --net --mount --pid --fork --mount-proc="$rootfs/proc" sh -c '
+if out=$(env -i PATH=/usr/sbin:/usr/bin unshare --net --mount --pid --fork --mount-proc="$rootfs/proc" sh -c '
   f4=/proc/sys/net/ipv4/ip_forward f6=/proc/sys/net/ipv6/conf/all/forwarding
   echo 0 > $f4 && echo 0 > $f6 && chroot "$1" /usr/bin/wgmesh agent --forwarding-only && echo "after: $(cat $f4) $(cat $f6)"' _ "$rootfs" 2>&1) &&
-  [ "$(grep -c "forwarding enabled" <<<"$out")" = 2 ] && [[ $out == *"after: 1 1" ]] &&
-  pass "wgmesh agent --forwarding-only turned on IPv4 and IPv6 forwarding" ||
+  [ "$(grep -c "forwarding enabled" <<<"$out")" = 2 ] && [[ $out == *"after: 1 1" ]]; then
+  pass "wgmesh agent --forwarding-only turned on IPv4 and IPv6 forwarding"
+else
   bad "wgmesh agent --forwarding-only in a new network namespace: $out"
+fi
 
 # The CNI init container's command, on a stand-in for the node's /opt/cni/bin with a plugin of its own.
 mkdir -p "$rootfs/node-cni-bin"
@@ -103,12 +131,14 @@ printf '#!/bin/sh\necho "CNI macvlan plugin v9.9.9" >&2\n' > "$rootfs/node-cni-b
 chmod 0755 "$rootfs/node-cni-bin/macvlan"
 if out=$(in_image /usr/bin/wgmesh install-cni --to /node-cni-bin 2>&1); then
   listed=$(cd "$rootfs/node-cni-bin" && ls -A | tr '\n' ' ')
-  [ "$listed" = ".wgmesh-cni-plugins bridge host-local loopback macvlan portmap " ] &&
+  if [ "$listed" = ".wgmesh-cni-plugins bridge host-local loopback macvlan portmap " ] &&
     cmp -s "$rootfs/node-cni-bin/bridge" "$rootfs/opt/wgmesh/cni/bin/bridge" &&
     [ "$(stat -c %a "$rootfs/node-cni-bin/portmap")" = 755 ] &&
-    grep -q "^bridge ${cni_version%%+*} " "$rootfs/node-cni-bin/.wgmesh-cni-plugins" &&
-    pass "wgmesh install-cni put the four plugins beside the node's own: $listed" ||
+    grep -q "^bridge ${cni_version%%+*} " "$rootfs/node-cni-bin/.wgmesh-cni-plugins"; then
+    pass "wgmesh install-cni put the four plugins beside the node's own: $listed"
+  else
     bad "wgmesh install-cni left: $listed; record: $(cat "$rootfs/node-cni-bin/.wgmesh-cni-plugins" 2>&1); output: $out"
+  fi
 else
   bad "wgmesh install-cni in the image: $out"
 fi
@@ -116,17 +146,35 @@ fi
 # The image's configuration: who runs, what runs, the labels.
 user=$(jq -r .config.User "$config")
 uid=${user%%:*}
-[ -n "$uid" ] && [ "$uid" != 0 ] && [ "$uid" != root ] && grep -q "^wgmesh:x:$uid:" "$rootfs/etc/passwd" &&
-  pass "default user $user (wgmesh in /etc/passwd), for the controller" || bad "default user is '$user', not a non-root user of /etc/passwd"
-[ "$(jq -c .config.Entrypoint "$config")" = '["/usr/bin/wgmesh"]' ] && pass "entrypoint /usr/bin/wgmesh" ||
+if [ -n "$uid" ] && [ "$uid" != 0 ] && [ "$uid" != root ] && grep -q "^wgmesh:x:$uid:" "$rootfs/etc/passwd"; then
+  pass "default user $user (wgmesh in /etc/passwd), for the controller"
+else
+  bad "default user is '$user', not a non-root user of /etc/passwd"
+fi
+if [ "$(jq -c .config.Entrypoint "$config")" = '["/usr/bin/wgmesh"]' ]; then
+  pass "entrypoint /usr/bin/wgmesh"
+else
   bad "entrypoint $(jq -c .config.Entrypoint "$config")"
-[[ $(jq -r '.config.Env[]' "$config") == *PATH=*/usr/bin* ]] && pass "PATH includes /usr/bin" || bad "PATH: $(jq -c .config.Env "$config")"
+fi
+if [[ $(jq -r '.config.Env[]' "$config") == *PATH=*/usr/bin* ]]; then
+  pass "PATH includes /usr/bin"
+else
+  bad "PATH: $(jq -c .config.Env "$config")"
+fi
 for label in version revision source; do
   value=$(jq -r ".config.Labels[\"org.opencontainers.image.$label\"] // empty" "$config")
-  [ -n "$value" ] && pass "label org.opencontainers.image.$label=$value" || bad "no label org.opencontainers.image.$label"
+  if [ -n "$value" ]; then
+    pass "label org.opencontainers.image.$label=$value"
+  else
+    bad "no label org.opencontainers.image.$label"
+  fi
 done
 [ "$(jq -r '.config.Labels["org.opencontainers.image.version"]' "$config")" = "$version" ] || bad "the version label is not $version"
-[ ! -e "$rootfs/bin/sh" ] && [ ! -e "$rootfs/usr/bin/apt" ] && pass "no shell, no apt" || bad "a shell or apt is in the image"
+if [ ! -e "$rootfs/bin/sh" ] && [ ! -e "$rootfs/usr/bin/apt" ]; then
+  pass "no shell, no apt"
+else
+  bad "a shell or apt is in the image"
+fi
 
 # The manifests, where this checkout has them: every container runs this image, and what it runs is in it.
 if [ -f manifests/kustomization.yaml ]; then

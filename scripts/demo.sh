@@ -43,7 +43,6 @@ finish() {
 }
 trap finish EXIT
 trap 'exit 130' INT TERM
-wgm() { lan "$bin/wgmesh" "$@" --kubeconfig "$work/kubeconfig"; }
 
 step "Three nodes, each a network namespace on one underlay (192.0.2.0/24), and the test API server"
 lab_underlay
@@ -58,7 +57,7 @@ for _ in $(seq 60); do converged && break; printf "."; sleep 2; done
 echo
 converged || die "the agents did not converge: $(tail -2 "$work"/n*/agent.log)"
 for n in "${nodes[@]}"; do
-  echo "$n: Pod CIDRs $(annotation "$n" pod-cidrs), key generation $(annotation "$n" key-generation), $(ip netns exec "wge-$n" wg show "$(ifname "$n")" peers | wc -l) peers"
+  echo "$n: Pod CIDRs $(annotation "$n" pod-cidrs), key generation $(annotation "$n" key-generation), $(peer_count "$n") peers"
 done
 
 step "One Pod per node, added by the CNI plugins (bridge, host-local, portmap) from the agent's conflist"

@@ -19,13 +19,6 @@ rm -rf "$work" && mkdir -p "$work"
 # DaemonSet), the agents given --external-wireguard-go, as the manifests run them; agent: each agent starts its own.
 wireguard_go="${WGMESH_E2E_WIREGUARD_GO:-device}"
 agent_nodes="${nodes[*]} n4"  # n4 joins on wireguard-go below (interop)
-failures=0
-passes=0
-
-result() {  # result NAME ok|fail DETAIL
-  if [ "$2" = ok ]; then echo "e2e: PASS $1: $3"; passes=$((passes + 1)); else echo "e2e: FAIL $1: $3"; failures=$((failures + 1)); fi
-}
-
 trap lab_cleanup EXIT
 
 lab_underlay
@@ -82,8 +75,11 @@ if [ "$wireguard_go" = device ]; then
   fi
 fi
 
-[ $pods_ok = 1 ] && result pods ok "$(cat "$work"/n*/p*.ips | wc -l) Pod addresses from host-local: $(cat "$work"/n1/p1.ips | paste -sd' ')…" \
-  || { result pods fail "a CNI plugin failed"; exit 1; }
+if [ $pods_ok = 1 ]; then
+  result pods ok "$(cat "$work"/n*/p*.ips | wc -l) Pod addresses from host-local: $(cat "$work"/n1/p1.ips | paste -sd' ')…"
+else
+  result pods fail "a CNI plugin failed"; exit 1
+fi
 
 # --- every Pod pings every Pod on the other nodes, IPv4 and IPv6 ---
 # A ping unanswered in 3 s is tried again (3 more, 1 s apart) before it counts as lost; each such retry is
@@ -96,26 +92,34 @@ for n in "${nodes[@]}"; do for p in p1 p2; do
       ip netns exec "wge-$n-$p" ping -c 1 -W 3 "$ip" >/dev/null 2>&1 && continue
       retried+=("$n/$p->$m/$q $ip")
       echo "e2e: $n/$p->$m/$q $ip: no answer in 3 s at $(date +%T.%N | cut -c1-12); WireGuard on both ends:"
-      for x in "$n" "$m"; do ip netns exec "wge-$x" wg show "$(ifname "$x")" | sed "s/^/  $x: /"; done
+      for x in "$n" "$m"; do wgs "$x" | sed "s/^/  $x: /"; done
       ip netns exec "wge-$n-$p" ping -c 3 -W 3 "$ip" >/dev/null 2>&1 || lost+=("$n/$p->$m/$q $ip")
     done <"$work/$m/$q.ips"
   done; done
 done; done
 first=""; [ ${#retried[@]} -gt 0 ] && first=" (${#retried[@]} only on a second try: ${retried[*]:0:4})"
-[ ${#lost[@]} -eq 0 ] && result pod-to-pod ok "$sent pings between Pods on different nodes, IPv4 and IPv6, all answered$first" \
-  || result pod-to-pod fail "${#lost[@]} of $sent unanswered: ${lost[*]:0:4}"
+if [ ${#lost[@]} -eq 0 ]; then
+  result pod-to-pod ok "$sent pings between Pods on different nodes, IPv4 and IPv6, all answered$first"
+else
+  result pod-to-pod fail "${#lost[@]} of $sent unanswered: ${lost[*]:0:4}"
+fi
 
 # --- a Pod reached by another Pod sees the sender's own address; the outside sees the node's ---
 src=$(head -1 "$work/n1/p1.ips"); dst=$(head -1 "$work/n2/p1.ips")
 ip netns exec wge-n2-p1 timeout 10 tcpdump -i eth0 -nn -c 1 "icmp and src $src" >"$work/seen-by-pod.txt" 2>/dev/null &
 sleep 1; ip netns exec wge-n1-p1 ping -c 2 -W 2 "$dst" >/dev/null 2>&1; wait $! 2>/dev/null
-grep -q "$src > $dst" "$work/seen-by-pod.txt" && result no-nat ok "Pod $dst saw Pod-to-Pod packets from $src itself" \
-  || result no-nat fail "the receiving Pod saw: $(cat "$work/seen-by-pod.txt")"
+if grep -q "$src > $dst" "$work/seen-by-pod.txt"; then
+  result no-nat ok "Pod $dst saw Pod-to-Pod packets from $src itself"
+else
+  result no-nat fail "the receiving Pod saw: $(cat "$work/seen-by-pod.txt")"
+fi
 ip netns exec wge-ext timeout 10 tcpdump -i eth0 -nn -c 1 "icmp and dst 192.0.2.100" >"$work/seen-outside.txt" 2>/dev/null &
 sleep 1; ip netns exec wge-n1-p1 ping -c 2 -W 2 192.0.2.100 >/dev/null 2>&1; out_rc=$?; wait $! 2>/dev/null
-grep -q "192.0.2.1 > 192.0.2.100" "$work/seen-outside.txt" && [ $out_rc = 0 ] \
-  && result masquerade ok "a Pod reaching 192.0.2.100 (outside the cluster CIDRs) is masqueraded to its node's 192.0.2.1" \
-  || result masquerade fail "rc=$out_rc, the outside saw: $(cat "$work/seen-outside.txt")"
+if grep -q "192.0.2.1 > 192.0.2.100" "$work/seen-outside.txt" && [ $out_rc = 0 ]; then
+  result masquerade ok "a Pod reaching 192.0.2.100 (outside the cluster CIDRs) is masqueraded to its node's 192.0.2.1"
+else
+  result masquerade fail "rc=$out_rc, the outside saw: $(cat "$work/seen-outside.txt")"
+fi
 
 # --- the tunnel address is link-scoped: never the source of a packet leaving by the underlay, and still
 # the node's own source towards other nodes' Pods ---
@@ -135,14 +139,18 @@ for n in "${nodes[@]}"; do
   for m in "${nodes[@]}"; do
     [ "$m" = "$n" ] && continue
     key=$(annotation "$m" public-key); cidrs=$(annotation "$m" pod-cidrs | tr ',' '\n' | sort | paste -sd,)
-    have=$(ip netns exec "wge-$n" wg show "$(ifname "$n")" dump | awk -v k="$key" '$1 == k {print $4}' | tr ',' '\n' | sort | paste -sd,)
+    have=$(wgs "$n" dump | awk -v k="$key" '$1 == k {print $4}' | tr ',' '\n' | sort | paste -sd,)
     [ "$have" = "$cidrs" ] || { agree=0; echo "  $n: peer $m allowed-ips '$have', plan '$cidrs'"; }
   done
 done
-[ $agree = 1 ] && result wg-show-agrees ok "wg show all dump holds every other node's key with exactly its Pod CIDRs; dry-run finds nothing to change" \
-  || result wg-show-agrees fail "see $work/n*/dry-run.txt"
+if [ $agree = 1 ]; then
+  result wg-show-agrees ok "wg show all dump holds every other node's key with exactly its Pod CIDRs; dry-run finds nothing to change"
+else
+  result wg-show-agrees fail "see $work/n*/dry-run.txt"
+fi
 
-# --- an agent restarted under a 10 ms ping, and a key rotation requested through the API ---dst=$(head -1 "$work/n2/p1.ips")
+# --- an agent restarted under a 10 ms ping, and a key rotation requested through the API ---
+dst=$(head -1 "$work/n2/p1.ips")
 ip netns exec wge-n1-p1 ping -D -i 0.01 -c 500 -W 1 "$dst" >"$work/restart-ping.txt" 2>&1 &
 ping_pid=$!
 sleep 1.5
@@ -157,8 +165,11 @@ wait $ping_pid
 stats=$(ping_stats "$work/restart-ping.txt")
 wait_for 30 grep -q "starting" "$work/n1/agent.log"
 lost=$(awk '{print $2}' <<<"$stats")
-[ "$lost" -le 1 ] && result agent-restart ok "n1's agent container ended ($ended; $plane) and restarted 1 s later under a 10 ms Pod-to-Pod ping: $stats" \
-  || result agent-restart fail "n1's agent container ended ($ended; $plane) and restarted 1 s later under a 10 ms Pod-to-Pod ping: $stats"
+if [ "$lost" -le 1 ]; then
+  result agent-restart ok "n1's agent container ended ($ended; $plane) and restarted 1 s later under a 10 ms Pod-to-Pod ping: $stats"
+else
+  result agent-restart fail "n1's agent container ended ($ended; $plane) and restarted 1 s later under a 10 ms Pod-to-Pod ping: $stats"
+fi
 
 generation=$(annotation n2 key-generation)
 ip netns exec wge-n1-p1 ping -D -i 0.01 -c 800 -W 1 "$dst" >"$work/rotation-ping.txt" 2>&1 &
@@ -169,26 +180,34 @@ rotated() { [ "$(annotation n2 key-generation)" = $((generation + 1)) ] && [ "$(
 wait_for 60 rotated; rot_rc=$?
 wait $ping_pid
 stats=$(ping_stats "$work/rotation-ping.txt")
-[ $rot_rc = 0 ] && result rotation ok "n2 rotated to key generation $((generation + 1)) through the API under a 10 ms Pod-to-Pod ping: $stats" \
-  || result rotation fail "n2 did not rotate (generation $(annotation n2 key-generation), applied $(annotation n2 applied-key-generation)); ping: $stats"
-ip netns exec wge-n1-p1 ping -c 1 -W 3 "$dst" >/dev/null 2>&1 && ip netns exec wge-n3-p1 ping -c 1 -W 3 "$dst" >/dev/null 2>&1 \
-  && result after-rotation ok "n1's and n3's Pods reach n2's Pods on the new key" || result after-rotation fail "n2's Pods unreachable after the rotation"
+if [ $rot_rc = 0 ]; then
+  result rotation ok "n2 rotated to key generation $((generation + 1)) through the API under a 10 ms Pod-to-Pod ping: $stats"
+else
+  result rotation fail "n2 did not rotate (generation $(annotation n2 key-generation), applied $(annotation n2 applied-key-generation)); ping: $stats"
+fi
+if ip netns exec wge-n1-p1 ping -c 1 -W 3 "$dst" >/dev/null 2>&1 && ip netns exec wge-n3-p1 ping -c 1 -W 3 "$dst" >/dev/null 2>&1; then
+  result after-rotation ok "n1's and n3's Pods reach n2's Pods on the new key"
+else
+  result after-rotation fail "n2's Pods unreachable after the rotation"
+fi
 
 # --- drift made by hand is repaired by the next resync ---
 n2key=$(annotation n2 public-key); n3v4=$(annotation n3 pod-cidrs | cut -d, -f1)
 ip netns exec wge-n1 wg set "$(ifname n1)" peer "$n2key" remove
 ip -n wge-n1 route del "$n3v4" proto 0x57
 repaired() {
-  ip netns exec wge-n1 wg show "$(ifname n1)" peers | grep -qx "$n2key" && ip -n wge-n1 route show "$n3v4" proto 0x57 | grep -q "$(ifname n1)"
+  wgs n1 peers | grep -qx "$n2key" && ip -n wge-n1 route show "$n3v4" proto 0x57 | grep -q "$(ifname n1)"
 }
-wait_for 20 repaired && result drift-repair ok "a peer removed with wg set and a route removed with ip route del came back within the resync (3 s)" \
-  || result drift-repair fail "not repaired: $(ip netns exec wge-n1 wg show "$(ifname n1)" peers | wc -l) peers, route '$(ip -n wge-n1 route show "$n3v4")'"
+if wait_for 20 repaired; then
+  result drift-repair ok "a peer removed with wg set and a route removed with ip route del came back within the resync (3 s)"
+else
+  result drift-repair fail "not repaired: $(peer_count n1) peers, route '$(ip -n wge-n1 route show "$n3v4")'"
+fi
 
 # --- health that tells the truth: while a pass fails, /readyz, the condition, `wgmesh status` and `wgmesh
 # audit` all say so, with the reason, and the rest of the mesh keeps working; once a pass succeeds, all clear ---
 readyz() { ip netns exec "wge-$1" curl -s -m 3 -w ' %{http_code}' http://127.0.0.1:9586/readyz | tr '\n' ' '; }
 mesh_condition() { node_json "$1" | jq -r '.status.conditions[]? | select(.type == "WireGuardMeshReady") | "\(.status) \(.reason)"'; }
-wgm() { lan "$bin/wgmesh" "$@" --kubeconfig "$work/kubeconfig"; }
 # Every signal says NODE fails with REASON.
 signals_fail() {
   [[ "$(readyz "$1")" == *"$2"*503 ]] && [ "$(mesh_condition "$1")" = "False $2" ] || return 1
@@ -277,14 +296,13 @@ else
 fi
 # Installed again on replaced machines: every Node deleted and registered again, one at a time (as new
 # kubelets do), in the reverse order of their old Pod CIDRs, so that the allocation comes out otherwise.
-for n in "${nodes[@]}"; do kapi -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
+for n in "${nodes[@]}"; do delete_node "$n"; done
 start_controller
 if [ "$wireguard_go" = device ]; then for n in "${nodes[@]}"; do start_device "$n"; done; fi
 for n in "${nodes[@]}"; do start_agent "$n"; done
 has_cidrs() { [ -n "$(annotation "$1" pod-cidrs)" ]; }
 for n in $reverse_order; do
-  kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes" -d "{\"apiVersion\":\"v1\",\"kind\":\"Node\",
-    \"metadata\":{\"name\":\"$n\"},\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"192.0.2.${n#n}\"}]}}" >/dev/null
+  register_node "$n" "192.0.2.${n#n}"
   wait_for 30 has_cidrs "$n"
 done
 cidrs_after=$(for n in "${nodes[@]}"; do annotation "$n" pod-cidrs; done | paste -sd' ')
@@ -312,19 +330,19 @@ fi
 # --- bad input: other nodes keep working, nobody crashes ---
 bad_key=$(head -c 31 /dev/urandom | base64)
 good_key=$(wg genkey | wg pubkey)
-kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes" -d "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"bad\",
-  \"annotations\":{\"wgmesh.dev/public-key\":\"$bad_key\",\"wgmesh.dev/pod-cidrs\":\"10.99.0.0/24\",\"wgmesh.dev/endpoint\":\"192.0.2.50:51820\"}}}" >/dev/null
-kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes" -d "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"outside\",
+create_node "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"bad\",
+  \"annotations\":{\"wgmesh.dev/public-key\":\"$bad_key\",\"wgmesh.dev/pod-cidrs\":\"10.99.0.0/24\",\"wgmesh.dev/endpoint\":\"192.0.2.50:51820\"}}}"
+create_node "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"outside\",
   \"annotations\":{\"wgmesh.dev/public-key\":\"$good_key\",\"wgmesh.dev/pod-cidrs\":\"10.99.1.0/24\",\"wgmesh.dev/endpoint\":\"192.0.2.51:51820\",
-  \"wgmesh.dev/key-generation\":\"1\",\"wgmesh.dev/sealed-private-key\":\"$(annotation n1 sealed-private-key)\"}}}" >/dev/null
-kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes" -d "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"twin\",
+  \"wgmesh.dev/key-generation\":\"1\",\"wgmesh.dev/sealed-private-key\":\"$(annotation n1 sealed-private-key)\"}}}"
+create_node "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"twin\",
   \"annotations\":{\"wgmesh.dev/public-key\":\"$(annotation n2 public-key)\",\"wgmesh.dev/pod-cidrs\":\"10.244.200.0/24\",\"wgmesh.dev/endpoint\":\"192.0.2.52:51820\",
-  \"wgmesh.dev/key-generation\":\"1\",\"wgmesh.dev/sealed-private-key\":\"$(annotation n2 sealed-private-key)\"}}}" >/dev/null
+  \"wgmesh.dev/key-generation\":\"1\",\"wgmesh.dev/sealed-private-key\":\"$(annotation n2 sealed-private-key)\"}}}"
 for n in ov1 ov2; do
   cidr=10.244.100.0/24; [ $n = ov2 ] && cidr=10.244.100.0/25
-  kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes" -d "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"$n\",
+  create_node "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"$n\",
     \"annotations\":{\"wgmesh.dev/public-key\":\"$(wg genkey | wg pubkey)\",\"wgmesh.dev/pod-cidrs\":\"$cidr\",\"wgmesh.dev/endpoint\":\"192.0.2.53:51820\",
-    \"wgmesh.dev/key-generation\":\"1\",\"wgmesh.dev/sealed-private-key\":\"$(annotation n1 sealed-private-key)\"}}}" >/dev/null
+    \"wgmesh.dev/key-generation\":\"1\",\"wgmesh.dev/sealed-private-key\":\"$(annotation n1 sealed-private-key)\"}}}"
 done
 events() { kapi "http://$api:6443/apis/events.k8s.io/v1/namespaces/default/events" | jq -r '.items[] | "\(.regarding.name) \(.reason) \(.reportingController) \(.note)"'; }
 reported() {
@@ -333,29 +351,35 @@ reported() {
 }
 wait_for 20 reported; rep_rc=$?
 sleep 4  # a resync passes with the bad nodes in the API
-alive=1; for n in "${nodes[@]}"; do kill -0 "$(eval echo \$agent_$n)" 2>/dev/null || alive=0; done
+alive=1; agents_alive || alive=0
 ip netns exec wge-n3-p1 ping -c 1 -W 3 "$(head -1 "$work/n1/p1.ips")" >/dev/null 2>&1; pod_rc=$?
-[ $rep_rc = 0 ] && [ $alive = 1 ] && [ $pod_rc = 0 ] \
-  && result bad-input ok "a 31-byte key, a Pod CIDR outside the cluster CIDRs, a key claimed twice, overlapping Pod CIDRs: those nodes are left out with an Event, every agent runs, Pods still reach each other" \
-  || result bad-input fail "events=$rep_rc alive=$alive ping=$pod_rc; events: $(events | grep -E '^(bad|outside|twin|ov1|ov2) ' | cut -c1-160 | sort -u)"
-for n in bad outside twin ov1 ov2; do kapi -X DELETE "http://$api:6443/api/v1/nodes/$n" >/dev/null; done
+if [ $rep_rc = 0 ] && [ $alive = 1 ] && [ $pod_rc = 0 ]; then
+  result bad-input ok "a 31-byte key, a Pod CIDR outside the cluster CIDRs, a key claimed twice, overlapping Pod CIDRs: those nodes are left out with an Event, every agent runs, Pods still reach each other"
+else
+  result bad-input fail "events=$rep_rc alive=$alive ping=$pod_rc; events: $(events | grep -E '^(bad|outside|twin|ov1|ov2) ' | cut -c1-160 | sort -u)"
+fi
+for n in bad outside twin ov1 ov2; do delete_node "$n"; done
 
 # --- a sealed key that does not open: a Warning, and the interface untouched ---
 kill -TERM "$controller"; wait "$controller" 2>/dev/null
-before=$(ip netns exec wge-n3 wg show "$(ifname n3)" private-key | sha256sum)
+before=$(wgs n3 private-key | sha256sum)
 n3sealed=$(annotation n3 sealed-private-key)
 patch_annotations n3 "{\"wgmesh.dev/sealed-private-key\":\"$(annotation n1 sealed-private-key)\"}"
-wait_for 20 bash -c "ip netns exec wge-lan curl -s http://$api:6443/apis/events.k8s.io/v1/namespaces/default/events | jq -r '.items[] | \"\(.regarding.name) \(.reason)\"' | grep -qx 'n3 SealedKeyInvalid'"; sk_rc=$?
+warned() { events | grep -q '^n3 SealedKeyInvalid '; }
+wait_for 20 warned; sk_rc=$?
 sleep 4
-after=$(ip netns exec wge-n3 wg show "$(ifname n3)" private-key | sha256sum)
-[ $sk_rc = 0 ] && [ "$before" = "$after" ] && result sealed-key-invalid ok "a sealed key that does not open: SealedKeyInvalid Warning on n3, its interface keeps its key" \
-  || result sealed-key-invalid fail "event=$sk_rc key unchanged=$([ "$before" = "$after" ] && echo yes || echo no)"
+after=$(wgs n3 private-key | sha256sum)
+if [ $sk_rc = 0 ] && [ "$before" = "$after" ]; then
+  result sealed-key-invalid ok "a sealed key that does not open: SealedKeyInvalid Warning on n3, its interface keeps its key"
+else
+  result sealed-key-invalid fail "event=$sk_rc key unchanged=$(if [ "$before" = "$after" ]; then echo yes; else echo no; fi)"
+fi
 patch_annotations n3 "{\"wgmesh.dev/sealed-private-key\":\"$n3sealed\"}"
 
 # --- a node whose keys are removed is unreachable; nothing for its Pods leaves in the clear ---
 dst=$(head -1 "$work/n2/p1.ips")
 patch_annotations n2 '{"wgmesh.dev/public-key":null,"wgmesh.dev/sealed-private-key":null,"wgmesh.dev/key-generation":null,"wgmesh.dev/key-issued-at":null,"wgmesh.dev/sealed-to":null}'
-peer_gone() { [ "$(ip netns exec wge-n1 wg show "$(ifname n1)" peers | wc -l)" -eq 1 ]; }
+peer_gone() { [ "$(peer_count n1)" -eq 1 ]; }
 wait_for 20 peer_gone; gone_rc=$?
 ip netns exec wge-n1-p1 ping -c 3 -W 1 "$dst" >/dev/null 2>&1; unreachable=$?
 # Without wgmesh's strict route (deleted by hand; each resync puts it back, so delete it again before each
@@ -369,13 +393,19 @@ leak_try() {
 }
 wait_for 30 leak_try
 dropped=$(dropped)
-[ $gone_rc = 0 ] && [ $unreachable != 0 ] && [ "${dropped:-0}" != 0 ] \
-  && result strict ok "n2 without keys: its peer and routes are gone, its Pods unreachable; $dropped packets dropped by nftables instead of leaving unencrypted (wgmesh_unencrypted_packets_dropped_total)" \
-  || result strict fail "peer gone=$gone_rc unreachable=$unreachable dropped=${dropped:-none}"
+if [ $gone_rc = 0 ] && [ $unreachable != 0 ] && [ "${dropped:-0}" != 0 ]; then
+  result strict ok "n2 without keys: its peer and routes are gone, its Pods unreachable; $dropped packets dropped by nftables instead of leaving unencrypted (wgmesh_unencrypted_packets_dropped_total)"
+else
+  result strict fail "peer gone=$gone_rc unreachable=$unreachable dropped=${dropped:-none}"
+fi
 start_controller
 recovered() { [ -n "$(annotation n2 public-key)" ] && [ "$(annotation n2 applied-key-generation)" = "$(annotation n2 key-generation)" ] \
   && ip netns exec wge-n1-p1 ping -c 1 -W 1 "$dst" >/dev/null 2>&1; }
-wait_for 60 recovered && result rejoin ok "the controller issued n2 a new keypair and n1's Pods reach n2's again" || result rejoin fail "n2 did not come back"
+if wait_for 60 recovered; then
+  result rejoin ok "the controller issued n2 a new keypair and n1's Pods reach n2's again"
+else
+  result rejoin fail "n2 did not come back"
+fi
 
 # --- the device's own wireguard-go killed (a crash): userspace-device starts a new, empty one, and the agent
 # re-applies the configuration when its link goes and comes (rtnetlink), not at the next resync. While the tun
@@ -400,29 +430,26 @@ fi
 
 # --- deleting a Node removes its peer and routes on the other nodes ---
 n3cidrs=$(annotation n3 pod-cidrs)
-kapi -X DELETE "http://$api:6443/api/v1/nodes/n3" >/dev/null
+delete_node n3
 forgotten() {
   for n in n1 n2; do
-    [ "$(ip netns exec "wge-$n" wg show "$(ifname "$n")" peers | wc -l)" -eq 1 ] || return 1
+    [ "$(peer_count "$n")" -eq 1 ] || return 1
     for c in ${n3cidrs//,/ }; do ip -n "wge-$n" route show "$c" proto 0x57 | grep -q . && return 1; done
   done
   return 0
 }
-wait_for 20 forgotten && result node-deleted ok "deleting Node n3 removed its peer and its routes ($n3cidrs) on n1 and n2" \
-  || result node-deleted fail "n3 still configured on n1 or n2"
+if wait_for 20 forgotten; then
+  result node-deleted ok "deleting Node n3 removed its peer and its routes ($n3cidrs) on n1 and n2"
+else
+  result node-deleted fail "n3 still configured on n1 or n2"
+fi
 
 # --- interop: a node on the userspace backend joins the kernel nodes' mesh ---
 if [ "$backend" = kernel ] && command -v wireguard-go >/dev/null; then
   # wireguard-go needs a tun device; the guest kernel has the module but no device node yet.
   [ -c /dev/net/tun ] || modprobe tun
-  ip netns add wge-n4
-  ip -n wge-lan link add wge-n4 type veth peer name eth0 netns wge-n4
-  lan ip link set wge-n4 master wge-br0 up
-  ip -n wge-n4 link set lo up && ip -n wge-n4 link set eth0 up
-  ip -n wge-n4 addr add 192.0.2.4/24 dev eth0 && ip -n wge-n4 addr add 2001:db8::4/64 dev eth0 nodad
-  ip -n wge-n4 route add default via $api
-  kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes" -d '{"apiVersion":"v1","kind":"Node",
-    "metadata":{"name":"n4"},"status":{"addresses":[{"type":"InternalIP","address":"192.0.2.4"}]}}' >/dev/null
+  node_namespace n4 4
+  register_node n4 192.0.2.4
   mkdir -p "$work/n4"
   ip netns exec wge-n4 "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig.agent-n4" --node-name n4 --backend userspace --interface wgm-n4 \
     --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --state-dir "$work/n4/state" --cni-conf-dir "$work/n4/cni" \
@@ -434,8 +461,11 @@ if [ "$backend" = kernel ] && command -v wireguard-go >/dev/null; then
     n4ip=$(head -1 "$work/n4/p1.ips"); n1ip=$(head -1 "$work/n1/p1.ips")
     wait_for 20 ip netns exec wge-n1-p1 ping -c 1 -W 1 "$n4ip"; a=$?
     ip netns exec wge-n4-p1 ping -c 3 -W 2 "$n1ip" >/dev/null 2>&1; b=$?
-    [ $a = 0 ] && [ $b = 0 ] && result interop ok "n4 on wireguard-go and n1 on kernel WireGuard reach each other's Pods ($n1ip <-> $n4ip)" \
-      || result interop fail "n1->n4 rc=$a, n4->n1 rc=$b"
+    if [ $a = 0 ] && [ $b = 0 ]; then
+      result interop ok "n4 on wireguard-go and n1 on kernel WireGuard reach each other's Pods ($n1ip <-> $n4ip)"
+    else
+      result interop fail "n1->n4 rc=$a, n4->n1 rc=$b"
+    fi
   else
     result interop fail "n4 (userspace) did not join: $(tail -3 "$work/n4/agent.log")"
   fi
@@ -447,8 +477,11 @@ kill -INT "$capture" 2>/dev/null; sleep 1
 total=$(packets "$work/underlay.pcap")
 leaked=$(packets "$work/underlay.pcap" "$pod_leak")
 other=$(packets "$work/underlay.pcap" "ip and not udp port 51820 and not tcp port 6443 and not icmp")
-[ "$leaked" -eq 0 ] && [ "$total" -gt 0 ] && result leak-check ok "leak check: 0 Pod-addressed packets of $total captured ($other IPv4 packets neither WireGuard nor API)" \
-  || result leak-check fail "leak check: $leaked Pod-addressed packets of $total captured"
+if [ "$leaked" -eq 0 ] && [ "$total" -gt 0 ]; then
+  result leak-check ok "leak check: 0 Pod-addressed packets of $total captured ($other IPv4 packets neither WireGuard nor API)"
+else
+  result leak-check fail "leak check: $leaked Pod-addressed packets of $total captured"
+fi
 
 echo "e2e-$backend: $passes passed, $failures failed"
 [ $failures -eq 0 ]

@@ -19,13 +19,8 @@ nodes=(n1 n2 n3 n4 n5 n6 n7 n8 n9 n10)
 all=("${nodes[@]}")
 resync_period=10s  # ten agents share two emulated CPUs
 grace=5s           # --rotation-grace: long enough to kill the leader between the two phases
-failures=0
-passes=0
 started=$SECONDS
 
-result() {  # result NAME ok|fail DETAIL
-  if [ "$2" = ok ]; then echo "e2e: PASS $1: $3"; passes=$((passes + 1)); else echo "e2e: FAIL $1: $3"; failures=$((failures + 1)); fi
-}
 # The controllers stop first, while the API server they release their Lease to still runs.
 stop_controllers() {
   for c in c1 c2 c3; do eval "p=\${ctl_$c:-}"; [ -n "$p" ] && kill -TERM "$p" 2>/dev/null; done
@@ -40,8 +35,6 @@ ip link del wge-probe
 
 now() { echo "$EPOCHREALTIME"; }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%d", (b - a) * 1000}'; }  # ms FROM TO
-wgs() { ip netns exec "wge-$1" wg show wgmesh0 "${@:2}" 2>/dev/null; }
-alive() { for n in "${all[@]}"; do kill -0 "$(eval echo "\$agent_$n")" 2>/dev/null || return 1; done; }
 
 # A controller replica; its PID goes to ctl_NAME.
 ctl() {  # ctl NAME
@@ -102,11 +95,11 @@ for k in $(seq 2 ${#all[@]}); do
   worst=""
   for m in "${all[@]:0:$((k - 1))}"; do
     stamp=$(grep -v Deleted "$work/routes-$m.txt" | grep -F "] $cidr dev wgmesh0" | head -1 | sed 's/^\[\([^]]*\)\].*/\1/')
-    [ -n "$stamp" ] && [ -n "$t0" ] || { missing+=" $n@$m"; continue; }
+    if [ -z "$stamp" ] || [ -z "$t0" ]; then missing+=" $n@$m"; continue; fi
     d=$(ms "$t0" "$(date -d "$stamp" +%s.%N)")
-    [ -z "$worst" ] || [ "$d" -gt "$worst" ] && worst=$d
+    if [ -z "$worst" ] || [ "$d" -gt "$worst" ]; then worst=$d; fi
   done
-  [ -n "$worst" ] && joins+=("$worst")
+  if [ -n "$worst" ]; then joins+=("$worst"); fi
 done
 if [ -z "$missing" ] && [ ${#joins[@]} -eq $((${#all[@]} - 1)) ]; then
   sorted=($(printf '%s\n' "${joins[@]}" | sort -n))
@@ -117,7 +110,7 @@ fi
 
 pods_ok=1
 for n in n1 n2 n3 n4 n5; do cni_add "$n" p1 || pods_ok=0; done
-[ $pods_ok = 1 ] || { result pods fail "a CNI plugin failed"; exit 1; }
+if [ $pods_ok != 1 ]; then result pods fail "a CNI plugin failed"; exit 1; fi
 wait_for 30 ip netns exec wge-n1-p1 ping -c 1 -W 1 "$(head -1 "$work/n2/p1.ips")"
 
 # --- 2. rotation loss: rotate-keys --wait against a naive one-phase switch ---
@@ -146,7 +139,7 @@ kill -TERM "$ctl_c3"; wait "$ctl_c3" 2>/dev/null
 next=$(annotation n2 next-public-key); next_sealed=$(annotation n2 next-sealed-private-key); gen=$(annotation n2 key-generation)
 patch_annotations n2 '{"wgmesh.dev/next-public-key":null,"wgmesh.dev/next-sealed-private-key":null}'
 start_agent n1
-unstaged() { ! wgs n1 peers | grep -qxF "$next" && [ "$(wgs n1 peers | wc -l)" -eq 9 ] && ip netns exec wge-n1 curl -sf http://127.0.0.1:9586/readyz; }
+unstaged() { ! wgs n1 peers | grep -qxF "$next" && [ "$(peer_count n1)" -eq 9 ] && ip netns exec wge-n1 curl -sf http://127.0.0.1:9586/readyz; }
 wait_for 60 unstaged; unstaged_rc=$?
 sleep 2
 ping_start naive n1 n2; sleep 1
@@ -165,12 +158,14 @@ fi
 # --- 3. faults, each under a 10 ms ping ---
 # The controller leader SIGKILLed between the two phases of a rotation: the standby finishes it.
 ctl c1; ctl c2
-wait_for 60 bash -c "[ -n \"\$(ip netns exec wge-lan curl -s http://$api:6443/apis/coordination.k8s.io/v1/namespaces/default/leases/wgmesh-controller | jq -r '.spec.holderIdentity // empty' | grep -x 'c[12]')\" ]"
+has_leader() { leader | grep -qx 'c[12]'; }
+wait_for 60 has_leader
 lead=$(leader); standby=c2; [ "$lead" = c2 ] && standby=c1
 gen=$(annotation n3 key-generation)
 ping_start leader n1 n3; sleep 1
 patch_annotations n3 "{\"wgmesh.dev/rotate-request\":\"e2e-leader-$(date +%s)\"}"
-wait_for 60 bash -c "[ -n \"\$(ip netns exec wge-lan curl -s http://$api:6443/api/v1/nodes/n3 | jq -r '.metadata.annotations[\"wgmesh.dev/next-public-key\"] // empty')\" ]"; staged_rc=$?
+next_published() { [ -n "$(annotation n3 next-public-key)" ]; }
+wait_for 60 next_published; staged_rc=$?
 t0=$(now); kill -KILL "$(eval echo "\$ctl_$lead")"
 mid=$(annotation n3 key-generation)
 finished() { [ "$(annotation n3 key-generation)" = $((gen + 1)) ] && [ "$(annotation n3 applied-key-generation)" = $((gen + 1)) ] && [ -z "$(annotation n3 next-public-key)" ]; }
@@ -196,10 +191,10 @@ wait_for 120 followed; rc=$?
 t1=$(now); sleep 1
 stats=$(ping_stop api)
 patch_annotations n6 '{"wgmesh.dev/endpoint-override":null}'
-if [ $patch_rc = 0 ] && [ $rc = 0 ] && alive && [ "$(silence_ms "$stats")" -lt 10000 ]; then
+if [ $patch_rc = 0 ] && [ $rc = 0 ] && agents_alive && [ "$(silence_ms "$stats")" -lt 10000 ]; then
   result api-stopped ok "API server stopped 30 s: 10 ms ping n1→n2 Pods: $stats (goal: no loss); after it returned, an endpoint change on n6 was in all 9 peers' kernels in $(ms "$t0" "$t1") ms"
 else
-  result api-stopped fail "patch=$patch_rc followed=$rc agents alive=$(alive && echo yes || echo no); ping: $stats"
+  result api-stopped fail "patch=$patch_rc followed=$rc agents alive=$(if agents_alive; then echo yes; else echo no; fi); ping: $stats"
 fi
 
 # An agent SIGKILLed and started again: the data plane does not depend on it.
@@ -209,8 +204,11 @@ start_agent n2
 wait_for 90 ip netns exec wge-n2 curl -sf http://127.0.0.1:9586/readyz; rc=$?
 sleep 1
 stats=$(ping_stop agent)
-[ $rc = 0 ] && result agent-killed ok "n2's agent SIGKILLed and started again (ready again): 10 ms ping n1→n2 Pods: $stats (goal: at most one 10 ms interval lost)" \
-  || result agent-killed fail "n2's agent not ready again in 90 s: $(tail -3 "$work/n2/agent.log")"
+if [ $rc = 0 ]; then
+  result agent-killed ok "n2's agent SIGKILLed and started again (ready again): 10 ms ping n1→n2 Pods: $stats (goal: at most one 10 ms interval lost)"
+else
+  result agent-killed fail "n2's agent not ready again in 90 s: $(tail -3 "$work/n2/agent.log")"
+fi
 
 # A node's underlay address changed: the controller publishes the new endpoint and the peers follow.
 wait_for 60 wgs n4 peers  # back from the endpoint override
@@ -228,19 +226,25 @@ t1=$(now)
 wait_for 30 ip netns exec wge-n1-p1 ping -c 1 -W 1 "$(head -1 "$work/n4/p1.ips")"; reach=$?
 sleep 1
 stats=$(ping_stop underlay)
-[ $rc = 0 ] && [ $reach = 0 ] && result underlay-changed ok "n4 moved from 192.0.2.4 to 192.0.2.44: endpoint $(annotation n4 endpoint) in all 9 peers' kernels after $(ms "$t0" "$t1") ms; 10 ms ping n1→n4 Pods: $stats (the longest silence is the time to recover)" \
-  || result underlay-changed fail "peers following=$rc reachable=$reach endpoint '$(annotation n4 endpoint)'; ping: $stats"
+if [ $rc = 0 ] && [ $reach = 0 ]; then
+  result underlay-changed ok "n4 moved from 192.0.2.4 to 192.0.2.44: endpoint $(annotation n4 endpoint) in all 9 peers' kernels after $(ms "$t0" "$t1") ms; 10 ms ping n1→n4 Pods: $stats (the longest silence is the time to recover)"
+else
+  result underlay-changed fail "peers following=$rc reachable=$reach endpoint '$(annotation n4 endpoint)'; ping: $stats"
+fi
 
 # A peer's interface deleted by hand: the agent sees the link go (rtnetlink's link notifications) and recreates it.
 ping_start ifdel n1 n5; sleep 1
 t0=$(now)
 ip -n wge-n5 link del wgmesh0
-back() { [ "$(wgs n5 peers | wc -l)" -eq 9 ] && ip netns exec wge-n1-p1 ping -c 1 -W 1 "$(head -1 "$work/n5/p1.ips")"; }
+back() { [ "$(peer_count n5)" -eq 9 ] && ip netns exec wge-n1-p1 ping -c 1 -W 1 "$(head -1 "$work/n5/p1.ips")"; }
 wait_for 120 back; rc=$?
 t1=$(now); sleep 1
 stats=$(ping_stop ifdel)
-[ $rc = 0 ] && result interface-deleted ok "n5's wgmesh0 deleted with ip link del: recreated with its 9 peers, Pods reachable again after $(ms "$t0" "$t1") ms (the agent watches link changes); 10 ms ping n1→n5 Pods: $stats" \
-  || result interface-deleted fail "n5's interface not back in 120 s: $(wgs n5 peers | wc -l) peers"
+if [ $rc = 0 ]; then
+  result interface-deleted ok "n5's wgmesh0 deleted with ip link del: recreated with its 9 peers, Pods reachable again after $(ms "$t0" "$t1") ms (the agent watches link changes); 10 ms ping n1→n5 Pods: $stats"
+else
+  result interface-deleted fail "n5's interface not back in 120 s: $(peer_count n5 2>/dev/null) peers"
+fi
 
 # 100 malformed wgmesh annotations written to one node: Events explain, nobody crashes, the others are unaffected.
 ping_start malformed n1 n2; sleep 1
@@ -254,7 +258,7 @@ done
 written=$(kapi "${writes[@]}" | grep -c '^200$')
 invalid() { kapi "http://$api:6443/apis/events.k8s.io/v1/namespaces/default/events" \
   | jq -e '[.items[] | select(.regarding.name == "n10" and .reason == "InvalidAnnotation")] | length > 0' >/dev/null; }
-left_out() { for m in n1 n2 n3; do [ "$(wgs "$m" peers | wc -l)" -eq 8 ] || return 1; done; }
+left_out() { for m in n1 n2 n3; do [ "$(peer_count "$m")" -eq 8 ] || return 1; done; }
 wait_for 60 invalid; ev_rc=$?
 wait_for 60 left_out; out_rc=$?
 sleep 2
@@ -268,10 +272,10 @@ over=$(n10_events '[group_by(.reportingInstance)[] | length - 25 - ((map(.eventT
 note=$(n10_events '"\(length) InvalidAnnotation Events on n10 from \([.[].reportingInstance] | unique | length) reporters, at most '"$most"' from one (spam filter: 25, then one per 5 minutes), e.g. \"\(.[-1].note // "" | .[0:120])\""' | jq -r .)
 patch_annotations n10 '{"wgmesh.dev/endpoint-override":null}'
 wait_for 90 converged; back_rc=$?
-if [ "$written" = 100 ] && [ $ev_rc = 0 ] && [ $out_rc = 0 ] && alive && kill -0 "$ctl_c1" "$ctl_c2" 2>/dev/null && [ $back_rc = 0 ] && [ "$over" -le 0 ] && [ "$(silence_ms "$stats")" -lt 10000 ]; then
+if [ "$written" = 100 ] && [ $ev_rc = 0 ] && [ $out_rc = 0 ] && agents_alive && kill -0 "$ctl_c1" "$ctl_c2" 2>/dev/null && [ $back_rc = 0 ] && [ "$over" -le 0 ] && [ "$(silence_ms "$stats")" -lt 10000 ]; then
   result malformed ok "$written malformed endpoint-override values written to n10 (100 PATCHes, HTTP 200): every agent and controller runs, n10 left out then back once fixed; $note; 10 ms ping n1→n2 Pods meanwhile: $stats"
 else
-  result malformed fail "written=$written events=$ev_rc (at most $most from one reporter) left out=$out_rc back=$back_rc agents alive=$(alive && echo yes || echo no); ping n1→n2: $stats"
+  result malformed fail "written=$written events=$ev_rc (at most $most from one reporter) left out=$out_rc back=$back_rc agents alive=$(if agents_alive; then echo yes; else echo no; fi); ping n1→n2: $stats"
 fi
 
 # --- 4. throughput: the mesh against a hand-made WireGuard tunnel with the same MTU, on the same underlay ---
@@ -279,10 +283,7 @@ mtu=$(ip -n wge-n1 -j link show wgmesh0 | jq '.[0].mtu')
 ka=$(wg genkey); kb=$(wg genkey)
 for t in a b; do
   i=201; [ $t = b ] && i=202
-  ip netns add "wge-t$t"
-  ip -n wge-lan link add "wge-t$t" type veth peer name eth0 netns "wge-t$t"
-  lan ip link set "wge-t$t" master wge-br0 up
-  ip -n "wge-t$t" link set lo up && ip -n "wge-t$t" link set eth0 up && ip -n "wge-t$t" addr add "192.0.2.$i/24" dev eth0
+  lab_namespace "t$t" "$i"
   ip -n "wge-t$t" link add wg0 type wireguard
   ip -n "wge-t$t" addr add "198.51.100.$((i - 200))/24" dev wg0
 done
@@ -315,8 +316,11 @@ wgp=$(packets "$work/underlay.pcap" "$wireguard_message")
 # WireGuard messages whose outer source is a tunnel address: encrypted, but sent while a node's underlay
 # had no address (the address change above); counted apart.
 outer=$(packets "$work/underlay.pcap" "($pod_traffic) and ($wireguard_message)")
-[ "$leaked" -eq 0 ] && [ "$wgp" -gt 0 ] && result leak-check ok "0 Pod-addressed packets outside WireGuard of $total captured on the underlay across every scenario ($wgp WireGuard messages, $outer of them with a tunnel address as outer source) (goal: 0)" \
-  || result leak-check fail "$leaked Pod-addressed packets outside WireGuard of $total captured on the underlay: $(tcpdump -r "$work/underlay.pcap" -nn "$pod_leak" 2>/dev/null | head -3)"
+if [ "$leaked" -eq 0 ] && [ "$wgp" -gt 0 ]; then
+  result leak-check ok "0 Pod-addressed packets outside WireGuard of $total captured on the underlay across every scenario ($wgp WireGuard messages, $outer of them with a tunnel address as outer source) (goal: 0)"
+else
+  result leak-check fail "$leaked Pod-addressed packets outside WireGuard of $total captured on the underlay: $(tcpdump -r "$work/underlay.pcap" -nn "$pod_leak" 2>/dev/null | head -3)"
+fi
 
 echo "e2e: $passes passed, $failures failed in $((SECONDS - started)) s"
 [ $failures -eq 0 ]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The mesh lab that scripts/e2e-agent.sh and scripts/demo.sh share: Node network namespaces (wge-n1…) on
-# one underlay bridge in a namespace of its own (wge-lan, 192.0.2.0/24 and 2001:db8::/64, RFC 5737 and
-# RFC 3849) that also holds the test API server and `wgmesh controller`; one `wgmesh agent` per node; Pods
+# The mesh lab that scripts/e2e-agent.sh, scripts/e2e.sh and scripts/demo.sh share: Node network namespaces
+# (wge-n1…) on one underlay bridge in a namespace of its own (wge-lan, 192.0.2.0/24 and 2001:db8::/64, RFC 5737
+# and RFC 3849) that also holds the test API server and `wgmesh controller`; one `wgmesh agent` per node; Pods
 # added by the real CNI plugins from the agent's conflist. Source it with root, bin, backend and work set.
 # Background processes are started here without a shell function around the command itself, so that
 # $! is their own PID; each goes into pids, and lab_cleanup ends exactly those and the namespaces.
@@ -10,7 +10,8 @@
 # the nodes in agent_nodes, all of nodes unless set), the people's commands kubernetes-admin
 # ($work/kubeconfig), and the scenario's own setup and faults (kapi) a harness identity. Every Node write
 # is recorded in $WGMESH_RECORD ($work/writes.jsonl unless set), for check-admission-policies.py --replay.
-# Traffic goes only to addresses of these namespaces.
+# Traffic goes only to addresses of these namespaces. Here too, once for every scenario: the result lines and
+# their count, `wg show` of a node's interface, Node registration, and the underlay's namespaces.
 # wireguard-go's sockets share one folder across namespaces: each node's interface needs its own name.
 ifname() { if [ "$backend" = userspace ]; then echo "wgm-$1"; else echo wgmesh0; fi; }
 lan() { ip netns exec wge-lan "$@"; }
@@ -19,6 +20,19 @@ nodes=(n1 n2 n3)
 clusterv4=10.244.0.0/16
 clusterv6=fd00:10:244::/48
 pids=()
+passes=0
+failures=0
+
+# One result line per check, counted: result NAME ok|fail DETAIL prints "e2e: PASS NAME: DETAIL" (or FAIL) and
+# adds one to passes (or failures); a scenario ends with its count and exits non-zero when failures is not 0.
+result() {  # result NAME ok|fail DETAIL
+  if [ "$2" = ok ]; then echo "e2e: PASS $1: $3"; passes=$((passes + 1)); else echo "e2e: FAIL $1: $3"; failures=$((failures + 1)); fi
+}
+
+# wgs NODE [ARGS...]: `wg show` of NODE's interface in its namespace (wg show's errors go to stderr).
+wgs() { ip netns exec "wge-$1" wg show "$(ifname "$1")" "${@:2}"; }
+# peer_count NODE: how many peers NODE's interface has; 0, with wg show's error on stderr, where it has none.
+peer_count() { wgs "$1" peers | wc -l; }
 
 # Ends what runs in this scenario's namespaces (the agents' wireguard-go included: it holds its tun
 # device, and with it the namespace, alive), then removes the namespaces.
@@ -30,11 +44,13 @@ remove_namespaces() {
   for ns in $(ip netns list | awk '/^wge-/{print $1}'); do ip netns del "$ns"; done
 }
 
+# running PID: the process runs (a zombie has ended).
+running() { [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+
 # A process that still runs 10 s after SIGTERM is named and killed, so that a hung shutdown cannot hang the run.
 lab_cleanup() {
   local p end=$((SECONDS + 10))
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  running() { [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }  # a zombie has ended
   for p in "${pids[@]}"; do while running "$p" && [ $SECONDS -lt $end ]; do sleep 0.2; done; done
   for p in "${pids[@]}"; do
     running "$p" && { echo "lab: still running 10 s after SIGTERM, killed: $(tr '\0' ' ' <"/proc/$p/cmdline" | cut -c1-120)" >&2; kill -KILL "$p" 2>/dev/null; }
@@ -65,6 +81,44 @@ kapi() { lan curl -s -H 'Content-Type: application/merge-patch+json' -H 'Authori
 node_json() { kapi "http://$api:6443/api/v1/nodes/$1"; }
 annotation() { node_json "$1" | jq -r --arg k "wgmesh.dev/$2" '.metadata.annotations[$k] // empty'; }
 patch_annotations() { kapi -X PATCH "http://$api:6443/api/v1/nodes/$1" -d "{\"metadata\":{\"annotations\":$2}}" >/dev/null; }
+# wgm ARGS...: a `wgmesh` command as the people run it (kubernetes-admin), from the underlay's namespace.
+wgm() { lan "$bin/wgmesh" "$@" --kubeconfig "$work/kubeconfig"; }
+# create_node JSON: a Node created at the test API server (by the harness identity), from its JSON.
+create_node() { kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes" -d "$1" >/dev/null; }
+# register_node NAME IP [hostname]: a Node as its kubelet registers it: its InternalIP, and with "hostname" its
+# Hostname address (its name) as well.
+register_node() {
+  local addresses="{\"type\":\"InternalIP\",\"address\":\"$2\"}"
+  if [ "${3:-}" = hostname ]; then addresses+=",{\"type\":\"Hostname\",\"address\":\"$1\"}"; fi
+  create_node "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"$1\"},\"status\":{\"addresses\":[$addresses]}}"
+}
+
+# delete_node NAME: the Node deleted at the test API server (by the harness identity).
+delete_node() { kapi -X DELETE "http://$api:6443/api/v1/nodes/$1" >/dev/null; }
+
+# lab_namespace NAME I [ipv6] [routed]: network namespace wge-NAME, lo up and eth0 up, eth0 a veth on the
+# underlay bridge at 192.0.2.I/24; with "ipv6" at 2001:db8::I/64 as well; with "routed" a default route via the
+# bridge's address ($api).
+lab_namespace() {
+  local ns="wge-$1" i=$2 opt ipv6=0 routed=0
+  for opt in "${@:3}"; do
+    case $opt in
+      ipv6) ipv6=1 ;;
+      routed) routed=1 ;;
+      *) echo "lab_namespace: unknown option $opt (ipv6, routed)" >&2; return 2 ;;
+    esac
+  done
+  ip netns add "$ns"
+  ip -n wge-lan link add "$ns" type veth peer name eth0 netns "$ns"
+  lan ip link set "$ns" master wge-br0 up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" addr add "192.0.2.$i/24" dev eth0
+  if [ $ipv6 = 1 ]; then ip -n "$ns" addr add "2001:db8::$i/64" dev eth0 nodad; fi
+  if [ $routed = 1 ]; then ip -n "$ns" route add default via $api; fi
+}
+# node_namespace NAME I: a node's namespace: 192.0.2.I and 2001:db8::I, its default route via $api.
+node_namespace() { lab_namespace "$1" "$2" ipv6 routed; }
 
 # The underlay: a bridge in wge-lan, a veth per node, and an outside host (wge-ext, 192.0.2.100).
 lab_underlay() {
@@ -76,18 +130,12 @@ lab_underlay() {
   lan ip link set lo up
   lan ip link add wge-br0 type bridge && lan ip link set wge-br0 up
   lan ip addr add $api/24 dev wge-br0 && lan ip addr add 2001:db8::fe/64 dev wge-br0 nodad
-  i=0
-  for n in "${nodes[@]}" ext; do
-    i=$((i + 1)); [ "$n" = ext ] && i=100
-    ip netns add "wge-$n"
-    ip -n wge-lan link add "wge-$n" type veth peer name eth0 netns "wge-$n"
-    lan ip link set "wge-$n" master wge-br0 up
-    ip -n "wge-$n" link set lo up
-    ip -n "wge-$n" link set eth0 up
-    ip -n "wge-$n" addr add "192.0.2.$i/24" dev eth0
-    ip -n "wge-$n" addr add "2001:db8::$i/64" dev eth0 nodad
-    [ "$n" = ext ] || ip -n "wge-$n" route add default via $api
+  local i=0 n
+  for n in "${nodes[@]}"; do
+    i=$((i + 1))
+    node_namespace "$n" "$i"
   done
+  lab_namespace ext 100 ipv6
 }
 
 # A capture of the underlay (for the leak check) and the test API server with one Node per node.
@@ -104,8 +152,7 @@ lab_api() {
   local i=0 n
   for n in "${nodes[@]}"; do
     i=$((i + 1))
-    kapi -X POST -H 'Content-Type: application/json' "http://$api:6443/api/v1/nodes" -d "{\"apiVersion\":\"v1\",\"kind\":\"Node\",
-      \"metadata\":{\"name\":\"$n\"},\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"192.0.2.$i\"},{\"type\":\"Hostname\",\"address\":\"$n\"}]}}" >/dev/null
+    register_node "$n" "192.0.2.$i" hostname
   done
 }
 
@@ -139,6 +186,9 @@ start_device() {  # start_device NODE
   pids+=($!)
 }
 
+# Every node's agent (agent_NODE, for each of nodes) still runs.
+agents_alive() { local n; for n in "${nodes[@]}"; do kill -0 "$(eval echo "\$agent_$n")" 2>/dev/null || return 1; done; }
+
 # The processes of session $1 (a process started with setsid above, and whatever it started).
 session_pids() { ps -e -o pid=,sid= | awk -v s="$1" '$2 == s {print $1}'; }
 
@@ -147,15 +197,14 @@ session_pids() { ps -e -o pid=,sid= | awk -v s="$1" '$2 == s {print $1}'; }
 # Prints how many were left and their commands.
 end_container() {
   local p left what="" end=$((SECONDS + 10))
-  alive() { [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }  # a zombie has ended
   kill -TERM "$1" 2>/dev/null
-  while alive "$1" && [ $SECONDS -lt $end ]; do sleep 0.05; done
+  while running "$1" && [ $SECONDS -lt $end ]; do sleep 0.05; done
   kill -KILL "$1" 2>/dev/null; wait "$1" 2>/dev/null
   left=$(session_pids "$1")
   for p in $left; do what+=" ($(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-40))"; done
   for p in $left; do kill -KILL "$p" 2>/dev/null; done
   end=$((SECONDS + 10))
-  for p in $left; do while alive "$p" && [ $SECONDS -lt $end ]; do sleep 0.05; done; done
+  for p in $left; do while running "$p" && [ $SECONDS -lt $end ]; do sleep 0.05; done; done
   echo "$(wc -w <<<"$left") left in its session and killed$what"
 }
 
@@ -165,7 +214,7 @@ converged() {
     local gen applied
     gen=$(annotation "$n" key-generation); applied=$(annotation "$n" applied-key-generation)
     [ -n "$gen" ] && [ "$gen" = "$applied" ] || return 1
-    [ "$(ip netns exec "wge-$n" wg show "$(ifname "$n")" peers 2>/dev/null | wc -l)" -eq $((${#nodes[@]} - 1)) ] || return 1
+    [ "$(peer_count "$n" 2>/dev/null)" -eq $((${#nodes[@]} - 1)) ] || return 1
     [ -f "$work/$n/cni/10-wgmesh.conflist" ] || return 1
   done
 }
