@@ -11,7 +11,7 @@ if ! lint=$(swift-format lint --strict -r --parallel Sources Tests Package.swift
   echo "check-format: swift-format lint found the above; run: swift-format format -i -r --parallel Sources Tests Package.swift"
   status=1
 fi
-width=$(python3 -c 'import json; print(json.load(open(".swift-format"))["lineLength"])')
+width=$(sed -n 's/.*"lineLength" *: *\([0-9]*\).*/\1/p' .swift-format)
 long=$(find Sources Tests Package.swift -name '*.swift' -print0 | sort -z \
   | xargs -0 awk -v w="$width" 'length > w { printf "%s:%d: %d columns\n", FILENAME, FNR, length }')
 if [ -n "$long" ]; then

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests, the manifest check, and the image with every container of the manifests
-# run from it as a kubelet would, on the host; then every kernel test in one VM guest, then the agent's
+# The whole test suite: the code style, unit tests, the manifest check, and the image with every container of
+# the manifests run from it as a kubelet would, on the host; then every kernel test in one VM guest, then the agent's
 # three-node scenario in a second guest (kernel WireGuard), the ten-node faults and figures in a third, the
 # three-node scenario on the host (wireguard-go), then the demo; last, every Node write those scenarios
 # recorded, replayed through the admission policies.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+echo "== host: the code style (scripts/check-format.sh)"
+bash scripts/check-format.sh
 bash scripts/setup.sh
 echo "== host: swift test (XCTest) (kernel tests skip themselves here and run in the VM below)"
 swift test --disable-swift-testing 2>&1 | grep -vE "^Test (Case|Suite) .* started at"
