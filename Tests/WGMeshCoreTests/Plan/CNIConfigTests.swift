@@ -117,7 +117,8 @@ final class CNIConfigTests: XCTestCase {
         let source = try String(
             contentsOf: URL(fileURLWithPath: #filePath)
                 .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-                .appendingPathComponent("Sources/WGMeshCore/Plan/CNIConfig.swift"), encoding: .utf8)
+                .deletingLastPathComponent().appendingPathComponent("Sources/WGMeshCore/Plan/CNIConfig.swift"),
+            encoding: .utf8)
         XCTAssertTrue(
             source.contains("/// Caller contract: `podCIDRs` is never empty"),
             "the caller contract is documented on conflist")
