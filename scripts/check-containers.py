@@ -26,7 +26,7 @@ namespaces. The readiness and liveness probes' httpGet are sent as the kubelet d
 address (a hostNetwork Pod's IP).
 
 Each --rendered after the first is applied after the workloads of the one before are deleted (the
-cleanup DaemonSet after manifests/, as README's uninstall does): a container with `--cleanup` must leave
+cleanup DaemonSet after manifests/, as docs/operations.md's uninstall does): a container with `--cleanup` must leave
 the node clean and keep running. The Pods' service-account tokens are the test API server's identities
 for their ServiceAccounts, so every Node write they make is recorded as theirs; at the end those writes
 are replayed through the admission policies of the first manifests (check-admission-policies.py --replay).
@@ -835,7 +835,7 @@ def run(args):
             return [(pod, c, s, k) for pod, c, s, k in running if k.proc.poll() is None]
 
         # The phases: manifests/ installed; then, where given, what is applied next (the cleanup DaemonSet)
-        # after the Deployments and DaemonSets before it are deleted, as README's uninstall does.
+        # after the Deployments and DaemonSets before it are deleted, as docs/operations.md's uninstall does.
         running, count = [], 0
         for n, rendered in enumerate(phases):
             if n > 0:

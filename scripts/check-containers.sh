@@ -6,7 +6,7 @@
 # host network; the test API server listens on its loopback over HTTPS, as the Pods reach it in-cluster
 # (KUBERNETES_SERVICE_HOST, the service-account token and ca.crt), with a Node for the stand-in node. The
 # init containers must exit 0; the controller and the agent must run and pass their readiness probes. Then,
-# as README's uninstall does, the controller and the agent are deleted and manifests/cleanup/ applied: its
+# as docs/operations.md's uninstall does, the controller and the agent are deleted and manifests/cleanup/ applied: its
 # container must leave the node clean (no interface, nftables table, CNI file, enrollment key, agent
 # annotation or condition) and keep running.
 # Run as root, after scripts/build-image.sh:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Boot the WireGuard-capable Debian kernel once (virtme-ng under qemu, see ../shared/kernel-vm.md
+# Boot the WireGuard-capable Debian kernel once (virtme-ng under qemu, see docs/testing.md
 # and scripts/vm-setup.sh) and run one shell command in it as root, with the host's file system.
 # Prints the guest's output and exits with the guest command's exit status. The command may write
 # files to $WGMESH_VM_OUT (.vm/out), the one folder of the host the guest can write.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare (idempotently) a Debian kernel with WireGuard, a static busybox and virtme-ng
-# in .vm/ (git-ignored), so scripts/vm-test.sh can boot it under qemu. See README "Tests".
+# in .vm/ (git-ignored), so scripts/vm-test.sh can boot it under qemu. See docs/testing.md.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 vm="$root/.vm"
