@@ -8,7 +8,7 @@ import XCTest
 /// metadata-only watches, coalescing, resync.
 final class WatchTests: XCTestCase {
     static func annotate(_ key: String, _ value: String) -> Patch {
-        .merge(.object(["metadata": .object(["annotations": .object([.init(key): .string(value)])])]))
+        .annotations([key: value])
     }
 
     func testAWatchResumesFromTheLastVersionAfterDroppedConnectionsWithoutMissingOrRepeating() async throws {
@@ -313,7 +313,7 @@ final class WatchTests: XCTestCase {
                 "listed, then transformed")
             _ = try await client.patch(
                 .nodes, namespace: nil, name: "a",
-                .merge(.object(["metadata": .object(["annotations": .object(["x": "1"])])])))
+                .annotations(["x": "1"]))
             try server.createNodes(["b"])
             let patched = try await client.get(.nodes, namespace: nil, name: "a").metadata.resourceVersion
             await eventually("both watched") {
