@@ -88,6 +88,8 @@ public final class Informer: Sendable {
         var finished = false
         var resourceVersion: String?
         var statistics = Statistics()
+        /// Whom a change under the lock woke: `withState` resumes them once the lock is released.
+        var woken = Wakeups()
 
         mutating func enqueue(_ key: String, _ event: InformerEvent) {
             if let earlier = pending[key] {
@@ -98,8 +100,17 @@ public final class Informer: Sendable {
             }
             if let consumer, let e = pop() {
                 self.consumer = nil
-                consumer.resume(returning: e)
+                woken.consumer = (consumer, e)
             }
+        }
+
+        /// Wakes the consumer with nil and every sync waiter: `run` has ended.
+        mutating func finish() {
+            finished = true
+            if let consumer { woken.consumer = (consumer, nil) }
+            consumer = nil
+            woken.syncWaiters += syncWaiters
+            syncWaiters = []
         }
 
         mutating func pop() -> InformerEvent? {
@@ -157,6 +168,30 @@ public final class Informer: Sendable {
     /// The cached object, by `name` or `namespace/name`.
     public func get(_ key: String) -> KubeObject? { state.withLock { $0.objects[key] } }
 
+    /// Continuations to resume, gathered under the lock. They are resumed only after it is released: resuming
+    /// one wakes its task, which takes the task's status lock, while a task being cancelled holds that lock as it
+    /// runs `nextEvent`'s cancellation handler, which takes this lock: holding both in opposite orders deadlocks.
+    struct Wakeups {
+        var consumer: (CheckedContinuation<InformerEvent?, Never>, InformerEvent?)?
+        var syncWaiters: [CheckedContinuation<Void, Never>] = []
+
+        func resume() {
+            if let (c, e) = consumer { c.resume(returning: e) }
+            for w in syncWaiters { w.resume() }
+        }
+    }
+
+    /// Runs `body` under the lock, then resumes whom it woke.
+    func withState<T: Sendable>(_ body: (inout State) -> T) -> T {
+        let (result, woken) = state.withLock { s in
+            let result = body(&s)
+            defer { s.woken = Wakeups() }
+            return (result, s.woken)
+        }
+        woken.resume()
+        return result
+    }
+
     /// Every cached object.
     public func list() -> [KubeObject] { state.withLock { Array($0.objects.values) } }
 
@@ -168,8 +203,8 @@ public final class Informer: Sendable {
     /// Returns once the first list is in the cache, or once `run` has ended without one.
     public func waitUntilSynced() async {
         await withCheckedContinuation { c in
-            state.withLock { s in
-                if s.synced || s.finished { c.resume() } else { s.syncWaiters.append(c) }
+            withState { s in
+                if s.synced || s.finished { s.woken.syncWaiters.append(c) } else { s.syncWaiters.append(c) }
             }
         }
     }
@@ -189,19 +224,19 @@ public final class Informer: Sendable {
     func nextEvent() async -> InformerEvent? {
         await withTaskCancellationHandler {
             await withCheckedContinuation { c in
-                state.withLock { s in
+                withState { s in
                     if let e = s.pop() {
-                        c.resume(returning: e)
+                        s.woken.consumer = (c, e)
                     } else if s.finished || Task.isCancelled {
-                        c.resume(returning: nil)
+                        s.woken.consumer = (c, nil)
                     } else {
                         s.consumer = c
                     }
                 }
             }
         } onCancel: {
-            state.withLock { s in
-                s.consumer?.resume(returning: nil)
+            withState { s in
+                if let c = s.consumer { s.woken.consumer = (c, nil) }
                 s.consumer = nil
             }
         }
@@ -211,16 +246,8 @@ public final class Informer: Sendable {
 
     /// Lists, then watches, until the task is cancelled.
     public func run() async {
-        defer {
-            state.withLock { s in
-                s.finished = true
-                s.consumer?.resume(returning: nil)
-                s.consumer = nil
-                // Nothing will sync any more: whoever waits for it goes on (and sees the cancellation).
-                for w in s.syncWaiters { w.resume() }
-                s.syncWaiters = []
-            }
-        }
+        // Nothing will sync any more: whoever waits for it goes on (and sees the cancellation).
+        defer { withState { $0.finish() } }
         var needList = true
         var backoff = configuration.backoff
         var lastList = ContinuousClock.now
@@ -268,14 +295,14 @@ public final class Informer: Sendable {
             metadataOnly: configuration.metadataOnly, labelSelector: configuration.labelSelector)
         let items = configuration.transform.map { list.items.map($0) } ?? list.items
         let fresh = Dictionary(items.map { (Informer.key($0), $0) }, uniquingKeysWith: { $1 })
-        state.withLock { s in
+        withState { s in
             s.statistics.lists += 1
             for (key, old) in s.objects where fresh[key] == nil { s.apply(.delete(old)) }
             for o in fresh.values { s.apply(.upsert(o)) }
             s.resourceVersion = list.resourceVersion
             if !s.synced {
                 s.synced = true
-                for w in s.syncWaiters { w.resume() }
+                s.woken.syncWaiters += s.syncWaiters
                 s.syncWaiters = []
             }
         }
@@ -303,7 +330,7 @@ public final class Informer: Sendable {
                     return true
                 }
                 let change = event.change?.transformed(by: configuration.transform)
-                state.withLock { s in
+                withState { s in
                     if let change { s.apply(change) }
                     if let rv = event.resourceVersion { s.resourceVersion = rv }
                 }
