@@ -30,53 +30,91 @@ PY
 cat > "$work/guest.sh" <<GUEST
 set -e
 ns() { date +%s%N; }
-median() { sort -n | awk '{a[NR]=\$1} END {print a[int((NR+1)/2)]}'; }
+fail() { echo "bench-netlink: FAIL: \$*"; exit 1; }
+# One repetition, in this shell (no pipeline, no subshell): runs the command and appends its time in ms to file
+# \$1. A command that fails fails the whole benchmark, naming itself; no median is taken over it.
+timed() {
+  file=\$1
+  shift
+  status=0
+  t0=\$(ns)
+  "\$@" >/dev/null 2>/tmp/wgb-err || status=\$?
+  t1=\$(ns)
+  if [ \$status != 0 ]; then fail "\$* exited \$status: \$(cat /tmp/wgb-err)"; fi
+  echo \$(( (t1 - t0) / 1000000 )) >> \$file
+}
+# The median of the times in file \$1, written to file \$2; every one of the $reps repetitions must have left one.
+median() {
+  count=\$(grep -cxE '[0-9]+' \$1 2>/dev/null || true)
+  lines=\$(cat \$1 2>/dev/null | wc -l)
+  if [ "\$count" != $reps ] || [ "\$lines" != $reps ]; then
+    fail "\$1 holds \$count times in \$lines lines, not the $reps repetitions: \$(cat \$1 2>/dev/null | tr '\n' ' ')"
+  fi
+  sort -n \$1 | awk '{a[NR]=\$1} END {print a[int((NR+1)/2)]}' > \$2
+}
 # A new link for every run: deleting one with 10,000 peers costs the kernel minutes under emulation
 # (an RCU grace period per peer), and the guest is thrown away afterwards anyway.
-# The counter lives in a file: the runs below are in pipelines, that is in subshells.
-fresh() { links=\$((\$(cat /tmp/wgb-count 2>/dev/null || echo 0) + 1)); echo \$links > /tmp/wgb-count; dev=wgb\$links; ip link add \$dev type wireguard; }
+links=0
+fresh() { links=\$((links + 1)); dev=wgb\$links; ip link add \$dev type wireguard || fail "ip link add \$dev failed"; }
+peers() {
+  got=\$(wg show \$dev peers | wc -l)
+  if [ "\$got" != \$1 ]; then fail "\$2 left \$got peers on \$dev, not \$1"; fi
+}
+times=\$WGMESH_VM_OUT/times
+mkdir -p \$times
 for n in 1000 10000; do
   for tool in wg ours; do
     for r in \$(seq $reps); do
       fresh
-      t0=\$(ns)
-      if [ \$tool = wg ]; then wg setconf \$dev $work/peers-\$n.conf; else $bin wg setconf \$dev $work/peers-\$n.conf; fi
-      t1=\$(ns)
-      [ "\$(wg show \$dev peers | wc -l)" = \$n ] || { echo "\$tool set \$(wg show \$dev peers | wc -l) peers, not \$n"; exit 1; }
-      echo \$(( (t1 - t0) / 1000000 ))
-    done | median > \$WGMESH_VM_OUT/\$tool-\$n.ms
+      if [ \$tool = wg ]; then
+        timed \$times/\$tool-\$n wg setconf \$dev $work/peers-\$n.conf
+      else
+        timed \$times/\$tool-\$n $bin wg setconf \$dev $work/peers-\$n.conf
+      fi
+      peers \$n "\$tool setconf, repetition \$r,"
+    done
+    median \$times/\$tool-\$n \$WGMESH_VM_OUT/\$tool-\$n.ms
   done
 done
 fresh
-$bin wg setconf --stats \$dev $work/peers-1000.conf > \$WGMESH_VM_OUT/ours-1000.msgs
+$bin wg setconf --stats \$dev $work/peers-1000.conf > \$WGMESH_VM_OUT/ours-1000.msgs || fail "wgmesh wg setconf --stats (1,000 peers) failed"
 fresh
-$bin wg setconf --stats \$dev $work/peers-10000.conf > \$WGMESH_VM_OUT/ours-10000.msgs
+$bin wg setconf --stats \$dev $work/peers-10000.conf > \$WGMESH_VM_OUT/ours-10000.msgs || fail "wgmesh wg setconf --stats (10,000 peers) failed"
+peers 10000 "wgmesh wg setconf --stats"
 key=\$(wg show \$dev peers | sed -n 5000p)
+if [ -z "\$key" ]; then fail "no 5,000th peer on \$dev"; fi
 for tool in wg ours; do
   for r in \$(seq $reps); do
-    t0=\$(ns)
-    if [ \$tool = wg ]; then wg set \$dev peer \$key allowed-ips 10.250.\$r.0/24; else $bin wg set-peer \$dev \$key --allowed-ips 10.250.\$r.0/24; fi
-    t1=\$(ns)
-    echo \$(( (t1 - t0) / 1000000 ))
-  done | median > \$WGMESH_VM_OUT/\$tool-one.ms
+    if [ \$tool = wg ]; then
+      timed \$times/\$tool-one wg set \$dev peer \$key allowed-ips 10.250.\$r.0/24
+    else
+      timed \$times/\$tool-one $bin wg set-peer \$dev \$key --allowed-ips 10.250.\$r.0/24
+    fi
+  done
+  median \$times/\$tool-one \$WGMESH_VM_OUT/\$tool-one.ms
 done
-$bin wg set-peer --stats \$dev \$key --allowed-ips 10.251.0.0/24 > \$WGMESH_VM_OUT/ours-one.msgs
+$bin wg set-peer --stats \$dev \$key --allowed-ips 10.251.0.0/24 > \$WGMESH_VM_OUT/ours-one.msgs || fail "wgmesh wg set-peer --stats failed"
 # Process start alone (no netlink, no parsing): what every whole-command time above includes.
 for tool in wg ours; do
   for r in \$(seq $reps); do
-    t0=\$(ns)
-    if [ \$tool = wg ]; then wg --version; else $bin --version; fi > /dev/null
-    t1=\$(ns)
-    echo \$(( (t1 - t0) / 1000000 ))
-  done | median > \$WGMESH_VM_OUT/\$tool-start.ms
+    if [ \$tool = wg ]; then timed \$times/\$tool-start wg --version; else timed \$times/\$tool-start $bin --version; fi
+  done
+  median \$times/\$tool-start \$WGMESH_VM_OUT/\$tool-start.ms
 done
-wg show \$dev allowed-ips | grep -q "^\$key.10.251.0.0/24\$"
+if ! wg show \$dev allowed-ips | grep -q "^\$key.10.251.0.0/24\$"; then fail "the last change is not in the kernel"; fi
 GUEST
 
-bash scripts/vm-run.sh "sh $work/guest.sh"
+if ! bash scripts/vm-run.sh "sh $work/guest.sh"; then
+  echo "bench-netlink: FAIL: the benchmark failed in the guest (its output above); no figures" >&2
+  exit 1
+fi
 res="$root/.vm/out"
 for f in wg-1000 ours-1000 wg-10000 ours-10000 wg-one ours-one wg-start ours-start; do
-  [ -s "$res/$f.ms" ] && [ "$(cat "$res/$f.ms")" -gt 0 ] || { echo "bench-netlink: no result for $f; the guest said:" >&2; cat "$res/log" >&2; exit 1; }
+  if [ ! -s "$res/$f.ms" ] || ! [ "$(cat "$res/$f.ms")" -gt 0 ] 2>/dev/null; then
+    echo "bench-netlink: FAIL: no result for $f; the guest said:" >&2
+    cat "$res/log" >&2
+    exit 1
+  fi
 done
 r() { awk -v a="$(cat "$res/ours-$1.ms")" -v b="$(cat "$res/wg-$1.ms")" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 echo "wgmesh netlink vs wg(8), VM kernel $(basename "$(ls "$root"/.vm/kernel/boot/vmlinuz-*)" | sed 's/vmlinuz-//'), qemu TCG, median of $reps"
@@ -89,7 +127,10 @@ printf '%-34s %10s %10s %8s\n' "process start only (--version)" "$(cat "$res/wg-
 # process start and no file to parse. Reported apart from the whole-command ratios above.
 inproc() { sed -n 's/.*, \([0-9]*\) ms in netlink/\1/p' "$res/ours-$1.msgs"; }
 for n in 1000 10000; do
-  [ -n "$(inproc $n)" ] || { echo "bench-netlink: no --stats result for $n peers" >&2; exit 1; }
+  if [ -z "$(inproc $n)" ]; then
+    echo "bench-netlink: FAIL: no --stats result for $n peers" >&2
+    exit 1
+  fi
   awk -v a="$(inproc $n)" -v b="$(cat "$res/wg-$n.ms")" -v n=$n 'BEGIN { printf "in-process netlink time for %d peers (one run): %d ms; against wg setconf whole command: %.2f\n", n, a, a / b }'
 done
 echo "messages: $(cat "$res/ours-10000.msgs" | sed 's/, [0-9]* ms in netlink//'); one-peer change: $(cat "$res/ours-one.msgs")"

@@ -6,24 +6,15 @@ import XCTest
 
 /// The backend contract (Tests/TestSupport/WireGuardContract.swift) on wireguard-go through its UAPI
 /// socket, the same checks as KernelContractTests on kernel WireGuard. wireguard-go runs in a network
-/// namespace of the test's own, started and ended by PID. Needs root and wireguard-go, which
-/// scripts/setup.sh installs; it says so and skips elsewhere.
+/// namespace of the test's own, started and ended by PID. Needs root, a tun device and wireguard-go, which
+/// scripts/setup.sh installs; it says so and skips elsewhere (UserspaceTestSupport.swift).
 final class UserspaceContractTests: XCTestCase {
     static let namespace = "wgmc-us"
     var process: Process?
     var interface = ""
 
     override func setUpWithError() throws {
-        guard getuid() == 0 else {
-            throw XCTSkip("needs root for a network namespace and a tun device (CI runs as root)")
-        }
-        guard
-            let program = ["/usr/bin/wireguard-go", "/usr/sbin/wireguard-go"].first(where: {
-                FileManager.default.isExecutableFile(atPath: $0)
-            })
-        else {
-            throw XCTSkip("wireguard-go is not installed: scripts/setup.sh installs it (Debian wireguard-go)")
-        }
+        let program = try UserspaceSupport.requireWireGuardGo()
         interface = "wgmc-u\(getpid() % 1000)"
         _ = try run("/usr/sbin/ip", ["netns", "del", Self.namespace], allowFailure: true)
         _ = try run("/usr/sbin/ip", ["netns", "add", Self.namespace])

@@ -6,8 +6,8 @@ import XCTest
 
 /// `wgmesh userspace-device` (UserspaceDevice) and the agent's --external-wireguard-go (WireGuardGo with
 /// `Launch.elsewhere`) with the real wireguard-go, in a network namespace of the test's own: a wrapper
-/// program runs it there, and every process is ended by PID. Needs root and wireguard-go, which
-/// scripts/setup.sh installs; it says so and skips elsewhere.
+/// program runs it there, and every process is ended by PID. Needs root, a tun device and wireguard-go, which
+/// scripts/setup.sh installs; it says so and skips elsewhere (UserspaceTestSupport.swift).
 final class UserspaceDeviceTests: XCTestCase {
     static let namespace = "wgmc-dev"
     var interface = ""
@@ -32,16 +32,7 @@ final class UserspaceDeviceTests: XCTestCase {
     }
 
     override func setUpWithError() throws {
-        guard getuid() == 0 else {
-            throw XCTSkip("needs root for a network namespace and a tun device (CI runs as root)")
-        }
-        guard
-            let program = ["/usr/bin/wireguard-go", "/usr/sbin/wireguard-go"].first(where: {
-                FileManager.default.isExecutableFile(atPath: $0)
-            })
-        else {
-            throw XCTSkip("wireguard-go is not installed: scripts/setup.sh installs it (Debian wireguard-go)")
-        }
+        let program = try UserspaceSupport.requireWireGuardGo()
         interface = "wgmc-d\(getpid() % 1000)"
         try sh("ip netns del \(Self.namespace) 2>/dev/null; ip netns add \(Self.namespace)")
         let folder = NSTemporaryDirectory() + "wgmesh-device-test-\(getpid())"

@@ -168,16 +168,23 @@ final class FirewallRulesetTests: XCTestCase {
         for text in cases { XCTAssertNil(FirewallRuleset.counter(fromJSON: text), text) }
     }
 
-    /// Checks rulesets with the kernel through `nft -c` (nothing is applied); skips where nft cannot.
+    /// Checks rulesets with the kernel through `nft -c` (nothing is applied); skips where nft cannot, and
+    /// fails instead with WGMESH_REQUIRE_NFT=1 (scripts/test.sh sets it; scripts/setup.sh installs nftables).
     func testNftAcceptsEveryRuleset() throws {
+        func missing(_ what: String) -> Error {
+            if ProcessInfo.processInfo.environment["WGMESH_REQUIRE_NFT"] == "1" {
+                return NftMissing(description: "WGMESH_REQUIRE_NFT=1, and " + what)
+            }
+            return XCTSkip(what)
+        }
         guard
             let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first(where: FileManager.default.isExecutableFile)
         else {
-            throw XCTSkip("nft is not installed (Debian package nftables); the rulesets were not checked by nftables")
+            throw missing("nft is not installed (Debian package nftables); the rulesets were not checked by nftables")
         }
         let probe = try check(nft, FirewallRuleset.removal)
         guard probe.status == 0 else {
-            throw XCTSkip(
+            throw missing(
                 "nft -c cannot check against this host's kernel (it needs nftables and CAP_NET_ADMIN): \(probe.output)")
         }
         let inputs = [
@@ -199,6 +206,10 @@ final class FirewallRulesetTests: XCTestCase {
             let result = try check(nft, input)
             XCTAssertEqual(result.status, 0, "nft -c refused:\n\(result.output)\n\(input)")
         }
+    }
+
+    struct NftMissing: Error, CustomStringConvertible {
+        let description: String
     }
 
     /// Runs `nft -c -f` on `input` and returns its exit status and output.
