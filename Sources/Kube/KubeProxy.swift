@@ -1,4 +1,8 @@
 import AsyncHTTPClient
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 #if canImport(FoundationEssentials)
     import FoundationEssentials
 #else
@@ -172,20 +176,23 @@ public struct KubeProxy: Sendable, Equatable {
     }
 }
 
-/// An IPv4 or IPv6 address in `$NO_PROXY` or a server's host, read as wgmesh reads addresses elsewhere:
+/// An IPv4 or IPv6 address in `$NO_PROXY` or a server's host, as the C library's `inet_pton` reads it:
 /// dotted-quad IPv4 without leading zeros, RFC 4291 IPv6 (`::`, an IPv4 tail); the value in the low bits.
 struct ProxyIP: Equatable {
     var isV6: Bool
     var value: UInt128
 
     init?(_ text: some StringProtocol) {
-        let bytes = Array(text.utf8)
-        if bytes.contains(UInt8(ascii: ":")) {
-            guard let v = Self.parseV6(bytes[...]) else { return nil }
-            (isV6, value) = (true, v)
+        let text = String(text)
+        if text.contains(":") {
+            var a = in6_addr()
+            guard inet_pton(AF_INET6, text, &a) == 1 else { return nil }
+            let bytes = withUnsafeBytes(of: a) { Array($0) }
+            (isV6, value) = (true, bytes.reduce(0) { $0 << 8 | UInt128($1) })
         } else {
-            guard let v = Self.parseV4(bytes[...]) else { return nil }
-            (isV6, value) = (false, UInt128(v))
+            var a = in_addr()
+            guard inet_pton(AF_INET, text, &a) == 1 else { return nil }
+            (isV6, value) = (false, UInt128(UInt32(bigEndian: a.s_addr)))
         }
     }
 
@@ -207,97 +214,5 @@ struct ProxyIP: Equatable {
         if length == 0 { return true }
         let shift = UInt128(width - length)
         return ip.value >> shift == network.value >> shift
-    }
-
-    /// Dotted quad: no signs, no leading zeros, each part 0-255.
-    static func parseV4(_ bytes: ArraySlice<UInt8>) -> UInt32? {
-        var value: UInt32 = 0
-        var part: UInt32 = 0
-        var digits = 0
-        var parts = 0
-        var leadingZero = false
-        for c in bytes {
-            if c == UInt8(ascii: ".") {
-                guard digits > 0 else { return nil }
-                value = value << 8 | part
-                parts += 1
-                part = 0
-                digits = 0
-                continue
-            }
-            guard c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9") else { return nil }
-            if digits == 0 { leadingZero = c == UInt8(ascii: "0") } else if leadingZero { return nil }
-            part = part * 10 + UInt32(c - UInt8(ascii: "0"))
-            digits += 1
-            guard part <= 255 else { return nil }
-        }
-        guard digits > 0, parts == 3 else { return nil }
-        return value << 8 | part
-    }
-
-    /// RFC 4291: eight groups, or fewer around one `::`, optionally ending in IPv4.
-    static func parseV6(_ bytes: ArraySlice<UInt8>) -> UInt128? {
-        let colon = UInt8(ascii: ":")
-        var head: UInt128 = 0
-        var headCount = 0
-        var tail: UInt128 = 0
-        var tailCount = 0
-        var gap = false
-        var i = bytes.startIndex
-        let end = bytes.endIndex
-        func add(_ group: UInt128) {
-            if gap {
-                tail = tail << 16 | group
-                tailCount += 1
-            } else {
-                head = head << 16 | group
-                headCount += 1
-            }
-        }
-        if i != end, bytes[i] == colon {
-            i += 1
-            guard i != end, bytes[i] == colon else { return nil }
-            gap = true
-            i += 1
-        }
-        while i != end {
-            let start = i
-            var group: UInt128 = 0
-            var digits = 0
-            while i != end, let d = hexValue(bytes[i]) {
-                group = group << 4 | UInt128(d)
-                digits += 1
-                i += 1
-            }
-            if i != end, bytes[i] == UInt8(ascii: ".") {  // an IPv4 tail ends the address
-                guard let v4 = parseV4(bytes[start..<end]) else { return nil }
-                add(UInt128(v4 >> 16))
-                add(UInt128(v4 & 0xffff))
-                break
-            }
-            guard (1...4).contains(digits), headCount + tailCount < 8 else { return nil }
-            add(group)
-            if i == end { break }
-            guard bytes[i] == colon else { return nil }
-            i += 1
-            guard i != end else { return nil }  // one trailing colon
-            if bytes[i] == colon {
-                guard !gap else { return nil }
-                gap = true
-                i += 1
-            }
-        }
-        let count = headCount + tailCount
-        guard gap ? count <= 7 : count == 8 else { return nil }
-        return gap ? head << (16 * (8 - headCount)) | tail : head
-    }
-
-    static func hexValue(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-        default: return nil
-        }
     }
 }
