@@ -1,23 +1,14 @@
 import Foundation
-import XCTest
+import TestSupport
 
 /// Gate for the tests that run the real wireguard-go: they need root (a network namespace), a tun device and
 /// wireguard-go, which scripts/setup.sh installs. Elsewhere they skip, saying what is missing; with
 /// WGMESH_REQUIRE_USERSPACE=1 (scripts/test.sh sets it) a missing need is a failure instead, as
 /// WGMESH_REQUIRE_KERNEL=1 makes it for the kernel tests in the VM.
 enum UserspaceSupport {
-    static var required: Bool { ProcessInfo.processInfo.environment["WGMESH_REQUIRE_USERSPACE"] == "1" }
-
-    struct Missing: Error, CustomStringConvertible {
-        let description: String
-    }
-
     /// Returns the path of wireguard-go, or throws a skip (a failure where required) naming what is missing.
     static func requireWireGuardGo() throws -> String {
-        func missing(_ what: String) -> Error {
-            if required { return Missing(description: "WGMESH_REQUIRE_USERSPACE=1, and this test " + what) }
-            return XCTSkip(what)
-        }
+        func missing(_ what: String) -> Error { unmetNeed("this test " + what, requiredBy: "WGMESH_REQUIRE_USERSPACE") }
         guard getuid() == 0 else {
             throw missing("needs root for a network namespace and a tun device (CI runs as root)")
         }

@@ -171,12 +171,7 @@ final class FirewallRulesetTests: XCTestCase {
     /// Checks rulesets with the kernel through `nft -c` (nothing is applied); skips where nft cannot, and
     /// fails instead with WGMESH_REQUIRE_NFT=1 (scripts/test.sh sets it; scripts/setup.sh installs nftables).
     func testNftAcceptsEveryRuleset() throws {
-        func missing(_ what: String) -> Error {
-            if ProcessInfo.processInfo.environment["WGMESH_REQUIRE_NFT"] == "1" {
-                return NftMissing(description: "WGMESH_REQUIRE_NFT=1, and " + what)
-            }
-            return XCTSkip(what)
-        }
+        func missing(_ what: String) -> Error { unmetNeed(what, requiredBy: "WGMESH_REQUIRE_NFT") }
         guard
             let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first(where: FileManager.default.isExecutableFile)
         else {
@@ -206,10 +201,6 @@ final class FirewallRulesetTests: XCTestCase {
             let result = try check(nft, input)
             XCTAssertEqual(result.status, 0, "nft -c refused:\n\(result.output)\n\(input)")
         }
-    }
-
-    struct NftMissing: Error, CustomStringConvertible {
-        let description: String
     }
 
     /// Runs `nft -c -f` on `input` and returns its exit status and output.
