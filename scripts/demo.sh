@@ -65,34 +65,49 @@ for n in "${nodes[@]}"; do cni_add "$n" p1 || die "the CNI plugins failed on $n"
 src=$(head -1 "$work/n1/p1.ips"); dst=$(head -1 "$work/n2/p1.ips"); dst3=$(head -1 "$work/n3/p1.ips")
 
 step "Pod-to-Pod across nodes: n1/p1 ($src) pings n2/p1 ($dst) and n3/p1 ($dst3)"
-ip netns exec wge-n1-p1 ping -c 3 -W 3 "$dst" | tail -2
-ip netns exec wge-n1-p1 ping -c 3 -W 3 "$dst3" | tail -2
+for to in "$dst" "$dst3"; do
+  ip netns exec wge-n1-p1 ping -c 3 -W 3 "$to" >"$work/ping-$to.txt" 2>&1; rc=$?
+  tail -2 "$work/ping-$to.txt"
+  [ $rc = 0 ] || die "n1/p1 did not reach $to"
+done
 
 step "wgmesh status"
-wgm status || echo "(status exits non-zero while a node is not ready)"
+# A node is ready once its agent has seen a handshake with every peer: the pings above started them.
+wait_for 30 wgm status || echo "(not every node is ready yet after 30 s:)"
+wgm status || die "wgmesh status says a node is not ready"
 
 step "Encryption on the wire: a capture on the underlay while n1/p1 pings n2/p1"
-lan timeout 8 tcpdump -i wge-br0 -nn -U -w "$work/proof.pcap" >/dev/null 2>&1 &
+lan timeout 8 tcpdump -i wge-br0 -nn -U -w "$work/proof.pcap" 2>"$work/proof.txt" &
 proof=$!
 sleep 1
-ip netns exec wge-n1-p1 ping -c 5 -i 0.2 "$dst" >/dev/null
+ip netns exec wge-n1-p1 ping -c 5 -i 0.2 "$dst" >/dev/null || die "n1/p1 did not reach $dst"
 sleep 1; kill -INT "$proof" 2>/dev/null; wait "$proof" 2>/dev/null
 tcpdump -r "$work/proof.pcap" -nn "udp port 51820" 2>/dev/null | head -4
 wireguard=$(packets "$work/proof.pcap" "udp port 51820")
 clear=$(packets "$work/proof.pcap" "$pod_leak")
-echo "$wireguard WireGuard packets (UDP 51820) between the nodes; $clear packets with a Pod address on the underlay"
+dropped=$(sed -n 's/^\([0-9]*\) packets\{0,1\} dropped by kernel.*/\1/p' "$work/proof.txt")
+echo "$wireguard WireGuard packets (UDP 51820) between the nodes; $clear packets with a Pod address on the underlay; ${dropped:-?} dropped by the capture"
+[ "$dropped" = 0 ] || die "the capture dropped packets: it proves nothing"
 [ "$clear" -eq 0 ] && [ "$wireguard" -gt 0 ] || die "Pod traffic was seen on the underlay outside WireGuard"
 
 step "Key rotation without a gap: wgmesh rotate-keys --node n2 --wait, under a 10 ms Pod-to-Pod ping"
 before=$(annotation n2 key-generation)
-ip netns exec wge-n1-p1 ping -D -i 0.01 -c 1000 -W 1 "$dst" >"$work/rotation-ping.txt" 2>&1 &
-pinger=$!
-sleep 1
-wgm rotate-keys --node n2 --wait --timeout 2m || die "rotate-keys did not finish"
-wait "$pinger"
+ping_start rotation wge-n1-p1 "$dst" || die "n1/p1 does not reach $dst before the rotation"
+sleep 0.5
+wgm rotate-keys --node n2 --wait --timeout 2m; rotate_rc=$?
+sleep 1  # the ping goes on for a second after the rotation is over
+ping_stop rotation
+[ $rotate_rc = 0 ] || die "rotate-keys did not finish"
 echo "n2's key generation: $before before, $(annotation n2 key-generation) after"
-echo "the ping across the rotation: $(grep 'packets transmitted' "$work/rotation-ping.txt"); $(ping_stats "$work/rotation-ping.txt")"
+echo "the ping across the rotation, from before the command to 1 s after it returned: $ping_figures"
+ping_goal rotation
+goal timing "rotation: silence" "$(met [ "$ping_silence" -lt 100 ])" "$ping_silence ms, $ping_lost lost" "< 100 ms"
 
 step "wgmesh audit: the report a compliance team files"
 wgm audit; audit=$?
 [ $audit -eq 0 ] || die "the audit failed (exit status $audit)"
+
+step "The capture of the underlay over the whole demo (kernel filter: packets to or from a Pod address)"
+capture_check
+goals_table
+[ "$failures" -eq 0 ] || die "$failures check(s) failed"

@@ -150,10 +150,10 @@ else
 fi
 
 # --- an agent restarted under a 10 ms ping, and a key rotation requested through the API ---
+# Each ping (lab.sh's ping_start/ping_stop) runs from before the event to 1 s after it is over.
 dst=$(head -1 "$work/n2/p1.ips")
-ip netns exec wge-n1-p1 ping -D -i 0.01 -c 500 -W 1 "$dst" >"$work/restart-ping.txt" 2>&1 &
-ping_pid=$!
-sleep 1.5
+ping_start restart wge-n1-p1 "$dst"
+sleep 0.5
 # As the container runtime ends the agent's container (a rollout, a crash): SIGTERM, then SIGKILL to every
 # process left in it, the agent's own wireguard-go included where it started one. The data plane must not
 # depend on the agent running: with wireguard-go in its own process, nothing is lost however long it is away.
@@ -161,29 +161,29 @@ ended=$(end_container "$agent_n1")
 plane="wireguard-go: $wireguard_go's"; [ "$backend" = kernel ] && plane="kernel WireGuard"
 sleep 1  # away for a second, as while the kubelet starts the new container (longer on a real cluster)
 start_agent n1
-wait $ping_pid
-stats=$(ping_stats "$work/restart-ping.txt")
-wait_for 30 grep -q "starting" "$work/n1/agent.log"
-lost=$(awk '{print $2}' <<<"$stats")
-if [ "$lost" -le 1 ]; then
-  result agent-restart ok "n1's agent container ended ($ended; $plane) and restarted 1 s later under a 10 ms Pod-to-Pod ping: $stats"
+wait_for 60 ip netns exec wge-n1 curl -sf http://127.0.0.1:9586/readyz; ready_rc=$?
+sleep 1
+ping_stop restart; ping_goal restart
+goal functional "agent restart: lost" "$(met [ "$ping_lost" -le 1 ])" "$ping_lost lost, silence $ping_silence ms" "at most one 10 ms interval"
+if [ $ready_rc = 0 ] && [ "$ping_lost" -le 1 ] && [ "$ping_back" = 1 ]; then
+  result agent-restart ok "n1's agent container ended ($ended; $plane) and restarted 1 s later, ready again, under a 10 ms Pod-to-Pod ping: $ping_figures"
 else
-  result agent-restart fail "n1's agent container ended ($ended; $plane) and restarted 1 s later under a 10 ms Pod-to-Pod ping: $stats"
+  result agent-restart fail "n1's agent container ended ($ended; $plane) and restarted 1 s later (ready: $(if [ $ready_rc = 0 ]; then echo yes; else echo no; fi)) under a 10 ms Pod-to-Pod ping: $ping_figures"
 fi
 
 generation=$(annotation n2 key-generation)
-ip netns exec wge-n1-p1 ping -D -i 0.01 -c 800 -W 1 "$dst" >"$work/rotation-ping.txt" 2>&1 &
-ping_pid=$!
-sleep 1
+ping_start rotation wge-n1-p1 "$dst"
+sleep 0.5
 patch_annotations n2 "{\"wgmesh.dev/rotate-request\":\"e2e-$(date +%s)\"}"
 rotated() { [ "$(annotation n2 key-generation)" = $((generation + 1)) ] && [ "$(annotation n2 applied-key-generation)" = $((generation + 1)) ]; }
 wait_for 60 rotated; rot_rc=$?
-wait $ping_pid
-stats=$(ping_stats "$work/rotation-ping.txt")
+sleep 1
+ping_stop rotation; ping_goal rotation
+goal timing "rotation: silence" "$(met [ "$ping_silence" -lt 100 ])" "$ping_silence ms, $ping_lost lost" "< 100 ms"
 if [ $rot_rc = 0 ]; then
-  result rotation ok "n2 rotated to key generation $((generation + 1)) through the API under a 10 ms Pod-to-Pod ping: $stats"
+  result rotation ok "n2 rotated to key generation $((generation + 1)) through the API under a 10 ms Pod-to-Pod ping, from the request to 1 s after both generations were applied: $ping_figures"
 else
-  result rotation fail "n2 did not rotate (generation $(annotation n2 key-generation), applied $(annotation n2 applied-key-generation)); ping: $stats"
+  result rotation fail "n2 did not rotate (generation $(annotation n2 key-generation), applied $(annotation n2 applied-key-generation)); ping: $ping_figures"
 fi
 if ip netns exec wge-n1-p1 ping -c 1 -W 3 "$dst" >/dev/null 2>&1 && ip netns exec wge-n3-p1 ping -c 1 -W 3 "$dst" >/dev/null 2>&1; then
   result after-rotation ok "n1's and n3's Pods reach n2's Pods on the new key"
@@ -297,16 +297,16 @@ fi
 # Installed again on replaced machines: every Node deleted and registered again, one at a time (as new
 # kubelets do), in the reverse order of their old Pod CIDRs, so that the allocation comes out otherwise.
 for n in "${nodes[@]}"; do delete_node "$n"; done
+reinstalled=1
 start_controller
 if [ "$wireguard_go" = device ]; then for n in "${nodes[@]}"; do start_device "$n"; done; fi
 for n in "${nodes[@]}"; do start_agent "$n"; done
 has_cidrs() { [ -n "$(annotation "$1" pod-cidrs)" ]; }
 for n in $reverse_order; do
   register_node "$n" "192.0.2.${n#n}"
-  wait_for 30 has_cidrs "$n"
+  wait_for 30 has_cidrs "$n" || reinstalled=0
 done
 cidrs_after=$(for n in "${nodes[@]}"; do annotation "$n" pod-cidrs; done | paste -sd' ')
-reinstalled=1
 wait_for 120 converged || reinstalled=0
 for n in "${nodes[@]}"; do for p in p1 p2; do cni_add "$n" "$p" || reinstalled=0; done; done
 for n in "${nodes[@]}"; do for m in "${nodes[@]}"; do
@@ -383,20 +383,26 @@ peer_gone() { [ "$(peer_count n1)" -eq 1 ]; }
 wait_for 20 peer_gone; gone_rc=$?
 ip netns exec wge-n1-p1 ping -c 3 -W 1 "$dst" >/dev/null 2>&1; unreachable=$?
 # Without wgmesh's strict route (deleted by hand; each resync puts it back, so delete it again before each
-# try) the packet would take the default route: nftables drops it. The agent reads the counter at a resync.
+# try) the packet would take the default route: nftables drops it. The agent reads the counter at each pass:
+# the baseline is taken one resync after the peer went, so that no earlier drop is counted as this one's.
 dropped() { ip netns exec wge-n1 curl -s http://127.0.0.1:9586/metrics | awk '/^wgmesh_unencrypted_packets_dropped_total/{print $2}'; }
-counted() { local d; d=$(dropped); [ -n "$d" ] && [ "$d" != 0 ]; }
+nft_dropped() { ip netns exec wge-n1 nft -j list counter inet wgmesh unencrypted | jq '[.nftables[].counter? | select(.) | .packets] | first // 0'; }
+sleep 4
+base=$(dropped); nft_base=$(nft_dropped)
+counted() { local d; d=$(dropped); [ -n "$d" ] && [ "${d%.*}" -gt "${base%.*}" ]; }
+tries=0; answered_tries=0
 leak_try() {
+  tries=$((tries + 1))
   ip -n wge-n1 route del $clusterv4 proto 0x57 2>/dev/null
-  ip netns exec wge-n1-p1 ping -c 1 -W 1 "$dst" && return 1  # answered: it left in the clear
+  if ip netns exec wge-n1-p1 ping -c 1 -W 1 "$dst"; then answered_tries=$((answered_tries + 1)); return 1; fi  # it left in the clear
   counted || { sleep 2; counted; }
 }
-wait_for 30 leak_try
-dropped=$(dropped)
-if [ $gone_rc = 0 ] && [ $unreachable != 0 ] && [ "${dropped:-0}" != 0 ]; then
-  result strict ok "n2 without keys: its peer and routes are gone, its Pods unreachable; $dropped packets dropped by nftables instead of leaving unencrypted (wgmesh_unencrypted_packets_dropped_total)"
+wait_for 30 leak_try; strict_rc=$?
+dropped=$(dropped); nft_now=$(nft_dropped)
+if [ $gone_rc = 0 ] && [ $unreachable != 0 ] && [ $strict_rc = 0 ] && [ $answered_tries = 0 ] && [ "$((nft_now - nft_base))" -ge 1 ]; then
+  result strict ok "n2 without keys: its peer and routes are gone, its Pods unreachable; $tries pings with wgmesh's route deleted, none answered; nftables dropped $((nft_now - nft_base)) packets instead of letting them leave unencrypted; wgmesh_unencrypted_packets_dropped_total $base -> $dropped"
 else
-  result strict fail "peer gone=$gone_rc unreachable=$unreachable dropped=${dropped:-none}"
+  result strict fail "peer gone=$gone_rc unreachable=$unreachable; $tries pings with wgmesh's route deleted, $answered_tries answered; nftables counter $nft_base -> ${nft_now:-none}, metric ${base:-none} -> ${dropped:-none}"
 fi
 start_controller
 recovered() { [ -n "$(annotation n2 public-key)" ] && [ "$(annotation n2 applied-key-generation)" = "$(annotation n2 key-generation)" ] \
@@ -412,19 +418,20 @@ fi
 # device is gone its routes are too, and nftables drops what would leave unencrypted: so this runs after the
 # checks that want no such drop in `wgmesh audit` ---
 if [ "$wireguard_go" = device ] && [ "$backend" = userspace ]; then
-  ip netns exec wge-n1-p1 ping -D -i 0.01 -c 500 -W 1 "$dst" >"$work/device-restart-ping.txt" 2>&1 &
-  ping_pid=$!
-  sleep 1.5
+  ping_start device-restart wge-n1-p1 "$dst"
+  sleep 0.5
   old_wg=$(wg_go_of "$device_n1")
   kill -KILL $old_wg
-  wait $ping_pid
-  stats=$(ping_stats "$work/device-restart-ping.txt")
+  replaced() { local w; w=$(wg_go_of "$device_n1"); [ -n "$w" ] && [ "$w" != "$old_wg" ] && ip netns exec wge-n1-p1 ping -c 1 -W 1 "$dst"; }
+  wait_for 60 replaced; replaced_rc=$?
+  sleep 1
+  ping_stop device-restart; ping_goal device-restart
   new_wg=$(wg_go_of "$device_n1")
-  gap=$(awk '{print $7}' <<<"$stats")
-  if [ -n "$new_wg" ] && [ "$new_wg" != "$old_wg" ] && [ "$gap" -lt 3000 ] && ip netns exec wge-n1-p1 ping -c 1 -W 2 "$dst" >/dev/null 2>&1; then
-    result device-restart ok "n1's wireguard-go (pid $old_wg) killed: userspace-device started pid $new_wg and the agent re-applied its configuration under a 10 ms Pod-to-Pod ping: $stats"
+  goal timing "wireguard-go killed: silence" "$(met [ "$ping_silence" -lt 3000 ])" "$ping_silence ms, $ping_lost lost" "< 3 s"
+  if [ $replaced_rc = 0 ] && [ "$ping_back" = 1 ]; then
+    result device-restart ok "n1's wireguard-go (pid $old_wg) killed: userspace-device started pid $new_wg and the agent re-applied its configuration under a 10 ms Pod-to-Pod ping: $ping_figures"
   else
-    result device-restart fail "n1's wireguard-go (pid $old_wg) killed: now ${new_wg:-none}; ping: $stats; $(tail -3 "$work/n1/agent.log")"
+    result device-restart fail "n1's wireguard-go (pid $old_wg) killed: now ${new_wg:-none}; ping: $ping_figures; $(tail -3 "$work/n1/agent.log")"
   fi
 fi
 
@@ -472,16 +479,8 @@ if [ "$backend" = kernel ] && command -v wireguard-go >/dev/null; then
 fi
 
 # --- the leak check over everything so far ---
-sleep 1
-kill -INT "$capture" 2>/dev/null; sleep 1
-total=$(packets "$work/underlay.pcap")
-leaked=$(packets "$work/underlay.pcap" "$pod_leak")
-other=$(packets "$work/underlay.pcap" "ip and not udp port 51820 and not tcp port 6443 and not icmp")
-if [ "$leaked" -eq 0 ] && [ "$total" -gt 0 ]; then
-  result leak-check ok "leak check: 0 Pod-addressed packets of $total captured ($other IPv4 packets neither WireGuard nor API)"
-else
-  result leak-check fail "leak check: $leaked Pod-addressed packets of $total captured"
-fi
+capture_check
 
+goals_table
 echo "e2e-$backend: $passes passed, $failures failed"
 [ $failures -eq 0 ]

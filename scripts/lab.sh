@@ -19,6 +19,8 @@ api=192.0.2.254
 nodes=(n1 n2 n3)
 clusterv4=10.244.0.0/16
 clusterv6=fd00:10:244::/48
+. "$(dirname "${BASH_SOURCE[0]}")/goals.sh"
+record_file="${WGMESH_RECORD:-$work/writes.jsonl}"
 pids=()
 passes=0
 failures=0
@@ -76,6 +78,102 @@ pod_traffic="net $clusterv4 or net $clusterv6"
 wireguard_message="udp and udp[8] >= 1 and udp[8] <= 4 and udp[9:2] = 0 and udp[11] = 0"
 # A leak: a packet to or from a Pod address that is not a WireGuard message.
 pod_leak="($pod_traffic) and not ($wireguard_message)"
+
+# --- The leak capture: every packet to or from a Pod address on the underlay, filtered in the kernel (WireGuard's
+# outer headers carry node addresses, so they never match and the capture stays small however much the mesh
+# carries), headers only (-s 128), in a 16 MiB buffer. What the kernel dropped is read back from tcpdump: a
+# capture that dropped a packet proves nothing, so any drop fails the check. At the stop, one canary (a UDP
+# datagram to a Pod address, sent in the clear by the outside host wge-ext) must be in it: the capture and its
+# filter see what they are there to see.
+capture_start() {
+  ip netns exec wge-lan tcpdump -i wge-br0 -nn -U -s 128 -B 16384 -w "$work/underlay.pcap" "$pod_traffic" 2>"$work/capture.txt" &
+  pids+=($!)
+  capture=$!
+}
+canary_address=10.244.255.254
+canary="src host 192.0.2.100 and dst host $canary_address and udp dst port 9"
+# capture_check: the canary sent, the capture stopped, and its figures in result lines: leak-check (no
+# Pod-addressed packet outside WireGuard but the canary, the canary seen) and capture-drops (none); both
+# functional goals.
+capture_check() {
+  ip -n wge-ext route replace "$canary_address/32" dev eth0
+  ip -n wge-ext neigh replace "$canary_address" lladdr 02:00:00:00:00:fe dev eth0 nud permanent
+  ip netns exec wge-ext bash -c "echo wgmesh-canary >/dev/udp/$canary_address/9"
+  sleep 1
+  kill -INT "$capture" 2>/dev/null; wait "$capture" 2>/dev/null
+  local total leaked seen outer dropped
+  total=$(packets "$work/underlay.pcap")
+  leaked=$(packets "$work/underlay.pcap" "($pod_leak) and not ($canary)")
+  seen=$(packets "$work/underlay.pcap" "$canary")
+  # WireGuard messages whose outer source is a tunnel address: encrypted, but sent while a node's underlay
+  # had no address (an address change); counted apart.
+  outer=$(packets "$work/underlay.pcap" "$wireguard_message")
+  dropped=$(sed -n 's/^\([0-9]*\) packets\{0,1\} dropped by kernel.*/\1/p' "$work/capture.txt")
+  if [ "$leaked" -eq 0 ] && [ "$seen" -ge 1 ]; then
+    result leak-check ok "0 Pod-addressed packets outside WireGuard on the underlay; the capture (kernel filter: Pod addresses) held $total: the canary, $outer WireGuard messages with a tunnel address as outer source"
+  else
+    result leak-check fail "$leaked Pod-addressed packets outside WireGuard on the underlay, canary seen $seen times (of 1 sent): $(tcpdump -r "$work/underlay.pcap" -nn "($pod_leak) and not ($canary)" 2>/dev/null | head -3 | cut -c1-150)"
+  fi
+  goal functional "leaked packets" "$(met [ "$leaked" -eq 0 -a "$seen" -ge 1 ])" "$leaked (canary seen: $seen)" "0, canary seen"
+  if [ "$dropped" = 0 ]; then
+    result capture-drops ok "the capture dropped nothing: $(grep -E 'packets? (captured|received|dropped)' "$work/capture.txt" | paste -sd, -)"
+  else
+    result capture-drops fail "the capture dropped packets, so it proves nothing: $(grep -E 'packets? (captured|received|dropped)' "$work/capture.txt" | paste -sd, -)"
+  fi
+  goal functional "capture drops" "$(met [ "$dropped" = 0 ])" "${dropped:-unknown}" "0"
+}
+
+# --- One loss measure for every scenario and the demo ---
+# ping_start NAME NAMESPACE ADDRESS: a 10 ms ping from NAMESPACE to ADDRESS in the background (ping -D: each
+# answer stamped as it arrives); it returns once the first answer is in (up to 30 s), non-zero if none came,
+# so that what follows is measured on traffic that flowed.
+ping_start() {
+  ip netns exec "$2" ping -D -i 0.01 -W 1 "$3" >"$work/ping-$1.txt" 2>&1 &
+  eval "ping_pid_$1=$!"
+  echo "$EPOCHREALTIME" >"$work/ping-$1.start"
+  wait_for 30 grep -q ' bytes from .*icmp_seq=' "$work/ping-$1.txt"
+}
+# ping_stop NAME: stops it (SIGINT, so ping prints how many it sent) and measures it:
+# - sent: ping's own transmitted count; answered: distinct echo replies (an ICMP error, such as the "Destination
+#   Host Unreachable" of a node without a peer for the address, is no answer; it is counted apart);
+# - lost: the sequence numbers up to the last answered one that were never answered; unanswered at the stop:
+#   those sent after the last answer (in flight, or the start of an outage the ping did not see the end of);
+# - longest silence: the longest time without an answer, from the first answer to the moment of the stop;
+# - the tail: from the last answer to the stop. Traffic is back (ping_back=1) when something was answered and
+#   the tail is under 500 ms: a data plane that dies and stays dead fails, however few it lost before.
+# Sets ping_figures (the text), ping_lost, ping_silence (ms), ping_back.
+ping_stop() {
+  local pid stop sent answered lost after errors tail
+  eval "pid=\${ping_pid_$1:-}"
+  stop=$EPOCHREALTIME
+  kill -INT "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  read -r sent answered lost after errors ping_silence tail < <(awk -v start="$(cat "$work/ping-$1.start")" -v stop="$stop" '
+    / bytes from .*icmp_seq=[0-9]/ && !/DUP!/ {
+      match($0, /icmp_seq=[0-9]+/); s = substr($0, RSTART + 9, RLENGTH - 9) + 0
+      if (s in seen) next
+      seen[s] = 1; answered++; if (s > max) max = s
+      t = substr($1, 2, length($1) - 2) + 0
+      if (last && t - last > gap) gap = t - last
+      last = t }
+    /From .*icmp_seq=[0-9]/ { errors++ }
+    /packets transmitted/ { sent = $1 }
+    END {
+      if (sent == "") sent = -1
+      lost = 0; for (i = 1; i <= max; i++) if (!(i in seen)) lost++
+      tail = last ? stop - last : stop - start
+      if (tail > gap) gap = tail
+      printf "%d %d %d %d %d %d %d\n", sent, answered, lost, (sent > max ? sent - max : 0), errors, gap * 1000, tail * 1000 }' \
+    "$work/ping-$1.txt")
+  ping_lost=$lost
+  ping_back=0
+  if [ "$answered" -gt 0 ] && [ "$tail" -lt 500 ]; then ping_back=1; fi
+  ping_figures="sent $sent, answered $answered, lost $lost (+$after unanswered at the stop), $errors ICMP errors, longest silence $ping_silence ms, last answer $tail ms before the stop"
+  if [ "$sent" -lt 0 ]; then ping_back=0; ping_figures="ping printed no count (did it run?): $(tail -2 "$work/ping-$1.txt" | tr '\n' ' ')"; fi
+}
+# ping_goal NAME: the functional goal every ping under a fault has: traffic back at the stop.
+ping_goal() {
+  goal functional "$1: traffic back" "$(met [ "$ping_back" = 1 ])" "$ping_figures" "answered, last answer < 500 ms before the stop"
+}
 
 kapi() { lan curl -s -H 'Content-Type: application/merge-patch+json' -H 'Authorization: Bearer test-harness' "$@"; }
 node_json() { kapi "http://$api:6443/api/v1/nodes/$1"; }
@@ -140,12 +238,9 @@ lab_underlay() {
 
 # A capture of the underlay (for the leak check) and the test API server with one Node per node.
 lab_api() {
-  # Headers are enough for the leak check (-s 128), and keep a throughput test's capture small.
-  ip netns exec wge-lan tcpdump -i wge-br0 -nn -U -s 128 -w "$work/underlay.pcap" >/dev/null 2>&1 &
-  pids+=($!)
-  capture=$!
+  capture_start
   ip netns exec wge-lan "$bin/TestAPIServerTool" $api 6443 "$work/kubeconfig" --agents "${agent_nodes:-${nodes[*]}}" \
-    --record "${WGMESH_RECORD:-$work/writes.jsonl}" >"$work/apiserver.log" 2>&1 &
+    --record "$record_file" >"$work/apiserver.log" 2>&1 &
   pids+=($!)
   apiserver=$!
   wait_for 30 lan curl -sf "http://$api:6443/api/v1/nodes" || { echo "the test API server did not start"; cat "$work/apiserver.log"; return 1; }
@@ -237,20 +332,6 @@ cni_add() {  # cni_add NODE POD
     prev=$out
   done
   jq -r '.ips[].address' <<<"$prev" | cut -d/ -f1 >"$work/$1/$2.ips"
-}
-
-# ping_stats FILE: "lost N of M, longest gap G ms" from `ping -D -i 0.01` output: the sequence numbers that never
-# came back, and the longest time between two replies with lost ones between them (ping sends more slowly
-# while its packets go unanswered, so the count alone understates an outage).
-ping_stats() {
-  awk '/icmp_seq=/{match($0, /icmp_seq=[0-9]+/); s = substr($0, RSTART + 9, RLENGTH - 9) + 0; seen[s] = 1; if (s > max) max = s
-                   t = substr($1, 2, length($1) - 2) + 0
-                   if (s > prev + 1 && prev_t > 0 && t - prev_t > gap) gap = t - prev_t
-                   if (s > prev) { prev = s; prev_t = t }}
-       /packets transmitted/{sent = $1}
-       END {lost = 0
-            for (i = 1; i <= sent; i++) if (!(i in seen)) lost++
-            printf "lost %d of %d, longest gap %d ms", lost, sent, gap * 1000}' "$1"
 }
 
 # Tears down a Pod that cni_add made, through the same conflist (plugins in reverse order, CNI_COMMAND=DEL),

@@ -5,7 +5,9 @@
 // KUBECONFIG_OUT.controller the controller's ServiceAccount, KUBECONFIG_OUT.agent-NODE the agent's Pod on
 // NODE (its token names the node), KUBECONFIG_OUT.harness the scenario's own setup and fault injection.
 // With --record, every accepted write to a Node or its status is appended to FILE as one admission request
-// per line (scripts/check-admission-policies.py --replay evaluates them through the admission policies).
+// per line (scripts/check-admission-policies.py --replay evaluates them through the admission policies),
+// with "acceptedAt": when the server accepted the write (seconds since 1970, the machine's clock), which the
+// join figure of scripts/e2e.sh measures from.
 // With --tls CA_OUT, HTTPS with the test certificates (KubeTestSupport/TestCertificates: 127.0.0.1,
 // localhost, kubernetes.default.svc), their CA written to CA_OUT, as a Pod's service-account ca.crt
 // (scripts/check-containers.sh).
@@ -68,7 +70,11 @@ if let recordPath {
     recorder = nil
 }
 let record: (@Sendable (JSON) -> Void)? = recorder.map { handle in
-    { @Sendable request in handle.write(request.data + Data("\n".utf8)) }
+    { @Sendable request in
+        var stamped = request.object ?? [:]
+        stamped["acceptedAt"] = JSON.double(Date().timeIntervalSince1970)
+        handle.write(JSON.object(stamped).data + Data("\n".utf8))
+    }
 }
 
 if let caOut { try (TestCertificates.caCertificate + "\n").write(toFile: caOut, atomically: true, encoding: .utf8) }
