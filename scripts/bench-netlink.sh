@@ -126,11 +126,19 @@ printf '%-34s %10s %10s %8s\n' "process start only (--version)" "$(cat "$res/wg-
 # What the agent pays: it is a long-running process that calls the netlink code directly, with no
 # process start and no file to parse. Reported apart from the whole-command ratios above.
 inproc() { sed -n 's/.*, \([0-9]*\) ms in netlink/\1/p' "$res/ours-$1.msgs"; }
+. "$root/scripts/goals.sh"
+goal_prefix=bench-netlink
 for n in 1000 10000; do
   if [ -z "$(inproc $n)" ]; then
     echo "bench-netlink: FAIL: no --stats result for $n peers" >&2
     exit 1
   fi
-  awk -v a="$(inproc $n)" -v b="$(cat "$res/wg-$n.ms")" -v n=$n 'BEGIN { printf "in-process netlink time for %d peers (one run): %d ms; against wg setconf whole command: %.2f\n", n, a, a / b }'
+  ratio=$(awk -v a="$(inproc $n)" -v b="$(cat "$res/wg-$n.ms")" 'BEGIN { printf "%.2f", a / b }')
+  echo "in-process netlink time for $n peers (one run): $(inproc $n) ms; against wg setconf whole command: $ratio"
+  goal timing "in-process / wg setconf, $n peers" "$(met awk -v r="$ratio" 'BEGIN { exit !(r <= 1) }')" "$ratio ($(inproc $n) / $(cat "$res/wg-$n.ms") ms)" "≤ 1.0: what the agent pays"
+done
+for c in 1000 10000 one start; do
+  goal timing "whole command / wg, $c" - "$(r $c)" "none: includes our process start"
 done
 echo "messages: $(cat "$res/ours-10000.msgs" | sed 's/, [0-9]* ms in netlink//'); one-peer change: $(cat "$res/ours-one.msgs")"
+goals_table

@@ -129,7 +129,7 @@ capture_check() {
 # so that what follows is measured on traffic that flowed.
 ping_start() {
   ip netns exec "$2" ping -D -i 0.01 -W 1 "$3" >"$work/ping-$1.txt" 2>&1 &
-  eval "ping_pid_$1=$!"
+  eval "ping_pid_${1//[^a-zA-Z0-9]/_}=$!"
   echo "$EPOCHREALTIME" >"$work/ping-$1.start"
   wait_for 30 grep -q ' bytes from .*icmp_seq=' "$work/ping-$1.txt"
 }
@@ -144,9 +144,9 @@ ping_start() {
 # Sets ping_figures (the text), ping_lost, ping_silence (ms), ping_back.
 ping_stop() {
   local pid stop sent answered lost after errors tail
-  eval "pid=\${ping_pid_$1:-}"
-  stop=$EPOCHREALTIME
+  eval "pid=\${ping_pid_${1//[^a-zA-Z0-9]/_}:-}"
   kill -INT "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  stop=$EPOCHREALTIME  # once it has ended: every answer it printed came before
   read -r sent answered lost after errors ping_silence tail < <(awk -v start="$(cat "$work/ping-$1.start")" -v stop="$stop" '
     / bytes from .*icmp_seq=[0-9]/ && !/DUP!/ {
       match($0, /icmp_seq=[0-9]+/); s = substr($0, RSTART + 9, RLENGTH - 9) + 0

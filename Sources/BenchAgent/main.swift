@@ -260,8 +260,13 @@ func analyse(pcap: String, changesFile: String, hangup: Double, figures: String)
     } else {
         print("bench-agent: full resync (SIGHUP): no netlink traffic captured after the signal")
     }
-    try String(format: "%.3f %.3f\n", median(latencies), ((pass.last?.time ?? .nan) - hangup) * 1000).write(
-        toFile: figures, atomically: true, encoding: .utf8)
+    // For the script's table: median and max of a change, the full resync, the changes over 1 s or never in
+    // the kernel, and the median requests per change.
+    let late = latencies.filter { $0 > 1000 }.count + missed
+    try String(
+        format: "%.3f %.3f %.3f %d %.0f\n", median(latencies), latencies.max() ?? .nan,
+        ((pass.last?.time ?? .nan) - hangup) * 1000, late, median(requests.map(Double.init))
+    ).write(toFile: figures, atomically: true, encoding: .utf8)
 }
 
 do {
