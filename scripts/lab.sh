@@ -136,38 +136,41 @@ ping_start() {
 # ping_stop NAME: stops it (SIGINT, so ping prints how many it sent) and measures it:
 # - sent: ping's own transmitted count; answered: distinct echo replies (an ICMP error, such as the "Destination
 #   Host Unreachable" of a node without a peer for the address, is no answer; it is counted apart);
-# - lost: the sequence numbers up to the last answered one that were never answered; unanswered at the stop:
-#   those sent after the last answer (in flight, or the start of an outage the ping did not see the end of);
-# - longest silence: the longest time without an answer, from the first answer to the moment of the stop;
+# - lost: the sequence numbers up to the last answered one that were never answered; in flight at the stop:
+#   those sent after the last answer, counted as lost too where traffic is not back (an outage that never ended);
+# - longest silence: the longest time without an answer, from the first answer to the moment of the stop, and
+#   how many ping sent in it (few in a long silence: ping itself was not running, or waited for answers);
 # - the tail: from the last answer to the stop. Traffic is back (ping_back=1) when something was answered and
 #   the tail is under 500 ms: a data plane that dies and stays dead fails, however few it lost before.
 # Sets ping_figures (the text), ping_lost, ping_silence (ms), ping_back.
 ping_stop() {
-  local pid stop sent answered lost after errors tail
+  local pid stop sent answered lost after errors tail within
   eval "pid=\${ping_pid_${1//[^a-zA-Z0-9]/_}:-}"
   kill -INT "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
   stop=$EPOCHREALTIME  # once it has ended: every answer it printed came before
-  read -r sent answered lost after errors ping_silence tail < <(awk -v start="$(cat "$work/ping-$1.start")" -v stop="$stop" '
+  read -r sent answered lost after errors ping_silence tail within < <(awk -v start="$(cat "$work/ping-$1.start")" -v stop="$stop" '
     / bytes from .*icmp_seq=[0-9]/ && !/DUP!/ {
       match($0, /icmp_seq=[0-9]+/); s = substr($0, RSTART + 9, RLENGTH - 9) + 0
       if (s in seen) next
       seen[s] = 1; answered++; if (s > max) max = s
       t = substr($1, 2, length($1) - 2) + 0
-      if (last && t - last > gap) gap = t - last
-      last = t }
+      if (last && t - last > gap) { gap = t - last; within = s - last_s - 1 }
+      last = t; last_s = s }
     /From .*icmp_seq=[0-9]/ { errors++ }
     /packets transmitted/ { sent = $1 }
     END {
       if (sent == "") sent = -1
       lost = 0; for (i = 1; i <= max; i++) if (!(i in seen)) lost++
       tail = last ? stop - last : stop - start
-      if (tail > gap) gap = tail
-      printf "%d %d %d %d %d %d %d\n", sent, answered, lost, (sent > max ? sent - max : 0), errors, gap * 1000, tail * 1000 }' \
+      if (tail > gap) { gap = tail; within = sent - last_s }
+      printf "%d %d %d %d %d %d %d %d\n", sent, answered, lost, (sent > max ? sent - max : 0), errors, gap * 1000, tail * 1000, within }' \
     "$work/ping-$1.txt")
   ping_lost=$lost
   ping_back=0
   if [ "$answered" -gt 0 ] && [ "$tail" -lt 500 ]; then ping_back=1; fi
-  ping_figures="sent $sent, answered $answered, lost $lost (+$after unanswered at the stop), $errors ICMP errors, longest silence $ping_silence ms, last answer $tail ms before the stop"
+  local lost_text="lost $lost, $after in flight at the stop"
+  if [ $ping_back = 0 ]; then ping_lost=$((lost + after)); lost_text="lost $ping_lost ($after after the last answer: traffic not back)"; fi
+  ping_figures="sent $sent, answered $answered, $lost_text, $errors ICMP errors, longest silence $ping_silence ms (ping sent $within in it), last answer $tail ms before the stop"
   if [ "$sent" -lt 0 ]; then ping_back=0; ping_figures="ping printed no count (did it run?): $(tail -2 "$work/ping-$1.txt" | tr '\n' ' ')"; fi
 }
 # ping_goal NAME: the functional goal every ping under a fault has: traffic back at the stop.
