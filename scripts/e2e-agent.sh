@@ -163,8 +163,8 @@ sleep 1  # away for a second, as while the kubelet starts the new container (lon
 start_agent n1
 wait_for 60 ip netns exec wge-n1 curl -sf http://127.0.0.1:9586/readyz; ready_rc=$?
 sleep 1
-ping_stop restart; ping_goal restart
-goal functional "agent restart: lost" "$(met [ "$ping_lost" -le 1 ])" "$ping_lost lost, silence $ping_silence ms" "at most one 10 ms interval"
+ping_stop restart; ping_goal restart reported
+goal functional "agent restart: lost" "$(met [ "$ping_lost" -le 1 ])" "$ping_lost lost, silence $ping_silence ms" "at most one 10 ms interval" reported
 if [ $ready_rc = 0 ] && [ "$ping_lost" -le 1 ] && [ "$ping_back" = 1 ]; then
   result agent-restart ok "n1's agent container ended ($ended; $plane) and restarted 1 s later, ready again, under a 10 ms Pod-to-Pod ping: $ping_figures"
 else
@@ -385,6 +385,8 @@ ip netns exec wge-n1-p1 ping -c 3 -W 1 "$dst" >/dev/null 2>&1; unreachable=$?
 # Without wgmesh's strict route (deleted by hand; each resync puts it back, so delete it again before each
 # try) the packet would take the default route: nftables drops it. The agent reads the counter at each pass:
 # the baseline is taken one resync after the peer went, so that no earlier drop is counted as this one's.
+# The counter alone proves nothing (without strict mode the same rule counts and accepts): a capture on n1's
+# underlay interface must see none of the tries' packets leave.
 dropped() { ip netns exec wge-n1 curl -s http://127.0.0.1:9586/metrics | awk '/^wgmesh_unencrypted_packets_dropped_total/{print $2}'; }
 nft_dropped() { ip netns exec wge-n1 nft -j list counter inet wgmesh unencrypted | jq '[.nftables[].counter? | select(.) | .packets] | first // 0'; }
 sleep 4
@@ -397,12 +399,18 @@ leak_try() {
   if ip netns exec wge-n1-p1 ping -c 1 -W 1 "$dst"; then answered_tries=$((answered_tries + 1)); return 1; fi  # it left in the clear
   counted || { sleep 2; counted; }
 }
+ip netns exec wge-n1 tcpdump -i eth0 -nn -U -w "$work/strict.pcap" "host $dst" 2>"$work/strict-capture.txt" &
+strict_capture=$!
+sleep 1
 wait_for 30 leak_try; strict_rc=$?
+sleep 1; kill -INT $strict_capture; wait $strict_capture
+left=$(packets "$work/strict.pcap")
 dropped=$(dropped); nft_now=$(nft_dropped)
-if [ $gone_rc = 0 ] && [ $unreachable != 0 ] && [ $strict_rc = 0 ] && [ $answered_tries = 0 ] && [ "$((nft_now - nft_base))" -ge 1 ]; then
-  result strict ok "n2 without keys: its peer and routes are gone, its Pods unreachable; $tries pings with wgmesh's route deleted, none answered; nftables dropped $((nft_now - nft_base)) packets instead of letting them leave unencrypted; wgmesh_unencrypted_packets_dropped_total $base -> $dropped"
+if [ $gone_rc = 0 ] && [ $unreachable != 0 ] && [ $strict_rc = 0 ] && [ $answered_tries = 0 ] && [ "$left" = 0 ] \
+  && [ "$((nft_now - nft_base))" -ge 1 ]; then
+  result strict ok "n2 without keys: its peer and routes are gone, its Pods unreachable; $tries pings with wgmesh's route deleted, none answered, none on n1's underlay; nftables dropped $((nft_now - nft_base)) packets instead of letting them leave unencrypted; wgmesh_unencrypted_packets_dropped_total $base -> $dropped"
 else
-  result strict fail "peer gone=$gone_rc unreachable=$unreachable; $tries pings with wgmesh's route deleted, $answered_tries answered; nftables counter $nft_base -> ${nft_now:-none}, metric ${base:-none} -> ${dropped:-none}"
+  result strict fail "peer gone=$gone_rc unreachable=$unreachable; $tries pings with wgmesh's route deleted, $answered_tries answered, $left packets to $dst on n1's underlay; nftables counter $nft_base -> ${nft_now:-none}, metric ${base:-none} -> ${dropped:-none}"
 fi
 start_controller
 recovered() { [ -n "$(annotation n2 public-key)" ] && [ "$(annotation n2 applied-key-generation)" = "$(annotation n2 key-generation)" ] \
@@ -425,7 +433,7 @@ if [ "$wireguard_go" = device ] && [ "$backend" = userspace ]; then
   replaced() { local w; w=$(wg_go_of "$device_n1"); [ -n "$w" ] && [ "$w" != "$old_wg" ] && ip netns exec wge-n1-p1 ping -c 1 -W 1 "$dst"; }
   wait_for 60 replaced; replaced_rc=$?
   sleep 1
-  ping_stop device-restart; ping_goal device-restart
+  ping_stop device-restart; ping_goal device-restart reported
   new_wg=$(wg_go_of "$device_n1")
   goal timing "wireguard-go killed: silence" "$(met [ "$ping_silence" -lt 3000 ])" "$ping_silence ms, $ping_lost lost" "< 3 s"
   if [ $replaced_rc = 0 ] && [ "$ping_back" = 1 ]; then

@@ -149,7 +149,7 @@ fi
 # The controller leader SIGKILLed between the two phases of a rotation: the standby finishes it.
 ctl c1; ctl c2
 has_leader() { leader | grep -qx 'c[12]'; }
-wait_for 60 has_leader
+wait_for 60 has_leader; leader_rc=$?
 lead=$(leader); standby=c2; [ "$lead" = c2 ] && standby=c1
 gen=$(annotation n3 key-generation)
 pod_ping leader n1 n3; sleep 1
@@ -164,10 +164,10 @@ t1=$(now); sleep 1
 ping_stop leader; ping_goal leader
 goal timing "leader killed: silence" - "$ping_silence ms, $ping_lost lost" "none"
 new_leader=$(leader)
-if [ $staged_rc = 0 ] && [ "$mid" = "$gen" ] && [ $rc = 0 ] && [ "$new_leader" = "$standby" ]; then
+if [ $leader_rc = 0 ] && [ $staged_rc = 0 ] && [ "$mid" = "$gen" ] && [ $rc = 0 ] && [ "$new_leader" = "$standby" ]; then
   result leader-killed ok "leader $lead SIGKILLed with n3's next key published, before the switch: standby $standby took the Lease and finished the rotation $(ms "$t0" "$t1") ms later; 10 ms ping n1→n3 Pods: $ping_figures"
 else
-  result leader-killed fail "staged=$staged_rc generation at the kill $mid (before: $gen) finished=$rc leader now '$new_leader' (standby $standby)"
+  result leader-killed fail "leader before the kill '$lead' (rc $leader_rc) staged=$staged_rc generation at the kill $mid (before: $gen) finished=$rc leader now '$new_leader' (standby $standby)"
 fi
 ctl "$lead"  # two replicas again
 

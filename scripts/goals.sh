@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Figures and their goals, one row each, printed as one table at the end: sourced by scripts/lab.sh (the
 # scenarios and the demo) and by the bench scripts.
-# goal functional|timing NAME MET|MISSED|- FIGURE GOAL: a row ("-": a figure printed for comparison, without
-# a goal). A functional goal MISSED fails the run: a FAIL line, counted in failures. A timing goal is printed,
-# never enforced: the machines are noisy and the VM is emulated.
+# goal functional|timing NAME MET|MISSED|- FIGURE GOAL [reported]: a row ("-": a figure printed for
+# comparison, without a goal). A functional goal MISSED fails the run: a FAIL line, counted in failures, unless
+# "reported" says that the caller's own result line already failed on it. A timing goal is printed, never
+# enforced: the machines are noisy and the VM is emulated.
 goal_rows=()
 goal() {
   goal_rows+=("$3|$1|$2|$4|$5")
-  if [ "$1" = functional ] && [ "$3" != MET ]; then
+  if [ "$1" = functional ] && [ "$3" != MET ] && [ "${6:-}" != reported ]; then
     echo "${goal_prefix:-e2e}: FAIL goal $2: $4 (goal: $5)"; failures=$((${failures:-0} + 1))
   fi
 }
