@@ -224,8 +224,9 @@ func analyse(pcap: String, changesFile: String, hangup: Double, figures: String)
     for (written, port) in writes {
         // The change is in the kernel when the kernel answers the request that set its endpoint: the reply
         // with that request's sequence number and port ID.
+        let sets = { (m: Captured) in m.request && m.time >= written && m.endpointPorts.contains(port) }
         guard
-            let set = messages.firstIndex(where: { $0.request && $0.time >= written && $0.endpointPorts.contains(port) }),
+            let set = messages.firstIndex(where: sets),
             let reply = messages[set...].first(where: {
                 !$0.request && $0.sequence == messages[set].sequence && $0.portID == messages[set].portID
             })
@@ -242,8 +243,8 @@ func analyse(pcap: String, changesFile: String, hangup: Double, figures: String)
         String(
             format:
                 """
-                bench-agent: changes: %d; API write → kernel (the reply to the request that set its endpoint): median %.1f \
-                ms, max %.1f ms (goal: median ≤ 100 ms)%@
+                bench-agent: changes: %d; API write → kernel (the reply to the request that set its endpoint): \
+                median %.1f ms, max %.1f ms (goal: median ≤ 100 ms)%@
                 """,
             writes.count, median(latencies), latencies.max() ?? .nan,
             missed > 0 ? " — \(missed) never set in the kernel (no request carried its endpoint port)" : ""))
