@@ -179,7 +179,9 @@ ping_goal() {
   goal functional "$1: traffic back" "$(met [ "$ping_back" = 1 ])" "$ping_figures" "answered, last answer < 500 ms before the stop" "${2:-}"
 }
 
-kapi() { lan curl -s -H 'Content-Type: application/merge-patch+json' -H 'Authorization: Bearer test-harness' "$@"; }
+# kapi ARGS...: curl to the test API server as the harness identity; a request unanswered in 60 s fails (the
+# API server stopped on purpose must not hang the scenario).
+kapi() { lan curl -s -m 60 -H 'Content-Type: application/merge-patch+json' -H 'Authorization: Bearer test-harness' "$@"; }
 node_json() { kapi "http://$api:6443/api/v1/nodes/$1"; }
 annotation() { node_json "$1" | jq -r --arg k "wgmesh.dev/$2" '.metadata.annotations[$k] // empty'; }
 patch_annotations() { kapi -X PATCH "http://$api:6443/api/v1/nodes/$1" -d "{\"metadata\":{\"annotations\":$2}}" >/dev/null; }
