@@ -222,13 +222,15 @@ func analyse(pcap: String, changesFile: String, hangup: Double, figures: String)
     var requests: [Int] = []
     var missed = 0
     for (written, port) in writes {
-        // The change is in the kernel when the kernel answers the request that set its endpoint: the reply
-        // with that request's sequence number and port ID.
+        // The change is in the kernel when the kernel answers the request that set its endpoint: the first
+        // reply after it with its sequence number (and its port ID, where the request named one: userspace
+        // usually leaves it 0, and the kernel's reply carries the socket's).
         let sets = { (m: Captured) in m.request && m.time >= written && m.endpointPorts.contains(port) }
         guard
             let set = messages.firstIndex(where: sets),
             let reply = messages[set...].first(where: {
-                !$0.request && $0.sequence == messages[set].sequence && $0.portID == messages[set].portID
+                !$0.request && $0.sequence == messages[set].sequence
+                    && (messages[set].portID == 0 || $0.portID == messages[set].portID)
             })
         else {
             missed += 1
