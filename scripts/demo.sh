@@ -2,8 +2,9 @@
 # wgmesh on this machine, without a cluster: the Kubernetes-compatible test API server, `wgmesh controller`
 # and three `wgmesh agent`s, each node a network namespace on one underlay bridge, one Pod per node added by
 # the real CNI plugins. It shows a Pod-to-Pod ping across nodes, `wgmesh status`, a capture on the underlay
-# that holds only WireGuard, `wgmesh rotate-keys --wait` under a 10 ms ping, and `wgmesh audit`; then it
-# removes everything it made, on Ctrl-C as well. Kernel WireGuard where the kernel has it, else wireguard-go.
+# that holds only WireGuard, `wgmesh rotate-keys --wait` under a 10 ms ping (lab.sh's loss measure), `wgmesh
+# audit`, and the leak capture over the whole demo with its table of figures and goals; it exits non-zero on any
+# step that fails. Then it removes everything it made, on Ctrl-C as well. Kernel WireGuard where the kernel has it, else wireguard-go.
 # Usage (as root, on a fresh clone): bash scripts/demo.sh
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
