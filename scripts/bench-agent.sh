@@ -112,7 +112,6 @@ echo "bench-agent: ratios: one change, API write to kernel / wg set = $ratio; fu
 . "$root/scripts/goals.sh"
 goal_prefix=bench-agent
 failures=0
-below() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
 goal functional "changes in the kernel" "$(met [ "$in_kernel" = "$changes" ])" "$in_kernel of $changes" "all"
 goal timing "one change / wg set, median" "$(met below "$ratio" 1.0)" "$ratio ($change_ms ms / $wgset ms)" "≤ 1.0"
 goal timing "changes over 1 s" "$(met [ "$late" = 0 ])" "$late of $changes (max $max_ms ms)" "none"

@@ -86,7 +86,7 @@ sleep 1; kill -INT "$proof" 2>/dev/null; wait "$proof" 2>/dev/null
 tcpdump -r "$work/proof.pcap" -nn "udp port 51820" 2>/dev/null | head -4
 wireguard=$(packets "$work/proof.pcap" "udp port 51820")
 clear=$(packets "$work/proof.pcap" "$pod_leak")
-dropped=$(sed -n 's/^\([0-9]*\) packets\{0,1\} dropped by kernel.*/\1/p' "$work/proof.txt")
+dropped=$(capture_drops "$work/proof.txt")
 echo "$wireguard WireGuard packets (UDP 51820) between the nodes; $clear packets with a Pod address on the underlay; ${dropped:-?} dropped by the capture"
 [ "$dropped" = 0 ] || die "the capture dropped packets: it proves nothing"
 [ "$clear" -eq 0 ] && [ "$wireguard" -gt 0 ] || die "Pod traffic was seen on the underlay outside WireGuard"

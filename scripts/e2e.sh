@@ -323,7 +323,7 @@ if [ "$mesh" -gt 0 ] && [ "$hand" -gt 0 ] && [ "$bare" -gt 0 ]; then
 else
   result throughput fail "iperf3 measured nothing: mesh $mesh bit/s, hand-made tunnel with Pod plumbing $hand bit/s, bare tunnel $bare bit/s"
 fi
-goal timing "throughput / same plumbing" "$(awk -v r="$ratio" 'BEGIN {print (r >= 0.95 ? "MET" : "MISSED")}')" "$ratio ($((mesh / 2000000)) / $((hand / 2000000)) Mbit/s)" "≥ 0.95"
+goal timing "throughput / same plumbing" "$(met below 0.95 "$ratio")" "$ratio ($((mesh / 2000000)) / $((hand / 2000000)) Mbit/s)" "≥ 0.95"
 goal timing "throughput / bare tunnel" - "$bare_ratio ($((mesh / 2000000)) / $((bare / 2000000)) Mbit/s)" "none: what the Pod plumbing costs"
 
 # --- 5. the leak check over every scenario above ---

@@ -12,6 +12,8 @@ goal() {
     echo "${goal_prefix:-e2e}: FAIL goal $2: $4 (goal: $5)"; failures=$((${failures:-0} + 1))
   fi
 }
+# below A B: A ≤ B, as numbers with decimals (for met).
+below() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
 # met CONDITION...: MET when the test command succeeds, else MISSED.
 met() { if "$@"; then echo MET; else echo MISSED; fi; }
 goals_table() {

@@ -90,6 +90,8 @@ capture_start() {
   pids+=($!)
   capture=$!
 }
+# capture_drops STDERR: the packets the kernel dropped, from the statistics tcpdump printed to STDERR as it ended.
+capture_drops() { sed -n 's/^\([0-9]*\) packets\{0,1\} dropped by kernel.*/\1/p' "$1"; }
 canary_address=10.244.255.254
 canary="src host 192.0.2.100 and dst host $canary_address and udp dst port 9"
 # capture_check: the canary sent, the capture stopped, and its figures in result lines: leak-check (no
@@ -101,14 +103,15 @@ capture_check() {
   ip netns exec wge-ext bash -c "echo wgmesh-canary >/dev/udp/$canary_address/9"
   sleep 1
   kill -INT "$capture" 2>/dev/null; wait "$capture" 2>/dev/null
-  local total leaked seen outer dropped
+  local total leaked seen outer dropped stats
   total=$(packets "$work/underlay.pcap")
   leaked=$(packets "$work/underlay.pcap" "($pod_leak) and not ($canary)")
   seen=$(packets "$work/underlay.pcap" "$canary")
   # WireGuard messages whose outer source is a tunnel address: encrypted, but sent while a node's underlay
   # had no address (an address change); counted apart.
   outer=$(packets "$work/underlay.pcap" "$wireguard_message")
-  dropped=$(sed -n 's/^\([0-9]*\) packets\{0,1\} dropped by kernel.*/\1/p' "$work/capture.txt")
+  dropped=$(capture_drops "$work/capture.txt")
+  stats=$(grep -E 'packets? (captured|received|dropped)' "$work/capture.txt" | paste -sd, -)
   if [ "$leaked" -eq 0 ] && [ "$seen" -ge 1 ]; then
     result leak-check ok "0 Pod-addressed packets outside WireGuard on the underlay; the capture (kernel filter: Pod addresses) held $total: the canary, $outer WireGuard messages with a tunnel address as outer source"
   else
@@ -116,9 +119,9 @@ capture_check() {
   fi
   goal functional "leaked packets" "$(met [ "$leaked" -eq 0 -a "$seen" -ge 1 ])" "$leaked (canary seen: $seen)" "0, canary seen" reported
   if [ "$dropped" = 0 ]; then
-    result capture-drops ok "the capture dropped nothing: $(grep -E 'packets? (captured|received|dropped)' "$work/capture.txt" | paste -sd, -)"
+    result capture-drops ok "the capture dropped nothing: $stats"
   else
-    result capture-drops fail "the capture dropped packets, so it proves nothing: $(grep -E 'packets? (captured|received|dropped)' "$work/capture.txt" | paste -sd, -)"
+    result capture-drops fail "the capture dropped packets, so it proves nothing: $stats"
   fi
   goal functional "capture drops" "$(met [ "$dropped" = 0 ])" "${dropped:-unknown}" "0" reported
 }
