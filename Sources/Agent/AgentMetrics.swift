@@ -12,7 +12,7 @@ public final class AgentMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     let peersPlanned, peersConfigured, peersRecent, keyGeneration, keyAge, lastPassSucceeded: Gauge
     let reconcileDuration: DurationHistogram
-    let reconcileErrors, writesRefused, netlinkOperations, unencryptedPackets, unencryptedBytes: Counter
+    let reconcileErrors, writesRefused, netlinkOperations, unencryptedPackets, unencryptedBytes, planMismatches: Counter
     let perPeer = Mutex<[String: [Gauge]]>([:])
     let lastUnencrypted = Mutex<(packets: UInt64, bytes: UInt64)>((0, 0))
 
@@ -68,6 +68,14 @@ public final class AgentMetrics: Sendable {
             ))
         unencryptedBytes = registry.makeCounter(
             descriptor: Self.name("unencrypted_bytes_dropped", "total", "Bytes of those packets."))
+        planMismatches = registry.makeCounter(
+            descriptor: Self.name(
+                "plan_mismatches", "total",
+                """
+                Resyncs at which the incremental plan differed from the plan computed from scratch (a bug: the plan \
+                from scratch was applied).
+                """
+            ))
     }
 
     static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
@@ -81,6 +89,8 @@ public final class AgentMetrics: Sendable {
     }
 
     func writeRefused() { writesRefused.increment() }
+
+    func planMismatched() { planMismatches.increment() }
 
     func applied(_ diff: MeshDiff) {
         netlinkOperations.increment(

@@ -11,14 +11,20 @@ import WGMeshCore
 extension MeshAgent {
     // MARK: one pass
 
-    /// One pass: plan from every Node, apply the difference, report. A full pass reads the kernel and
-    /// reports the condition and metrics; otherwise the plan is diffed against the last pass's when the
-    /// node's own inputs are unchanged. Never throws: a failure is logged and counted, and the next pass
-    /// starts again from what the kernel reports.
+    /// One pass: plan from the Nodes, apply the difference, report. A full pass reads every Node and the
+    /// kernel, computes the plan from scratch and reports the condition and metrics; otherwise only the Nodes
+    /// changed since the last pass are read, and when the node's own inputs are unchanged, the incremental
+    /// plan's change alone is applied. Never throws: a failure is logged and counted, and the next pass starts
+    /// again from what the kernel reports.
     public func reconcile(_ objects: [KubeObject], full: Bool = true) async {
+        let byName = Dictionary(objects.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
+        await reconcile(NodeView(get: { byName[$0] }, all: { objects }), full: full)
+    }
+
+    func reconcile(_ view: NodeView, full: Bool) async {
         let started = ContinuousClock.now
         do {
-            try await pass(objects, full: full)
+            try await pass(view, full: full)
             metrics.reconciled(after: ContinuousClock.now - started, failed: false)
             state.withLock { m in
                 m.retry.reset()
@@ -41,8 +47,8 @@ extension MeshAgent {
                 "reconcile failed; the next pass retries from the kernel's state",
                 metadata: ["reason": "\(failure.reason)", "error": "\(error)", "retryIn": "\(delay)"])
             // Told where people look: an Event on this Node (once per text) and the condition, unless the
-            // API is what fails.
-            if let own = objects.first(where: { $0.metadata.name == configuration.nodeName }) {
+            // API is what fails. A malformed annotation is the controller's to report: one reporter per problem.
+            if failure.reason != "InvalidAnnotation", let own = view.get(configuration.nodeName) {
                 await report(own, warning: true, reason: failure.reason, note: failure.message)
             }
             do { try await writeCondition(failure) } catch {
@@ -76,76 +82,75 @@ extension MeshAgent {
         }
     }
 
-    func pass(_ objects: [KubeObject], full: Bool) async throws {
+    func pass(_ view: NodeView, full: Bool) async throws {
         let name = configuration.nodeName
-        guard let localObject = objects.first(where: { $0.metadata.name == name }) else {
+        let changes = readChanges(view, everything: full)
+        guard let localObject = view.get(name) else {
             throw PassFailure(
                 reason: "NodeNotFound",
                 message: "Node \(name) is not in the API yet: the kubelet registers it, and the agent waits for it")
         }
         try await publishSettings(on: localObject)
-        let (nodes, invalid) = meshNodes(objects)
-        // This node's own are the pass's failure, reported as such below.
-        for (object, error) in invalid where object.metadata.name != name {
-            await report(object, warning: true, reason: "InvalidAnnotation", note: "\(error)")
-        }
-        guard let local = nodes.first(where: { $0.name == name }) else {
-            let why = invalid.first { $0.0.metadata.name == name }.map { "\($0.1)" } ?? "unreadable"
+        let local: MeshNode
+        switch planning.withLock({ $0.parsed[name]?.node }) {
+        case .success(let node)?: local = node
+        case .failure(let error)?:
+            // Reported as the pass's failure: an Event on this Node, and the condition.
             throw PassFailure(
                 reason: "InvalidAnnotation",
-                message: "this node's wgmesh annotations do not read, so nothing changes until they do: \(why)")
+                message: "this node's wgmesh annotations do not read, so nothing changes until they do: \(error)")
+        case nil:
+            throw PassFailure(reason: "InvalidAnnotation", message: "this node's wgmesh annotations are unreadable")
         }
 
         // The node's own keys: a key that does not open, or does not match, changes nothing.
-        var keys: NodeKeys?
-        if let enrollment = state.withLock({ $0.enrollment }) {
-            do {
-                keys = try NodeKeys.open(local, enrollmentPrivateKey: enrollment.privateKey)
-            } catch {
-                throw PassFailure(reason: "SealedKeyInvalid", message: "\(error)")
-            }
-        }
-
+        let keys = try openKeys(local)
+        // The incremental change alone is applied when what the last pass left is known and the node's own
+        // inputs (Pod CIDRs, endpoint, key) are the same; otherwise the kernel is read.
         let last =
             full
             ? nil
             : state.withLock { $0.applied }.flatMap {
-                $0.podCIDRs == local.podCIDRs && $0.endpoint == local.effectiveEndpoint ? $0 : nil
+                $0.podCIDRs == local.podCIDRs && $0.endpoint == local.effectiveEndpoint
+                    && (keys == nil || keys?.privateKey == $0.privateKey) ? $0 : nil
             }
         let link: LinkState
         let mtu: UInt32
-        let device: DeviceState
-        let routes: [Route]
         if let last {
             (link, mtu) = (last.link, last.mtu)
-            device = last.plan.device(
-                named: configuration.interface, interfaceIndex: link.index, privateKey: last.privateKey)
-            routes = last.plan.routes
         } else {
             mtu = try tunnelMTU(local)
             link = try ensureLink(mtu: mtu, adjustMTU: true)
             try ensureAddresses(TunnelAddressing.addresses(podCIDRs: local.podCIDRs), link: link)
-            device = try kernel.wireGuard.device(named: configuration.interface)
-            routes = try kernel.network.routes(family: nil)
         }
-        let plan = plan(local: local, nodes: nodes, interfaceIndex: link.index, mtu: mtu)
-        // A node still joining is no one's problem; a conflict or a Pod CIDR outside the cluster's is.
-        for exclusion in plan.excluded where !exclusion.isJoining {
-            if let object = objects.first(where: { $0.metadata.name == exclusion.node }) {
-                await report(object, warning: true, reason: "NodeLeftOut", note: "\(exclusion) (seen by node \(name))")
-            }
+        let (delta, fullPlan) = plan(
+            changes, local: local, interfaceIndex: link.index, mtu: mtu, fromScratch: full, whole: last == nil)
+        if delta?.movesKeys ?? true { state.withLock { $0.keysMoved = true } }
+        for exclusion in delta?.newlyExcluded ?? [] where !exclusion.isJoining {
+            // The controller reports it in an Event: one reporter for the whole cluster.
+            logger.warning("node left out", metadata: ["about": "\(exclusion.node)", "why": "\(exclusion.reason)"])
         }
 
-        var diff = MeshDiff(plan: plan, actual: device, actualRoutes: routes, privateKey: keys?.privateKey)
+        var diff: MeshDiff
+        var read: (device: DeviceState, routes: [Route])?
+        if last != nil, let delta {
+            diff = delta.diff(
+                listenPort: local.effectiveEndpoint?.port ?? Self.defaultListenPort, interfaceIndex: link.index)
+        } else {
+            let device = try kernel.wireGuard.device(named: configuration.interface)
+            let routes = try kernel.network.routes(family: nil)
+            read = (device, routes)
+            diff = MeshDiff(plan: fullPlan!, actual: device, actualRoutes: routes, privateKey: keys?.privateKey)
+        }
         let planned = diff
-        if diff.device.privateKey != nil, !plan.peers.isEmpty {
+        if let read, diff.device.privateKey != nil, !fullPlan!.peers.isEmpty {
             // A new private key: make every peer handshake at once instead of after a retry timeout. The
             // pass that follows at once reads the kernel and sets the keepalives back to the plan.
-            diff.forceHandshakes(plan: plan, current: device)
+            diff.forceHandshakes(plan: fullPlan!, current: read.device)
             state.withLock { $0.followUp = .zero }
             logger.info(
                 "switching the interface to a new private key",
-                metadata: ["generation": "\(keys?.generation ?? 0)", "peers": "\(plan.peers.count)"])
+                metadata: ["generation": "\(keys?.generation ?? 0)", "peers": "\(fullPlan!.peers.count)"])
         }
         state.withLock { $0.applied = nil }
         // Another program's route to a peer's Pod CIDR keeps that route out, and nothing else: the rest is
@@ -158,24 +163,28 @@ extension MeshAgent {
                 taken = error
             }
             metrics.applied(diff)
-            log(planned, plan: plan)
+            log(
+                planned,
+                owners: fullPlan.map {
+                    Dictionary($0.peers.map { ($0.publicKey, $0.node) }, uniquingKeysWith: { a, _ in a })
+                } ?? delta?.owners ?? [:])
         }
-        let configuredAt = noteConfigured(plan)
+        var configuredAt: [WireGuardKey: Date] = [:]
+        if let fullPlan { configuredAt = noteConfigured(fullPlan) } else if let delta { noteConfigured(delta) }
         // Forced handshakes leave keepalives off plan until the next diff: that one reads the kernel.
         if diff.device.privateKey == nil, taken == nil {
             state.withLock {
                 $0.applied = Applied(
-                    plan: plan, privateKey: keys?.privateKey ?? device.privateKey, link: link, mtu: mtu,
+                    privateKey: keys?.privateKey ?? read?.device.privateKey ?? last?.privateKey, link: link, mtu: mtu,
                     podCIDRs: local.podCIDRs, endpoint: local.effectiveEndpoint)
             }
         }
-        guard last == nil || diff.device.privateKey != nil else {
+        guard let read, let plan = fullPlan else {
             // The condition, the metrics and the unencrypted count need handshakes and counters: the next
-            // full pass (or a key switch, below) reports them. What the interface runs is the plan now.
+            // full pass (or a key switch) reports them. What the interface runs is the plan now.
             try await publishReport(
-                keys: keys,
-                device: plan.device(named: configuration.interface, interfaceIndex: link.index, privateKey: nil),
-                drops: nil, plan: plan, published: localObject.metadata.annotations)
+                keys: keys, routedKeys: { self.planning.withLock { $0.planner?.routedKeys ?? [] } }, drops: nil,
+                published: localObject.metadata.annotations)
             if let taken { throw taken }
             return
         }
@@ -193,9 +202,10 @@ extension MeshAgent {
             try writeCNIConfig(podCIDRs: local.podCIDRs, mtu: mtu)
         }
 
-        let after = diff.isEmpty ? device : try kernel.wireGuard.device(named: configuration.interface)
+        let after = diff.isEmpty ? read.device : try kernel.wireGuard.device(named: configuration.interface)
         try await publishReport(
-            keys: keys, device: after, drops: drops, plan: plan, published: localObject.metadata.annotations)
+            keys: keys, routedKeys: { after.peers.filter { !$0.allowedIPs.isEmpty }.map(\.publicKey) }, drops: drops,
+            published: localObject.metadata.annotations)
         metrics.observe(plan: plan, device: after, keys: keys, keyIssuedAt: local.keyIssuedAt, unencrypted: counted)
         if let taken { throw taken }
         let condition =
@@ -232,6 +242,18 @@ extension MeshAgent {
         }
     }
 
+    /// The same for the keys an incremental change adds and removes.
+    func noteConfigured(_ delta: MeshPlanner.Delta) {
+        let now = Date()
+        let kept = Set(delta.after.values.compactMap(\.routedKey))
+        state.withLock { m in
+            for key in delta.before.values.compactMap(\.routedKey) where !kept.contains(key) {
+                m.configuredAt[key] = nil
+            }
+            for key in kept where m.configuredAt[key] == nil { m.configuredAt[key] = now }
+        }
+    }
+
     /// Publishes the enrollment key and the settings an audit reads (cluster CIDRs, strict mode) when `node`'s
     /// differ: at the first pass, and whenever someone removed or changed them (a malformed enrollment key
     /// included). A refusal fails the pass (`WriteRefused`).
@@ -251,7 +273,7 @@ extension MeshAgent {
         }
     }
 
-    /// The Nodes whose wgmesh annotations read, and those that do not, with why.
+    /// The Nodes whose wgmesh annotations read, and those that do not, with why (the dry run).
     func meshNodes(_ objects: [KubeObject]) -> (nodes: [MeshNode], invalid: [(KubeObject, AnnotationError)]) {
         var nodes: [MeshNode] = []
         var invalid: [(KubeObject, AnnotationError)] = []
@@ -263,15 +285,132 @@ extension MeshAgent {
         return (nodes, invalid)
     }
 
-    /// This node's plan; the listen port is the one the controller published in its endpoint.
+    /// The Nodes changed since the last pass, read: a Node's wgmesh annotations are parsed once per
+    /// resourceVersion. `everything`: every Node is compared by resourceVersion (a resync); otherwise only
+    /// those the informer's events named. A Node whose annotations do not read is out of the plan (nil), as
+    /// a deleted one is.
+    func readChanges(_ view: NodeView, everything: Bool) -> [String: MeshNode?] {
+        let named = state.withLock { m in
+            defer { m.changedNodes = [] }
+            return m.changedNodes
+        }
+        var objects: [String: KubeObject?] = [:]
+        if everything {
+            for object in view.all() { objects[object.metadata.name] = object }
+            for name in planning.withLock({ Array($0.parsed.keys) }) where objects[name] == nil {
+                objects[name] = .some(nil)
+            }
+        } else {
+            for name in named { objects[name] = .some(view.get(name)) }
+        }
+        let known = planning.withLock { p in objects.keys.map { ($0, p.parsed[$0]?.resourceVersion) } }
+        var parsed: [String: ParsedNode?] = [:]
+        for (name, version) in known {
+            guard let object = objects[name] ?? nil else {
+                if version != nil { parsed[name] = .some(nil) }
+                continue
+            }
+            let resourceVersion = object.metadata.resourceVersion
+            if let version, version == resourceVersion { continue }
+            parsed[name] = ParsedNode(
+                resourceVersion: resourceVersion,
+                node: Result { () throws(AnnotationError) in
+                    try MeshNode(name: name, annotations: object.metadata.annotations)
+                })
+        }
+        return planning.withLock { p in
+            var changes: [String: MeshNode?] = [:]
+            for (name, node) in parsed {
+                p.parsed[name] = node
+                changes[name] = .some(try? node?.node.get())
+            }
+            return changes
+        }
+    }
+
+    /// The node's own keys, opened from the sealed box once per state of its annotations.
+    func openKeys(_ local: MeshNode) throws -> NodeKeys? {
+        guard let enrollment = state.withLock({ $0.enrollment }) else { return nil }
+        if let opened = planning.withLock({ $0.opened }), opened.node == local,
+            opened.enrollment == enrollment.publicKey
+        {
+            return opened.keys
+        }
+        do {
+            let keys = try NodeKeys.open(local, enrollmentPrivateKey: enrollment.privateKey)
+            planning.withLock { $0.opened = (local, enrollment.publicKey, keys) }
+            return keys
+        } catch {
+            throw PassFailure(reason: "SealedKeyInvalid", message: "\(error)")
+        }
+    }
+
+    /// The incremental planner's change for `changes` (nil when the planner starts anew: first pass, or new
+    /// settings), and the whole plan when the kernel is read (`whole`). `fromScratch`: the whole plan is
+    /// computed from every Node and compared with the incremental one; a difference is a bug, logged and
+    /// counted, and the plan from scratch wins.
+    func plan(
+        _ changes: [String: MeshNode?], local: MeshNode, interfaceIndex: UInt32, mtu: UInt32, fromScratch: Bool,
+        whole: Bool
+    ) -> (delta: MeshPlanner.Delta?, plan: MeshPlan?) {
+        let settings = settings(local: local, mtu: mtu)
+        let name = configuration.nodeName
+        let (delta, plan, differing) = planning.withLock { p -> (MeshPlanner.Delta?, MeshPlan?, [String]) in
+            var delta: MeshPlanner.Delta?
+            // Compared without binding the planner, so that `apply` mutates it in place.
+            if p.planner?.settings == settings, p.planner?.interfaceIndex == interfaceIndex {
+                delta = p.planner!.apply(changes)
+            } else {
+                p.planner = MeshPlanner(
+                    localNode: name, settings: settings, interfaceIndex: interfaceIndex, nodes: p.nodes)
+            }
+            guard fromScratch else { return (delta, whole || delta == nil ? p.planner!.plan : nil, []) }
+            let scratch = MeshPlan(localNode: name, settings: settings, nodes: p.nodes, interfaceIndex: interfaceIndex)
+            guard delta != nil else { return (delta, scratch, []) }
+            let incremental = p.planner!.plan
+            guard incremental != scratch else { return (delta, scratch, []) }
+            p.planner = MeshPlanner(localNode: name, settings: settings, interfaceIndex: interfaceIndex, nodes: p.nodes)
+            return (delta, scratch, MeshPlan.nodesDiffering(incremental, scratch))
+        }
+        if !differing.isEmpty {
+            metrics.planMismatched()
+            logger.error(
+                """
+                the incremental plan differs from the plan from scratch (a bug in wgmesh): the plan from scratch \
+                is applied
+                """,
+                metadata: ["nodes": "\(differing.prefix(10).joined(separator: ","))", "count": "\(differing.count)"])
+        }
+        return (delta, plan)
+    }
+
+    /// This node's plan from `nodes`, from scratch (the dry run, and strict mode before the first pass).
     func plan(local: MeshNode?, nodes: [MeshNode], interfaceIndex: UInt32, mtu: UInt32) -> MeshPlan {
-        let settings = ClusterSettings(
+        MeshPlan(
+            localNode: configuration.nodeName, settings: settings(local: local, mtu: mtu), nodes: nodes,
+            interfaceIndex: interfaceIndex)
+    }
+
+    /// The cluster settings of this node's plan; the listen port is the one the controller published in its
+    /// endpoint.
+    func settings(local: MeshNode?, mtu: UInt32) -> ClusterSettings {
+        ClusterSettings(
             clusterCIDRs: configuration.clusterCIDRs,
             listenPort: local?.effectiveEndpoint?.port ?? Self.defaultListenPort,
             persistentKeepalive: configuration.persistentKeepalive, strict: configuration.strict, mtu: mtu)
-        return MeshPlan(
-            localNode: configuration.nodeName, settings: settings, nodes: nodes, interfaceIndex: interfaceIndex)
     }
+}
+
+/// The Nodes as a pass reads them: the informer's cache.
+struct NodeView: Sendable {
+    var get: @Sendable (String) -> KubeObject?
+    var all: @Sendable () -> [KubeObject]
+}
+
+/// A Node's wgmesh annotations as read at one resourceVersion.
+struct ParsedNode: Sendable {
+    var resourceVersion: String?
+    var node: Result<MeshNode, AnnotationError>
 }
 
 /// A pass that cannot do its work, with the condition's reason and a sentence for people.

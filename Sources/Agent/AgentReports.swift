@@ -30,9 +30,9 @@ extension MeshAgent {
     /// is written at once when a peer moved to another key and otherwise at most once per resync period,
     /// and `unencrypted-drops` at most once per resync period while it grows.
     func publishReport(
-        keys: NodeKeys?, device: DeviceState, drops: UnencryptedDrops?, plan: MeshPlan, published: [String: String]
+        keys: NodeKeys?, routedKeys: () -> [WireGuardKey], drops: UnencryptedDrops?, published: [String: String]
     ) async throws {
-        let keysMoved = state.withLock { $0.lastPlan }.map { plan.movesKeys(from: $0) } ?? true
+        let keysMoved = state.withLock { $0.keysMoved }
         var changes: [String: String] = [:]
         if let keys { changes[Annotation.appliedKeyGeneration] = String(keys.generation) }
         let now = ContinuousClock.now
@@ -40,8 +40,7 @@ extension MeshAgent {
             last.map { now - $0 >= configuration.resyncPeriod } ?? true
         }
         if keysMoved || due(state.withLock { $0.peersPublished }) {
-            changes[Annotation.appliedPeers] = AppliedPeers.digest(
-                device.peers.filter { !$0.allowedIPs.isEmpty }.map(\.publicKey))
+            changes[Annotation.appliedPeers] = AppliedPeers.digest(routedKeys())
         }
         if let drops, due(state.withLock { $0.dropsPublished }) {
             changes[Annotation.unencryptedDrops] = drops.description
@@ -51,7 +50,7 @@ extension MeshAgent {
             let patch = Patch.annotations(changes)
             _ = try await api.patch(.nodes, namespace: nil, name: configuration.nodeName, patch, subresource: nil)
         }
-        state.withLock { $0.lastPlan = plan }
+        state.withLock { $0.keysMoved = false }
         guard !changes.isEmpty else { return }
         if changes[Annotation.appliedPeers] != nil { state.withLock { $0.peersPublished = now } }
         if changes[Annotation.unencryptedDrops] != nil { state.withLock { $0.dropsPublished = now } }
@@ -82,10 +81,17 @@ extension MeshAgent {
             metadata: ["reason": "\(condition.reason)", "message": "\(condition.message)"])
     }
 
-    /// An Event about `object` and a log line, once per process for the same text.
+    /// An Event about this node and a log line, once per process for the same text (of the last
+    /// `reportedLimit`). Other nodes' problems are the controller's to report: one reporter per problem.
     func report(_ object: KubeObject, warning: Bool, reason: String, note: String) async {
-        let key = object.metadata.name + "\u{0}" + reason + "\u{0}" + note
-        guard state.withLock({ $0.reported.insert(key).inserted }) else { return }
+        let key = reason + "\u{0}" + note
+        let new = state.withLock { m in
+            guard !m.reported.contains(key) else { return false }
+            m.reported.append(key)
+            if m.reported.count > Self.reportedLimit { m.reported.removeFirst() }
+            return true
+        }
+        guard new else { return }
         if warning {
             logger.warning("\(reason)", metadata: ["about": "\(object.metadata.name)", "note": "\(note)"])
         } else {
@@ -103,9 +109,9 @@ extension MeshAgent {
     /// level: a node joining a 5,000-node cluster logs one line, not 10,000.
     static let loggedChangeLimit = 20
 
-    /// One line per peer and route change (the forced keepalives of a key switch are not changes).
-    func log(_ diff: MeshDiff, plan: MeshPlan) {
-        let owners = Dictionary(plan.peers.map { ($0.publicKey, $0.node) }, uniquingKeysWith: { a, _ in a })
+    /// One line per peer and route change (the forced keepalives of a key switch are not changes); `owners`
+    /// names the node of each key.
+    func log(_ diff: MeshDiff, owners: [WireGuardKey: String]) {
         let peers = diff.device.peers
         let changes = peers.count + diff.routesToAdd.count + diff.routesToReplace.count + diff.routesToDelete.count
         let level: Logger.Level = changes > Self.loggedChangeLimit ? .debug : .info

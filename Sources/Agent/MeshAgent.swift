@@ -93,12 +93,20 @@ public final class MeshAgent: Sendable {
     let events: EventRecorder
     public let metrics: AgentMetrics
     let state: Mutex<PassState>
+    /// Touched by passes only, which never overlap: held through a pass's planning, never by anything a
+    /// request or an event waits on.
+    let planning = Mutex(Planning())
 
     /// What the agent remembers between passes; all of it can be lost (a restart re-derives it).
     struct PassState {
         var enrollment: WireGuardKeyPair?
-        /// Events already sent, by node and text: each problem is reported once per process.
-        var reported: Set<String> = []
+        /// The texts of the Events already sent about this node, oldest first: each problem is reported once
+        /// per process, and the list keeps the last `reportedLimit` only.
+        var reported: [String] = []
+        /// Nodes named by informer events since the last pass took them.
+        var changedNodes: Set<String> = []
+        /// A peer moved to another key since `applied-peers` was last published: it is published at once.
+        var keysMoved = true
         var ruleset: String?
         var condition: MeshCondition?
         var passes = 0
@@ -107,10 +115,8 @@ public final class MeshAgent: Sendable {
         /// The unencrypted-packet count as last computed, and when this process last published it.
         var drops: UnencryptedDrops?
         var dropsPublished: ContinuousClock.Instant?
-        /// When this process last published `applied-peers`, and the plan of the last report: a peer
-        /// routed to another key than in that plan is published at once.
+        /// When this process last published `applied-peers`.
         var peersPublished: ContinuousClock.Instant?
-        var lastPlan: MeshPlan?
         /// What the last pass left on the interface; nil after a failure, so the next pass is full.
         var applied: Applied?
         var fullPassWanted = true
@@ -126,16 +132,31 @@ public final class MeshAgent: Sendable {
         var configuredAt: [WireGuardKey: Date] = [:]
     }
 
-    /// The interface as the last pass left it, as planned, with the inputs that a Node event cannot
-    /// change without a full pass (the node's own Pod CIDRs and endpoint, hence addresses, MTU, rules).
+    /// What the last pass left on the interface beside the planner's plan: the inputs that a Node event
+    /// cannot change without reading the kernel (the node's own key, Pod CIDRs and endpoint, hence
+    /// addresses, MTU, rules).
     struct Applied {
-        var plan: MeshPlan
         var privateKey: WireGuardKey?
         var link: LinkState
         var mtu: UInt32
         var podCIDRs: [IPPrefix]
         var endpoint: Endpoint?
     }
+
+    /// The planner and what it is fed, kept between passes.
+    struct Planning {
+        /// Each Node's wgmesh annotations as read at its resourceVersion, by name.
+        var parsed: [String: ParsedNode] = [:]
+        var planner: MeshPlanner?
+        /// The local node as its keys were last opened, the enrollment key they were opened with, and the keys.
+        var opened: (node: MeshNode, enrollment: WireGuardKey, keys: NodeKeys?)?
+
+        /// Every Node whose annotations read.
+        var nodes: [MeshNode] { parsed.values.compactMap { try? $0.node.get() } }
+    }
+
+    /// How many Event texts about its node the agent remembers having sent.
+    static let reportedLimit = 64
 
     public init(
         api: any KubeAPI, kernel: Kernel, configuration: Configuration, logger: Logger,
@@ -196,6 +217,7 @@ public final class MeshAgent: Sendable {
                 await informer.waitUntilSynced()
                 trigger.yield()
                 for await event in informer.events where Self.mayChangePlan(event, node: self.configuration.nodeName) {
+                    self.state.withLock { _ = $0.changedNodes.insert(event.object.metadata.name) }
                     trigger.yield()
                 }
             }
@@ -221,7 +243,7 @@ public final class MeshAgent: Sendable {
                     defer { m.fullPassWanted = false }
                     return m.fullPassWanted
                 }
-                await reconcile(informer.list(), full: full)
+                await reconcile(NodeView(get: { informer.get($0) }, all: { informer.list() }), full: full)
                 if let delay = state.withLock({ m in
                     defer { m.followUp = nil }
                     return m.followUp

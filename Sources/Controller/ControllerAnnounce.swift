@@ -19,7 +19,7 @@ extension MeshController {
             let key = Self.reportKey(notice.reason.rawValue, notice.note)
             if decision.annotations.isEmpty || notice.warning {
                 // Notices without a write repeat on every resync; report each one once.
-                guard state.reported[name, default: []].insert(key).inserted else { continue }
+                guard state.noteReported(key, about: name) else { continue }
             }
             if notice.warning {
                 logger.warning("\(notice.reason.rawValue)", metadata: ["node": "\(name)", "note": "\(notice.note)"])
@@ -29,7 +29,7 @@ extension MeshController {
             state.eventQueue?.yield(PendingEvent(object: object, notice: notice, at: written))
             // The other side of an overlap hears of it too, once.
             if let other = notice.otherNode, let otherObject = lookup(other),
-                state.reported[other, default: []].insert(key).inserted
+                state.noteReported(key, about: other)
             {
                 state.eventQueue?.yield(PendingEvent(object: otherObject, notice: notice, at: written))
             }

@@ -25,6 +25,7 @@ extension MeshController {
                 || state.rotating.contains(name),
             now: now)
         if decision.restartGrace { state.stagedAt[name] = now }
+        decision.notices += state.keyClaims.claim(decision.node, named: name)
         for (reason, waiting) in [
             (NodeIssuance.Notice.Reason.podCIDRExhausted, \State.waitingForCIDR),
             (.rotationQueued, \State.waitingForRotation),

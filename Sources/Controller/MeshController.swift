@@ -43,6 +43,9 @@ public final class MeshController: Sendable {
 
     /// The field manager the controller writes as.
     public static let fieldManager = "wgmesh-controller"
+    /// How many Warning texts per node the controller remembers having reported.
+    static let reportedLimit = 32
+
     /// The Events' `reportingController`.
     public static let reportingController = "wgmesh.dev/controller"
 
@@ -94,8 +97,19 @@ public final class MeshController: Sendable {
         /// Nodes with a rotation in progress, for `maxConcurrentRotations`.
         var rotating: Set<String> = []
         /// Warnings already reported per node (`reason:note`), so that neither a resync nor a new term
-        /// repeats them.
+        /// repeats them; at most `reportedLimit` per node, and none for a deleted node.
         var reported: [String: Set<String>] = [:]
+        /// The public keys each node publishes: a key published twice is reported on both nodes.
+        var keyClaims = KeyClaims()
+
+        /// Notes a Warning reported about `node`; false when it already was. A node's list starts again
+        /// once it holds `reportedLimit` texts: a problem whose text keeps changing is not remembered for ever.
+        mutating func noteReported(_ key: String, about node: String) -> Bool {
+            guard reported[node]?.contains(key) != true else { return false }
+            if reported[node, default: []].count >= MeshController.reportedLimit { reported[node] = [] }
+            reported[node, default: []].insert(key)
+            return true
+        }
         /// The back-off of each node whose last write failed.
         var retries: [String: Backoff] = [:]
         /// Nodes refused a CIDR because the pools are full: looked at again when one is freed.
@@ -262,6 +276,7 @@ public final class MeshController: Sendable {
         state.stagedAt[name] = nil
         state.rotating.remove(name)
         state.reported[name] = nil
+        state.keyClaims.forget(name)
         state.retries[name] = nil
         wakeups.cancel(name)
     }

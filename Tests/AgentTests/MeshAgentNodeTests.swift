@@ -241,3 +241,50 @@ extension MeshAgentTests {
         XCTAssertEqual(try store.loadOrCreate(logger: logger).privateKey, remade)
     }
 }
+
+extension MeshAgentTests {
+    /// Issue 23: a bad annotation is reported by one reporter, the controller, whatever the number of agents
+    /// that see it: before, every agent sent its own Events about every other node's problems (5,000 × 25 at
+    /// 5,000 nodes). The agent's own node's malformed annotation is the controller's Event too (the agent says
+    /// it in its condition); a key published by two nodes is reported by the controller on both.
+    func testABadAnnotationIsReportedByOneReporter() async throws {
+        let h = try await harness(nodes: ["n1", "n2", "n3", "n4"])
+        let controller = try controller(h)
+        try await enrol(h, ["n2", "n3", "n4"])
+        let agent = agent(h, resync: .seconds(1))
+        let run = Task { _ = try? await agent.run() }
+        await eventually("n1 runs its key") { await h.annotation("n1", Annotation.appliedKeyGeneration) == "1" }
+        for name in ["n1", "n2"] {
+            _ = try await h.client.patch(
+                .nodes, namespace: nil, name: name, .annotations([Annotation.endpointOverride: "not an endpoint"]))
+        }
+        // n4 publishes n3's key, as a copied annotation would.
+        let n3Key = await h.annotation("n3", Annotation.publicKey)
+        let copied = try XCTUnwrap(n3Key)
+        _ = try await h.client.patch(.nodes, namespace: nil, name: "n4", .annotations([Annotation.publicKey: copied]))
+        func events() async throws -> [(about: String, reason: String, by: String)] {
+            try await h.client.listAll(.events, namespace: "default").items.map {
+                (
+                    $0.json["regarding"]?["name"]?.string ?? "", $0.json["reason"]?.string ?? "",
+                    $0.json["reportingController"]?.string ?? ""
+                )
+            }
+        }
+        await eventually("the controller reports every problem") {
+            let reported = Set(((try? await events()) ?? []).map { "\($0.about) \($0.reason)" })
+            return reported.isSuperset(of: [
+                "n1 InvalidAnnotation", "n2 InvalidAnnotation", "n3 PublicKeyConflict", "n4 PublicKeyConflict",
+            ])
+        }
+        await eventually("n1's agent says so in its condition") {
+            agent.readiness?.hasPrefix("InvalidAnnotation") == true
+        }
+        // Resyncs every second: the agent has had its chances to report.
+        try await Task.sleep(for: .seconds(3))
+        let problems = try await events().filter {
+            ["InvalidAnnotation", "PublicKeyConflict", "NodeLeftOut"].contains($0.reason)
+        }
+        XCTAssertEqual(Set(problems.map(\.by)), [MeshController.reportingController], "\(problems)")
+        try await stop(h, run, controller)
+    }
+}

@@ -30,6 +30,7 @@ public struct NodeIssuance: Sendable, Equatable {
             case keyRotationStaged = "KeyRotationStaged", keyRotated = "KeyRotated", rotationQueued = "RotationQueued"
             case rotationDeferred = "RotationDeferred"
             case endpointUnknown = "EndpointUnknown"
+            case publicKeyConflict = "PublicKeyConflict"
 
             /// The Event's `action`: what the controller was doing.
             public var action: String {
@@ -37,6 +38,7 @@ public struct NodeIssuance: Sendable, Equatable {
                 case .podCIDRAllocated, .podCIDRAssigned, .podCIDRExhausted, .podCIDRPending, .podCIDRInvalid:
                     return "AllocatePodCIDR"
                 case .podCIDRConflict, .podCIDRMismatch, .podCIDRUnmanaged: return "CheckPodCIDR"
+                case .publicKeyConflict: return "CheckPublicKey"
                 case .keyRotationStaged, .keyRotated, .rotationQueued, .rotationDeferred: return "RotateKey"
                 case .endpointUnknown: return "ChooseEndpoint"
                 case .keyIssued, .enrollmentKeyInvalid, .invalidAnnotation, .enrollmentKeyChanged: return "IssueKey"
@@ -68,6 +70,8 @@ public struct NodeIssuance: Sendable, Equatable {
     public var restartGrace = false
     /// The node was left alone because of a malformed annotation.
     public var skipped = false
+    /// The node's annotations as read (nil when they do not).
+    public var node: MeshNode?
 
     /// Nothing to write.
     public var writesNothing: Bool { annotations.isEmpty && key == nil }
@@ -113,6 +117,7 @@ public struct NodeIssuance: Sendable, Equatable {
                         """
                 ))
         }
+        out.node = node
         out.decideCIDRs(
             facts, node, allocator: &allocator, overlapping: Set(overlaps.map(\.cidr)), specFamilies: specFamilies,
             policy: policy, now: now)

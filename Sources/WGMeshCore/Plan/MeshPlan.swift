@@ -52,7 +52,8 @@ public struct MeshPlan: Sendable, Hashable {
     public var routes: [Route]
     public var excluded: [Exclusion]
 
-    /// Computes the plan for `localNode` from every node of the cluster (the local one included).
+    /// Computes the plan for `localNode` from every node of the cluster (the local one included), from
+    /// scratch: the reference `MeshPlanner`'s incremental plan is checked against at every resync.
     /// A node without key, endpoint or Pod CIDR yet is left out; two nodes claiming the same key, or
     /// overlapping Pod CIDRs, are both left out; a Pod CIDR outside the cluster CIDRs is left out too.
     public init(localNode: String, settings: ClusterSettings, nodes: [MeshNode], interfaceIndex: UInt32) {
@@ -61,23 +62,11 @@ public struct MeshPlan: Sendable, Hashable {
         var candidates: [MeshNode] = []
         let local = nodes.first { $0.name == localNode }
         for node in nodes.sorted(by: { $0.name < $1.name }) where node.name != localNode {
-            if node.publicKey == nil {
-                excluded.append(Exclusion(node: node.name, reason: "no public key yet", isJoining: true))
-                continue
+            if let exclusion = MeshPlan.precheck(node, settings: settings) {
+                excluded.append(exclusion)
+            } else {
+                candidates.append(node)
             }
-            if node.podCIDRs.isEmpty {
-                excluded.append(Exclusion(node: node.name, reason: "no Pod CIDR yet", isJoining: true))
-                continue
-            }
-            if node.effectiveEndpoint == nil {
-                excluded.append(Exclusion(node: node.name, reason: "no endpoint yet", isJoining: true))
-                continue
-            }
-            if let outside = node.podCIDRs.first(where: { c in !settings.clusterCIDRs.contains { $0.contains(c) } }) {
-                excluded.append(Exclusion(node: node.name, reason: "Pod CIDR \(outside) is outside the cluster CIDRs"))
-                continue
-            }
-            candidates.append(node)
         }
         // Conflicts: the local node's own key or CIDR counts too, but only the remote side is dropped.
         let conflicted = MeshPlan.conflicts(among: candidates + (local.map { [$0] } ?? []))
@@ -88,70 +77,147 @@ public struct MeshPlan: Sendable, Hashable {
                 excluded.append(Exclusion(node: node.name, reason: reason))
                 continue
             }
-            let endpoint = node.effectiveEndpoint!
-            let cidrs = node.podCIDRs.map(\.canonical).sorted()
-            peers.append(
-                DesiredPeer(
-                    node: node.name, publicKey: node.publicKey!, endpoint: endpoint,
-                    persistentKeepalive: settings.persistentKeepalive, allowedIPs: cidrs))
-            if let next = node.nextPublicKey {
-                // Pre-staged: a handshake from the next key is accepted at once when the node switches.
-                peers.append(
-                    DesiredPeer(
-                        node: node.name, publicKey: next, endpoint: endpoint,
-                        persistentKeepalive: settings.persistentKeepalive, allowedIPs: []))
-            }
-            for c in cidrs {
-                routes.append(Route(destination: c, interfaceIndex: interfaceIndex, table: settings.routeTable))
-            }
+            let (p, r) = MeshPlan.contribution(of: node, settings: settings, interfaceIndex: interfaceIndex)
+            peers += p
+            routes += r
         }
-        if settings.strict {
-            for c in settings.clusterCIDRs {
-                routes.append(
-                    Route(
-                        destination: c.canonical, interfaceIndex: interfaceIndex, table: settings.routeTable,
-                        metric: settings.strictRouteMetric))
-            }
-        }
+        routes += MeshPlan.strictRoutes(settings: settings, interfaceIndex: interfaceIndex)
         peers.sort { $0.publicKey < $1.publicKey }
         routes.sort()
         excluded.sort { $0.node < $1.node }
     }
 
+    /// A plan of the given parts, as they are (`MeshPlanner`).
+    init(listenPort: UInt16, peers: [DesiredPeer], routes: [Route], excluded: [Exclusion]) {
+        self.listenPort = listenPort
+        self.peers = peers
+        self.routes = routes
+        self.excluded = excluded
+    }
+
+    /// Why a remote node cannot be a peer whatever the other nodes claim, or nil: it is still joining (no
+    /// key, Pod CIDR or endpoint yet) or its Pod CIDR is outside the cluster's.
+    static func precheck(_ node: MeshNode, settings: ClusterSettings) -> Exclusion? {
+        if node.publicKey == nil {
+            return Exclusion(node: node.name, reason: "no public key yet", isJoining: true)
+        }
+        if node.podCIDRs.isEmpty { return Exclusion(node: node.name, reason: "no Pod CIDR yet", isJoining: true) }
+        if node.effectiveEndpoint == nil {
+            return Exclusion(node: node.name, reason: "no endpoint yet", isJoining: true)
+        }
+        if let outside = node.podCIDRs.first(where: { c in !settings.clusterCIDRs.contains { $0.contains(c) } }) {
+            return Exclusion(node: node.name, reason: "Pod CIDR \(outside) is outside the cluster CIDRs")
+        }
+        return nil
+    }
+
+    /// The peers (its key, and its next key pre-staged) and routes of a node that passed `precheck` and
+    /// conflicts with no one.
+    static func contribution(of node: MeshNode, settings: ClusterSettings, interfaceIndex: UInt32) -> (
+        peers: [DesiredPeer], routes: [Route]
+    ) {
+        let endpoint = node.effectiveEndpoint!
+        let cidrs = node.podCIDRs.map(\.canonical).sorted()
+        var peers = [
+            DesiredPeer(
+                node: node.name, publicKey: node.publicKey!, endpoint: endpoint,
+                persistentKeepalive: settings.persistentKeepalive, allowedIPs: cidrs)
+        ]
+        if let next = node.nextPublicKey, next != node.publicKey {
+            // Pre-staged: a handshake from the next key is accepted at once when the node switches.
+            peers.append(
+                DesiredPeer(
+                    node: node.name, publicKey: next, endpoint: endpoint,
+                    persistentKeepalive: settings.persistentKeepalive, allowedIPs: []))
+        }
+        let routes = cidrs.map { Route(destination: $0, interfaceIndex: interfaceIndex, table: settings.routeTable) }
+        return (peers, routes)
+    }
+
+    /// In strict mode, the cluster CIDRs into the interface, below every node's own route.
+    static func strictRoutes(settings: ClusterSettings, interfaceIndex: UInt32) -> [Route] {
+        guard settings.strict else { return [] }
+        return settings.clusterCIDRs.map {
+            Route(
+                destination: $0.canonical, interfaceIndex: interfaceIndex, table: settings.routeTable,
+                metric: settings.strictRouteMetric)
+        }
+    }
+
     /// The nodes among `claimants` that claim a public key (current or next) another one claims, or a Pod
-    /// CIDR that overlaps another one's, each with a sentence naming the other node.
+    /// CIDR that overlaps another one's, each with a sentence naming the other node. The sentence is the
+    /// same whatever the order of `claimants`: a key conflict first (the current key before the next one),
+    /// else the node's smallest overlapping CIDR with the smallest CIDR (then node name) it overlaps.
     public static func conflicts(among claimants: [MeshNode]) -> [String: String] {
-        var keyOwners: [WireGuardKey: [String]] = [:]
+        var keyOwners: [WireGuardKey: Set<String>] = [:]
         for n in claimants {
-            for k in [n.publicKey, n.nextPublicKey].compactMap({ $0 }) { keyOwners[k, default: []].append(n.name) }
+            for k in n.claimedKeys { keyOwners[k, default: []].insert(n.name) }
         }
         var conflicted: [String: String] = [:]
-        for (key, owners) in keyOwners where Set(owners).count > 1 {
-            for o in owners {
-                conflicted[o] =
-                    "public key \(key) is also claimed by \(owners.filter { $0 != o }.sorted().joined(separator: ", "))"
+        for n in claimants where conflicted[n.name] == nil {
+            for k in n.claimedKeys {
+                let others = keyOwners[k, default: []].subtracting([n.name])
+                if !others.isEmpty {
+                    conflicted[n.name] = keyConflict(k, others: others)
+                    break
+                }
             }
         }
-        // Overlaps in O(n log n): in (address, length) order, prefixes that overlap form a containment
-        // chain, so a stack of still-open prefixes finds every containing one.
-        let claims = claimants.flatMap { n in n.podCIDRs.map { (cidr: $0.canonical, node: n.name) } }
+        // Overlaps in O(n log n + pairs): in (address, length) order, prefixes that overlap form a
+        // containment chain, so a stack of still-open prefixes finds every containing one.
+        let claims = claimants.flatMap { n in n.podCIDRs.map { PrefixClaim(cidr: $0.canonical, node: n.name) } }
             .sorted { $0.cidr < $1.cidr }
-        var open: [(cidr: IPPrefix, node: String)] = []
+        var smallest: [String: (own: IPPrefix, other: PrefixClaim)] = [:]
+        func note(_ own: PrefixClaim, _ other: PrefixClaim) {
+            if let best = smallest[own.node], (best.own, best.other) <= (own.cidr, other) { return }
+            smallest[own.node] = (own.cidr, other)
+        }
+        var open: [PrefixClaim] = []
         for claim in claims {
             while let top = open.last, !top.cidr.contains(claim.cidr) { open.removeLast() }
             for outer in open where outer.node != claim.node {
-                conflicted[outer.node] =
-                    conflicted[outer.node] ?? "Pod CIDR \(outer.cidr) overlaps \(claim.cidr) of node \(claim.node)"
-                conflicted[claim.node] =
-                    conflicted[claim.node] ?? "Pod CIDR \(claim.cidr) overlaps \(outer.cidr) of node \(outer.node)"
+                note(outer, claim)
+                note(claim, outer)
             }
             open.append(claim)
         }
+        for (node, overlap) in smallest where conflicted[node] == nil {
+            conflicted[node] = cidrConflict(overlap.own, overlap.other)
+        }
         return conflicted
+    }
+
+    static func keyConflict(_ key: WireGuardKey, others: Set<String>) -> String {
+        "public key \(key) is also claimed by \(others.sorted().joined(separator: ", "))"
+    }
+
+    static func cidrConflict(_ own: IPPrefix, _ other: PrefixClaim) -> String {
+        "Pod CIDR \(own) overlaps \(other.cidr) of node \(other.node)"
     }
 }
 
+/// A Pod CIDR (canonical) and the node that claims it, in (CIDR, node) order.
+struct PrefixClaim: Hashable, Comparable, Sendable {
+    var cidr: IPPrefix
+    var node: String
+    static func < (a: PrefixClaim, b: PrefixClaim) -> Bool { (a.cidr, a.node) < (b.cidr, b.node) }
+}
+
+extension MeshNode {
+    /// The keys a node claims: its current key, then its next one.
+    var claimedKeys: [WireGuardKey] { [publicKey, nextPublicKey].compactMap { $0 } }
+}
+
 extension MeshPlan {
+    /// What differs between two plans, for a log line: the nodes whose peers or exclusions differ, and the
+    /// routes in one plan only.
+    public static func nodesDiffering(_ a: MeshPlan, _ b: MeshPlan) -> [String] {
+        let peers = Set(a.peers).symmetricDifference(b.peers).map(\.node)
+        let excluded = Set(a.excluded).symmetricDifference(b.excluded).map(\.node)
+        let routes = Set(a.routes).symmetricDifference(b.routes).map { "route \($0.destination)" }
+        return Set(peers + excluded + routes).sorted()
+    }
+
     /// Whether a node routed by both plans is routed to another key in this one: a rotation (or a key
     /// reissued) that `wgmesh rotate-keys --wait` waits to see, unlike a node joining or leaving.
     public func movesKeys(from previous: MeshPlan) -> Bool {
