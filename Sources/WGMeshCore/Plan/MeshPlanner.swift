@@ -78,8 +78,17 @@ public struct MeshPlanner: Sendable {
         self.localNode = localNode
         self.settings = settings
         self.interfaceIndex = interfaceIndex
-        var before: [String: Entry?] = [:]
-        for node in nodes { set(node.name, node, before: &before) }
+        // In bulk: the claims sorted once, then every entry, in O(n log n).
+        for node in nodes { self.nodes[node.name] = node }
+        var cidrs: [PrefixClaim] = []
+        for node in self.nodes.values
+        where node.name == localNode || MeshPlan.precheck(node, settings: settings) == nil {
+            participants.insert(node.name)
+            for key in node.claimedKeys { keyOwners[key, default: []].insert(node.name) }
+            cidrs += node.podCIDRs.map { PrefixClaim(cidr: $0.canonical, node: node.name) }
+        }
+        claims = PrefixClaims(cidrs)
+        for name in self.nodes.keys where name != localNode { entries[name] = entry(of: name) }
     }
 
     /// The whole plan, as `MeshPlan.init` would compute it from `nodes`.
@@ -195,6 +204,12 @@ struct PrefixClaims: Sendable {
     private var sorted: [IPPrefix] = []
     /// How many claimed prefixes of each family have each length.
     private var lengths: [IPFamily: [Int: Int]] = [:]
+
+    init(_ claims: [PrefixClaim] = []) {
+        for claim in claims { owners[claim.cidr, default: []].insert(claim.node) }
+        sorted = owners.keys.sorted()
+        for cidr in sorted { lengths[cidr.family, default: [:]][cidr.length, default: 0] += 1 }
+    }
 
     mutating func insert(_ claim: PrefixClaim) {
         if owners[claim.cidr] == nil {

@@ -53,6 +53,9 @@ final class MeshPlannerTests: XCTestCase {
                 localNode: "n0", settings: settings, nodes: Array(cluster.values), interfaceIndex: 9)
             let context = "seed \(seed), step \(step): \(history.suffix(6).joined(separator: "; "))"
             XCTAssertEqual(planner.plan, scratch, context)
+            // A planner built in bulk (the first pass, a rebuild) plans the same.
+            let bulk = MeshPlanner(localNode: "n0", settings: settings, interfaceIndex: 9, nodes: Array(cluster.values))
+            XCTAssertEqual(bulk.plan, scratch, "bulk: \(context)")
             XCTAssertEqual(delta.movesKeys, scratch.movesKeys(from: before), context)
             XCTAssertEqual(
                 Set(planner.routedKeys), Set(scratch.peers.filter { !$0.allowedIPs.isEmpty }.map(\.publicKey)))
