@@ -220,11 +220,15 @@ extension MeshAgent {
             $0.lastHandshake == nil && configuredAt[$0.publicKey].map { now.timeIntervalSince($0) < 180 } == true
         }) {
             // Handshakes come within a second of a peer's configuration (keepalives force one): look again soon,
-            // not at the next resync, so that the condition says so.
+            // not at the next resync, so that the condition says so. Each look is a full pass: backed off (3 s,
+            // doubling up to the resync period) while a peer stays silent, a node that is down for instance.
             state.withLock { m in
+                let delay = m.recheck.next()
                 m.fullPassWanted = true
-                m.followUp = min(m.followUp ?? Self.connectingRecheck, Self.connectingRecheck)
+                m.followUp = min(m.followUp ?? delay, delay)
             }
+        } else {
+            state.withLock { $0.recheck.reset() }
         }
     }
 

@@ -75,7 +75,7 @@ public final class MeshAgent: Sendable {
         }
     }
 
-    /// How soon a full pass looks again at peers still connecting.
+    /// How soon a full pass looks again at peers still connecting, the first time.
     static let connectingRecheck: Duration = .seconds(3)
 
     /// The field manager of the agent's writes.
@@ -124,6 +124,9 @@ public final class MeshAgent: Sendable {
         var followUp: Duration?
         /// The follow-up delay after failed passes: 0.5 s, doubling up to the resync period; reset by a success.
         var retry: Backoff
+        /// The follow-up delay while planned peers are still connecting: `connectingRecheck`, doubling up to the
+        /// resync period; reset by a full pass that finds none.
+        var recheck: Backoff
         /// The condition of the last pass when it failed; nil while passes succeed. Until a pass succeeds
         /// again, `/readyz`, the condition and the metrics say so.
         var failure: MeshCondition?
@@ -173,7 +176,10 @@ public final class MeshAgent: Sendable {
             PassState(
                 retry: Backoff(
                     initial: min(.milliseconds(500), configuration.resyncPeriod), maximum: configuration.resyncPeriod,
-                    jitter: 0)))
+                    jitter: 0),
+                recheck: Backoff(
+                    initial: min(Self.connectingRecheck, configuration.resyncPeriod),
+                    maximum: configuration.resyncPeriod, jitter: 0)))
         events = EventRecorder(
             api: api, reportingController: Self.reportingController, reportingInstance: configuration.nodeName,
             logger: logger)

@@ -80,7 +80,11 @@ extension MeshAgentTests {
                 ])), subresource: "status")
         let agent = agent(h)
         let run = Task { _ = try? await agent.run() }
-        await eventually("the condition is written") { (try? await Node(h.node("n1")).conditions.count) == 2 }
+        await eventually("the condition is written, with n1's key issued") {
+            let node = try? await h.node("n1")
+            return node.map { Node($0).conditions.count == 2 && $0.metadata.annotations[Annotation.publicKey] != nil }
+                ?? false
+        }
         run.cancel()
         await run.value
         controller.cancel()
