@@ -217,19 +217,29 @@ public final class MeshController: Sendable {
         return state
     }
 
-    /// The Warnings this controller reported that still stand (Events live for an hour by default):
-    /// a new term does not report them again.
+    /// The Warnings this controller reported that still stand (Events live for an hour by default): a new
+    /// term does not report them again. Every Event of the controller's earlier terms, whichever replica sent
+    /// it, counts against this term's spam filter: one node's problems make at most 25 Events at once across
+    /// leader changes too, not 25 per term.
     func standingWarnings() async -> [String: Set<String>] {
         guard let list = try? await api.listAll(.events, namespace: "default") else { return [:] }
         var reported: [String: Set<String>] = [:]
+        var sent: [String: (uid: String?, times: [Date])] = [:]
         for event in list.items
         where event.json["reportingController"]?.string == Self.reportingController
-            && event.json["type"]?.string == "Warning" && event.json["regarding"]?["kind"]?.string == "Node"
+            && event.json["regarding"]?["kind"]?.string == "Node"
         {
             guard let node = event.json["regarding"]?["name"]?.string, let reason = event.json["reason"]?.string,
                 let note = event.json["note"]?.string
             else { continue }
+            if let time = event.json["eventTime"]?.string.flatMap(RFC3339.parse) {
+                sent[node, default: (event.json["regarding"]?["uid"]?.string, [])].times.append(time)
+            }
+            guard event.json["type"]?.string == "Warning" else { continue }
             reported[node, default: []].insert(Self.reportKey(reason, note))
+        }
+        for (node, events) in sent {
+            self.events.seed(kind: "Node", namespace: nil, name: node, uid: events.uid, sentAt: events.times)
         }
         return reported
     }

@@ -25,13 +25,27 @@ public struct EventRecorder: Sendable {
         self.logger = logger
     }
 
+    /// Counts, against the spam filter, the Events about an object that the API holds (sent by another replica,
+    /// or by this process in an earlier term), at the times given, in place of what this recorder counted: a
+    /// new leader does not start with a full allowance for an object already reported about.
+    public func seed(kind: String, namespace: String?, name: String, uid: String?, sentAt times: [Date]) {
+        let key = Self.spamKey(kind: kind, namespace: namespace, name: name, uid: uid)
+        let (now, wall) = (ContinuousClock.now, Date())
+        let instants = times.sorted().map { now - .seconds(max(0, wall.timeIntervalSince($0))) }
+        spam.state.withLock { $0.replay(key, sentAt: instants) }
+    }
+
+    static func spamKey(kind: String, namespace: String?, name: String, uid: String?) -> String {
+        [kind, namespace ?? "", name, uid ?? ""].joined(separator: "\u{0}")
+    }
+
     /// Records an Event about `object`; cluster-scoped objects' Events go to `default`, as client-go does.
     /// `at` is when it happened (now by default).
     public func record(
         about object: KubeObject, warning: Bool, reason: String, action: String, note: String, at now: Date = Date()
     ) async {
         let meta = object.metadata
-        let key = [object.kind ?? "Node", meta.namespace ?? "", meta.name, meta.uid ?? ""].joined(separator: "\u{0}")
+        let key = Self.spamKey(kind: object.kind ?? "Node", namespace: meta.namespace, name: meta.name, uid: meta.uid)
         guard spam.state.withLock({ $0.allow(key, at: .now) }) else {
             logger.debug(
                 "Event not sent: more than the spam filter allows about one object",
@@ -85,6 +99,12 @@ public struct EventSpamFilter: Sendable {
     var buckets: [String: (tokens: Double, at: ContinuousClock.Instant)] = [:]
 
     public init() {}
+
+    /// The bucket of `key` as if the Events sent at `instants`, and those only, had gone through this filter.
+    public mutating func replay(_ key: String, sentAt instants: [ContinuousClock.Instant]) {
+        buckets[key] = nil
+        for instant in instants.sorted() { _ = allow(key, at: instant) }
+    }
 
     /// Whether an Event about the object `key` may be sent at `now`; takes a token if so.
     public mutating func allow(_ key: String, at now: ContinuousClock.Instant) -> Bool {

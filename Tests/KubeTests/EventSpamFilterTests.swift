@@ -16,6 +16,17 @@ final class EventSpamFilterTests: XCTestCase {
             "never more than the burst")
     }
 
+    /// A new leader's recorder counts the Events the API holds, its own earlier ones included, once.
+    func testReplayCountsTheEventsSentBeforeInPlaceOfTheBucket() {
+        var filter = EventSpamFilter()
+        let start = ContinuousClock.now
+        XCTAssertEqual((1...10).filter { _ in filter.allow("n10", at: start) }.count, 10)
+        // The API holds those 10 and 15 more from another replica: 25 in all, none left.
+        filter.replay("n10", sentAt: Array(repeating: start, count: 25))
+        XCTAssertFalse(filter.allow("n10", at: start + .seconds(1)))
+        XCTAssertTrue(filter.allow("n10", at: start + .seconds(301)), "refilled at one per 300 s")
+    }
+
     func testTheLeastRecentlySeenObjectIsForgottenBeyondCapacity() {
         var filter = EventSpamFilter()
         filter.capacity = 2
