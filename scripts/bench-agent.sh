@@ -77,9 +77,9 @@ peers=$(wgb wg show wgmesh0 peers | wc -l)
 [ "$peers" -eq "$count" ] || { echo "bench-agent: the agent did not converge: $peers of $count peers"; tail -5 "$work/agent.log"; return 1; }
 echo "bench-agent: start to $count peers in the kernel and the key applied: $(ms "$started" "$synced") ms (polled every 0.5 s)"
 # A planned peer that never handshakes (these endpoints are in 198.18.0.0/15, on no network) is looked at
-# again by full passes, backed off, for 3 minutes after its configuration (docs/operations.md); the changes
-# start once that is over, so that they measure the change path and nothing else.
-left=$(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { s = 190 - (b - a); print (s > 0 ? int(s) : 2) }')
+# again by full passes, backed off (3 s, doubling), for 3 minutes after its configuration (docs/operations.md);
+# the changes start once that is over, so that they measure the change path and nothing else.
+left=$(awk -v a="$synced" -v b="$EPOCHREALTIME" 'BEGIN { s = 195 - (b - a); print (s > 0 ? int(s) : 2) }')
 echo "bench-agent: waiting $left s for the connecting peers' last recheck"
 sleep "$left"
 

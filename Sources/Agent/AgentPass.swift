@@ -222,10 +222,11 @@ extension MeshAgent {
             // Handshakes come within a second of a peer's configuration (keepalives force one): look again soon,
             // not at the next resync, so that the condition says so. Each look is a full pass: backed off (3 s,
             // doubling up to the resync period) while a peer stays silent, a node that is down for instance.
+            // The passes that Node events make in between stay incremental.
             state.withLock { m in
                 let delay = m.recheck.next()
-                m.fullPassWanted = true
                 m.followUp = min(m.followUp ?? delay, delay)
+                m.followUpIsFull = true
             }
         } else {
             state.withLock { $0.recheck.reset() }

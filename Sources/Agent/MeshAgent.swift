@@ -120,8 +120,10 @@ public final class MeshAgent: Sendable {
         /// What the last pass left on the interface; nil after a failure, so the next pass is full.
         var applied: Applied?
         var fullPassWanted = true
-        /// A pass the last one asks for without a Node event (after a key switch, or a failure, backed off).
+        /// A pass the last one asks for without a Node event (after a key switch, or a failure, backed off), and
+        /// whether it is a full pass (a look at peers still connecting).
         var followUp: Duration?
+        var followUpIsFull = false
         /// The follow-up delay after failed passes: 0.5 s, doubling up to the resync period; reset by a success.
         var retry: Backoff
         /// The follow-up delay while planned peers are still connecting: `connectingRecheck`, doubling up to the
@@ -250,14 +252,16 @@ public final class MeshAgent: Sendable {
                     return m.fullPassWanted
                 }
                 await reconcile(NodeView(get: { informer.get($0) }, all: { informer.list() }), full: full)
-                if let delay = state.withLock({ m in
-                    defer { m.followUp = nil }
-                    return m.followUp
+                if let (delay, isFull) = state.withLock({ m -> (Duration, Bool)? in
+                    defer { (m.followUp, m.followUpIsFull) = (nil, false) }
+                    return m.followUp.map { ($0, m.followUpIsFull) }
                 }) {
                     followUp?.cancel()
                     followUp = Task {
                         try? await Task.sleep(for: delay)
-                        if !Task.isCancelled { trigger.yield() }
+                        guard !Task.isCancelled else { return }
+                        if isFull { self.state.withLock { $0.fullPassWanted = true } }
+                        trigger.yield()
                     }
                 }
                 try? await Task.sleep(for: configuration.coalescePeriod)
