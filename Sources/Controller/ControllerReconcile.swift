@@ -9,9 +9,10 @@ import WGMeshCore
 #endif
 
 extension MeshController {
-    /// Decides for one node and writes the decision; `lookup` finds other nodes an Event is also about.
+    /// Decides for one node: returns the write to send, or nil when there is nothing to write (the notices are
+    /// then announced here). `lookup` finds other nodes an Event is also about.
     func reconcile(_ object: KubeObject, _ state: inout State, _ wakeups: NodeWakeups, lookup: (String) -> KubeObject?)
-        async
+        -> PendingWrite?
     {
         let name = object.metadata.name
         let facts = self.facts(object)
@@ -36,24 +37,19 @@ extension MeshController {
                 state[keyPath: waiting].remove(name)
             }
         }
-        var issued: String?
-        switch decision.key {
-        case .issue(let generation, let enrollment)?:
-            issued = seal(name, generation, enrollment, now, into: &decision, current: true)
-        case .stage(let generation, let enrollment)?:
-            issued = seal(name, generation, enrollment, now, into: &decision, current: false)
-        case nil:
-            break
+        if !decision.annotations.isEmpty || decision.key != nil {
+            // The keypair is made and sealed on the write's way, off this loop.
+            var takesSlot = false
+            if case .stage? = decision.key, !state.rotating.contains(name) {
+                // Taken now, so that writes on their way never start more rotations than allowed.
+                state.rotating.insert(name)
+                takesSlot = true
+            }
+            return PendingWrite(object: object, decision: decision, decidedAt: now, takesRotationSlot: takesSlot)
         }
-        // When the write landed: the staging time, and the time of the Events, so that they show the
-        // grace period exactly as it was kept.
-        var written = now
-        if !decision.annotations.isEmpty {
-            guard let landed = await write(object, &decision, issued: issued, &state, wakeups) else { return }
-            written = landed
-        }
-        announce(object, decision, at: written, &state, lookup: lookup)
+        announce(object, decision, at: now, &state, lookup: lookup)
         if let at = decision.revisitAt { wakeups.schedule(name, at: at, now: self.now()) }
+        return nil
     }
 
     /// Makes a keypair, seals its private key to the node's enrollment key, and puts the public key

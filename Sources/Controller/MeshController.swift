@@ -118,7 +118,37 @@ public final class MeshController: Sendable {
         var waitingForRotation: Set<String> = []
         /// Events go out in order from their own task: the next node need not wait for them.
         var eventQueue: AsyncStream<PendingEvent>.Continuation?
+        /// Nodes with a write on its way: never two at once for one node.
+        var writing: Set<String> = []
+        /// Nodes that changed while their write was on its way: decided again once it has landed.
+        var changedWhileWriting: Set<String> = []
+        /// Nodes waiting for a free write slot, in order, each once.
+        var backlog: [String] = []
+        var backlogHead = 0
+        var inBacklog: Set<String> = []
+        /// The resourceVersion each node's last landed write was made over: until the watch brings a newer
+        /// one, the cached node is stale.
+        var writtenOver: [String: String] = [:]
+
+        mutating func queue(_ name: String) {
+            if inBacklog.insert(name).inserted { backlog.append(name) }
+        }
+
+        mutating func nextQueued() -> String? {
+            guard backlogHead < backlog.count else { return nil }
+            let name = backlog[backlogHead]
+            backlogHead += 1
+            if backlogHead > 1024, backlogHead * 2 > backlog.count {
+                backlog.removeFirst(backlogHead)
+                backlogHead = 0
+            }
+            inBacklog.remove(name)
+            return name
+        }
     }
+
+    /// Writes on their way at once: the API's round trips overlap, while every decision stays on one loop.
+    static let writesInFlight = 8
 
     struct PendingEvent: Sendable {
         var object: KubeObject
@@ -129,13 +159,14 @@ public final class MeshController: Sendable {
     enum Work: Sendable {
         case node(String)
         case deleted(KubeObject)
+        case written(WriteOutcome)
     }
 
     /// Runs until cancelled (leadership lost or shutdown).
     public func run() async {
         let informer = Informer(api: api, resource: .nodes, configuration: informerConfiguration, logger: logger)
         let (work, queue) = AsyncStream<Work>.makeStream()
-        await withTaskGroup(of: Void.self) { group in
+        await withDiscardingTaskGroup { group in
             group.addTask { await informer.run() }
             let (pending, eventQueue) = AsyncStream<PendingEvent>.makeStream()
             group.addTask {
@@ -159,14 +190,38 @@ public final class MeshController: Sendable {
                 queue.finish()
             }
             let wakeups = NodeWakeups(queue: queue)
+            /// Decides for the node, and sends its write if it needs one.
+            func start(_ name: String) {
+                if state.writing.contains(name) { return _ = state.changedWhileWriting.insert(name) }
+                guard let object = informer.get(name) else { return }
+                if let over = state.writtenOver[name] {
+                    // The watch has not yet brought our own write; its event will bring the node back.
+                    if object.metadata.resourceVersion == over { return }
+                    state.writtenOver[name] = nil
+                }
+                guard let write = reconcile(object, &state, wakeups, lookup: informer.get) else { return }
+                state.writing.insert(name)
+                group.addTask { queue.yield(.written(await self.send(write))) }
+            }
             for await item in work {
                 if Task.isCancelled { break }
                 switch item {
                 case .deleted(let object):
                     forget(object, &state, wakeups)
                 case .node(let name):
-                    guard let object = informer.get(name) else { continue }
-                    await reconcile(object, &state, wakeups, lookup: informer.get)
+                    if state.writing.contains(name) {
+                        state.changedWhileWriting.insert(name)
+                    } else if state.writing.count >= Self.writesInFlight {
+                        state.queue(name)
+                    } else {
+                        start(name)
+                    }
+                case .written(let outcome):
+                    let name = outcome.write.object.metadata.name
+                    state.writing.remove(name)
+                    landed(outcome, &state, wakeups, lookup: informer.get)
+                    if state.changedWhileWriting.remove(name) != nil { state.queue(name) }
+                    while state.writing.count < Self.writesInFlight, let next = state.nextQueued() { start(next) }
                 }
             }
             wakeups.cancelAll()
@@ -192,7 +247,9 @@ public final class MeshController: Sendable {
                 o.metadata.creationTimestamp ?? "", o.metadata.name
             )
         }
-        for object in nodes.sorted(by: { rank($0) < rank($1) }) {
+        // Each node ranked once, not once per comparison.
+        let ranked = nodes.map { (rank($0), $0) }.sorted { $0.0 < $1.0 }.map(\.1)
+        for object in ranked {
             let name = object.metadata.name
             let facts = self.facts(object)
             state.allocator.claim(node: name, cidrs: facts.publishedCIDRs)
@@ -288,6 +345,8 @@ public final class MeshController: Sendable {
         state.reported[name] = nil
         state.keyClaims.forget(name)
         state.retries[name] = nil
+        state.writtenOver[name] = nil
+        state.changedWhileWriting.remove(name)
         wakeups.cancel(name)
     }
 }

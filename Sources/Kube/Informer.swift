@@ -290,11 +290,12 @@ public final class Informer: Sendable {
 
     /// Lists every page and replaces the cache; the differences become events.
     func relist() async throws(KubeError) {
+        // Transformed page by page: 5,000 whole Nodes (managedFields and all) are never in memory at once.
         let list = try await api.listAll(
             resource, namespace: configuration.namespace, pageSize: configuration.pageSize,
-            metadataOnly: configuration.metadataOnly, labelSelector: configuration.labelSelector)
-        let items = configuration.transform.map { list.items.map($0) } ?? list.items
-        let fresh = Dictionary(items.map { (Informer.key($0), $0) }, uniquingKeysWith: { $1 })
+            metadataOnly: configuration.metadataOnly, labelSelector: configuration.labelSelector,
+            transform: configuration.transform)
+        let fresh = Dictionary(list.items.map { (Informer.key($0), $0) }, uniquingKeysWith: { $1 })
         withState { s in
             s.statistics.lists += 1
             for (key, old) in s.objects where fresh[key] == nil { s.apply(.delete(old)) }

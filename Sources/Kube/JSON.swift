@@ -50,17 +50,25 @@ public enum JSON: Sendable, Hashable, Codable, CustomStringConvertible {
 
     /// Parses JSON text.
     public static func parse(_ data: some Sequence<UInt8>) throws -> JSON {
-        try JSONDecoder().decode(JSON.self, from: Data(data))
+        func document(_ bytes: UnsafeBufferPointer<UInt8>) throws -> JSON {
+            var parser = JSONParser(bytes)
+            return try parser.document()
+        }
+        if let parsed = try data.withContiguousStorageIfAvailable(document) { return parsed }
+        return try Array(data).withUnsafeBufferPointer(document)
+    }
+
+    /// Compact JSON text with sorted keys (stable for tests and patches), as UTF-8.
+    public var bytes: [UInt8] {
+        var writer = JSONWriter()
+        writer.write(self)
+        return writer.out
     }
 
     /// Compact JSON text with sorted keys (stable for tests and patches).
-    public var data: Data {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? e.encode(self)) ?? Data("null".utf8)
-    }
+    public var data: Data { Data(bytes) }
 
-    public var description: String { String(decoding: data, as: UTF8.self) }
+    public var description: String { String(decoding: bytes, as: UTF8.self) }
 
     public subscript(key: String) -> JSON? {
         if case .object(let o) = self { return o[key] }

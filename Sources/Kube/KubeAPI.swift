@@ -109,13 +109,16 @@ public protocol KubeAPI: Sendable {
 extension KubeAPI {
     /// Every page of a list, as of one resourceVersion. When a continue token expires (410) midway,
     /// starts over, as client-go's pager does: a list mixing two versions would be inconsistent.
+    /// `transform` is applied to each page as it arrives, so that only one page is ever held whole.
     public func listAll(
         _ resource: APIResource, namespace: String? = nil, pageSize: Int = 500,
-        metadataOnly: Bool = false, labelSelector: String? = nil
+        metadataOnly: Bool = false, labelSelector: String? = nil,
+        transform: (@Sendable (KubeObject) -> KubeObject)? = nil
     ) async throws(KubeError) -> ObjectList {
         restart: while true {
             var options = ListOptions(labelSelector: labelSelector, limit: pageSize, metadataOnly: metadataOnly)
             var result = try await list(resource, namespace: namespace, options: options)
+            if let transform { result.items = result.items.map(transform) }
             while let token = result.continueToken {
                 options.continueToken = token
                 let page: ObjectList
@@ -124,7 +127,7 @@ extension KubeAPI {
                 } catch  where error.code == 410 {
                     continue restart
                 }
-                result.items += page.items
+                result.items += transform.map { page.items.map($0) } ?? page.items
                 result.continueToken = page.continueToken
             }
             result.remainingItemCount = nil

@@ -295,7 +295,7 @@ public final class KubeClient: KubeAPI {
         if let tls = authentication.tls { r.tlsConfiguration = tls }
         if let body = request.body {
             r.headers.add(name: "Content-Type", value: request.contentType)
-            r.body = .bytes(ByteBuffer(bytes: body.data))
+            r.body = .bytes(ByteBuffer(bytes: body.bytes))
         }
         do {
             return try await http.execute(r, timeout: request.timeout ?? requestTimeout)

@@ -59,7 +59,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchec
     }
 
     func respond(context: ChannelHandlerContext, status: HTTPResponseStatus, json: JSON, keepAlive: Bool) {
-        let data = json.data
+        let data = json.bytes
         var head = HTTPResponseHead(version: .http1_1, status: status)
         head.headers.add(name: "Content-Type", value: "application/json")
         head.headers.add(name: "Cache-Control", value: "no-cache, private")

@@ -141,7 +141,7 @@ extension TestAPIServer {
 
     func send(_ s: inout State, _ id: Int, _ event: JSON) {
         guard let w = s.watchers[id] else { return }
-        var buffer = ByteBuffer(bytes: event.data)
+        var buffer = ByteBuffer(bytes: event.bytes)
         buffer.writeInteger(UInt8(ascii: "\n"))
         let part = HTTPServerResponsePart.body(.byteBuffer(buffer))
         let channel = w.channel

@@ -72,6 +72,8 @@ public struct NodeIssuance: Sendable, Equatable {
     public var skipped = false
     /// The node's annotations as read (nil when they do not).
     public var node: MeshNode?
+    /// A family waits a short while (`specWait`) for `spec.podCIDRs`.
+    var waitsForSpec = false
 
     /// Nothing to write.
     public var writesNothing: Bool { annotations.isEmpty && key == nil }
@@ -123,6 +125,13 @@ public struct NodeIssuance: Sendable, Equatable {
             policy: policy, now: now)
         out.decideEndpoint(facts, node, policy: policy)
         out.decideKeys(node, policy: policy, stagedAt: stagedAt, mayStartRotation: mayStartRotation, now: now)
+        if out.waitsForSpec, node.podCIDRs.isEmpty, out.annotations[Annotation.podCIDRs] == nil {
+            // A node without a Pod CIDR cannot run Pods: its keys and endpoint wait for the CIDR, so that the
+            // node is written once, not twice (and every agent's watch hears of it once). Warnings still go out.
+            out.annotations = [:]
+            out.key = nil
+            out.notices.removeAll { !$0.warning }
+        }
         return out
     }
 

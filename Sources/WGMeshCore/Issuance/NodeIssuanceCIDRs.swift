@@ -114,6 +114,7 @@ extension NodeIssuance {
             } else if source == .auto, let created = facts.created, now < created.addingTimeInterval(policy.specWait) {
                 // Not yet: kube-controller-manager may be about to fill spec.podCIDRs.
                 revisit(at: created.addingTimeInterval(policy.specWait))
+                waitsForSpec = true
             } else {
                 fromPool.append(family)
             }

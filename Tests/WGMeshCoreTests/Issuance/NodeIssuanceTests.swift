@@ -230,6 +230,31 @@ final class NodeIssuanceTests: XCTestCase {
         XCTAssertTrue(withOwner.note.contains("wgmesh allocated it to node owner"), withOwner.note)
     }
 
+    func testANewNodeWaitingBrieflyForItsSpecIsWrittenOnceWhenItsCIDRIsKnown() throws {
+        var a = try allocator()
+        let created = now.addingTimeInterval(-5)
+        let young = NodeFacts(
+            name: "young", annotations: [Annotation.enrollmentKey: enrollment.publicKey.base64],
+            addresses: [.init(type: "InternalIP", address: "10.0.0.1")], created: created)
+        let waiting = decide(young, &a, policy: .init(specWait: 15))
+        XCTAssertTrue(waiting.writesNothing, "no keys or endpoint before the node has a Pod CIDR: \(waiting)")
+        XCTAssertEqual(waiting.notices.map(\.reason.rawValue), [])
+        XCTAssertEqual(waiting.revisitAt, created.addingTimeInterval(15))
+        let late = decide(young, &a, policy: .init(specWait: 15), at: created.addingTimeInterval(15))
+        XCTAssertEqual(late.annotations[Annotation.podCIDRs], "10.244.0.0/24,fd00:10:244::/64")
+        XCTAssertEqual(late.annotations[Annotation.endpoint], "10.0.0.1:51820")
+        XCTAssertEqual(late.key, .issue(generation: 1, enrollmentKey: enrollment.publicKey))
+        let filled = NodeFacts(
+            name: "spec", annotations: [Annotation.enrollmentKey: enrollment.publicKey.base64],
+            addresses: [.init(type: "InternalIP", address: "10.0.0.2")], specPodCIDRs: ["10.244.9.0/24"],
+            created: created)
+        let partly = decide(filled, &a, specFamilies: [.v4], policy: .init(specWait: 15))
+        XCTAssertEqual(
+            partly.annotations[Annotation.podCIDRs], "10.244.9.0/24",
+            "a CIDR to publish: written at once, IPv6 after the wait")
+        XCTAssertNotNil(partly.key)
+    }
+
     func testAutoWaitsForTheClusterAllocatorInsteadOfRacingIt() throws {
         var a = try allocator()
         let created = now.addingTimeInterval(-5)
