@@ -123,7 +123,7 @@ public struct MeshPlan: Sendable, Hashable {
                 node: node.name, publicKey: node.publicKey!, endpoint: endpoint,
                 persistentKeepalive: settings.persistentKeepalive, allowedIPs: cidrs)
         ]
-        if let next = node.nextPublicKey, next != node.publicKey {
+        if let next = node.nextPublicKey {
             // Pre-staged: a handshake from the next key is accepted at once when the node switches.
             peers.append(
                 DesiredPeer(
