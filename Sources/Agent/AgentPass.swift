@@ -33,6 +33,9 @@ extension MeshAgent {
             }
         } catch {
             metrics.reconciled(after: ContinuousClock.now - started, failed: true)
+            // The pass may have read Nodes that never reached the planner: the next one plans them all again,
+            // from the parsed Nodes, which hold every change read.
+            planning.withLock { $0.planner = nil }
             let failure = Self.condition(failed: error)
             if failure.reason == Self.writeRefused { metrics.writeRefused() }
             // Retried from the kernel's state: after 0.5 s, doubling up to the resync period.
