@@ -218,18 +218,6 @@ extension MeshPlan {
         return Set(peers + excluded + routes).sorted()
     }
 
-    /// Whether a node routed by both plans is routed to another key in this one: a rotation (or a key
-    /// reissued) that `wgmesh rotate-keys --wait` waits to see, unlike a node joining or leaving.
-    public func movesKeys(from previous: MeshPlan) -> Bool {
-        let before = Dictionary(
-            previous.peers.filter { !$0.allowedIPs.isEmpty }.map { ($0.node, $0.publicKey) },
-            uniquingKeysWith: { a, _ in a })
-        return peers.contains { peer in
-            guard !peer.allowedIPs.isEmpty, let key = before[peer.node] else { return false }
-            return key != peer.publicKey
-        }
-    }
-
     /// The interface as it is once this plan is applied: what the next plan is diffed against when the
     /// kernel is not read again. Handshakes and counters are not part of a plan, so they are zero.
     public func device(named name: String, interfaceIndex: UInt32, privateKey: WireGuardKey?) -> DeviceState {

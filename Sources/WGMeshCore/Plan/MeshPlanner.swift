@@ -40,7 +40,7 @@ public struct MeshPlanner: Sendable {
         }
 
         /// Whether a node routed before and after the change is routed to another key (a rotation, or a key
-        /// reissued), unlike a node joining or leaving: `MeshPlan.movesKeys`, for the touched nodes.
+        /// reissued), unlike a node joining or leaving: what `wgmesh rotate-keys --wait` waits to see.
         public var movesKeys: Bool {
             after.contains { name, entry in
                 guard let now = entry.routedKey, let was = before[name]?.routedKey else { return false }

@@ -134,6 +134,20 @@ final class MeshPlannerTests: XCTestCase {
     }
 }
 
+extension MeshPlan {
+    /// The reference for `MeshPlanner.Delta.movesKeys`, from two whole plans: whether a node routed by both is
+    /// routed to another key in this one (a rotation, or a key reissued), unlike a node joining or leaving.
+    func movesKeys(from previous: MeshPlan) -> Bool {
+        let before = Dictionary(
+            previous.peers.filter { !$0.allowedIPs.isEmpty }.map { ($0.node, $0.publicKey) },
+            uniquingKeysWith: { a, _ in a })
+        return peers.contains { peer in
+            guard !peer.allowedIPs.isEmpty, let key = before[peer.node] else { return false }
+            return key != peer.publicKey
+        }
+    }
+}
+
 /// A small seeded generator (SplitMix64), so that a failing sequence can be replayed from its seed.
 struct SplitMix64: RandomNumberGenerator {
     var state: UInt64
