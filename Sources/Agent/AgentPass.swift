@@ -98,7 +98,7 @@ extension MeshAgent {
         switch planning.withLock({ $0.parsed[name]?.node }) {
         case .success(let node)?: local = node
         case .failure(let error)?:
-            // Reported as the pass's failure: an Event on this Node, and the condition.
+            // Reported as the pass's failure, in the condition (the Event is the controller's).
             throw PassFailure(
                 reason: "InvalidAnnotation",
                 message: "this node's wgmesh annotations do not read, so nothing changes until they do: \(error)")
@@ -126,8 +126,9 @@ extension MeshAgent {
             link = try ensureLink(mtu: mtu, adjustMTU: true)
             try ensureAddresses(TunnelAddressing.addresses(podCIDRs: local.podCIDRs), link: link)
         }
+        let settings = settings(local: local, mtu: mtu)
         let (delta, fullPlan) = plan(
-            changes, local: local, interfaceIndex: link.index, mtu: mtu, fromScratch: full, whole: last == nil)
+            changes, settings: settings, interfaceIndex: link.index, fromScratch: full, whole: last == nil)
         if delta?.movesKeys ?? true { state.withLock { $0.keysMoved = true } }
         for exclusion in delta?.newlyExcluded ?? [] where !exclusion.isJoining {
             // The controller reports it in an Event: one reporter for the whole cluster.
@@ -137,8 +138,7 @@ extension MeshAgent {
         var diff: MeshDiff
         var read: (device: DeviceState, routes: [Route])?
         if last != nil, let delta {
-            diff = delta.diff(
-                listenPort: local.effectiveEndpoint?.port ?? Self.defaultListenPort, interfaceIndex: link.index)
+            diff = delta.diff(listenPort: settings.listenPort, interfaceIndex: link.index)
         } else {
             let device = try kernel.wireGuard.device(named: configuration.interface)
             let routes = try kernel.network.routes(family: nil)
@@ -358,10 +358,9 @@ extension MeshAgent {
     /// computed from every Node and compared with the incremental one; a difference is a bug, logged and
     /// counted, and the plan from scratch wins.
     func plan(
-        _ changes: [String: MeshNode?], local: MeshNode, interfaceIndex: UInt32, mtu: UInt32, fromScratch: Bool,
+        _ changes: [String: MeshNode?], settings: ClusterSettings, interfaceIndex: UInt32, fromScratch: Bool,
         whole: Bool
     ) -> (delta: MeshPlanner.Delta?, plan: MeshPlan?) {
-        let settings = settings(local: local, mtu: mtu)
         let name = configuration.nodeName
         let (delta, plan, differing) = planning.withLock { p -> (MeshPlanner.Delta?, MeshPlan?, [String]) in
             var delta: MeshPlanner.Delta?

@@ -35,7 +35,7 @@ public struct DesiredPeer: Sendable, Hashable {
     public var allowedIPs: [IPPrefix]
 }
 
-/// A node left out of the mesh, and why (for a log line and an Event).
+/// A node left out of the mesh, and why (for the agent's log and the people's commands).
 public struct Exclusion: Sendable, Hashable, CustomStringConvertible {
     public var node: String
     public var reason: String

@@ -30,8 +30,6 @@ public struct MeshPlanner: Sendable {
         public var before: [String: Entry] = [:]
         public var after: [String: Entry] = [:]
 
-        public var isEmpty: Bool { before == after }
-
         /// The nodes left out after the change that were not before, or for another reason.
         public var newlyExcluded: [Exclusion] {
             after.compactMap { name, entry in
