@@ -61,9 +61,13 @@ extension MeshAgent {
 
     /// Writes the table when it changed or is not `present` (deleted by hand, it comes back); true when written.
     func applyRuleset(localPodCIDRs: [IPPrefix], present: Bool) throws -> Bool {
+        // The mesh's addresses: the cluster's, the outside peers' range and the networks behind them. Traffic
+        // between them is never masqueraded, and in strict mode never leaves but by the tunnel.
+        let networks = planning.withLock { $0.outside.networks }
         let ruleset = FirewallRuleset.ruleset(
             interface: configuration.interface, localPodCIDRs: localPodCIDRs,
-            clusterCIDRs: configuration.clusterCIDRs, strict: configuration.strict)
+            clusterCIDRs: configuration.clusterCIDRs + configuration.peerCIDRs + networks,
+            strict: configuration.strict)
         guard !present || state.withLock({ $0.ruleset }) != ruleset else { return false }
         try kernel.filter.apply(ruleset)
         state.withLock { $0.ruleset = ruleset }

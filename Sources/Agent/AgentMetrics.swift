@@ -14,6 +14,7 @@ public final class AgentMetrics: Sendable {
     let reconcileDuration: DurationHistogram
     let reconcileErrors, writesRefused, netlinkOperations, unencryptedPackets, unencryptedBytes, planMismatches: Counter
     let perPeer = Mutex<[String: [Gauge]]>([:])
+    let outsidePeers = Mutex<[String: Gauge]>([:])
     let lastUnencrypted = Mutex<(packets: UInt64, bytes: UInt64)>((0, 0))
 
     /// Per-peer series (handshake age, bytes) only while the mesh has at most this many peers: each
@@ -89,6 +90,29 @@ public final class AgentMetrics: Sendable {
     }
 
     func writeRefused() { writesRefused.increment() }
+
+    /// The handshake age of each outside peer (a Peer) this node holds:
+    /// `wgmesh_outside_peer_handshake_age_seconds{peer}`, -1 before the first one; a peer no longer held
+    /// leaves the metrics.
+    func observeOutsidePeers(_ held: [OutsidePeer], device: DeviceState, now: Date = Date()) {
+        let have = Dictionary(device.peers.map { ($0.publicKey, $0) }, uniquingKeysWith: { a, _ in a })
+        var gauges: [String: Gauge] = [:]
+        for peer in held {
+            let gauge = registry.makeGauge(
+                descriptor: Self.name(
+                    "outside_peer_handshake_age", "seconds",
+                    "Time since the last handshake with an outside peer this node is the gateway of (-1: none yet)."),
+                labels: [("peer", peer.name)])
+            let seconds = have[peer.publicKey]?.lastHandshakeSeconds ?? 0
+            gauge.set(seconds > 0 ? now.timeIntervalSince1970 - Double(seconds) : -1)
+            gauges[peer.name] = gauge
+        }
+        let gone = outsidePeers.withLock { old in
+            defer { old = gauges }
+            return old.filter { gauges[$0.key] == nil }.map(\.value)
+        }
+        for g in gone { registry.unregisterGauge(g) }
+    }
 
     func planMismatched() { planMismatches.increment() }
 

@@ -16,9 +16,9 @@ extension MeshAgent {
     /// changed since the last pass are read, and when the node's own inputs are unchanged, the incremental
     /// plan's change alone is applied. Never throws: a failure is logged and counted, and the next pass starts
     /// again from what the kernel reports.
-    public func reconcile(_ objects: [KubeObject], full: Bool = true) async {
+    public func reconcile(_ objects: [KubeObject], peers: [KubeObject] = [], full: Bool = true) async {
         let byName = Dictionary(objects.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
-        await reconcile(NodeView(get: { byName[$0] }, all: { objects }), full: full)
+        await reconcile(NodeView(get: { byName[$0] }, all: { objects }, peers: { peers }), full: full)
     }
 
     func reconcile(_ view: NodeView, full: Bool) async {
@@ -87,7 +87,9 @@ extension MeshAgent {
 
     func pass(_ view: NodeView, full: Bool) async throws {
         let name = configuration.nodeName
-        let changes = readChanges(view, everything: full)
+        // The Peers first: the Nodes read next get the prefixes of the peers they hold.
+        var changes = full ? readPeers(view.peers(), now: Date()) : [:]
+        changes.merge(readChanges(view, everything: full)) { _, node in node }
         guard let localObject = view.get(name) else {
             throw PassFailure(
                 reason: "NodeNotFound",
@@ -173,7 +175,11 @@ extension MeshAgent {
                 } ?? delta?.owners ?? [:])
         }
         var configuredAt: [WireGuardKey: Date] = [:]
-        if let fullPlan { configuredAt = noteConfigured(fullPlan) } else if let delta { noteConfigured(delta) }
+        if let fullPlan {
+            configuredAt = noteConfigured(fullPlan.nodesOnly)
+        } else if let delta {
+            noteConfigured(delta)
+        }
         // Forced handshakes leave keepalives off plan until the next diff: that one reads the kernel.
         if diff.device.privateKey == nil, taken == nil {
             state.withLock {
@@ -182,7 +188,7 @@ extension MeshAgent {
                     podCIDRs: local.podCIDRs, endpoint: local.effectiveEndpoint)
             }
         }
-        guard let read, let plan = fullPlan else {
+        guard let read, let plan = fullPlan?.nodesOnly, let whole = fullPlan else {
             // The condition, the metrics and the unencrypted count need handshakes and counters: the next
             // full pass (or a key switch) reports them. What the interface runs is the plan now.
             try await publishReport(
@@ -207,9 +213,14 @@ extension MeshAgent {
 
         let after = diff.isEmpty ? read.device : try kernel.wireGuard.device(named: configuration.interface)
         try await publishReport(
-            keys: keys, routedKeys: { after.peers.filter { !$0.allowedIPs.isEmpty }.map(\.publicKey) }, drops: drops,
+            keys: keys,
+            routedKeys: {
+                let outside = Set(whole.peers.filter(\.isOutsidePeer).map(\.publicKey))
+                return after.peers.filter { !$0.allowedIPs.isEmpty && !outside.contains($0.publicKey) }.map(\.publicKey)
+            }, drops: drops,
             published: localObject.metadata.annotations)
         metrics.observe(plan: plan, device: after, keys: keys, keyIssuedAt: local.keyIssuedAt, unencrypted: counted)
+        await publishHandshakes(after)
         if let taken { throw taken }
         let condition =
             keys == nil
@@ -330,7 +341,7 @@ extension MeshAgent {
             var changes: [String: MeshNode?] = [:]
             for (name, node) in parsed {
                 p.parsed[name] = node
-                changes[name] = .some(try? node?.node.get())
+                changes[name] = .some((try? node?.node.get()).map(p.outside.adding))
             }
             return changes
         }
@@ -404,14 +415,16 @@ extension MeshAgent {
         ClusterSettings(
             clusterCIDRs: configuration.clusterCIDRs,
             listenPort: local?.effectiveEndpoint?.port ?? Self.defaultListenPort,
-            persistentKeepalive: configuration.persistentKeepalive, strict: configuration.strict, mtu: mtu)
+            persistentKeepalive: configuration.persistentKeepalive, strict: configuration.strict, mtu: mtu,
+            peerCIDRs: configuration.peerCIDRs)
     }
 }
 
-/// The Nodes as a pass reads them: the informer's cache.
+/// The Nodes as a pass reads them: the informer's cache; and the Peers, which a full pass reads.
 struct NodeView: Sendable {
     var get: @Sendable (String) -> KubeObject?
     var all: @Sendable () -> [KubeObject]
+    var peers: @Sendable () -> [KubeObject] = { [] }
 }
 
 /// A Node's wgmesh annotations as read at one resourceVersion.

@@ -23,6 +23,8 @@ public final class MeshAgent: Sendable {
         public var stateDirectory: String
         public var cniConfDirectory: String
         public var clusterCIDRs: [IPPrefix]
+        /// The outside peers' address ranges (`--peer-cidr`); empty: Peers are not read.
+        public var peerCIDRs: [IPPrefix]
         /// Route the cluster CIDRs into the tunnel and drop Pod traffic that would leave any other way.
         public var strict: Bool
         /// nil: the MTU of the interface that carries the node's endpoint, less WireGuard's overhead.
@@ -39,8 +41,9 @@ public final class MeshAgent: Sendable {
             cniConfDirectory: String = "/etc/cni/net.d", clusterCIDRs: [IPPrefix], strict: Bool = true,
             mtu: UInt32? = nil,
             persistentKeepalive: UInt16 = 25, resyncPeriod: Duration = .seconds(60),
-            coalescePeriod: Duration = .milliseconds(100)
+            coalescePeriod: Duration = .milliseconds(100), peerCIDRs: [IPPrefix] = []
         ) {
+            self.peerCIDRs = peerCIDRs
             self.persistentKeepalive = persistentKeepalive
             self.nodeName = nodeName
             self.interface = interface
@@ -155,9 +158,14 @@ public final class MeshAgent: Sendable {
         var planner: MeshPlanner?
         /// The local node as its keys were last opened, the enrollment key they were opened with, and the keys.
         var opened: (node: MeshNode, enrollment: WireGuardKey, keys: NodeKeys?)?
+        /// The outside peers as the last full pass read them.
+        var outside = OutsidePlan()
 
-        /// Every Node whose annotations read.
-        var nodes: [MeshNode] { parsed.values.compactMap { try? $0.node.get() } }
+        /// Every Node whose annotations read, with the outside peers' prefixes its gateway role adds, and the
+        /// outside peers this node holds.
+        var nodes: [MeshNode] {
+            parsed.values.compactMap { (try? $0.node.get()).map(outside.adding) } + outside.held.values
+        }
     }
 
     /// How many Event texts about its node the agent remembers having sent.
@@ -216,6 +224,10 @@ public final class MeshAgent: Sendable {
 
         let informer = Informer(
             api: api, resource: .nodes, configuration: .init(metadataOnly: true, transform: Self.slim), logger: logger)
+        // Peers change seldom: each change makes a full pass (the ruleset and the routes to a gateway change).
+        let peers =
+            configuration.peerCIDRs.isEmpty
+            ? nil : Informer(api: api, resource: .peers, configuration: .init(), logger: logger)
         // At most one pass waits: a burst of changes becomes one pass. Node events ask for a delta;
         // the resync and the wakeups for a full pass, which wins when both wait.
         let (triggers, trigger) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -236,6 +248,15 @@ public final class MeshAgent: Sendable {
                     trigger.yield()
                 }
             }
+            if let peers {
+                group.addTask { await peers.run() }
+                group.addTask {
+                    for await _ in peers.events {
+                        self.state.withLock { $0.fullPassWanted = true }
+                        trigger.yield()
+                    }
+                }
+            }
             if let wakeups {
                 group.addTask {
                     for await _ in wakeups {
@@ -251,7 +272,9 @@ public final class MeshAgent: Sendable {
                     defer { m.fullPassWanted = false }
                     return m.fullPassWanted
                 }
-                await reconcile(NodeView(get: { informer.get($0) }, all: { informer.list() }), full: full)
+                await reconcile(
+                    NodeView(get: { informer.get($0) }, all: { informer.list() }, peers: { peers?.list() ?? [] }),
+                    full: full)
                 if let (delay, isFull) = state.withLock({ m -> (Duration, Bool)? in
                     defer { (m.followUp, m.followUpIsFull) = (nil, false) }
                     return m.followUp.map { ($0, m.followUpIsFull) }

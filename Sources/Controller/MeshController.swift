@@ -25,13 +25,17 @@ public final class MeshController: Sendable {
         /// The field manager of the controller's writes (its client's `fieldManager`): a `pod-cidrs`
         /// annotation last written by it is the controller's own allocation, and wins an overlap.
         public var fieldManager: String
+        /// The outside peers' address ranges, at most one per family; empty: Peers are not served.
+        public var peerCIDRs: [IPPrefix]
 
         public init(
             clusterCIDRs: [IPPrefix], nodeMaskIPv4: Int = 24, nodeMaskIPv6: Int = 64,
             policy: ControllerPolicy = .init(),
-            maxConcurrentRotations: Int = 1, identity: String, fieldManager: String = MeshController.fieldManager
+            maxConcurrentRotations: Int = 1, identity: String, fieldManager: String = MeshController.fieldManager,
+            peerCIDRs: [IPPrefix] = []
         ) {
             self.clusterCIDRs = clusterCIDRs
+            self.peerCIDRs = peerCIDRs
             self.nodeMaskIPv4 = nodeMaskIPv4
             self.nodeMaskIPv6 = nodeMaskIPv6
             self.policy = policy
@@ -69,11 +73,18 @@ public final class MeshController: Sendable {
     public init(
         api: any KubeAPI, configuration: Configuration, logger: Logger,
         informer: Informer.Configuration = .init(), now: @escaping @Sendable () -> Date = Date.init
-    ) throws(IPAMError) {
-        if configuration.clusterCIDRs.isEmpty, configuration.policy.cidrSource == .wgmesh { throw .noClusterCIDR }
-        _ = try PodCIDRAllocator(
-            clusterCIDRs: configuration.clusterCIDRs, nodeMaskIPv4: configuration.nodeMaskIPv4,
-            nodeMaskIPv6: configuration.nodeMaskIPv6)
+    ) throws(ConfigurationError) {
+        if configuration.clusterCIDRs.isEmpty, configuration.policy.cidrSource == .wgmesh {
+            throw .cidrs(.noClusterCIDR)
+        }
+        do {
+            _ = try PeerIssuance(peerCIDRs: configuration.peerCIDRs, clusterCIDRs: configuration.clusterCIDRs)
+        } catch { throw .peerCIDRs(error) }
+        do {
+            _ = try PodCIDRAllocator(
+                clusterCIDRs: configuration.clusterCIDRs, nodeMaskIPv4: configuration.nodeMaskIPv4,
+                nodeMaskIPv6: configuration.nodeMaskIPv6)
+        } catch { throw .cidrs(error) }
         self.api = api
         self.configuration = configuration
         self.logger = logger
@@ -85,6 +96,17 @@ public final class MeshController: Sendable {
     }
 
     public var statistics: Statistics { stats.withLock { $0 } }
+
+    /// A configuration the controller refuses to start with.
+    public enum ConfigurationError: Error, CustomStringConvertible {
+        case cidrs(IPAMError), peerCIDRs(PeerRangeError)
+        public var description: String {
+            switch self {
+            case .cidrs(let e): return "\(e)"
+            case .peerCIDRs(let e): return "\(e)"
+            }
+        }
+    }
 
     /// The state one term of leadership builds from the annotations and keeps in memory.
     struct State {
@@ -166,8 +188,10 @@ public final class MeshController: Sendable {
     public func run() async {
         let informer = Informer(api: api, resource: .nodes, configuration: informerConfiguration, logger: logger)
         let (work, queue) = AsyncStream<Work>.makeStream()
+        let (nodeChanges, nodeChanged) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         await withDiscardingTaskGroup { group in
             group.addTask { await informer.run() }
+            group.addTask { await self.runPeers(nodes: informer, nodeChanges: nodeChanges) }
             let (pending, eventQueue) = AsyncStream<PendingEvent>.makeStream()
             group.addTask {
                 for await e in pending {
@@ -181,6 +205,7 @@ public final class MeshController: Sendable {
             state.reported = await standingWarnings()
             group.addTask {
                 for await event in informer.events {
+                    nodeChanged.yield()
                     if case .deleted(let o) = event {
                         queue.yield(.deleted(o))
                     } else {
@@ -188,6 +213,7 @@ public final class MeshController: Sendable {
                     }
                 }
                 queue.finish()
+                nodeChanged.finish()
             }
             let wakeups = NodeWakeups(queue: queue)
             /// Decides for the node, and sends its write if it needs one.

@@ -21,6 +21,8 @@ public struct APIResource: Sendable, Hashable, CustomStringConvertible {
         group: "coordination.k8s.io", version: "v1", plural: "leases", kind: "Lease", namespaced: true)
     public static let events = APIResource(
         group: "events.k8s.io", version: "v1", plural: "events", kind: "Event", namespaced: true)
+    public static let peers = APIResource(
+        group: "wgmesh.dev", version: "v1alpha1", plural: "peers", kind: "Peer", namespaced: false)
 
     /// `v1`, `coordination.k8s.io/v1`.
     public var apiVersion: String { group.isEmpty ? version : group + "/" + version }

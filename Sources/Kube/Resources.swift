@@ -81,14 +81,39 @@ public struct Node: Sendable, Hashable {
             return Address(type: t, address: v)
         } ?? []
     }
-    public var conditions: [Condition] {
-        object.json["status"]?["conditions"]?.array?.compactMap { c in
+    public var conditions: [Condition] { Condition.list(object.json["status"]?["conditions"]) }
+}
+
+extension Node.Condition {
+    /// The conditions of a `status.conditions` list (any kind's); entries without type or status are skipped.
+    static func list(_ json: JSON?) -> [Node.Condition] {
+        json?.array?.compactMap { c in
             guard let t = c["type"]?.string, let s = c["status"]?.string else { return nil }
-            return Condition(
+            return Node.Condition(
                 type: t, status: s, reason: c["reason"]?.string, message: c["message"]?.string,
                 lastTransitionTime: c["lastTransitionTime"]?.string)
         } ?? []
     }
+}
+
+/// A typed view of a wgmesh.dev/v1alpha1 Peer (manifests/peer-crd.yaml): its fields as the API holds them,
+/// unvalidated (WGMeshCore's `OutsidePeer` reads them).
+public struct Peer: Sendable, Hashable {
+    public var object: KubeObject
+    public init(_ object: KubeObject) { self.object = object }
+
+    public var metadata: ObjectMeta { object.metadata }
+    var spec: JSON? { object.json["spec"] }
+    var status: JSON? { object.json["status"] }
+    public var publicKey: String? { spec?["publicKey"]?.string }
+    public var endpoint: String? { spec?["endpoint"]?.string }
+    public var persistentKeepalive: Int64? { spec?["persistentKeepalive"]?.int }
+    public var allowedIPs: [String] { spec?["allowedIPs"]?.array?.compactMap(\.string) ?? [] }
+    public var expiresAt: String? { spec?["expiresAt"]?.string }
+    public var addresses: [String] { status?["addresses"]?.array?.compactMap(\.string) ?? [] }
+    public var gateway: String? { status?["gateway"]?.string }
+    public var lastHandshakeTime: String? { status?["lastHandshakeTime"]?.string }
+    public var conditions: [Node.Condition] { Node.Condition.list(status?["conditions"]) }
 }
 
 /// A typed view of a coordination.k8s.io/v1 Lease.

@@ -51,6 +51,16 @@ struct AgentCommand: AsyncParsableCommand {
     )
     var clusterCIDRs: [String] = []
 
+    @Option(
+        name: .customLong("peer-cidr"),
+        help:
+            """
+            The outside peers' address ranges, as the controller's --peer-cidr: routed into the tunnel in strict \
+            mode and never masqueraded. An empty value: Peers are not read.
+            """
+    )
+    var peerCIDRs: [String] = [Flags.defaultPeerCIDRs]
+
     @Option(help: "The WireGuard interface.")
     var interface = "wgmesh0"
 
@@ -151,13 +161,15 @@ struct AgentCommand: AsyncParsableCommand {
         guard !cidrs.isEmpty else {
             throw ValidationError("--cluster-cidr is required: the ranges the controller allocates Pod CIDRs from")
         }
+        let peers = try Flags.clusterCIDRs(peerCIDRs.filter { !$0.isEmpty }, flag: "--peer-cidr")
         let resync = try Flags.seconds(resyncPeriod, flag: "--resync-period")
         let (host, port) = try Flags.bindAddress(metricsBindAddress)
         let logger = makeLogger("wgmesh.agent", level: logLevel, identity: name)
         let client = try kube.client(userAgent: "wgmesh-agent/\(name)", fieldManager: MeshAgent.fieldManager)
         do {
             try await run(
-                client: client, name: name, clusterCIDRs: cidrs, resync: resync, host: host, port: port, logger: logger)
+                client: client, name: name, clusterCIDRs: cidrs, peerCIDRs: peers, resync: resync, host: host,
+                port: port, logger: logger)
         } catch {
             try? await client.shutdown()
             throw error
@@ -167,8 +179,8 @@ struct AgentCommand: AsyncParsableCommand {
 
     /// `--cleanup`, `--dry-run`, or the agent until SIGTERM.
     func run(
-        client: KubeClient, name: String, clusterCIDRs cidrs: [IPPrefix], resync: Double, host: String?, port: Int,
-        logger: Logger
+        client: KubeClient, name: String, clusterCIDRs cidrs: [IPPrefix], peerCIDRs: [IPPrefix], resync: Double,
+        host: String?, port: Int, logger: Logger
     ) async throws {
         let network = try KernelNetwork()
         let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -181,7 +193,7 @@ struct AgentCommand: AsyncParsableCommand {
                 nodeName: name, interface: interface, stateDirectory: stateDir, cniConfDirectory: cniConfDir,
                 clusterCIDRs: cidrs,
                 strict: strict, mtu: mtu, persistentKeepalive: persistentKeepalive,
-                resyncPeriod: .milliseconds(Int64(resync * 1000))), logger: logger)
+                resyncPeriod: .milliseconds(Int64(resync * 1000)), peerCIDRs: peerCIDRs), logger: logger)
 
         if cleanup { return try await runCleanup(agent, logger: logger) }
         if dryRun {

@@ -39,6 +39,16 @@ struct ControllerCommand: AsyncParsableCommand {
     )
     var clusterCIDRs: [String] = []
 
+    @Option(
+        name: .customLong("peer-cidr"),
+        help:
+            """
+            Ranges to reserve outside peers' tunnel addresses from (Peer objects), one per IP family, outside the \
+            cluster and Service CIDRs; every agent gets the same value. An empty value turns Peers off.
+            """
+    )
+    var peerCIDRs: [String] = [Flags.defaultPeerCIDRs]
+
     @Option(name: .customLong("node-cidr-mask-size-ipv4"), help: "The size of each node's IPv4 Pod CIDR.")
     var nodeMaskIPv4 = 24
 
@@ -152,7 +162,9 @@ struct ControllerCommand: AsyncParsableCommand {
                         cidrSource: source, endpointAddressTypes: types, listenPort: listenPort,
                         rotation: .init(grace: grace, maxKeyAge: maxAge), specWait: specWait,
                         enrollmentChange: enrollmentChange),
-                    maxConcurrentRotations: maxConcurrentRotations, identity: name), logger: logger)
+                    maxConcurrentRotations: maxConcurrentRotations, identity: name,
+                    peerCIDRs: try Flags.clusterCIDRs(peerCIDRs.filter { !$0.isEmpty }, flag: "--peer-cidr")),
+                logger: logger)
         } catch {
             throw ValidationError("\(error)")
         }

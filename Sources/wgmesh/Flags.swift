@@ -8,14 +8,19 @@ import WGMeshCore
 
 /// The flags the commands share, parsed one way.
 enum Flags {
-    /// `--cluster-cidr` values, each one CIDR or several separated by commas, none with host bits set.
-    static func clusterCIDRs(_ values: [String]) throws -> [IPPrefix] {
+    /// The outside peers' address ranges when `--peer-cidr` is not given: inside neither the default cluster
+    /// CIDR (10.244.0.0/16) nor kubeadm's default Service CIDR (10.96.0.0/12).
+    static let defaultPeerCIDRs = "10.250.0.0/16"
+
+    /// `--cluster-cidr` (or `--peer-cidr`) values, each one CIDR or several separated by commas, none with host
+    /// bits set.
+    static func clusterCIDRs(_ values: [String], flag: String = "--cluster-cidr") throws -> [IPPrefix] {
         var cidrs: [IPPrefix] = []
         for text in values {
             let listed: [IPPrefix]
-            do { listed = try IPPrefix.list(text) } catch { throw ValidationError("--cluster-cidr \(text): \(error)") }
+            do { listed = try IPPrefix.list(text) } catch { throw ValidationError("\(flag) \(text): \(error)") }
             for cidr in listed where !cidr.isCanonical {
-                throw ValidationError("--cluster-cidr \(text): \(cidr) has host bits set; write \(cidr.canonical)")
+                throw ValidationError("\(flag) \(text): \(cidr) has host bits set; write \(cidr.canonical)")
             }
             cidrs += listed
         }

@@ -46,6 +46,11 @@ public struct IPPrefix: Sendable, Hashable, Comparable, CustomStringConvertible 
 
     public var family: IPFamily { address.family }
 
+    /// The prefix of one address: /32 or /128.
+    public static func host(_ address: IPAddress) -> IPPrefix {
+        try! IPPrefix(address: address, length: address.family.bitWidth)
+    }
+
     /// The mask as a value in the family's width.
     var mask: UInt128 {
         let w = family.bitWidth

@@ -93,7 +93,7 @@ public enum AppliedPeers {
     public static func expected(for name: String, nodes: [MeshNode], clusterCIDRs: [IPPrefix]) -> String {
         let plan = MeshPlan(
             localNode: name, settings: ClusterSettings(clusterCIDRs: clusterCIDRs), nodes: nodes, interfaceIndex: 0)
-        return digest(plan.peers.filter { !$0.allowedIPs.isEmpty }.map(\.publicKey))
+        return digest(plan.routedNodeKeys)
     }
 }
 

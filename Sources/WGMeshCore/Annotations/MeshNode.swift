@@ -62,8 +62,28 @@ public struct MeshNode: Sendable, Hashable {
     /// The node's agent-written values (`enrollment-key`, `applied-key-generation`) that do not read: each is
     /// taken as absent, so that a bad report of one agent never takes its node out of the others' peers.
     public var problems: [AnnotationError] = []
+    /// Not annotations, added by the agent from the Peers: the prefixes (tunnel addresses, allowedIPs) of the
+    /// outside peers this node is the gateway of, which every other node routes to it.
+    public var gatewayPrefixes: [IPPrefix] = []
+    /// For an outside peer held by this node (`init(outsidePeer:)`): its keepalive. Nil for a Node.
+    public var outsidePeerKeepalive: UInt16?
 
     public init(name: String) { self.name = name }
+
+    /// An outside peer that the local node holds, as an entry of its plan: the peer's key, its endpoint when
+    /// it has one, and its prefixes. Its name (`peer/NAME`) is never a Node's.
+    public init(outsidePeer peer: OutsidePeer) {
+        name = peer.meshName
+        publicKey = peer.publicKey
+        endpoint = peer.endpoint
+        gatewayPrefixes = peer.prefixes
+        outsidePeerKeepalive = peer.persistentKeepalive
+    }
+
+    public var isOutsidePeer: Bool { outsidePeerKeepalive != nil }
+
+    /// Every prefix routed to this node or peer: its Pod CIDRs, then the outside peers' it holds.
+    public var routedPrefixes: [IPPrefix] { podCIDRs + gatewayPrefixes }
 
     /// A rotation request the controller has not answered yet.
     public var rotationRequested: Bool { rotateRequest != nil && rotateRequest != rotateAnswered }

@@ -10,12 +10,17 @@ public struct ClusterSettings: Sendable, Hashable {
     public var routeTable: UInt32
     /// Metric of the strict-mode cluster routes: above the per-node routes, which longest-prefix match prefers anyway.
     public var strictRouteMetric: UInt32
+    /// The outside peers' address ranges (the controller's `--peer-cidr`): in strict mode routed into the
+    /// interface like the cluster CIDRs, and never masqueraded.
+    public var peerCIDRs: [IPPrefix]
 
     public init(
         clusterCIDRs: [IPPrefix], listenPort: UInt16 = 51820, persistentKeepalive: UInt16 = 0, strict: Bool = true,
-        mtu: UInt32 = 1420, routeTable: UInt32 = Route.mainTable, strictRouteMetric: UInt32 = 2000
+        mtu: UInt32 = 1420, routeTable: UInt32 = Route.mainTable, strictRouteMetric: UInt32 = 2000,
+        peerCIDRs: [IPPrefix] = []
     ) {
         self.clusterCIDRs = clusterCIDRs
+        self.peerCIDRs = peerCIDRs
         self.listenPort = listenPort
         self.persistentKeepalive = persistentKeepalive
         self.strict = strict
@@ -29,10 +34,13 @@ public struct ClusterSettings: Sendable, Hashable {
 public struct DesiredPeer: Sendable, Hashable {
     public var node: String
     public var publicKey: WireGuardKey
-    public var endpoint: Endpoint
+    /// Nil for an outside peer behind NAT: the kernel learns it from the peer's handshakes.
+    public var endpoint: Endpoint?
     public var persistentKeepalive: UInt16
     /// Sorted and canonical; empty for a pre-staged next key.
     public var allowedIPs: [IPPrefix]
+
+    public var isOutsidePeer: Bool { node.hasPrefix(OutsidePeer.meshPrefix) }
 }
 
 /// A node left out of the mesh, and why (for the agent's log and the people's commands).
@@ -98,6 +106,8 @@ public struct MeshPlan: Sendable, Hashable {
     /// Why a remote node cannot be a peer whatever the other nodes claim, or nil: it is still joining (no
     /// key, Pod CIDR or endpoint yet) or its Pod CIDR is outside the cluster's.
     static func precheck(_ node: MeshNode, settings: ClusterSettings) -> Exclusion? {
+        // An outside peer comes with its key and prefixes; its addresses are checked by the controller.
+        if node.isOutsidePeer { return nil }
         if node.publicKey == nil {
             return Exclusion(node: node.name, reason: "no public key yet", isJoining: true)
         }
@@ -116,19 +126,20 @@ public struct MeshPlan: Sendable, Hashable {
     static func contribution(of node: MeshNode, settings: ClusterSettings, interfaceIndex: UInt32) -> (
         peers: [DesiredPeer], routes: [Route]
     ) {
-        let endpoint = node.effectiveEndpoint!
-        let cidrs = node.podCIDRs.map(\.canonical).sorted()
+        let endpoint = node.effectiveEndpoint
+        let keepalive = node.outsidePeerKeepalive ?? settings.persistentKeepalive
+        let cidrs = node.routedPrefixes.map(\.canonical).sorted()
         var peers = [
             DesiredPeer(
-                node: node.name, publicKey: node.publicKey!, endpoint: endpoint,
-                persistentKeepalive: settings.persistentKeepalive, allowedIPs: cidrs)
+                node: node.name, publicKey: node.publicKey!, endpoint: endpoint, persistentKeepalive: keepalive,
+                allowedIPs: cidrs)
         ]
         if let next = node.nextPublicKey {
             // Pre-staged: a handshake from the next key is accepted at once when the node switches.
             peers.append(
                 DesiredPeer(
-                    node: node.name, publicKey: next, endpoint: endpoint,
-                    persistentKeepalive: settings.persistentKeepalive, allowedIPs: []))
+                    node: node.name, publicKey: next, endpoint: endpoint, persistentKeepalive: keepalive,
+                    allowedIPs: []))
         }
         let routes = cidrs.map { Route(destination: $0, interfaceIndex: interfaceIndex, table: settings.routeTable) }
         return (peers, routes)
@@ -137,7 +148,7 @@ public struct MeshPlan: Sendable, Hashable {
     /// In strict mode, the cluster CIDRs into the interface, below every node's own route.
     static func strictRoutes(settings: ClusterSettings, interfaceIndex: UInt32) -> [Route] {
         guard settings.strict else { return [] }
-        return settings.clusterCIDRs.map {
+        return (settings.clusterCIDRs + settings.peerCIDRs).map {
             Route(
                 destination: $0.canonical, interfaceIndex: interfaceIndex, table: settings.routeTable,
                 metric: settings.strictRouteMetric)
@@ -165,7 +176,7 @@ public struct MeshPlan: Sendable, Hashable {
         }
         // Overlaps in O(n log n + pairs): in (address, length) order, prefixes that overlap form a
         // containment chain, so a stack of still-open prefixes finds every containing one.
-        let claims = claimants.flatMap { n in n.podCIDRs.map { PrefixClaim(cidr: $0.canonical, node: n.name) } }
+        let claims = claimants.flatMap { n in n.routedPrefixes.map { PrefixClaim(cidr: $0.canonical, node: n.name) } }
             .sorted { $0.cidr < $1.cidr }
         var smallest: [String: (own: IPPrefix, other: PrefixClaim)] = [:]
         func note(_ own: PrefixClaim, _ other: PrefixClaim) {
@@ -192,7 +203,7 @@ public struct MeshPlan: Sendable, Hashable {
     }
 
     static func cidrConflict(_ own: IPPrefix, _ other: PrefixClaim) -> String {
-        "Pod CIDR \(own) overlaps \(other.cidr) of node \(other.node)"
+        "\(own) overlaps \(other.cidr) of \(other.node.hasPrefix(OutsidePeer.meshPrefix) ? "" : "node ")\(other.node)"
     }
 }
 
@@ -209,6 +220,20 @@ extension MeshNode {
 }
 
 extension MeshPlan {
+    /// The keys the plan routes Pod CIDRs to: every node's current key (`applied-peers`), not the pre-staged
+    /// next keys nor the outside peers.
+    public var routedNodeKeys: [WireGuardKey] {
+        peers.filter { !$0.allowedIPs.isEmpty && !$0.isOutsidePeer }.map(\.publicKey)
+    }
+
+    /// The plan's Nodes alone: what the node's condition, its metrics and the connecting-peer rechecks judge.
+    /// An outside peer (a laptop) is often away, and its absence says nothing of the node's health.
+    public var nodesOnly: MeshPlan {
+        var plan = self
+        plan.peers.removeAll(where: \.isOutsidePeer)
+        return plan
+    }
+
     /// What differs between two plans, for a log line: the nodes whose peers or exclusions differ, and the
     /// routes in one plan only.
     public static func nodesDiffering(_ a: MeshPlan, _ b: MeshPlan) -> [String] {

@@ -83,7 +83,7 @@ public struct MeshPlanner: Sendable {
         where node.name == localNode || MeshPlan.precheck(node, settings: settings) == nil {
             participants.insert(node.name)
             for key in node.claimedKeys { keyOwners[key, default: []].insert(node.name) }
-            cidrs += node.podCIDRs.map { PrefixClaim(cidr: $0.canonical, node: node.name) }
+            cidrs += node.routedPrefixes.map { PrefixClaim(cidr: $0.canonical, node: node.name) }
         }
         claims = PrefixClaims(cidrs)
         for name in self.nodes.keys where name != localNode { entries[name] = entry(of: name) }
@@ -106,7 +106,10 @@ public struct MeshPlanner: Sendable {
     }
 
     /// The keys the plan routes Pod CIDRs to (not the pre-staged next keys).
-    public var routedKeys: [WireGuardKey] { entries.values.compactMap(\.routedKey) }
+    /// Outside peers are not counted: `applied-peers` is about the Nodes, which `rotate-keys --wait` plans.
+    public var routedKeys: [WireGuardKey] {
+        entries.compactMap { $0.key.hasPrefix(OutsidePeer.meshPrefix) ? nil : $0.value.routedKey }
+    }
 
     /// Applies changed Nodes: a MeshNode is the node's new state, nil a node deleted (or whose annotations
     /// no longer read). Returns what changed in the plan.
@@ -144,7 +147,7 @@ public struct MeshPlanner: Sendable {
             others.formUnion(keyOwners[key, default: []])
             keyOwners[key, default: []].insert(node.name)
         }
-        for cidr in node.podCIDRs.map(\.canonical) {
+        for cidr in node.routedPrefixes.map(\.canonical) {
             others.formUnion(claims.overlapping(cidr).map(\.node))
             claims.insert(PrefixClaim(cidr: cidr, node: node.name))
         }
@@ -160,7 +163,7 @@ public struct MeshPlanner: Sendable {
             if keyOwners[key]?.isEmpty == true { keyOwners[key] = nil }
             others.formUnion(keyOwners[key] ?? [])
         }
-        for cidr in node.podCIDRs.map(\.canonical) {
+        for cidr in node.routedPrefixes.map(\.canonical) {
             claims.remove(PrefixClaim(cidr: cidr, node: node.name))
             others.formUnion(claims.overlapping(cidr).map(\.node))
         }
@@ -178,7 +181,7 @@ public struct MeshPlanner: Sendable {
                 return Entry(exclusion: Exclusion(node: name, reason: MeshPlan.keyConflict(key, others: others)))
             }
         }
-        for cidr in node.podCIDRs.map(\.canonical).sorted() {
+        for cidr in node.routedPrefixes.map(\.canonical).sorted() {
             if let other = claims.overlapping(cidr).filter({ $0.node != name }).min() {
                 return Entry(exclusion: Exclusion(node: name, reason: MeshPlan.cidrConflict(cidr, other)))
             }
