@@ -1,12 +1,12 @@
 """Evaluates the ValidatingAdmissionPolicies in the rendered manifests against a table of admission
-requests, as the API server would: match (resource, subresource, operation), then matchConditions,
+requests (writes to Nodes and to Peers, peers.wgmesh.dev), as the API server would: match (resource, subresource, operation), then matchConditions,
 then variables and validations, with the messages an operator would read. The CEL implementation is
 PyPI's common-expression-language; the expressions keep to what it and Kubernetes' CEL both accept.
 scripts/check-manifests.sh runs it. Prints one line per case and exits 1 if any case is not as expected.
 
 With --replay, it evaluates instead every write the scenarios recorded (the test API server's --record:
-one admission request per line, with userInfo, operation, subResource, name, oldObject and object) and
-requires every one to be allowed: the policies must let the product do what it really does. It prints the
+one admission request per line, with userInfo, operation, subResource, name, oldObject and object, and
+for a write to anything but a Node its resource, or objects whose kind says it) and requires every one to be allowed: the policies must let the product do what it really does. It prints the
 writes per identity, a FAIL line for each refused one, and fails when a file holds no write at all. The
 scenario's own writes (group wgmesh:test-harness: Nodes registered as a kubelet would, faults injected as
 etcd surgery would) are not the product's: they are counted, with how many the policies refuse, not judged.
@@ -27,6 +27,9 @@ AGENT = "system:serviceaccount:wgmesh-system:wgmesh-agent"
 CONTROLLER = "system:serviceaccount:wgmesh-system:wgmesh-controller"
 W = "wgmesh.dev/"
 HARNESS = "wgmesh:test-harness"
+# What each kind is to admission: (group, version, resource).
+RESOURCES = {"Node": ("", "v1", "nodes"), "Peer": ("wgmesh.dev", "v1alpha1", "peers")}
+KINDS = {r[2]: kind for kind, r in RESOURCES.items()}
 
 
 def node(name):
@@ -64,6 +67,27 @@ def node(name):
     }
 
 
+def peer(name, gateway="n1", handshake="2026-12-03T09:58:00Z", generation=3):
+    """A Peer as `wgmesh peer add` creates it and the controller and its gateway's agent report it."""
+    obj = {
+        "apiVersion": "wgmesh.dev/v1alpha1", "kind": "Peer",
+        "metadata": {"name": name, "uid": f"uid-{name}", "resourceVersion": "5120", "generation": generation,
+                     "creationTimestamp": "2026-12-03T09:00:00Z"},
+        "spec": {"publicKey": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", "endpoint": "198.51.100.20:51820",
+                 "persistentKeepalive": 25, "allowedIPs": ["192.168.50.0/24"]},
+        "status": {
+            "addresses": ["10.250.0.1", "fd00:10:250::1"], "observedGeneration": generation,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Reserved", "message": "10.250.0.1, fd00:10:250::1 through node n1",
+                            "lastTransitionTime": "2026-12-03T09:00:05Z", "observedGeneration": generation}],
+        },
+    }
+    if gateway is not None:
+        obj["status"]["gateway"] = gateway
+    if handshake is not None:
+        obj["status"]["lastHandshakeTime"] = handshake
+    return obj
+
+
 def user(name, node_name=None):
     """userInfo as the authenticator gives it: a Pod-bound service-account token carries its node."""
     if name.startswith("system:serviceaccount:"):
@@ -78,14 +102,21 @@ def user(name, node_name=None):
     return {"username": name, "groups": ["kubeadm:cluster-admins", "system:authenticated"]}
 
 
+def admission(uid, kind, subresource, name, operation, who):
+    """An AdmissionRequest for a write to a kind of RESOURCES."""
+    group, version, resource = RESOURCES[kind]
+    return {
+        "uid": uid, "kind": {"group": group, "version": version, "kind": kind},
+        "resource": {"group": group, "version": version, "resource": resource}, "subResource": subresource,
+        "requestKind": {"group": group, "version": version, "kind": kind}, "name": name,
+        "operation": operation, "userInfo": who, "dryRun": False,
+    }
+
+
 def request(who, old, new, subresource="", operation="UPDATE"):
     target = new or old
-    return {
-        "uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "kind": {"group": "", "version": "v1", "kind": "Node"},
-        "resource": {"group": "", "version": "v1", "resource": "nodes"}, "subResource": subresource,
-        "requestKind": {"group": "", "version": "v1", "kind": "Node"}, "name": target["metadata"]["name"],
-        "operation": operation, "userInfo": who, "dryRun": False,
-    }, old, new
+    return admission("705ab4f5-6393-11e8-b7cc-42010a800002", target["kind"], subresource, target["metadata"]["name"],
+                     operation, who), old, new
 
 
 def changed(name, change):
@@ -121,6 +152,25 @@ def drop_condition(kind):
     return change
 
 
+def peer_changed(name, change, **fields):
+    old = peer(name, **fields)
+    new = copy.deepcopy(old)
+    change(new)
+    return old, new
+
+
+def set_status(**values):
+    """Sets (None: removes) status fields, as a merge patch of peers/status does."""
+    def change(p):
+        status = p.setdefault("status", {})
+        for k, v in values.items():
+            if v is None:
+                status.pop(k, None)
+            else:
+                status[k] = v
+    return change
+
+
 def uninstall(n):
     for k in [k for k in n["metadata"]["annotations"] if k.startswith(W)]:
         del n["metadata"]["annotations"][k]
@@ -128,6 +178,7 @@ def uninstall(n):
 
 AGENT_KEYS = ["enrollment-key", "applied-key-generation", "cluster-cidrs", "strict", "applied-peers", "unencrypted-drops"]
 UNKNOWN = "it is an unknown key (misspelt?); the known ones: the controller writes wgmesh.dev/pod-cidrs, "
+PSW = "wgmesh-peer-status-writers: "
 
 
 def cases():
@@ -216,6 +267,78 @@ def cases():
     forged = node("n3")
     yield ("kubelet registers a Node with wgmesh.dev/ keys", *request(user("system:node:n3"), None, forged, operation="CREATE"),
            ["wgmesh-annotation-owners: system:node:n3 may not set wgmesh.dev/"])
+    yield from peer_cases(a1, admin, controller)
+
+
+def peer_cases(a1, admin, controller):
+    """Peers (peers.wgmesh.dev): people write the Peer, the controller its status but lastHandshakeTime, the
+    gateway node's agent lastHandshakeTime alone."""
+    a2 = user(AGENT, "n2")
+    new = peer("laptop", gateway=None, handshake=None)
+    del new["status"]
+    yield ("people create a Peer (wgmesh peer add)", *request(admin, None, new, operation="CREATE"), None)
+    yield ("people change a Peer's spec", *request(admin, *peer_changed("laptop", lambda p: p["spec"].update(endpoint="198.51.100.21:51820"))), None)
+    yield ("people delete a Peer (wgmesh peer remove)", *request(admin, peer("laptop"), None, operation="DELETE"), None)
+    reserved = copy.deepcopy(new)
+    reserved["metadata"]["generation"] = 1
+    reserved["status"] = peer("laptop", handshake=None, generation=1)["status"]
+    yield ("controller writes a new Peer's first status (peers/status)", *request(controller, new, reserved, "status"), None)
+    yield ("controller moves a Peer to another gateway, leaving its handshake (peers/status)",
+           *request(controller, *peer_changed("laptop", set_status(gateway="n2", observedGeneration=4)), "status"), None)
+    yield ("controller marks a Peer Expired (peers/status)",
+           *request(controller, *peer_changed("laptop", set_status(conditions=[{"type": "Ready", "status": "False", "reason": "Expired",
+                                                                                "message": "expired at 2026-12-03T10:00:00Z",
+                                                                                "lastTransitionTime": "2026-12-03T10:00:01Z", "observedGeneration": 3}])),
+                    "status"), None)
+    yield ("controller releases a Peer's addresses and gateway (peers/status)",
+           *request(controller, *peer_changed("laptop", set_status(addresses=None, gateway=None)), "status"), None)
+    yield ("gateway's agent reports the first handshake (peers/status)",
+           *request(a1, *peer_changed("laptop", set_status(lastHandshakeTime="2026-12-03T10:00:00Z"), handshake=None), "status"), None)
+    yield ("gateway's agent reports a later handshake (peers/status)",
+           *request(a1, *peer_changed("laptop", set_status(lastHandshakeTime="2026-12-03T10:02:00Z")), "status"), None)
+    yield ("controller writes a Peer's handshake (peers/status)",
+           *request(controller, *peer_changed("laptop", set_status(lastHandshakeTime="2026-12-03T10:05:00Z")), "status"),
+           [PSW + "the wgmesh controller may not change status.lastHandshakeTime of Peer laptop: only the gateway node's wgmesh agent writes it"])
+    yield ("controller removes a Peer's handshake with its gateway (peers/status)",
+           *request(controller, *peer_changed("laptop", set_status(gateway="n2", lastHandshakeTime=None)), "status"),
+           [PSW + "the wgmesh controller may not change status.lastHandshakeTime of Peer laptop"])
+    yield ("another node's agent reports a handshake (peers/status)",
+           *request(a2, *peer_changed("laptop", set_status(lastHandshakeTime="2026-12-03T10:02:00Z")), "status"),
+           [PSW + "the wgmesh agent on node n2 may not write the status of Peer laptop: its gateway is node n1 (status.gateway, "
+                  "which the controller writes), and only the gateway's agent reports its handshake"])
+    yield ("agent reports a handshake of a Peer without a gateway (peers/status)",
+           *request(a1, *peer_changed("laptop", set_status(lastHandshakeTime="2026-12-03T10:02:00Z"), gateway=None), "status"),
+           [PSW + "the wgmesh agent on node n1 may not write the status of Peer laptop: it has no gateway yet"])
+    yield ("agent makes its node a Peer's gateway (peers/status)",
+           *request(a2, *peer_changed("laptop", set_status(gateway="n2", lastHandshakeTime="2026-12-03T10:02:00Z")), "status"),
+           [PSW + "the wgmesh agent on node n2 may not write the status of Peer laptop: its gateway is node n1",
+            PSW + "the wgmesh agent may not change status.gateway of Peer laptop: it writes only status.lastHandshakeTime; "
+                  "the wgmesh controller writes the rest"])
+    yield ("gateway's agent changes a Peer's addresses (peers/status)",
+           *request(a1, *peer_changed("laptop", set_status(addresses=["10.250.0.9"])), "status"),
+           [PSW + "the wgmesh agent may not change status.addresses of Peer laptop"])
+    yield ("gateway's agent marks a Peer Ready (peers/status)",
+           *request(a1, *peer_changed("laptop", lambda p: p["status"]["conditions"][0].update(status="False", reason="NoHandshake")), "status"),
+           [PSW + "the wgmesh agent may not change status.conditions of Peer laptop"])
+    yield ("gateway's agent writes observedGeneration with its handshake (peers/status)",
+           *request(a1, *peer_changed("laptop", set_status(observedGeneration=4, lastHandshakeTime="2026-12-03T10:02:00Z")), "status"),
+           [PSW + "the wgmesh agent may not change status.observedGeneration of Peer laptop"])
+    yield ("agent token without a node name reports a handshake (peers/status)",
+           *request(user(AGENT), *peer_changed("laptop", set_status(lastHandshakeTime="2026-12-03T10:02:00Z")), "status"),
+           [PSW + "the wgmesh agent's token names no node (no authentication.kubernetes.io/node-name in its user extra)"])
+    yield ("people write a Peer's status (peers/status)",
+           *request(admin, *peer_changed("laptop", set_status(addresses=["10.250.0.7"], gateway="n3")), "status"),
+           [PSW + "kubernetes-admin may not write the status of Peer laptop: only the wgmesh controller (addresses, gateway, conditions) "
+                  "and the gateway node's wgmesh agent (lastHandshakeTime) write it; change the Peer's spec instead"])
+    yield ("people report a handshake (peers/status)",
+           *request(admin, *peer_changed("laptop", set_status(lastHandshakeTime="2026-12-03T10:02:00Z")), "status"),
+           [PSW + "kubernetes-admin may not write the status of Peer laptop"])
+    yield ("kubelet writes a Peer's status (peers/status)",
+           *request(user("system:node:n1"), *peer_changed("laptop", set_status(lastHandshakeTime="2026-12-03T10:02:00Z")), "status"),
+           [PSW + "system:node:n1 may not write the status of Peer laptop"])
+    yield ("another service account writes a Peer's status (peers/status)",
+           *request(user("system:serviceaccount:wgmesh-system:default"), *peer_changed("laptop", set_status(gateway="n3")), "status"),
+           [PSW + "system:serviceaccount:wgmesh-system:default may not write the status of Peer laptop"])
 
 
 def matches(policy, req):
@@ -272,11 +395,21 @@ def identity(info):
 
 
 def changes(old, new):
-    """What a write changed that the policies look at: annotation keys, labels, spec, conditions, addresses."""
+    """What a write changed that the policies look at: annotation keys, labels, spec, conditions, addresses
+    (a Node); the spec and status fields (a Peer)."""
     def part(o, *path):
         for p in path:
             o = (o or {}).get(p)
         return o
+    if (new or old or {}).get("kind") == "Peer":
+        if old is None or new is None:
+            return "the Peer"
+        what = [f"{section}.{k}" + ("" if k in (part(new, section) or {}) else " (removed)")
+                for section in ("metadata", "spec", "status")
+                for k in sorted(set(part(old, section) or {}) | set(part(new, section) or {}))
+                if section != "metadata" or k in ("labels", "annotations")
+                if part(old, section, k) != part(new, section, k)]
+        return ", ".join(what) or "nothing"
     before, after = part(old, "metadata", "annotations") or {}, part(new, "metadata", "annotations") or {}
     if old is None or new is None:  # CREATE or DELETE: the wgmesh.dev/ keys it carries
         return "the Node, with " + (", ".join(sorted(k for k in before or after if k.startswith(W))) or "no wgmesh.dev/ key")
@@ -294,10 +427,28 @@ def changes(old, new):
 
 def defaulted(obj):
     """A Node as admission sees it after the API server's defaulting: spec and status always present, if empty
-    (the test API server stores what it was sent)."""
-    if obj is None:
-        return None
+    (the test API server stores what it was sent). A Peer (a custom resource) has no such defaults."""
+    if obj is None or obj.get("kind", "Node") != "Node":
+        return obj
     return {**obj, "spec": obj.get("spec") or {}, "status": obj.get("status") or {}}
+
+
+def recorded_resource(write):
+    """(kind, subresource) of a recorded write: its "resource" when it names one ("peers", "peers/status", or
+    {"group", "version", "resource"}), else its objects' kind; a Node when neither says (a record made before
+    the test API server recorded anything but Nodes)."""
+    resource, subresource = write.get("resource"), write.get("subResource", "")
+    if isinstance(resource, dict):
+        resource = resource.get("resource")
+    if isinstance(resource, str) and resource:
+        resource, _, sub = resource.partition("/")
+        if resource not in KINDS:
+            raise ValueError(f"resource {resource!r}: the policies' table knows only {', '.join(sorted(KINDS))}")
+        return KINDS[resource], subresource or sub
+    kind = (write.get("object") or write.get("oldObject") or {}).get("kind", "Node")
+    if kind not in RESOURCES:
+        raise ValueError(f"kind {kind!r}: the policies' table knows only {', '.join(sorted(RESOURCES))}")
+    return kind, subresource
 
 
 def replay(rendered, files):
@@ -315,13 +466,15 @@ def replay(rendered, files):
             continue
         print(f"replay: {path}: {len(lines)} writes")
         if not lines:
-            bad.append(f"{path}: no write recorded: the scenario ran without --record, or wrote nothing to a Node")
+            bad.append(f"{path}: no write recorded: the scenario ran without --record, or wrote nothing to a Node or a Peer")
         for number, line in lines:
             write = json.loads(line)
-            req = {"uid": f"{path}:{number}", "kind": {"group": "", "version": "v1", "kind": "Node"},
-                   "resource": {"group": "", "version": "v1", "resource": "nodes"}, "subResource": write.get("subResource", ""),
-                   "requestKind": {"group": "", "version": "v1", "kind": "Node"}, "name": write["name"],
-                   "operation": write["operation"], "userInfo": write["userInfo"], "dryRun": False}
+            try:
+                kind, subresource = recorded_resource(write)
+            except ValueError as e:
+                bad.append(f"{path}:{number}: {e}")
+                continue
+            req = admission(f"{path}:{number}", kind, subresource, write["name"], write["operation"], write["userInfo"])
             who = identity(write["userInfo"])
             harness = HARNESS in write["userInfo"].get("groups", [])
             counts[who + (" (test harness: not judged)" if harness else "")] += 1
@@ -332,7 +485,7 @@ def replay(rendered, files):
             if messages and harness:
                 harness_refused += 1
             elif messages:
-                resource = "nodes" + ("/" + req["subResource"] if req["subResource"] else "")
+                resource = req["resource"]["resource"] + ("/" + req["subResource"] if req["subResource"] else "")
                 bad.append(f"{path}:{number}: {who}: {write['operation']} {resource} {write['name']}, changed "
                            f"{changes(write.get('oldObject'), write.get('object'))}: refused: " + " | ".join(messages))
     for who, n in sorted(counts.items()):
@@ -350,8 +503,8 @@ def main(rendered):
     bound = {o["spec"]["policyName"] for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding" and "Deny" in o["spec"]["validationActions"]}
     bad = [f"policy {p['metadata']['name']} has no binding that denies" for p in policies if p["metadata"]["name"] not in bound]
     bad += [f"policy {p['metadata']['name']} does not fail closed" for p in policies if p["spec"].get("failurePolicy") != "Fail"]
-    if len(policies) != 2:
-        bad.append(f"expected the 2 wgmesh policies, found {[p['metadata']['name'] for p in policies]}")
+    if len(policies) != 3:
+        bad.append(f"expected the 3 wgmesh policies, found {[p['metadata']['name'] for p in policies]}")
     bad += key_texts(policies)
     passed = 0
     for what, req, old, new, expected in cases():
