@@ -471,7 +471,7 @@ laptop_capture_start() {
 laptop_capture_check() {
   local host=${1%:*} port=${1##*:} pcap="$work/laptop-underlay.pcap" total canary_filter=${2:-}
   host=${host#[}; host=${host%]}
-  kill -INT "$laptop_capture" 2>/dev/null; wait "$laptop_capture" 2>/dev/null
+  kill -INT "${laptop_capture:-}" 2>/dev/null; wait "${laptop_capture:-}" 2>/dev/null
   total=$(packets "$pcap")
   laptop_wg_out=$(packets "$pcap" "src host $nat_ip and dst host $host and udp dst port $port and ($wireguard_message)")
   laptop_wg_in=$(packets "$pcap" "src host $host and udp src port $port and dst host $nat_ip and ($wireguard_message)")
