@@ -5,7 +5,8 @@
 # one underlay bridge (IPv4 and IPv6) in a namespace of its own that also holds the test API server and
 # `wgmesh controller`, one `wgmesh agent` per node with the flags the DaemonSet passes and one `wgmesh
 # userspace-device` (the wgmesh-device DaemonSet; it does nothing on kernel WireGuard), each in a session of
-# its own as in a container of its own, and two Pods per node added by the real CNI plugins from the agent's conflist. Only the backend differs between the runs.
+# its own as in a container of its own, and two Pods per node added by the real CNI plugins from the agent's conflist; a
+# laptop outside the cluster, behind a NAT of its own, joins through a Peer for a while. Only the backend differs between the runs.
 # Every check prints one result line; the script exits non-zero when one fails.
 # Traffic goes only to addresses of these namespaces (documentation ranges RFC 5737 / RFC 3849).
 set -uo pipefail
@@ -255,6 +256,247 @@ if wait_for 30 signals_ok n2 && [ -f "$conflist" ]; then
 else
   result failing-pass-over fail "$(signals n2)"
 fi
+
+# --- a laptop outside the cluster, behind NAT, reaches every node's Pods through a Peer ---
+# The laptop (lab.sh's lab_laptop, wge-laptop) sits behind a NAT of its own (wge-nat, $nat_ip on the underlay) and has
+# no route to the underlay but through it. `wgmesh peer add` makes its keypair and its wg-quick config; wg-quick brings
+# it up in the laptop's namespace. It pings one Pod on every node and each of those Pods pings it back, IPv4 and IPv6;
+# the underlay carries the laptop only as WireGuard between the NAT and the gateway node (a capture of its own), and
+# nothing Pod- or Peer-addressed in the clear (a leak capture of its own, beside the scenario's). `wgmesh peer remove`
+# then ends its access within the agents' resync period; a second Peer made with --expires-in 20s works, then stops
+# working once it expired, with a PeerExpired Event. Both Peers are gone at the end, so the sections below see the
+# mesh of the nodes alone. (scripts/lab-laptop-selftest.sh checks the laptop's plumbing without wgmesh.)
+resync_s=${resync_period:-3s}; resync_s=${resync_s%s}
+peer_json() { kapi "http://$api:6443/apis/wgmesh.dev/v1alpha1/peers/$1"; }
+# peer_addresses NAME: its tunnel addresses, from its status, without a prefix length, one a line.
+peer_addresses() { peer_json "$1" | jq -r '.status.addresses[]? | sub("/[0-9]+$"; "")'; }
+# conf_values FILE SECTION KEY: the values of KEY in the [SECTION] sections of a wg-quick config, one a line (a list
+# split at its commas).
+conf_values() {
+  awk -v sec="[$2]" -v key="$3" '
+    /^[[:space:]]*\[/ { s = $0; gsub(/[[:space:]]/, "", s); in_sec = (s == sec); next }
+    in_sec {
+      line = $0; sub(/#.*/, "", line); i = index(line, "="); if (!i) next
+      k = substr(line, 1, i - 1); gsub(/[[:space:]]/, "", k); if (tolower(k) != tolower(key)) next
+      n = split(substr(line, i + 1), parts, ",")
+      for (j = 1; j <= n; j++) { v = parts[j]; gsub(/^[[:space:]]+|[[:space:]]+$/, "", v); if (v != "") print v } }' "$1"
+}
+# conf_problems NAME FILE: what in the config `wgmesh peer add NAME` wrote differs from the contract (mode 0600; the
+# private key of the Peer's public key; its status addresses, a /32 and a /128 in the peer ranges; one [Peer], its
+# gateway node: that node's public key and endpoint, keepalive 25, AllowedIPs the cluster CIDRs); empty when nothing.
+conf_problems() {
+  local name=$1 file=$2 gw pub want have p=""
+  [ -f "$file" ] || { echo "no file $file"; return; }
+  [ "$(stat -c %a "$file")" = 600 ] || p+=" mode $(stat -c %a "$file"), not 600;"
+  gw=$(peer_json "$name" | jq -r '.status.gateway // empty')
+  [ -n "$gw" ] || p+=" no status.gateway;"
+  pub=$(conf_values "$file" Interface PrivateKey | head -1 | wg pubkey 2>/dev/null)
+  [ -n "$pub" ] && [ "$pub" = "$(peer_json "$name" | jq -r .spec.publicKey)" ] || p+=" its private key is not the Peer's public key's;"
+  have=$(conf_values "$file" Interface Address | sort | paste -sd' ')
+  want=$(peer_json "$name" | jq -r '.status.addresses[]? | sub("/[0-9]+$"; "")' | sort | sed -e '/:/s|$|/128|' -e '/:/!s|$|/32|' | paste -sd' ')
+  [ -n "$have" ] && [ "$have" = "$want" ] || p+=" Address '$have', status says '$want';"
+  grep -Eq "^10\.250\.[0-9.]+/32 fd00:10:250::[0-9a-f:]+/128$|^fd00:10:250::[0-9a-f:]+/128 10\.250\.[0-9.]+/32$" <<<"$have" \
+    || p+=" Address '$have' is not one /32 in $peerv4 and one /128 in $peerv6;"
+  [ "$(grep -c '^[[:space:]]*\[Peer\]' "$file")" = 1 ] || p+=" $(grep -c '^[[:space:]]*\[Peer\]' "$file") [Peer] sections;"
+  [ "$(conf_values "$file" Peer PublicKey)" = "$(annotation "$gw" public-key)" ] || p+=" [Peer] PublicKey is not $gw's;"
+  want=$(annotation "$gw" endpoint-override); [ -n "$want" ] || want=$(annotation "$gw" endpoint)
+  have=$(conf_values "$file" Peer Endpoint)
+  [ -n "$have" ] && [ "$have" = "$want" ] || p+=" Endpoint '$have', $gw's is '$want';"
+  have=$(conf_values "$file" Peer PersistentKeepalive)
+  [ "$have" = 25 ] || p+=" PersistentKeepalive '$have';"
+  have=$(conf_values "$file" Peer AllowedIPs | sort | paste -sd' ')
+  [ "$have" = "$(printf '%s\n' $clusterv4 $clusterv6 | sort | paste -sd' ')" ] || p+=" AllowedIPs '$have';"
+  echo "${p# }"
+}
+# peer_sweep NAME WAIT ADDRESS...: at once, the laptop pings every address of one Pod on each node (p1) and each of
+# those Pods pings every ADDRESS (the laptop's), each `ping -c 1 -w WAIT` (up to WAIT pings, 1 s apart, until one is
+# answered); prints "ok|fail FROM->TO ADDRESS", one a line.
+peer_sweep() {
+  local dir="$work/sweep-$1" wait=$2 n ip a k=0 jobs=() j; shift 2
+  rm -rf "$dir" && mkdir -p "$dir"
+  for n in "${nodes[@]}"; do
+    while read -r ip; do
+      k=$((k + 1))
+      { if ip netns exec wge-laptop ping -c 1 -w "$wait" "$ip" >/dev/null 2>&1; then echo "ok laptop->$n/p1 $ip"; else echo "fail laptop->$n/p1 $ip"; fi >"$dir/$k"; } &
+      jobs+=($!)
+    done <"$work/$n/p1.ips"
+    for a in "$@"; do
+      k=$((k + 1))
+      { if ip netns exec "wge-$n-p1" ping -c 1 -w "$wait" "$a" >/dev/null 2>&1; then echo "ok $n/p1->laptop $a"; else echo "fail $n/p1->laptop $a"; fi >"$dir/$k"; } &
+      jobs+=($!)
+    done
+  done
+  for j in "${jobs[@]}"; do wait "$j"; done
+  cat "$dir"/*
+}
+# sweep_summary SWEEP_OUTPUT: "N of M answered", and the first unanswered ones.
+sweep_summary() {
+  local ok all
+  ok=$(grep -c '^ok ' <<<"$1"); all=$(grep -c . <<<"$1")
+  echo "$ok of $all answered$(grep '^fail ' <<<"$1" | head -4 | cut -d' ' -f2- | paste -sd',' - | sed 's/^./ (unanswered: &/;s/$/)/;s/^)$//')"
+}
+# all_answered / none_answered SWEEP_OUTPUT: every ping of the sweep was answered / none was (and there were some).
+all_answered() { grep -q '^ok ' <<<"$1" && ! grep -q '^fail ' <<<"$1"; }
+none_answered() { grep -q '^fail ' <<<"$1" && ! grep -q '^ok ' <<<"$1"; }
+# last_answer NAME: the time (epoch seconds) of the last answer of ping_start NAME's ping; silent NAME: none for 1 s.
+last_answer() { awk '/ bytes from .*icmp_seq=/ && !/DUP!/ { t = substr($1, 2, length($1) - 2) } END { print t }' "$work/ping-$1.txt"; }
+silent() { local l; l=$(last_answer "$1"); [ -n "$l" ] && awk -v l="$l" -v n="$EPOCHREALTIME" 'BEGIN { exit !(n - l > 1) }'; }
+# ms_between A B: B - A (epoch seconds) in whole milliseconds.
+ms_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%d", (b - a) * 1000 }'; }
+# other_pod GATEWAY: the IPv4 address of p1 on a node other than GATEWAY: the path to it goes through the gateway.
+other_pod() { local n; for n in "${nodes[@]}"; do [ "$n" != "$1" ] && { head -1 "$work/$n/p1.ips"; return; }; done; }
+# holds NODE KEY: NODE's WireGuard interface has the peer KEY.
+holds() { wgs "$1" peers | grep -qxF "$2"; }
+
+lab_laptop || result laptop-lab fail "lab_laptop could not build the NAT and the laptop"
+capture_start laptop
+laptop_capture_start
+add_out=$(wgm peer add laptop --output "$work/laptop.conf" --timeout 60s 2>&1); add_rc=$?
+laptop_gw=$(peer_json laptop | jq -r '.status.gateway // empty')
+laptop_key=$(peer_json laptop | jq -r '.spec.publicKey // empty')
+mapfile -t laptop_addrs < <(peer_addresses laptop)
+problems=$(conf_problems laptop "$work/laptop.conf")
+if [ $add_rc = 0 ] && grep -qF "$work/laptop.conf" <<<"$add_out" && [ -z "$problems" ]; then
+  result peer-add ok "wgm peer add laptop wrote $work/laptop.conf (0600): addresses ${laptop_addrs[*]}, one [Peer]: gateway $laptop_gw at $(conf_values "$work/laptop.conf" Peer Endpoint), keepalive 25, AllowedIPs $clusterv4 $clusterv6"
+else
+  result peer-add fail "rc $add_rc, printed '$(tail -3 <<<"$add_out" | tr '\n' ' ' | cut -c1-200)'; ${problems:-the path was not printed}"
+fi
+laptop_endpoint=$(conf_values "$work/laptop.conf" Peer Endpoint 2>/dev/null)
+
+# wgmesh peer config: the same config again, a placeholder for the private key unless it is given.
+conf_key=$(conf_values "$work/laptop.conf" Interface PrivateKey 2>/dev/null)
+(umask 077; printf '%s\n' "$conf_key" >"$work/laptop.key")
+wgm peer config laptop >"$work/laptop-config.txt" 2>"$work/laptop-config.err"; c1=$?
+wgm peer config laptop --private-key-file "$work/laptop.key" >"$work/laptop-config-key.txt" 2>>"$work/laptop-config.err"; c2=$?
+same_peer() { for k in PublicKey Endpoint PersistentKeepalive AllowedIPs; do
+  [ "$(conf_values "$1" Peer $k | sort)" = "$(conf_values "$work/laptop.conf" Peer $k | sort)" ] || return 1; done
+  [ "$(conf_values "$1" Interface Address | sort)" = "$(conf_values "$work/laptop.conf" Interface Address | sort)" ]; }
+if [ $c1 = 0 ] && [ $c2 = 0 ] && [ -n "$conf_key" ] && same_peer "$work/laptop-config.txt" && same_peer "$work/laptop-config-key.txt" \
+  && ! grep -qF "$conf_key" "$work/laptop-config.txt" && [ "$(conf_values "$work/laptop-config-key.txt" Interface PrivateKey)" = "$conf_key" ]; then
+  result peer-config ok "wgm peer config laptop prints the same config, with '$(conf_values "$work/laptop-config.txt" Interface PrivateKey | cut -c1-40)' for the private key, and the key itself with --private-key-file"
+else
+  result peer-config fail "rc $c1 and $c2 (with --private-key-file); $(head -c 300 "$work/laptop-config.txt" "$work/laptop-config.err" | tr '\n' ' ')"
+fi
+
+# Up behind the NAT; the agents apply the Peer at their next pass at the latest: the first answer is waited for.
+laptop_up "$work/laptop.conf"; up_rc=$?
+wait_for 30 ip netns exec wge-laptop ping -c 1 -W 1 "$(other_pod "$laptop_gw")"
+sweep=$(peer_sweep laptop 5 "${laptop_addrs[@]}")
+if [ $up_rc = 0 ] && [ ${#laptop_addrs[@]} = 2 ] && all_answered "$sweep"; then
+  result peer-reach ok "the laptop behind NAT ($laptop_ip as $nat_ip; wg-quick up, wireguard-go pid ${laptop_wg_pid:-none, kernel WireGuard}) and one Pod on each node ping each other, IPv4 and IPv6: $(sweep_summary "$sweep")"
+else
+  result peer-reach fail "wg-quick up rc $up_rc, addresses '${laptop_addrs[*]}': $(sweep_summary "$sweep"); laptop: $(ip netns exec wge-laptop wg show laptop 2>&1 | tr '\n' ' ' | cut -c1-200)"
+fi
+
+# Where it goes: the gateway holds the Peer with the endpoint the NAT gave it (no endpoint of its own); every other
+# node routes the Peer's addresses over its WireGuard interface, to the gateway.
+gw_row=$(wgs "$laptop_gw" dump 2>/dev/null | awk -v k="$laptop_key" '$1 == k')
+gw_allowed=$(awk '{print $4}' <<<"$gw_row" | tr ',' '\n' | sed 's|/[0-9]*$||' | sort | paste -sd' ')
+routes_ok=1; route_detail=""
+gw_key=$(annotation "$laptop_gw" public-key)
+for n in "${nodes[@]}"; do
+  [ "$n" = "$laptop_gw" ] && continue
+  gw_ips=$(wgs "$n" allowed-ips 2>/dev/null | awk -v k="$gw_key" '$1 == k' | tr '\t' ' ')
+  for a in "${laptop_addrs[@]}"; do
+    r=$(ip -n "wge-$n" route get "$a" 2>&1 | head -1)
+    grep -q "dev $(ifname "$n")" <<<"$r" || { routes_ok=0; route_detail+=" $n: $r;"; }
+    grep -qF " $a/" <<<"$gw_ips" || { routes_ok=0; route_detail+=" $n: $a not in $laptop_gw's allowed-ips;"; }
+  done
+done
+if [ -n "$gw_row" ] && [ "$(awk '{print $3}' <<<"$gw_row" | cut -d: -f1)" = "$nat_ip" ] \
+  && [ "$gw_allowed" = "$(printf '%s\n' "${laptop_addrs[@]}" | sort | paste -sd' ')" ] && [ $routes_ok = 1 ]; then
+  result peer-gateway ok "gateway $laptop_gw holds the Peer at $(awk '{print $3}' <<<"$gw_row") (the NAT's address, learned from its handshakes), allowed-ips $(awk '{print $4}' <<<"$gw_row"); the other nodes route its addresses over WireGuard to $laptop_gw"
+else
+  result peer-gateway fail "gateway '$laptop_gw' row: '$gw_row';$route_detail"
+fi
+
+# wgmesh peer list: the table, the Peer Ready on its gateway, and the handshake the gateway reported.
+handshake() { [ -n "$(peer_json laptop | jq -r '.status.lastHandshakeTime // empty')" ]; }
+wait_for 30 handshake; hs_rc=$?
+wgm peer list >"$work/peer-list.txt" 2>&1; list_rc=$?
+if [ $list_rc = 0 ] && [ $hs_rc = 0 ] && head -1 "$work/peer-list.txt" | grep -Eq '^NAME +ADDRESSES +GATEWAY +READY +EXPIRES +LAST-HANDSHAKE *$' \
+  && grep -Eq "^laptop +.*${laptop_addrs[0]:-none}.* +$laptop_gw +True " "$work/peer-list.txt"; then
+  result peer-list ok "$(grep -E '^laptop ' "$work/peer-list.txt" | tr -s ' ')"
+else
+  result peer-list fail "rc $list_rc, handshake reported: $(if [ $hs_rc = 0 ]; then echo yes; else echo no; fi): $(head -3 "$work/peer-list.txt" | tr -s ' ' | tr '\n' '|')"
+fi
+
+# wgmesh peer remove: under a 10 ms ping from the laptop to a Pod behind the gateway, the answers stop within the
+# resync period; then nothing answers either way, the gateway holds the key no more, the Peer is gone.
+dst=$(other_pod "$laptop_gw")
+ping_start peer-remove wge-laptop "$dst"
+t0=$EPOCHREALTIME
+wgm peer remove laptop >"$work/peer-remove.txt" 2>&1; rm_rc=$?
+wait_for $((resync_s * 3 + 5)) silent peer-remove; silent_rc=$?
+ping_stop peer-remove
+last=$(last_answer peer-remove); ended_ms=0; ended_text="no answer at all"
+if [ -n "$last" ]; then
+  ended_ms=$(ms_between "$t0" "$last"); [ "$ended_ms" -lt 0 ] && ended_ms=0
+  ended_text="last answer $ended_ms ms after wgm peer remove began"; [ $silent_rc = 0 ] || ended_text="answers did not stop"
+fi
+goal timing "Peer removed: access ends" "$(met [ -n "$last" -a $silent_rc = 0 -a "$ended_ms" -le $((resync_s * 1000)) ])" "$ended_text" "< the resync period, $resync_s s"
+sweep=$(peer_sweep laptop-removed 3 "${laptop_addrs[@]}")
+code=$(kapi -o /dev/null -w '%{http_code}' "http://$api:6443/apis/wgmesh.dev/v1alpha1/peers/laptop")
+wgm peer list >"$work/peer-list-removed.txt" 2>&1
+if [ $rm_rc = 0 ] && [ $silent_rc = 0 ] && none_answered "$sweep" && ! holds "$laptop_gw" "$laptop_key" && [ "$code" = 404 ] \
+  && ! grep -q '^laptop ' "$work/peer-list-removed.txt"; then
+  result peer-remove ok "wgm peer remove laptop: the laptop's last answer $ended_ms ms after it began (resync period $resync_s s); then $(sweep_summary "$sweep"), $laptop_gw holds its key no more, the Peer is gone (404)"
+else
+  result peer-remove fail "rc $rm_rc, $ended_text; $(sweep_summary "$sweep"); gateway holds the key: $(holds "$laptop_gw" "$laptop_key" && echo yes || echo no); GET $code; $(head -2 "$work/peer-remove.txt" | tr '\n' ' ')"
+fi
+
+# The underlay while the laptop was up: WireGuard between the NAT and the gateway, nothing else of the laptop's.
+if laptop_capture_check "${laptop_endpoint:-unknown:0}"; then
+  result peer-underlay ok "$laptop_figures"
+else
+  result peer-underlay fail "$laptop_figures: $(tcpdump -r "$work/laptop-underlay.pcap" -nn "not ($wireguard_message)" 2>/dev/null | head -3 | cut -c1-150)"
+fi
+laptop_down || echo "e2e: wg-quick down laptop failed: $(tail -2 "$work/wg-quick-laptop.txt")"
+
+# A Peer that expires: it works until expiresAt, and within the resync period after it nothing answers; the
+# controller says so in an Event (PeerExpired). A 10 ms ping from the laptop runs from before the expiry to after.
+add_out=$(wgm peer add visitor --expires-in 20s --output "$work/visitor.conf" --timeout 60s 2>&1); add_rc=$?
+expires_at=$(peer_json visitor | jq -r '.spec.expiresAt // empty')
+expires=$(date -d "$expires_at" +%s.%N 2>/dev/null || echo 0)
+visitor_gw=$(peer_json visitor | jq -r '.status.gateway // empty')
+visitor_key=$(peer_json visitor | jq -r '.spec.publicKey // empty')
+mapfile -t visitor_addrs < <(peer_addresses visitor)
+laptop_up "$work/visitor.conf"; up_rc=$?
+dst=$(other_pod "$visitor_gw")
+wait_for 15 ip netns exec wge-laptop ping -c 1 -W 1 "$dst"
+sweep=$(peer_sweep visitor 3 "${visitor_addrs[@]}")
+left_ms=0; [ -n "$expires_at" ] && left_ms=$(ms_between "$EPOCHREALTIME" "$expires")
+if [ $add_rc = 0 ] && [ $up_rc = 0 ] && [ -n "$expires_at" ] && all_answered "$sweep" && [ "$left_ms" -gt 0 ]; then
+  result peer-expiring ok "wgm peer add visitor --expires-in 20s: expiresAt $expires_at, gateway $visitor_gw; the laptop and one Pod on each node ping each other, IPv4 and IPv6: $(sweep_summary "$sweep"), $left_ms ms before it expires"
+else
+  result peer-expiring fail "rc $add_rc ($(tail -1 <<<"$add_out" | cut -c1-120)), wg-quick up rc $up_rc, expiresAt '$expires_at' ($left_ms ms left): $(sweep_summary "$sweep")"
+fi
+ping_start peer-expiry wge-laptop "$dst"
+expired() { awk -v e="$expires" -v n="$EPOCHREALTIME" 'BEGIN { exit !(n > e) }' && silent peer-expiry; }
+wait_for $((left_ms / 1000 + resync_s * 3 + 10)) expired; expired_rc=$?
+ping_stop peer-expiry
+last=$(last_answer peer-expiry); after_ms=-999999; after_text="no answer at all"
+if [ -n "$last" ] && [ -n "$expires_at" ]; then
+  after_ms=$(ms_between "$expires" "$last")
+  after_text="last answer $after_ms ms after expiresAt"; [ $expired_rc = 0 ] || after_text="answers did not stop"
+fi
+goal timing "Peer expired: access ends" "$(met [ -n "$last" -a $expired_rc = 0 -a "$after_ms" -ge -2000 -a "$after_ms" -le $((resync_s * 1000)) ])" "$after_text" "< the resync period, $resync_s s"
+sweep=$(peer_sweep visitor-expired 3 "${visitor_addrs[@]}")
+peer_expired_event() {
+  kapi "http://$api:6443/apis/events.k8s.io/v1/namespaces/default/events" \
+    | jq -e '[.items[] | select(.regarding.name == "visitor" and (.regarding.kind // "Peer") == "Peer" and .reason == "PeerExpired")] | length > 0' >/dev/null
+}
+wait_for 15 peer_expired_event; event_rc=$?
+ready=$(peer_json visitor | jq -r '.status.conditions[]? | select(.type == "Ready") | "\(.status) \(.reason)"')
+# Answers may stop a little before expiresAt (its seconds, the clocks), not while it has seconds left.
+if [ $expired_rc = 0 ] && [ "$after_ms" -ge -2000 ] && none_answered "$sweep" && [ $event_rc = 0 ] && ! holds "$visitor_gw" "$visitor_key"; then
+  result peer-expired ok "visitor expired at $expires_at: the laptop's last answer $after_ms ms after it (resync period $resync_s s); then $(sweep_summary "$sweep"), $visitor_gw holds its key no more, a PeerExpired Event, Ready '$ready'"
+else
+  result peer-expired fail "$after_text; $(sweep_summary "$sweep"); PeerExpired Event: $(if [ $event_rc = 0 ]; then echo yes; else echo no; fi); gateway holds the key: $(holds "$visitor_gw" "$visitor_key" && echo yes || echo no); Ready '$ready'"
+fi
+laptop_down || echo "e2e: wg-quick down visitor failed: $(tail -2 "$work/wg-quick-visitor.txt")"
+wgm peer remove visitor >/dev/null 2>&1 || echo "e2e: wgm peer remove visitor failed"
+capture_check laptop
 
 # --- uninstall, then install again (defects 6 and 7): the cleanup waits for the node's Pods; after it no
 # wgmesh state is left; a new install hands out the Pod CIDRs in another order and every node works ---

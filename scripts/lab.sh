@@ -11,7 +11,8 @@
 # ($work/kubeconfig), and the scenario's own setup and faults (kapi) a harness identity. Every Node write
 # is recorded in $WGMESH_RECORD ($work/writes.jsonl unless set), for check-admission-policies.py --replay.
 # Traffic goes only to addresses of these namespaces. Here too, once for every scenario: the result lines and
-# their count, `wg show` of a node's interface, Node registration, and the underlay's namespaces.
+# their count, `wg show` of a node's interface, Node registration, and the underlay's namespaces. A laptop outside
+# the cluster (a Peer) behind a NAT of its own is built here too (lab_laptop, at the end).
 # wireguard-go's sockets share one folder across namespaces: each node's interface needs its own name.
 ifname() { if [ "$backend" = userspace ]; then echo "wgm-$1"; else echo wgmesh0; fi; }
 lan() { ip netns exec wge-lan "$@"; }
@@ -19,6 +20,9 @@ api=192.0.2.254
 nodes=(n1 n2 n3)
 clusterv4=10.244.0.0/16
 clusterv6=fd00:10:244::/48
+# The controller's default --peer-cidr: the tunnel addresses of the Peers (machines outside the cluster).
+peerv4=10.250.0.0/16
+peerv6=fd00:10:250::/64
 . "$(dirname "${BASH_SOURCE[0]}")/goals.sh"
 record_file="${WGMESH_RECORD:-$work/writes.jsonl}"
 pids=()
@@ -52,6 +56,7 @@ running() { [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/nu
 # A process that still runs 10 s after SIGTERM is named and killed, so that a hung shutdown cannot hang the run.
 lab_cleanup() {
   local p end=$((SECONDS + 10))
+  laptop_cleanup
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${pids[@]}"; do while running "$p" && [ $SECONDS -lt $end ]; do sleep 0.2; done; done
   for p in "${pids[@]}"; do
@@ -71,59 +76,68 @@ wait_for() {
 
 # packets CAPTURE [FILTER...]: how many packets of a capture file match the tcpdump filter (all without one).
 packets() { local file=$1; shift; tcpdump -r "$file" -nn "$@" 2>/dev/null | wc -l; }
-# The filter for packets to or from a Pod address: none may cross the underlay outside WireGuard.
-pod_traffic="net $clusterv4 or net $clusterv6"
+# The filter for packets to or from a Pod address or a Peer's tunnel address: none may cross the underlay outside
+# WireGuard.
+pod_traffic="net $clusterv4 or net $clusterv6 or net $peerv4 or net $peerv6"
 # A WireGuard message (its header: a type from 1 to 4, then three reserved zero bytes), whatever its outer
 # addresses: the kernel sent one from the tunnel's own address while a node's underlay had none.
 wireguard_message="udp and udp[8] >= 1 and udp[8] <= 4 and udp[9:2] = 0 and udp[11] = 0"
-# A leak: a packet to or from a Pod address that is not a WireGuard message.
+# A leak: a packet to or from a Pod or Peer address that is not a WireGuard message.
 pod_leak="($pod_traffic) and not ($wireguard_message)"
 
-# --- The leak capture: every packet to or from a Pod address on the underlay, filtered in the kernel (WireGuard's
-# outer headers carry node addresses, so they never match and the capture stays small however much the mesh
-# carries), headers only (-s 128), in a 16 MiB buffer. What the kernel dropped is read back from tcpdump: a
+# --- The leak capture: every packet to or from a Pod or Peer address on the underlay, filtered in the kernel
+# (WireGuard's outer headers carry node addresses, so they never match and the capture stays small however much the
+# mesh carries), headers only (-s 128), in a 16 MiB buffer. What the kernel dropped is read back from tcpdump: a
 # capture that dropped a packet proves nothing, so any drop fails the check. At the stop, one canary (a UDP
 # datagram to a Pod address, sent in the clear by the outside host wge-ext) must be in it: the capture and its
-# filter see what they are there to see.
-capture_start() {
-  ip netns exec wge-lan tcpdump -i wge-br0 -nn -U -s 128 -B 16384 -w "$work/underlay.pcap" "$pod_traffic" 2>"$work/capture.txt" &
+# filter see what they are there to see. lab_api starts the one that runs over the whole scenario; a section
+# may run one of its own beside it, named (capture_start NAME ... capture_check NAME): its files and result
+# lines carry the name.
+# shellcheck disable=SC2120  # NAME is optional: lab_api's capture has none
+capture_start() {  # capture_start [NAME]
+  local name=${1:+-$1}
+  ip netns exec wge-lan tcpdump -i wge-br0 -nn -U -s 128 -B 16384 -w "$work/underlay$name.pcap" "$pod_traffic" 2>"$work/capture$name.txt" &
   pids+=($!)
-  capture=$!
+  eval "capture_pid_${1:-all}=$!"
+  # Only once it listens does it see every packet that follows.
+  wait_for 10 grep -q "listening on" "$work/capture$name.txt"
 }
 # capture_drops STDERR: the packets the kernel dropped, from the statistics tcpdump printed to STDERR as it ended.
 capture_drops() { sed -n 's/^\([0-9]*\) packets\{0,1\} dropped by kernel.*/\1/p' "$1"; }
 canary_address=10.244.255.254
 canary="src host 192.0.2.100 and dst host $canary_address and udp dst port 9"
-# capture_check: the canary sent, the capture stopped, and its figures in result lines: leak-check (no
-# Pod-addressed packet outside WireGuard but the canary, the canary seen) and capture-drops (none); both
-# functional goals.
+# capture_check [NAME]: the canary sent, the capture stopped, and its figures in result lines: leak-check[-NAME] (no
+# Pod- or Peer-addressed packet outside WireGuard but the canary, the canary seen) and capture-drops[-NAME] (none);
+# both functional goals.
 capture_check() {
+  local name=${1:+-$1} pid
+  eval "pid=\${capture_pid_${1:-all}:-}"
   ip -n wge-ext route replace "$canary_address/32" dev eth0
   ip -n wge-ext neigh replace "$canary_address" lladdr 02:00:00:00:00:fe dev eth0 nud permanent
   ip netns exec wge-ext bash -c "echo wgmesh-canary >/dev/udp/$canary_address/9"
   sleep 1
-  kill -INT "$capture" 2>/dev/null; wait "$capture" 2>/dev/null
-  local total leaked seen outer dropped stats
-  total=$(packets "$work/underlay.pcap")
-  leaked=$(packets "$work/underlay.pcap" "($pod_leak) and not ($canary)")
-  seen=$(packets "$work/underlay.pcap" "$canary")
+  kill -INT "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  local pcap="$work/underlay$name.pcap" total leaked seen outer dropped stats
+  total=$(packets "$pcap")
+  leaked=$(packets "$pcap" "($pod_leak) and not ($canary)")
+  seen=$(packets "$pcap" "$canary")
   # WireGuard messages whose outer source is a tunnel address: encrypted, but sent while a node's underlay
   # had no address (an address change); counted apart.
-  outer=$(packets "$work/underlay.pcap" "$wireguard_message")
-  dropped=$(capture_drops "$work/capture.txt")
-  stats=$(grep -E 'packets? (captured|received|dropped)' "$work/capture.txt" | paste -sd, -)
+  outer=$(packets "$pcap" "$wireguard_message")
+  dropped=$(capture_drops "$work/capture$name.txt")
+  stats=$(grep -E 'packets? (captured|received|dropped)' "$work/capture$name.txt" | paste -sd, -)
   if [ "$leaked" -eq 0 ] && [ "$seen" -ge 1 ]; then
-    result leak-check ok "0 Pod-addressed packets outside WireGuard on the underlay; the capture (kernel filter: Pod addresses) held $total: the canary, $outer WireGuard messages with a tunnel address as outer source"
+    result "leak-check$name" ok "0 Pod- or Peer-addressed packets outside WireGuard on the underlay; the capture (kernel filter: Pod and Peer addresses) held $total: the canary, $outer WireGuard messages with a tunnel address as outer source"
   else
-    result leak-check fail "$leaked Pod-addressed packets outside WireGuard on the underlay, canary seen $seen times (of 1 sent): $(tcpdump -r "$work/underlay.pcap" -nn "($pod_leak) and not ($canary)" 2>/dev/null | head -3 | cut -c1-150)"
+    result "leak-check$name" fail "$leaked Pod- or Peer-addressed packets outside WireGuard on the underlay, canary seen $seen times (of 1 sent): $(tcpdump -r "$pcap" -nn "($pod_leak) and not ($canary)" 2>/dev/null | head -3 | cut -c1-150)"
   fi
-  goal functional "leaked packets" "$(met [ "$leaked" -eq 0 -a "$seen" -ge 1 ])" "$leaked (canary seen: $seen)" "0, canary seen" reported
+  goal functional "leaked packets${1:+ ($1)}" "$(met [ "$leaked" -eq 0 -a "$seen" -ge 1 ])" "$leaked (canary seen: $seen)" "0, canary seen" reported
   if [ "$dropped" = 0 ]; then
-    result capture-drops ok "the capture dropped nothing: $stats"
+    result "capture-drops$name" ok "the capture dropped nothing: $stats"
   else
-    result capture-drops fail "the capture dropped packets, so it proves nothing: $stats"
+    result "capture-drops$name" fail "the capture dropped packets, so it proves nothing: $stats"
   fi
-  goal functional "capture drops" "$(met [ "$dropped" = 0 ])" "${dropped:-unknown}" "0" reported
+  goal functional "capture drops${1:+ ($1)}" "$(met [ "$dropped" = 0 ])" "${dropped:-unknown}" "0" reported
 }
 
 # --- One loss measure for every scenario and the demo ---
@@ -245,11 +259,13 @@ lab_underlay() {
   lab_namespace ext 100 ipv6
 }
 
-# A capture of the underlay (for the leak check) and the test API server with one Node per node.
+# A capture of the underlay (for the leak check) and the test API server with one Node per node, serving the
+# Peer resource (manifests/peer-crd.yaml).
 lab_api() {
+  # shellcheck disable=SC2119  # the scenario's own capture: no name
   capture_start
   ip netns exec wge-lan "$bin/TestAPIServerTool" $api 6443 "$work/kubeconfig" --agents "${agent_nodes:-${nodes[*]}}" \
-    --record "$record_file" >"$work/apiserver.log" 2>&1 &
+    --record "$record_file" --crd "$root/manifests/peer-crd.yaml" >"$work/apiserver.log" 2>&1 &
   pids+=($!)
   apiserver=$!
   wait_for 30 lan curl -sf "http://$api:6443/api/v1/nodes" || { echo "the test API server did not start"; cat "$work/apiserver.log"; return 1; }
@@ -357,4 +373,113 @@ cni_del() {  # cni_del NODE POD
   done
   ip netns del "$ns"
   return $rc
+}
+
+# --- A laptop outside the cluster, behind NAT (a Peer: docs/operations.md#outside-peers) ---
+# Two namespaces beside the nodes: PREFIX-nat, a home router on the underlay bridge at $nat_ip that masquerades
+# (nftables) what comes from its private link ($laptop_link) and forwards nothing the other way but the answers; and
+# PREFIX-laptop at $laptop_ip on that link, its default route via the router and no other: it reaches the underlay only
+# through the NAT, and the underlay never sees its own address. IPv4 only on the underlay side, as the nodes'
+# endpoints are. PREFIX is lab_prefix, wge (the lab's) unless set: scripts/lab-laptop-selftest.sh builds the same on an
+# underlay of its own (PREFIX-lan, bridge PREFIX-br0) beside a running scenario.
+nat_ip=192.0.2.150
+laptop_link=192.168.77.0/24
+laptop_router=192.168.77.1
+laptop_ip=192.168.77.2
+lab_laptop() {
+  local p=${lab_prefix:-wge}
+  ip netns add "$p-nat" && ip netns add "$p-laptop" || return 1
+  ip -n "$p-lan" link add "$p-nat" type veth peer name eth0 netns "$p-nat"
+  ip -n "$p-lan" link set "$p-nat" master "$p-br0" up
+  ip -n "$p-nat" link set lo up
+  ip -n "$p-nat" link set eth0 up
+  ip -n "$p-nat" addr add "$nat_ip/24" dev eth0
+  ip -n "$p-nat" link add lan0 type veth peer name eth0 netns "$p-laptop"
+  ip -n "$p-nat" link set lan0 up
+  ip -n "$p-nat" addr add "$laptop_router/24" dev lan0
+  ip -n "$p-laptop" link set lo up
+  ip -n "$p-laptop" link set eth0 up
+  ip -n "$p-laptop" addr add "$laptop_ip/24" dev eth0
+  ip -n "$p-laptop" route add default via "$laptop_router"
+  ip netns exec "$p-nat" sysctl -qw net.ipv4.ip_forward=1
+  ip netns exec "$p-nat" nft -f - <<NFT
+table ip home-router {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "eth0" ip saddr $laptop_link masquerade
+  }
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "lan0" oifname "eth0" accept
+  }
+}
+NFT
+}
+
+# laptop_up CONFIG: `wg-quick up CONFIG` in the laptop's namespace, its output in $work/wg-quick-IFACE.txt (wg-quick
+# names the interface after the file: laptop.conf, laptop). Where the kernel has no WireGuard (the host) wg-quick falls
+# back to WG_QUICK_USERSPACE_IMPLEMENTATION, wireguard-go, which puts itself in the background: its PID, found in the
+# namespace by its command line, goes to laptop_wg_pid (empty on kernel WireGuard), for laptop_down.
+laptop_up() {
+  local p=${lab_prefix:-wge} iface pid
+  iface=$(basename "$1" .conf)
+  ip netns exec "$p-laptop" env WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go wg-quick up "$1" >"$work/wg-quick-$iface.txt" 2>&1 \
+    || { echo "lab: wg-quick up $1 failed: $(tail -3 "$work/wg-quick-$iface.txt")" >&2; return 1; }
+  laptop_conf=$1
+  laptop_wg_pid=""
+  for pid in $(ip netns pids "$p-laptop"); do
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = wireguard-go ] && [ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" = "wireguard-go $iface " ] \
+      && laptop_wg_pid=$pid
+  done
+  return 0
+}
+# laptop_down: `wg-quick down` of what laptop_up brought up. Its interface gone, wireguard-go ends by itself; one that
+# still runs 5 s later is ended (by its PID).
+laptop_down() {
+  local p=${lab_prefix:-wge} iface rc end=$((SECONDS + 5))
+  [ -n "${laptop_conf:-}" ] || return 0
+  iface=$(basename "$laptop_conf" .conf)
+  ip netns exec "$p-laptop" wg-quick down "$laptop_conf" >>"$work/wg-quick-$iface.txt" 2>&1; rc=$?
+  if [ -n "${laptop_wg_pid:-}" ]; then
+    while running "$laptop_wg_pid" && [ $SECONDS -lt $end ]; do sleep 0.1; done
+    running "$laptop_wg_pid" && { echo "lab: wireguard-go of $iface still runs 5 s after wg-quick down: ended" >&2; kill "$laptop_wg_pid"; }
+  fi
+  laptop_conf=""
+  laptop_wg_pid=""
+  return $rc
+}
+# laptop_cleanup: the laptop's WireGuard down, if up (lab_cleanup; the namespaces go with the others).
+laptop_cleanup() { laptop_down >/dev/null 2>&1; }
+
+# laptop_capture_start: every IP packet on the underlay bridge to or from the NAT's address, the laptop's private
+# link or a Pod or Peer address, headers only, until laptop_capture_check.
+laptop_capture_start() {
+  local p=${lab_prefix:-wge}
+  ip netns exec "$p-lan" tcpdump -i "$p-br0" -nn -U -s 128 -B 16384 -w "$work/laptop-underlay.pcap" \
+    "(ip or ip6) and (host $nat_ip or net $laptop_link or $pod_traffic)" 2>"$work/laptop-capture.txt" &
+  pids+=($!)
+  laptop_capture=$!
+  wait_for 10 grep -q "listening on" "$work/laptop-capture.txt"
+}
+# laptop_capture_check GATEWAY_ENDPOINT [CANARY_FILTER]: stops it and counts: laptop_wg_out and laptop_wg_in, the
+# WireGuard messages from the NAT's address to GATEWAY_ENDPOINT (host:port) and back; laptop_other, the NAT's other
+# packets; laptop_private, packets with an address of the private link; laptop_leaked, Pod- or Peer-addressed packets
+# outside WireGuard (but those CANARY_FILTER matches); laptop_dropped, what the kernel dropped. laptop_figures says it
+# all in words. It succeeds when the laptop crossed the underlay as WireGuard both ways between the NAT and the gateway
+# and as nothing else, and nothing leaked or was dropped.
+laptop_capture_check() {
+  local host=${1%:*} port=${1##*:} pcap="$work/laptop-underlay.pcap" total canary_filter=${2:-}
+  host=${host#[}; host=${host%]}
+  kill -INT "${laptop_capture:-}" 2>/dev/null; wait "${laptop_capture:-}" 2>/dev/null
+  total=$(packets "$pcap")
+  laptop_wg_out=$(packets "$pcap" "src host $nat_ip and dst host $host and udp dst port $port and ($wireguard_message)")
+  laptop_wg_in=$(packets "$pcap" "src host $host and udp src port $port and dst host $nat_ip and ($wireguard_message)")
+  laptop_other=$(packets "$pcap" "host $nat_ip and not (host $host and udp port $port and ($wireguard_message))")
+  laptop_private=$(packets "$pcap" "net $laptop_link")
+  laptop_leaked=$(packets "$pcap" "($pod_leak)${canary_filter:+ and not ($canary_filter)}")
+  laptop_dropped=$(capture_drops "$work/laptop-capture.txt")
+  laptop_figures="$total packets: $laptop_wg_out WireGuard messages $nat_ip -> $1, $laptop_wg_in back, $laptop_other other packets of the NAT, $laptop_private with a private address, $laptop_leaked Pod- or Peer-addressed outside WireGuard, ${laptop_dropped:-unknown} dropped by the capture"
+  [ "$laptop_wg_out" -ge 1 ] && [ "$laptop_wg_in" -ge 1 ] && [ "$laptop_other" = 0 ] && [ "$laptop_private" = 0 ] \
+    && [ "$laptop_leaked" = 0 ] && [ "$laptop_dropped" = 0 ]
 }
