@@ -714,7 +714,7 @@ if [ "$backend" = kernel ] && command -v wireguard-go >/dev/null; then
   register_node n4 192.0.2.4
   mkdir -p "$work/n4"
   ip netns exec wge-n4 "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig.agent-n4" --node-name n4 --backend userspace --interface wgm-n4 \
-    --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --state-dir "$work/n4/state" --cni-conf-dir "$work/n4/cni" \
+    --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --peer-cidr $peercidrs --state-dir "$work/n4/state" --cni-conf-dir "$work/n4/cni" \
     --metrics-bind-address 127.0.0.1:9586 --resync-period 3s >>"$work/n4/agent.log" 2>&1 &
   pids+=($!)
   joined() { [ "$(annotation n4 applied-key-generation)" = "$(annotation n4 key-generation)" ] && [ -n "$(annotation n4 key-generation)" ] \

@@ -20,6 +20,8 @@ api=192.0.2.254
 nodes=(n1 n2 n3)
 clusterv4=10.244.0.0/16
 clusterv6=fd00:10:244::/48
+# The outside peers' ranges (`--peer-cidr`), one per family, as the controller and every agent get them.
+peercidrs=10.250.0.0/16,fd00:10:250::/112
 # The controller's default --peer-cidr: the tunnel addresses of the Peers (machines outside the cluster).
 peerv4=10.250.0.0/16
 peerv6=fd00:10:250::/64
@@ -278,7 +280,7 @@ lab_api() {
 
 start_controller() {
   ip netns exec wge-lan "$bin/wgmesh" controller --kubeconfig "$work/kubeconfig.controller" --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 \
-    --cidr-source wgmesh --rotation-grace 2s --lease-namespace default >>"$work/controller.log" 2>&1 &
+    --peer-cidr $peercidrs --cidr-source wgmesh --rotation-grace 2s --lease-namespace default >>"$work/controller.log" 2>&1 &
   controller=$!
   pids+=($controller)
 }
@@ -291,8 +293,8 @@ start_agent() {  # start_agent NODE (resync_period, 3s unless set)
   mkdir -p "$work/$1"
   local external=(); [ "${wireguard_go:-agent}" = device ] && external=(--external-wireguard-go)
   setsid ip netns exec "wge-$1" "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig.agent-$1" --node-name "$1" --backend "$backend" --interface "$(ifname "$1")" \
-    --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --state-dir "$work/$1/state" --cni-conf-dir "$work/$1/cni" \
-    --metrics-bind-address 127.0.0.1:9586 --resync-period "${resync_period:-3s}" "${external[@]}" >>"$work/$1/agent.log" 2>&1 &
+    --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --peer-cidr $peercidrs --state-dir "$work/$1/state" \
+    --cni-conf-dir "$work/$1/cni" --metrics-bind-address 127.0.0.1:9586 --resync-period "${resync_period:-3s}" "${external[@]}" >>"$work/$1/agent.log" 2>&1 &
   eval "agent_$1=$!"
   pids+=($!)
 }

@@ -13,9 +13,10 @@ public enum Audit {
         _ api: any KubeAPI, cluster: AuditReport.Cluster, json: Bool, maxKeyAge: Int64, windowStart: Date,
         now: Date = Date()
     ) async throws -> (text: String, passed: Bool) {
+        let peers = try await Peers.list(api).map { Peers.rows($0, now: now) }
         let report = AuditReport(
             nodes: try await observedNodes(api), cluster: cluster, now: now, maxKeyAge: maxKeyAge,
-            windowStart: windowStart)
+            windowStart: windowStart, peers: peers)
         return (json ? report.json : report.markdown, report.passed)
     }
 }

@@ -66,12 +66,18 @@ public struct AuditReport: Sendable, Hashable, Codable {
     /// Unencrypted packets counted from this time on fail the report.
     public var windowStart: String
     public var nodes: [Node]
+    /// The outside peers (Peer objects); nil when the cluster does not serve them.
+    public var peers: [Peers.Row]?
     public var checks: [Check]
     public var passed: Bool
 
     /// The report for `nodes` at `now`: keys older than `maxKeyAge` seconds fail, and so does any unencrypted
     /// packet counted at or after `windowStart`.
-    public init(nodes observed: [ObservedNode], cluster: Cluster, now: Date, maxKeyAge: Int64, windowStart: Date) {
+    public init(
+        nodes observed: [ObservedNode], cluster: Cluster, now: Date, maxKeyAge: Int64, windowStart: Date,
+        peers: [Peers.Row]? = nil
+    ) {
+        self.peers = peers
         generatedAt = RFC3339.format(now)
         self.cluster = cluster
         maxKeyAgeSeconds = maxKeyAge
@@ -105,7 +111,38 @@ public struct AuditReport: Sendable, Hashable, Codable {
             Self.strict(nodes),
             Self.unencrypted(nodes, windowStart: windowStart),
         ]
+        if let peers, !peers.isEmpty { checks.append(Self.outsidePeers(peers)) }
         passed = checks.allSatisfy(\.passed)
+    }
+
+    /// Outside access that should not stand: a Peer past its `expiresAt` still present (every node has dropped
+    /// it, but the object grants it again if someone moves the date), and an admitted Peer that never made a
+    /// handshake (access nobody uses).
+    static func outsidePeers(_ peers: [Peers.Row]) -> Check {
+        var details: [String] = []
+        for p in peers {
+            if p.expired {
+                details.append(
+                    """
+                    \(p.name): expired at \(p.expiresAt ?? "?") but still present: remove it (wgmesh peer remove \
+                    \(p.name))
+                    """)
+            } else if p.ready == "True", p.lastHandshakeTime == nil {
+                details.append(
+                    """
+                    \(p.name): admitted (gateway \(p.gateway ?? "?")) but no handshake seen: access nobody uses; \
+                    remove it if it is not about to be used
+                    """)
+            }
+        }
+        let passed = details.isEmpty
+        if passed {
+            let ready = peers.filter { $0.ready == "True" }.count
+            details.append("\(peers.count) Peers, \(ready) admitted, each with a handshake; none expired")
+        }
+        return Check(
+            name: "Outside peers: no expired Peer still present, no admitted Peer without a handshake",
+            passed: passed, details: details)
     }
 
     static func encrypting(_ nodes: [Node]) -> Check {
@@ -275,6 +312,24 @@ public struct AuditReport: Sendable, Hashable, Codable {
                 n.strict.map { $0 ? "on" : "off" } ?? "not reported", drops,
             ]
             out += "| " + cells.map(cell).joined(separator: " | ") + " |\n"
+        }
+        if let peers, !peers.isEmpty {
+            out += """
+
+                ## Outside peers
+
+                | Peer | Addresses | Gateway | Ready | Expires | Last handshake |
+                |---|---|---|---|---|---|
+
+                """
+            for p in peers {
+                let cells = [
+                    p.name, p.addresses.joined(separator: ", "), p.gateway ?? "none",
+                    p.ready + (p.reason.map { " (\($0))" } ?? ""), p.expiresAt ?? "never",
+                    p.lastHandshakeTime ?? "none",
+                ]
+                out += "| " + cells.map(cell).joined(separator: " | ") + " |\n"
+            }
         }
         return out + "\n"
     }

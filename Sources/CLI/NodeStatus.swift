@@ -85,8 +85,13 @@ public struct NodeStatusList: Sendable, Hashable, Codable {
     public var apiVersion = "wgmesh.dev/v1"
     public var kind = "NodeStatusList"
     public var items: [NodeStatus]
+    /// The outside peers; nil when the cluster does not serve them (or the caller may not list them).
+    public var peers: [Peers.Row]?
 
-    public init(items: [NodeStatus]) { self.items = items }
+    public init(items: [NodeStatus], peers: [Peers.Row]? = nil) {
+        self.items = items
+        self.peers = peers
+    }
 
     /// Every node reports `WireGuardMeshReady` True: the exit status of `wgmesh status`.
     public var allReady: Bool { items.allSatisfy { $0.ready == "True" } }

@@ -54,24 +54,29 @@ final class MeshAgentTests: XCTestCase {
     }
 
     func agent(
-        _ h: Harness, node: String = "n1", coalesce: Duration = .milliseconds(100), resync: Duration = .seconds(2)
+        _ h: Harness, node: String = "n1", coalesce: Duration = .milliseconds(100), resync: Duration = .seconds(2),
+        kernel: FakeKernel? = nil, peerCIDRs: [IPPrefix] = []
     ) -> MeshAgent {
-        MeshAgent(
-            api: h.agentClient, kernel: h.kernel.kernel,
+        // Another node's agent (a kernel of its own) keeps its files apart.
+        let own = kernel == nil ? "" : "-" + node
+        return MeshAgent(
+            api: h.agentClient, kernel: (kernel ?? h.kernel).kernel,
             configuration: .init(
-                nodeName: node, stateDirectory: h.state + "/state", cniConfDirectory: h.state + "/cni",
+                nodeName: node, stateDirectory: h.state + "/state" + own, cniConfDirectory: h.state + "/cni" + own,
                 clusterCIDRs: clusterCIDRs,
-                resyncPeriod: resync, coalescePeriod: coalesce), logger: h.logs.logger("agent"))
+                resyncPeriod: resync, coalescePeriod: coalesce, peerCIDRs: peerCIDRs), logger: h.logs.logger("agent"))
     }
 
-    func controller(_ h: Harness, rotationGrace: TimeInterval = 10) throws -> Task<Void, Never> {
+    func controller(_ h: Harness, rotationGrace: TimeInterval = 10, peerCIDRs: [IPPrefix] = []) throws -> Task<
+        Void, Never
+    > {
         let c = try MeshController(
             api: h.client,
             configuration: .init(
                 clusterCIDRs: clusterCIDRs,
                 policy: .init(
                     cidrSource: .wgmesh, rotation: .init(grace: rotationGrace), specWait: 0),
-                identity: "test"), logger: Logger(label: "controller") { _ in SwiftLogNoOpLogHandler() })
+                identity: "test", peerCIDRs: peerCIDRs), logger: Logger(label: "controller") { _ in SwiftLogNoOpLogHandler() })
         return Task { await c.run() }
     }
 

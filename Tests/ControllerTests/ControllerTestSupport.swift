@@ -125,13 +125,14 @@ final class TestCluster: @unchecked Sendable {
     func controller(
         _ identity: String, clusterCIDRs: [String] = ["10.240.0.0/12", "fd00:10:244::/48"],
         policy: ControllerPolicy = .init(),
-        specWait: TimeInterval = 0, maxConcurrentRotations: Int = 1
+        specWait: TimeInterval = 0, maxConcurrentRotations: Int = 1, peerCIDRs: [String] = []
     ) throws -> MeshController {
         var policy = policy
         policy.specWait = specWait
         let config = MeshController.Configuration(
             clusterCIDRs: try clusterCIDRs.map { try IPPrefix($0) }, policy: policy,
-            maxConcurrentRotations: maxConcurrentRotations, identity: identity)
+            maxConcurrentRotations: maxConcurrentRotations, identity: identity,
+            peerCIDRs: try peerCIDRs.map { try IPPrefix($0) })
         return try MeshController(
             api: controllerClient, configuration: config, logger: logs.logger("controller-\(identity)"),
             informer: .init(
