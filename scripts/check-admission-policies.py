@@ -318,9 +318,11 @@ def replay(rendered, files):
             bad.append(f"{path}: no write recorded: the scenario ran without --record, or wrote nothing to a Node")
         for number, line in lines:
             write = json.loads(line)
-            req = {"uid": f"{path}:{number}", "kind": {"group": "", "version": "v1", "kind": "Node"},
-                   "resource": {"group": "", "version": "v1", "resource": "nodes"}, "subResource": write.get("subResource", ""),
-                   "requestKind": {"group": "", "version": "v1", "kind": "Node"}, "name": write["name"],
+            # A write records its resource (a Node or a Peer); older records are all Nodes'.
+            kind = write.get("kind", {"group": "", "version": "v1", "kind": "Node"})
+            req = {"uid": f"{path}:{number}", "kind": kind,
+                   "resource": write.get("resource", {"group": "", "version": "v1", "resource": "nodes"}),
+                   "subResource": write.get("subResource", ""), "requestKind": kind, "name": write["name"],
                    "operation": write["operation"], "userInfo": write["userInfo"], "dryRun": False}
             who = identity(write["userInfo"])
             harness = HARNESS in write["userInfo"].get("groups", [])
@@ -332,7 +334,7 @@ def replay(rendered, files):
             if messages and harness:
                 harness_refused += 1
             elif messages:
-                resource = "nodes" + ("/" + req["subResource"] if req["subResource"] else "")
+                resource = req["resource"]["resource"] + ("/" + req["subResource"] if req["subResource"] else "")
                 bad.append(f"{path}:{number}: {who}: {write['operation']} {resource} {write['name']}, changed "
                            f"{changes(write.get('oldObject'), write.get('object'))}: refused: " + " | ".join(messages))
     for who, n in sorted(counts.items()):
