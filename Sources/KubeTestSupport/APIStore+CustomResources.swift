@@ -28,7 +28,8 @@ extension APIStore {
         if let current {
             // The status strategy keeps the generation with the rest of the object.
             let generation = current["metadata"]?["generation"]?.int ?? 1
-            let same = subresource == "status" || APIStore.withoutMetadata(.object(next)) == APIStore.withoutMetadata(current)
+            let same =
+                subresource == "status" || APIStore.withoutMetadata(.object(next)) == APIStore.withoutMetadata(current)
             meta["generation"] = .integer(same ? generation : generation + 1)
         } else {
             meta["generation"] = .integer(1)

@@ -231,7 +231,8 @@ public struct APIStore: Sendable {
         try validateAnnotations(proposed, name: name)
         var next = proposed.object ?? [:]
         if customResource != nil {
-            next = try admitCustomResource(proposed, current: current, subresource: subresource, name: name).object ?? [:]
+            next =
+                try admitCustomResource(proposed, current: current, subresource: subresource, name: name).object ?? [:]
         } else if subresource == "status" {
             next = current.object ?? [:]
             next["status"] = proposed["status"]

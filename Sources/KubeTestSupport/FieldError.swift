@@ -49,7 +49,8 @@ struct FieldError: Sendable, Hashable {
     static func notSupported(_ field: String, _ value: JSON, supported: [String]) -> FieldError {
         FieldError(
             kind: .notSupported, field: field, value: .json(value),
-            detail: supported.isEmpty ? "" : "supported values: " + supported.map(FieldError.quoted).joined(separator: ", "))
+            detail: supported.isEmpty
+                ? "" : "supported values: " + supported.map(FieldError.quoted).joined(separator: ", "))
     }
     static func duplicate(_ field: String, _ value: JSON) -> FieldError {
         FieldError(kind: .duplicate, field: field, value: .json(value), detail: "")

@@ -158,7 +158,8 @@ struct OpenAPISchema: Sendable {
             if let minimum, number < minimum {
                 errors.append(
                     .invalid(
-                        path, value, "\(path) in body should be greater than or equal to \(FieldError.goFloat(minimum))"))
+                        path, value, "\(path) in body should be greater than or equal to \(FieldError.goFloat(minimum))"
+                    ))
             }
             if let maximum, number > maximum {
                 errors.append(

@@ -37,7 +37,9 @@ extension TestAPIServer {
         let operation = ["POST": "CREATE", "DELETE": "DELETE"][method] ?? "UPDATE"
         let r = route.resource
         return .object([
-            "resource": .object(["group": .string(r.group), "version": .string(r.version), "resource": .string(r.plural)]),
+            "resource": .object([
+                "group": .string(r.group), "version": .string(r.version), "resource": .string(r.plural),
+            ]),
             "kind": .object(["group": .string(r.group), "version": .string(r.version), "kind": .string(r.kind)]),
             "userInfo": user.json, "operation": .string(operation), "subResource": .string(route.subresource ?? ""),
             "name": .string(route.name ?? ObjectMeta(result["metadata"]).name),

@@ -123,7 +123,7 @@ for (token, identity) in identities {
 }
 FileHandle.standardOutput.write(
     Data(
-        "test API server listening on \(server.url)\(recordPath.map { ", recording Node and Peer writes to \($0)" } ?? "")\n"
-            .utf8))
+        ("test API server listening on \(server.url)"
+            + (recordPath.map { ", recording Node and Peer writes to \($0)" } ?? "") + "\n").utf8))
 // Runs until killed (SIGTERM's default action).
 while true { try await Task.sleep(for: .seconds(3600)) }
