@@ -52,6 +52,7 @@ let package = Package(
             name: "KubeTestSupport",
             dependencies: [
                 "Kube",
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -21,8 +21,12 @@ public struct APIResource: Sendable, Hashable, CustomStringConvertible {
         group: "coordination.k8s.io", version: "v1", plural: "leases", kind: "Lease", namespaced: true)
     public static let events = APIResource(
         group: "events.k8s.io", version: "v1", plural: "events", kind: "Event", namespaced: true)
+    /// wgmesh's own custom resource (manifests/peer-crd.yaml): a machine outside the cluster that joins the mesh.
     public static let peers = APIResource(
         group: "wgmesh.dev", version: "v1alpha1", plural: "peers", kind: "Peer", namespaced: false)
+    public static let customResourceDefinitions = APIResource(
+        group: "apiextensions.k8s.io", version: "v1", plural: "customresourcedefinitions",
+        kind: "CustomResourceDefinition", namespaced: false)
 
     /// `v1`, `coordination.k8s.io/v1`.
     public var apiVersion: String { group.isEmpty ? version : group + "/" + version }

@@ -31,6 +31,8 @@ public struct APIStore: Sendable {
     /// Oldest version a watch or a continue token may start from; older ones get 410 Expired.
     private(set) public var windowStart: Int64
     private let windowSize: Int
+    /// Set when the resource is a CustomResourceDefinition's: its schema and subresources.
+    var customResource: CustomResourceDefinition.Version?
 
     public init(resource: APIResource, firstResourceVersion: Int64 = 100, windowSize: Int = 1000) {
         self.resource = resource
@@ -39,8 +41,9 @@ public struct APIStore: Sendable {
         self.windowSize = windowSize
     }
 
-    /// Whether the type has a `status` subresource (Node does; Lease and Event do not).
-    public var hasStatus: Bool { resource.kind == "Node" }
+    /// Whether the type has a `status` subresource (Node does; Lease and Event do not; a custom resource
+    /// does when its definition says so).
+    public var hasStatus: Bool { customResource.map(\.hasStatus) ?? (resource == .nodes) }
 
     // MARK: reads
 
@@ -149,6 +152,8 @@ public struct APIStore: Sendable {
                 name: meta.name)
         }
         try validateAnnotations(object, name: meta.name)
+        object = try admitDefinition(object)
+        object = try admitCustomResource(object, current: nil, subresource: nil, name: meta.name)
         guard objects[meta.name] == nil else {
             throw status(
                 409, "AlreadyExists", "\(resource.qualifiedName) \"\(meta.name)\" already exists", name: meta.name)
@@ -225,7 +230,10 @@ public struct APIStore: Sendable {
         }
         try validateAnnotations(proposed, name: name)
         var next = proposed.object ?? [:]
-        if subresource == "status" {
+        if customResource != nil {
+            next =
+                try admitCustomResource(proposed, current: current, subresource: subresource, name: name).object ?? [:]
+        } else if subresource == "status" {
             next = current.object ?? [:]
             next["status"] = proposed["status"]
         } else if hasStatus {
@@ -235,6 +243,11 @@ public struct APIStore: Sendable {
         var meta = next["metadata"]?.object ?? [:]
         for key in ["uid", "creationTimestamp", "managedFields"] { meta[key] = current["metadata"]?[key] }
         next["metadata"] = .object(meta)
+        if resource == .customResourceDefinitions {
+            // The definition's status is the API server's.
+            next["status"] = nil
+            next = try admitDefinition(.object(next)).object ?? [:]
+        }
         return commit(
             .modified, name: name, object: .object(next), previous: current, manager: manager, subresource: subresource)
     }

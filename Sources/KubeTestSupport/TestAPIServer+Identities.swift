@@ -29,10 +29,18 @@ extension TestAPIServer {
         return .anonymous
     }
 
+    /// The resources whose writes `Options.recordNodeWrite` gets: those the admission policies judge.
+    static let recordedResources: Set<APIResource> = [.nodes, .peers]
+
     /// A write as admission sees it (what `Options.recordNodeWrite` gets).
     static func admissionRequest(_ method: String, route: Route, user: UserInfo, old: JSON?, result: JSON) -> JSON {
         let operation = ["POST": "CREATE", "DELETE": "DELETE"][method] ?? "UPDATE"
+        let r = route.resource
         return .object([
+            "resource": .object([
+                "group": .string(r.group), "version": .string(r.version), "resource": .string(r.plural),
+            ]),
+            "kind": .object(["group": .string(r.group), "version": .string(r.version), "kind": .string(r.kind)]),
             "userInfo": user.json, "operation": .string(operation), "subResource": .string(route.subresource ?? ""),
             "name": .string(route.name ?? ObjectMeta(result["metadata"]).name),
             "oldObject": old ?? .null, "object": operation == "DELETE" ? .null : result,

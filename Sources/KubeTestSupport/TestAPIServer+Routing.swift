@@ -28,7 +28,7 @@ extension TestAPIServer {
 
     func handle(_ request: Request, channel: any Channel) -> Response {
         let isWatch = request.query["watch"] == "1" || request.query["watch"] == "true"
-        let route = Route(request.path)
+        let route = Route(request.path, served: state.withLock { $0.servedResources })
         if let route {
             let verb = isWatch ? "WATCH" : (request.method == "GET" && route.name == nil ? "LIST" : request.method)
             state.withLock { $0.requests["\(verb) \(route.resource.plural)", default: 0] += 1 }
@@ -91,7 +91,8 @@ extension TestAPIServer {
             }
         }
         let record: (@Sendable (JSON) -> Void)? =
-            key.resource == .nodes && request.method != "GET" ? options.recordNodeWrite : nil
+            TestAPIServer.recordedResources.contains(key.resource) && request.method != "GET"
+            ? options.recordNodeWrite : nil
         let store = { (body: (inout APIStore) throws(Status) -> JSON) throws(Status) -> JSON in
             let result: Result<JSON, Status> = self.withStore(key.resource, namespace: key.namespace) { s in
                 do throws(Status) {
@@ -207,7 +208,8 @@ struct Route {
     var name: String?
     var subresource: String?
 
-    init?(_ path: String) {
+    /// nil unless the path names one of `served` (a resource of a CRD not yet created is 404, as on a real server).
+    init?(_ path: String, served: [APIResource]) {
         var parts = path.split(separator: "/").map(String.init)[...]
         let group: String
         let version: String
@@ -230,7 +232,7 @@ struct Route {
             parts = parts.dropFirst(2)
         }
         guard let plural = parts.first,
-            let resource = TestAPIServer.resources.first(where: {
+            let resource = served.first(where: {
                 $0.group == group && $0.version == version && $0.plural == plural
             }),
             resource.namespaced == (namespace != nil), parts.count <= 3

@@ -10,7 +10,8 @@ import Synchronization
     import Foundation
 #endif
 
-/// A Kubernetes-API-compatible server on loopback, over HTTP or HTTPS, for Nodes, Leases and Events.
+/// A Kubernetes-API-compatible server on loopback, over HTTP or HTTPS, for Nodes, Leases, Events and the custom
+/// resources of the CustomResourceDefinitions created in it (TestAPIServer+CustomResources).
 /// Semantics follow kube-apiserver (see `APIStore`); shapes follow the responses captured from a real
 /// one. Tests reach into its state directly and inject faults: failing requests, 409 storms, slow
 /// answers, dropped and expired watches.
@@ -38,8 +39,9 @@ public final class TestAPIServer: Sendable {
         /// them is `UserInfo.testClient` when `token` or a client certificate let it in, else `anonymous`.
         public var identities: [String: UserInfo]
         /// Called, in the order of the writes, with one admission request for every accepted POST, PUT,
-        /// PATCH and DELETE of a Node or its status: userInfo, operation, subResource, name, oldObject and
-        /// object (the stored result; null for a DELETE), as a ValidatingAdmissionPolicy would see it.
+        /// PATCH and DELETE of a Node or a Peer, or of its status: resource, kind, userInfo, operation,
+        /// subResource, name, oldObject and object (the stored result; null for a DELETE), as a
+        /// ValidatingAdmissionPolicy would see it.
         public var recordNodeWrite: (@Sendable (JSON) -> Void)?
 
         public init(
@@ -72,16 +74,25 @@ public final class TestAPIServer: Sendable {
         var faults: [Fault] = []
         var token: String?
         var requests: [String: Int] = [:]
+        /// The served versions of the CustomResourceDefinitions in the store, by the resource each adds.
+        var customResources: [APIResource: CustomResourceDefinition.Version] = [:]
 
         /// The store of `key`, made empty on first use.
         mutating func ensureStore(_ key: StoreKey, windowSize: Int) {
-            if stores[key] == nil { stores[key] = APIStore(resource: key.resource, windowSize: windowSize) }
+            if stores[key] == nil {
+                stores[key] = APIStore(resource: key.resource, windowSize: windowSize)
+                stores[key]!.customResource = customResources[key.resource]
+            }
         }
+
+        /// The built-in resources and those the CustomResourceDefinitions add.
+        var servedResources: [APIResource] { TestAPIServer.resources + Array(customResources.keys) }
     }
 
-    /// The resources served; Events in both the events.k8s.io and the core group.
+    /// The built-in resources served; Events in both the events.k8s.io and the core group. A created
+    /// CustomResourceDefinition adds its served versions.
     public static let resources: [APIResource] = [
-        .nodes, .leases, .events,
+        .nodes, .leases, .events, .customResourceDefinitions,
         APIResource(group: "", version: "v1", plural: "events", kind: "Event", namespaced: true),
     ]
 
@@ -169,6 +180,9 @@ public final class TestAPIServer: Sendable {
             defer {
                 if notifyWatchers, let store = s.stores[key], store.resourceVersion != before {
                     notify(&s, key, (try? store.changes(after: before)) ?? [])
+                }
+                if key.resource == .customResourceDefinitions, s.stores[key]?.resourceVersion != before {
+                    syncCustomResources(&s)
                 }
             }
             // Mutated in place: a copy of the store would copy its whole watch window on every write.

@@ -4,20 +4,26 @@
 // authenticator does: KUBECONFIG_OUT is a person's (kubernetes-admin: the people's commands),
 // KUBECONFIG_OUT.controller the controller's ServiceAccount, KUBECONFIG_OUT.agent-NODE the agent's Pod on
 // NODE (its token names the node), KUBECONFIG_OUT.harness the scenario's own setup and fault injection.
-// With --record, every accepted write to a Node or its status is appended to FILE as one admission request
+// With --crd FILE (repeatable), the CustomResourceDefinitions in FILE (YAML, e.g. manifests/peer-crd.yaml) are
+// created at start, so that their custom resources are served.
+// With --record, every accepted write to a Node or a Peer, or its status, is appended to FILE as one admission request
 // per line (scripts/check-admission-policies.py --replay evaluates them through the admission policies),
 // with "acceptedAt": when the server accepted the write (seconds since 1970, the machine's clock), which the
 // join figure of scripts/e2e.sh measures from.
 // With --tls CA_OUT, HTTPS with the test certificates (KubeTestSupport/TestCertificates: 127.0.0.1,
 // localhost, kubernetes.default.svc), their CA written to CA_OUT, as a Pod's service-account ca.crt
 // (scripts/check-containers.sh).
-// Usage: wgmesh-test-apiserver HOST PORT KUBECONFIG_OUT [--agents NODE,NODE...] [--record FILE] [--tls CA_OUT]
+// Usage: wgmesh-test-apiserver HOST PORT KUBECONFIG_OUT [--agents NODE,NODE...] [--crd FILE]... [--record FILE]
+//        [--tls CA_OUT]
 import Foundation
 import Kube
 import KubeTestSupport
 
-let usage =
-    "usage: wgmesh-test-apiserver HOST PORT KUBECONFIG_OUT [--agents NODE,NODE...] [--record FILE] [--tls CA_OUT]\n"
+let usage = """
+    usage: wgmesh-test-apiserver HOST PORT KUBECONFIG_OUT [--agents NODE,NODE...] [--crd FILE]... [--record FILE] \
+    [--tls CA_OUT]
+
+    """
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data((message + "\n" + usage).utf8))
     exit(2)
@@ -27,12 +33,16 @@ var positional: [String] = []
 var agents: [String] = []
 var recordPath: String?
 var caOut: String?
+var crdFiles: [String] = []
 var rest = CommandLine.arguments.dropFirst()
 while let arg = rest.popFirst() {
     switch arg {
     case "--agents":
         guard let list = rest.popFirst() else { fail("--agents needs a list of node names") }
         agents += list.split(whereSeparator: { $0 == "," || $0 == " " }).map(String.init)
+    case "--crd":
+        guard let path = rest.popFirst() else { fail("--crd needs a file of CustomResourceDefinitions") }
+        crdFiles.append(path)
     case "--record":
         guard let path = rest.popFirst() else { fail("--record needs a file") }
         recordPath = path
@@ -82,6 +92,13 @@ let server = try await TestAPIServer.start(
     .init(
         tls: caOut != nil, bookmarkInterval: .seconds(5), host: positional[0], port: port,
         identities: identities.mapValues(\.user), recordNodeWrite: record))
+for path in crdFiles {
+    do {
+        try server.createCustomResourceDefinitions(yaml: String(contentsOfFile: path, encoding: .utf8))
+    } catch {
+        fail("--crd \(path): \(error)")
+    }
+}
 for (token, identity) in identities {
     let kubeconfig = """
         apiVersion: v1
@@ -106,7 +123,7 @@ for (token, identity) in identities {
 }
 FileHandle.standardOutput.write(
     Data(
-        "test API server listening on \(server.url)\(recordPath.map { ", recording Node writes to \($0)" } ?? "")\n"
-            .utf8))
+        ("test API server listening on \(server.url)"
+            + (recordPath.map { ", recording Node and Peer writes to \($0)" } ?? "") + "\n").utf8))
 // Runs until killed (SIGTERM's default action).
 while true { try await Task.sleep(for: .seconds(3600)) }
