@@ -62,7 +62,7 @@ for _ in $(seq 100); do curl -sf http://192.0.2.254:6443/api/v1/nodes >/dev/null
 
 started=$EPOCHREALTIME
 # Started without a shell function around it, so that $! is the agent's own PID (for SIGHUP, RSS, CPU).
-ip netns exec wgb "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig" --node-name bench-node --cluster-cidr 10.0.0.0/8 \
+ip netns exec wgb "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig" --node-name bench-node --cluster-cidr 10.0.0.0/8 --peer-cidr "" \
   --state-dir "$work/state" --cni-conf-dir "$work/cni" --metrics-bind-address 127.0.0.1:9586 --resync-period 3600s >"$work/agent.log" 2>&1 &
 agent=$!
 pids+=($agent)

@@ -135,7 +135,7 @@ fi
 agree=1
 for n in "${nodes[@]}"; do
   ip netns exec "wge-$n" "$bin/wgmesh" agent --kubeconfig "$work/kubeconfig.agent-$n" --node-name "$n" --cluster-cidr $clusterv4 \
-    --cluster-cidr $clusterv6 --backend "$backend" --interface "$(ifname "$n")" --dry-run >"$work/$n/dry-run.txt" 2>&1
+    --cluster-cidr $clusterv6 --peer-cidr $peercidrs --backend "$backend" --interface "$(ifname "$n")" --dry-run >"$work/$n/dry-run.txt" 2>&1
   grep -q "diff: nothing to change" "$work/$n/dry-run.txt" || agree=0
   for m in "${nodes[@]}"; do
     [ "$m" = "$n" ] && continue

@@ -40,7 +40,7 @@ ms() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%d", (b - a) * 1000}'; }  # ms FR
 
 # A controller replica; its PID goes to ctl_NAME.
 ctl() {  # ctl NAME
-  ip netns exec wge-lan "$bin/wgmesh" controller --kubeconfig "$work/kubeconfig.controller" --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 \
+  ip netns exec wge-lan "$bin/wgmesh" controller --kubeconfig "$work/kubeconfig.controller" --cluster-cidr $clusterv4 --cluster-cidr $clusterv6 --peer-cidr $peercidrs \
     --cidr-source wgmesh --rotation-grace "${2:-$grace}" --lease-namespace default --identity "$1" >>"$work/controller-$1.log" 2>&1 &
   eval "ctl_$1=$!"
   pids+=($!)

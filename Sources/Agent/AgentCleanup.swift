@@ -83,8 +83,11 @@ extension MeshAgent {
 
     /// What a pass would do on this node, changing nothing: the plan (peers by node, routes, nodes left
     /// out and why) and the diff against the kernel.
-    public func dryRun(_ objects: [KubeObject]) throws -> String {
-        let (nodes, invalid) = meshNodes(objects)
+    public func dryRun(_ objects: [KubeObject], peers: [KubeObject] = []) throws -> String {
+        let (read, invalid) = meshNodes(objects)
+        // The outside peers as a pass plans them: held here, or routed to their gateway.
+        let outside = OutsidePlan(peers: peers, localNode: configuration.nodeName, now: Date())
+        let nodes = read.map(outside.adding) + outside.held.values
         var lines = invalid.map { "invalid: \($0.1)" }
         guard let local = nodes.first(where: { $0.name == configuration.nodeName }) else {
             return
@@ -111,8 +114,9 @@ extension MeshAgent {
         lines.append("plan: \(plan.peers.count) peers, \(plan.routes.count) routes")
         for peer in plan.peers {
             let allowed = peer.allowedIPs.map(\.description).joined(separator: ",")
+            let endpoint = peer.endpoint.map(\.description) ?? "(from its handshakes)"
             lines.append(
-                "  peer \(peer.node) endpoint \(peer.endpoint) allowed-ips "
+                "  peer \(peer.node) endpoint \(endpoint) allowed-ips "
                     + (peer.allowedIPs.isEmpty ? "(pre-staged next key)" : allowed))
         }
         for route in plan.routes {

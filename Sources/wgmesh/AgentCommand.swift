@@ -161,7 +161,7 @@ struct AgentCommand: AsyncParsableCommand {
         guard !cidrs.isEmpty else {
             throw ValidationError("--cluster-cidr is required: the ranges the controller allocates Pod CIDRs from")
         }
-        let peers = try Flags.clusterCIDRs(peerCIDRs.filter { !$0.isEmpty }, flag: "--peer-cidr")
+        let peers = try Flags.peerCIDRs(peerCIDRs, clusterCIDRs: cidrs)
         let resync = try Flags.seconds(resyncPeriod, flag: "--resync-period")
         let (host, port) = try Flags.bindAddress(metricsBindAddress)
         let logger = makeLogger("wgmesh.agent", level: logLevel, identity: name)
@@ -197,7 +197,10 @@ struct AgentCommand: AsyncParsableCommand {
 
         if cleanup { return try await runCleanup(agent, logger: logger) }
         if dryRun {
-            print(try agent.dryRun(try await client.listAll(.nodes, metadataOnly: true).items))
+            let nodes = try await client.listAll(.nodes, metadataOnly: true).items
+            // Without the Peer CRD (a 404), there is no Peer to plan.
+            let peers = peerCIDRs.isEmpty ? [] : ((try? await client.listAll(.peers, namespace: nil).items) ?? [])
+            print(try agent.dryRun(nodes, peers: peers))
             return
         }
         logger.info(

@@ -163,7 +163,7 @@ struct ControllerCommand: AsyncParsableCommand {
                         rotation: .init(grace: grace, maxKeyAge: maxAge), specWait: specWait,
                         enrollmentChange: enrollmentChange),
                     maxConcurrentRotations: maxConcurrentRotations, identity: name,
-                    peerCIDRs: try Flags.clusterCIDRs(peerCIDRs.filter { !$0.isEmpty }, flag: "--peer-cidr")),
+                    peerCIDRs: try Flags.peerCIDRs(peerCIDRs, clusterCIDRs: cidrs)),
                 logger: logger)
         } catch {
             throw ValidationError("\(error)")

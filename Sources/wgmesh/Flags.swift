@@ -12,6 +12,15 @@ enum Flags {
     /// CIDR (10.244.0.0/16) nor kubeadm's default Service CIDR (10.96.0.0/12).
     static let defaultPeerCIDRs = "10.250.0.0/16"
 
+    /// `--peer-cidr` values: at most one range per family, outside the cluster CIDRs; an empty value gives none.
+    static func peerCIDRs(_ values: [String], clusterCIDRs: [IPPrefix]) throws -> [IPPrefix] {
+        let ranges = try self.clusterCIDRs(values.filter { !$0.isEmpty }, flag: "--peer-cidr")
+        do { _ = try PeerIssuance(peerCIDRs: ranges, clusterCIDRs: clusterCIDRs) } catch {
+            throw ValidationError("\(error)")
+        }
+        return ranges
+    }
+
     /// `--cluster-cidr` (or `--peer-cidr`) values, each one CIDR or several separated by commas, none with host
     /// bits set.
     static func clusterCIDRs(_ values: [String], flag: String = "--cluster-cidr") throws -> [IPPrefix] {

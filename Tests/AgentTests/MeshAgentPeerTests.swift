@@ -32,7 +32,7 @@ extension MeshAgentTests {
             .object([
                 "apiVersion": "wgmesh.dev/v1alpha1", "kind": "Peer", "metadata": .object(["name": "laptop"]),
                 "spec": .object([
-                    "publicKey": .string(laptop.base64), "persistentKeepalive": 25,
+                    "publicKey": .string(laptop.base64), "persistentKeepalive": .integer(25),
                     "allowedIPs": .array(["192.168.77.0/24"]),
                 ]),
             ]))
@@ -50,7 +50,8 @@ extension MeshAgentTests {
         XCTAssertEqual(
             Set(held.allowedIPs.map(\.description)), ["10.250.0.1/32", "fd00:10:250::1/128", "192.168.77.0/24"])
         // n1 routes the laptop's prefixes to n2's key, over the tunnel; it does not hold the laptop.
-        let n2Key = try XCTUnwrap(MeshNode(name: "n2", annotations: try await h.node("n2").metadata.annotations).publicKey)
+        let n2Annotations = try await h.node("n2").metadata.annotations
+        let n2Key = try XCTUnwrap(MeshNode(name: "n2", annotations: n2Annotations).publicKey)
         await eventually("n1 routes the laptop through n2") {
             let viaN2 = try? h.kernel.device(named: "wgmesh0").peers.first { $0.publicKey == n2Key }
             return viaN2?.allowedIPs.contains { $0.description == "10.250.0.1/32" } == true

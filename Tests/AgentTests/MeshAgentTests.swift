@@ -76,7 +76,8 @@ final class MeshAgentTests: XCTestCase {
                 clusterCIDRs: clusterCIDRs,
                 policy: .init(
                     cidrSource: .wgmesh, rotation: .init(grace: rotationGrace), specWait: 0),
-                identity: "test", peerCIDRs: peerCIDRs), logger: Logger(label: "controller") { _ in SwiftLogNoOpLogHandler() })
+                identity: "test", peerCIDRs: peerCIDRs),
+            logger: Logger(label: "controller") { _ in SwiftLogNoOpLogHandler() })
         return Task { await c.run() }
     }
 

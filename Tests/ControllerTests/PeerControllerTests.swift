@@ -24,7 +24,7 @@ final class PeerControllerTests: XCTestCase {
         _ c: TestCluster, _ name: String, key: String = WireGuardKeyPair.generate().publicKey.base64,
         allowedIPs: [String] = [], expiresAt: Date? = nil
     ) async throws {
-        var spec: [String: JSON] = ["publicKey": .string(key), "persistentKeepalive": 25]
+        var spec: [String: JSON] = ["publicKey": .string(key), "persistentKeepalive": .integer(25)]
         if !allowedIPs.isEmpty { spec["allowedIPs"] = .array(allowedIPs.map(JSON.string)) }
         if let expiresAt { spec["expiresAt"] = .string(RFC3339.format(expiresAt)) }
         _ = try await c.client.create(
@@ -56,9 +56,11 @@ final class PeerControllerTests: XCTestCase {
             let b = await ready(c, "b")?.status
             return a == "True" && b == "True"
         }
-        let a = try XCTUnwrap(await peer(c, "a"))
+        let found = await peer(c, "a")
+        let a = try XCTUnwrap(found)
         XCTAssertEqual(a.addresses, ["192.168.250.1", "fd00:10:250::1"])
-        XCTAssertEqual(await peer(c, "b")?.addresses, ["192.168.250.2", "fd00:10:250::2"])
+        let b = await peer(c, "b")
+        XCTAssertEqual(b?.addresses, ["192.168.250.2", "fd00:10:250::2"])
         XCTAssertTrue(["n1", "n2"].contains(a.gateway ?? ""))
         XCTAssertEqual(c.events(reason: "PeerGatewayAssigned").count, 2)
 
@@ -68,28 +70,31 @@ final class PeerControllerTests: XCTestCase {
         try await createPeer(c, "c")
         let second = run(try c.controller("two", peerCIDRs: peerCIDRs))
         await eventually("c ready") { await ready(c, "c")?.status == "True" }
-        XCTAssertEqual(await peer(c, "a")?.addresses, a.addresses)
-        XCTAssertEqual(await peer(c, "a")?.gateway, a.gateway, "the gateway stays")
-        XCTAssertEqual(await peer(c, "c")?.addresses, ["192.168.250.3", "fd00:10:250::3"])
+        let kept = await peer(c, "a")
+        XCTAssertEqual(kept?.addresses, a.addresses)
+        XCTAssertEqual(kept?.gateway, a.gateway, "the gateway stays")
+        let third = await peer(c, "c")
+        XCTAssertEqual(third?.addresses, ["192.168.250.3", "fd00:10:250::3"])
 
         // Deleted: a's addresses go to the next new Peer, d; never while a exists.
         try await c.client.delete(.peers, namespace: nil, name: "a")
         try await createPeer(c, "d")
         await eventually("d ready") { await ready(c, "d")?.status == "True" }
-        XCTAssertEqual(await peer(c, "d")?.addresses, a.addresses)
+        let d = await peer(c, "d")
+        XCTAssertEqual(d?.addresses, a.addresses)
 
         // Failover: two replicas one after the other with the same view; no address held twice.
         second.cancel()
         await second.value
         try await createPeer(c, "e")
-        let third = run(try c.controller("three", peerCIDRs: peerCIDRs))
+        let last = run(try c.controller("three", peerCIDRs: peerCIDRs))
         await eventually("e ready") { await ready(c, "e")?.status == "True" }
         var held: [String] = []
         for name in ["b", "c", "d", "e"] { held += await peer(c, name)?.addresses ?? [] }
         XCTAssertEqual(held.count, 8)
         XCTAssertEqual(Set(held).count, 8, "no address is held by two Peers: \(held)")
-        third.cancel()
-        await third.value
+        last.cancel()
+        await last.value
         try await c.stop()
     }
 
@@ -106,19 +111,21 @@ final class PeerControllerTests: XCTestCase {
             let pods = await ready(c, "pods")?.reason
             return thief == "Conflict" && pods == "Conflict"
         }
-        let thief = try XCTUnwrap(await ready(c, "thief"))
+        let refused = await ready(c, "thief")
+        let thief = try XCTUnwrap(refused)
         XCTAssertEqual(thief.status, "False")
         XCTAssertTrue(thief.message?.contains("is node n1's key") == true, thief.message ?? "")
-        XCTAssertNil(await peer(c, "thief")?.gateway, "a refused Peer has no gateway: no node holds it")
-        XCTAssertTrue(
-            await ready(c, "pods")?.message?.contains("overlaps the cluster CIDR 10.240.0.0/12") == true,
-            await ready(c, "pods")?.message ?? "")
+        let thiefPeer = await peer(c, "thief")
+        XCTAssertNil(thiefPeer?.gateway, "a refused Peer has no gateway: no node holds it")
+        let pods = await ready(c, "pods")?.message ?? ""
+        XCTAssertTrue(pods.contains("overlaps the cluster CIDR 10.240.0.0/12"), pods)
         await eventually("a Warning Event per refused Peer") { c.events(reason: "PeerConflict").count == 2 }
         XCTAssertEqual(c.events(reason: "PeerConflict").first?["regarding"]?["kind"]?.string, "Peer")
 
         await eventually("short is ready, then expired at its time") { await ready(c, "short")?.reason == "Expired" }
-        XCTAssertNil(await peer(c, "short")?.gateway)
-        XCTAssertEqual(await peer(c, "short")?.addresses.count, 2, "an expired Peer keeps its addresses until deleted")
+        let short = await peer(c, "short")
+        XCTAssertNil(short?.gateway)
+        XCTAssertEqual(short?.addresses.count, 2, "an expired Peer keeps its addresses until deleted")
         await eventually("an Event says so") { c.events(reason: "PeerExpired", node: "short").count == 1 }
         controller.cancel()
         await controller.value
