@@ -23,8 +23,10 @@ final class CLICluster: Sendable {
     /// Agents that never apply a new key: their `applied-key-generation` stays as it is.
     let stalled = Mutex<Set<String>>([])
 
-    init(nodes: [String], rotationGrace: TimeInterval = 0.2) async throws {
+    /// `peerCIDRs`: the Peer CRD is installed and the controller serves Peers from these ranges.
+    init(nodes: [String], rotationGrace: TimeInterval = 0.2, peerCIDRs: [String] = []) async throws {
         server = try await TestAPIServer.start(.init(bookmarkInterval: .milliseconds(500)))
+        if !peerCIDRs.isEmpty { try server.installPeerCRD() }
         client = try KubeClient(config: server.kubeConfig(), userAgent: cliFieldManager, fieldManager: cliFieldManager)
         agentClient = try KubeClient(
             config: server.kubeConfig(), userAgent: "wgmesh-agent/test", fieldManager: "wgmesh-agent")
@@ -50,8 +52,9 @@ final class CLICluster: Sendable {
             api: controllerClient,
             configuration: .init(
                 clusterCIDRs: Self.clusterCIDRs,
-                policy: .init(cidrSource: .wgmesh, rotation: .init(grace: rotationGrace), specWait: 0), identity: "test"
-            ),
+                policy: .init(cidrSource: .wgmesh, rotation: .init(grace: rotationGrace), specWait: 0),
+                identity: "test",
+                peerCIDRs: try peerCIDRs.map { try IPPrefix($0) }),
             logger: Logger(label: "controller") { _ in SwiftLogNoOpLogHandler() })
         controller = Task {
             await c.run()

@@ -83,14 +83,21 @@ final class PeerControllerTests: XCTestCase {
         let d = await peer(c, "d")
         XCTAssertEqual(d?.addresses, a.addresses)
 
-        // Failover: two replicas one after the other with the same view; no address held twice.
+        // Failover: the next replica restores every address, so d (newer than b and c, holding the lowest
+        // address) keeps it: handed out by creation order instead, it would move, with b's and c's.
+        var before: [String: [String]] = [:]
+        for name in ["b", "c", "d"] { before[name] = await peer(c, name)?.addresses }
         second.cancel()
         await second.value
         try await createPeer(c, "e")
         let last = run(try c.controller("three", peerCIDRs: peerCIDRs))
         await eventually("e ready") { await ready(c, "e")?.status == "True" }
         var held: [String] = []
-        for name in ["b", "c", "d", "e"] { held += await peer(c, name)?.addresses ?? [] }
+        for name in ["b", "c", "d", "e"] {
+            let addresses = await peer(c, name)?.addresses ?? []
+            if name != "e" { XCTAssertEqual(addresses, before[name], "\(name) keeps its addresses across a failover") }
+            held += addresses
+        }
         XCTAssertEqual(held.count, 8)
         XCTAssertEqual(Set(held).count, 8, "no address is held by two Peers: \(held)")
         last.cancel()
