@@ -3,7 +3,7 @@
 # and three `wgmesh agent`s, each node a network namespace on one underlay bridge, one Pod per node added by
 # the real CNI plugins. It shows a Pod-to-Pod ping across nodes, `wgmesh status`, a capture on the underlay
 # that holds only WireGuard, `wgmesh rotate-keys --wait` under a 10 ms ping (lab.sh's loss measure), `wgmesh
-# audit`, and the leak capture over the whole demo with its table of figures and goals; it exits non-zero on any
+# audit`, a laptop behind NAT that joins with `wgmesh peer add` and pings a Pod, and the leak capture over the whole demo with its table of figures and goals; it exits non-zero on any
 # step that fails. Then it removes everything it made, on Ctrl-C as well. Kernel WireGuard where the kernel has it, else wireguard-go.
 # Usage (as root, on a fresh clone): bash scripts/demo.sh
 set -uo pipefail
@@ -107,6 +107,23 @@ goal timing "rotation: silence" "$(met [ "$ping_silence" -lt 100 ])" "$ping_sile
 step "wgmesh audit: the report a compliance team files"
 wgm audit; audit=$?
 [ $audit -eq 0 ] || die "the audit failed (exit status $audit)"
+
+step "A laptop outside the cluster, behind NAT: wgmesh peer add laptop, wg-quick up, and a Pod is reached"
+lab_laptop || die "could not build the laptop and its NAT"
+wgm peer add laptop --output "$work/laptop.conf" --expires-in 1h || die "wgmesh peer add failed"
+echo "$work/laptop.conf, its private key left out here:"
+grep -v '^PrivateKey' "$work/laptop.conf"
+laptop_up "$work/laptop.conf" || die "wg-quick up failed"
+# Three answers within 15 s: the first packet waits for the laptop's handshake with its gateway.
+ip netns exec wge-laptop ping -c 3 -w 15 "$dst" >"$work/ping-laptop.txt" 2>&1; rc=$?
+tail -2 "$work/ping-laptop.txt"
+if [ $rc != 0 ]; then
+  ip netns exec wge-laptop wg show all; gw=$(grep -m1 '^# node ' "$work/laptop.conf" | cut -d' ' -f3); wgs "$gw"
+  die "the laptop did not reach n2/p1 ($dst)"
+fi
+wgm peer list
+wgm peer remove laptop || die "wgmesh peer remove failed"
+laptop_down
 
 step "The capture of the underlay over the whole demo (kernel filter: packets to or from a Pod address)"
 capture_check

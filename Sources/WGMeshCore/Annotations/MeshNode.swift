@@ -77,7 +77,9 @@ public struct MeshNode: Sendable, Hashable {
         publicKey = peer.publicKey
         endpoint = peer.endpoint
         gatewayPrefixes = peer.prefixes
-        outsidePeerKeepalive = peer.persistentKeepalive
+        // The peer keeps its NAT mapping open with its own keepalives (its configuration has them). A gateway
+        // without an endpoint to send to would only try handshakes to nowhere (wireguard-go logs each).
+        outsidePeerKeepalive = peer.endpoint == nil ? 0 : peer.persistentKeepalive
     }
 
     public var isOutsidePeer: Bool { outsidePeerKeepalive != nil }

@@ -170,7 +170,10 @@ final class OutsidePeerTests: XCTestCase {
             interfaceIndex: 3)
         let laptop = try XCTUnwrap(onGateway.peers.first { $0.node == "peer/laptop" })
         XCTAssertNil(laptop.endpoint)
-        XCTAssertEqual(laptop.persistentKeepalive, 25)
+        XCTAssertEqual(laptop.persistentKeepalive, 0, "no endpoint to keep alive: the laptop's own keepalives do")
+        var site = try spec("site", endpoint: "198.51.100.7:51820").get()
+        site.status.addresses = [try IPAddress("10.250.0.2")]
+        XCTAssertEqual(MeshNode(outsidePeer: site).outsidePeerKeepalive, 25, "a peer with an endpoint: the gateway too")
         XCTAssertEqual(laptop.allowedIPs.map(\.description), ["10.250.0.1/32", "192.168.9.0/24"])
         XCTAssertEqual(onGateway.routedNodeKeys, [other.publicKey!], "applied-peers counts the Nodes only")
         XCTAssertEqual(onGateway.nodesOnly.peers.map(\.node), ["n2"])
