@@ -10,12 +10,10 @@ import WGMeshCore
 /// The outside peers as this node plans them: the ones it holds as WireGuard peers (it is their gateway), and
 /// the prefixes of the others, routed to their gateway nodes.
 struct OutsidePlan: Sendable, Equatable {
-    /// The peers this node holds, as plan entries (`MeshNode(outsidePeer:)`), by `peer/NAME`.
-    var held: [String: MeshNode] = [:]
-    /// The prefixes of the peers each other node holds, by node.
-    var gatewayPrefixes: [String: [IPPrefix]] = [:]
     /// The peers this node holds, by name, with the handshake their status shows.
     var heldPeers: [String: OutsidePeer] = [:]
+    /// The prefixes of the peers each other node holds, by node.
+    var gatewayPrefixes: [String: [IPPrefix]] = [:]
     /// The networks behind every peer (their allowedIPs), sorted.
     var networks: [IPPrefix] = []
 
@@ -28,7 +26,6 @@ struct OutsidePlan: Sendable, Equatable {
             else { continue }
             networks += peer.allowedIPs
             if gateway == localNode {
-                held[peer.meshName] = MeshNode(outsidePeer: peer)
                 heldPeers[peer.name] = peer
             } else {
                 gatewayPrefixes[gateway, default: []] += peer.prefixes
@@ -39,6 +36,11 @@ struct OutsidePlan: Sendable, Equatable {
     }
 
     init() {}
+
+    /// The peers this node holds, as plan entries (`MeshNode(outsidePeer:)`), by `peer/NAME`.
+    var held: [String: MeshNode] {
+        Dictionary(uniqueKeysWithValues: heldPeers.values.map { ($0.meshName, MeshNode(outsidePeer: $0)) })
+    }
 
     /// `node` with the prefixes of the peers it holds.
     func adding(to node: MeshNode) -> MeshNode {
@@ -54,7 +56,8 @@ struct OutsidePlan: Sendable, Equatable {
         where gatewayPrefixes[key] != next.gatewayPrefixes[key] {
             names.insert(key)
         }
-        for key in Set(held.keys).union(next.held.keys) where held[key] != next.held[key] { names.insert(key) }
+        let (was, now) = (held, next.held)
+        for key in Set(was.keys).union(now.keys) where was[key] != now[key] { names.insert(key) }
         return names
     }
 }
@@ -87,9 +90,10 @@ extension MeshAgent {
             let changed = p.outside.changed(to: next)
             p.outside = next
             var changes: [String: MeshNode?] = [:]
+            let held = next.held
             for name in changed {
                 if name.hasPrefix(OutsidePeer.meshPrefix) {
-                    changes[name] = .some(next.held[name])
+                    changes[name] = .some(held[name])
                 } else if let node = try? p.parsed[name]?.node.get() {
                     changes[name] = .some(next.adding(to: node))
                 }

@@ -56,6 +56,8 @@ extension MeshController {
                     issuance.release(gone)
                 }
                 known = names
+                // Without a Peer, a Node's change decides nothing: no Node is read.
+                if objects.isEmpty { continue }
                 let now = self.now()
                 let outcomes = issuance.decide(
                     objects.map(Self.peerInput), candidates: Self.gatewayCandidates(nodes.list()), now: now)
