@@ -20,11 +20,11 @@ api=192.0.2.254
 nodes=(n1 n2 n3)
 clusterv4=10.244.0.0/16
 clusterv6=fd00:10:244::/48
-# The outside peers' ranges (`--peer-cidr`), one per family, as the controller and every agent get them.
-peercidrs=10.250.0.0/16,fd00:10:250::/112
-# The controller's default --peer-cidr: the tunnel addresses of the Peers (machines outside the cluster).
+# The outside peers' ranges (`--peer-cidr`: the Peers' tunnel addresses), one per family, as the controller and
+# every agent get them.
 peerv4=10.250.0.0/16
-peerv6=fd00:10:250::/64
+peerv6=fd00:10:250::/112
+peercidrs=$peerv4,$peerv6
 . "$(dirname "${BASH_SOURCE[0]}")/goals.sh"
 record_file="${WGMESH_RECORD:-$work/writes.jsonl}"
 pids=()
