@@ -308,14 +308,16 @@ conf_problems() {
   [ "$have" = "$(printf '%s\n' $clusterv4 $clusterv6 | sort | paste -sd' ')" ] || p+=" AllowedIPs '$have';"
   echo "${p# }"
 }
-# peer_sweep NAME WAIT ADDRESS...: at once, the laptop pings every address of one Pod on each node (p1) and each of
-# those Pods pings every ADDRESS (the laptop's), each `ping -c 1 -w WAIT` (up to WAIT pings, 1 s apart, until one is
-# answered); prints "ok|fail FROM->TO ADDRESS", one a line.
+# peer_sweep NAME WAIT [-4] ADDRESS...: at once, the laptop pings every address of one Pod on each node (p1; only
+# the IPv4 one with -4) and each of those Pods pings every ADDRESS (the laptop's), each `ping -c 1 -w WAIT` (up to
+# WAIT pings, 1 s apart, until one is answered); prints "ok|fail FROM->TO ADDRESS", one a line.
 peer_sweep() {
-  local dir="$work/sweep-$1" wait=$2 n ip a k=0 jobs=() j; shift 2
+  local dir="$work/sweep-$1" wait=$2 v4only=0 n ip a k=0 jobs=() j; shift 2
+  [ "${1:-}" = -4 ] && { v4only=1; shift; }
   rm -rf "$dir" && mkdir -p "$dir"
   for n in "${nodes[@]}"; do
     while read -r ip; do
+      [ $v4only = 1 ] && [[ $ip == *:* ]] && continue
       k=$((k + 1))
       { if ip netns exec wge-laptop ping -c 1 -w "$wait" "$ip" >/dev/null 2>&1; then echo "ok laptop->$n/p1 $ip"; else echo "fail laptop->$n/p1 $ip"; fi >"$dir/$k"; } &
       jobs+=($!)
@@ -496,6 +498,59 @@ else
 fi
 laptop_down || echo "e2e: wg-quick down visitor failed: $(tail -2 "$work/wg-quick-visitor.txt")"
 wgm peer remove visitor >/dev/null 2>&1 || echo "e2e: wgm peer remove visitor failed"
+
+# A site: a machine at an address of the underlay with a network behind it, which the gateway dials. The NAT's
+# router (wge-nat) plays it, with the laptop (now without WireGuard of its own) on its private link:
+# `wgm peer add site --endpoint NAT:PORT --allowed-ip LINK`. The Endpoint is cut from the site's file, so the site
+# never dials: only its gateway, dialling spec.endpoint, can bring the tunnel up. The laptop and one Pod on each
+# node ping each other (the laptop's own address, routed to the site by every node, no NAT on the way), and each
+# Pod pings the site's tunnel addresses; the underlay carries the site only as WireGuard to and from its gateway.
+# `wgm peer remove site` ends it.
+site_port=51821
+add_out=$(wgm peer add site --endpoint "$nat_ip:$site_port" --allowed-ip "$laptop_link" --output "$work/site.conf" --timeout 60s 2>&1); add_rc=$?
+site_gw=$(peer_json site | jq -r '.status.gateway // empty')
+site_key=$(peer_json site | jq -r '.spec.publicKey // empty')
+mapfile -t site_addrs < <(peer_addresses site)
+site_gw_endpoint=$(conf_values "$work/site.conf" Peer Endpoint 2>/dev/null)
+listen=$(conf_values "$work/site.conf" Interface ListenPort 2>/dev/null)
+sed -i '/^[[:space:]]*Endpoint[[:space:]]*=/d' "$work/site.conf" 2>/dev/null
+# The router forwards between the tunnel and its private link both ways, and masquerades only onto the underlay.
+ip netns exec wge-nat nft add rule ip home-router forward iifname site oifname lan0 accept
+ip netns exec wge-nat nft add rule ip home-router forward iifname lan0 oifname site accept
+laptop_up "$work/site.conf" nat; up_rc=$?
+laptop_capture_start
+wait_for 30 ip netns exec wge-laptop ping -c 1 -W 1 "$(other_pod "$site_gw")"
+sweep=$(peer_sweep site 5 -4 "$laptop_ip" "${site_addrs[@]}")
+site_row=$(wgs "$site_gw" dump 2>/dev/null | awk -v k="$site_key" '$1 == k')
+learned=$(ip netns exec wge-nat wg show site endpoints 2>/dev/null | awk '{print $2}')
+routes_ok=1; route_detail=""
+for n in "${nodes[@]}"; do
+  [ "$n" = "$site_gw" ] && continue
+  wgs "$n" allowed-ips | grep -F "$(annotation "$site_gw" public-key)" | grep -qF " $laptop_link" \
+    || { routes_ok=0; route_detail+=" $n: $laptop_link not in $site_gw's allowed-ips;"; }
+  ip -n "wge-$n" route show "$laptop_link" | grep -q "$(ifname "$n")" || { routes_ok=0; route_detail+=" $n: no route of $laptop_link into the tunnel;"; }
+done
+if [ $add_rc = 0 ] && [ $up_rc = 0 ] && [ "$listen" = "$site_port" ] && [ ${#site_addrs[@]} = 2 ] && all_answered "$sweep" \
+  && [ "$(awk '{print $3}' <<<"$site_row")" = "$nat_ip:$site_port" ] && [ "$learned" = "$site_gw_endpoint" ] && [ $routes_ok = 1 ]; then
+  result peer-site ok "wgm peer add site --endpoint $nat_ip:$site_port --allowed-ip $laptop_link: its file listens on $listen; its gateway $site_gw dialled it (the site's file has no Endpoint; it learned $learned); the laptop behind it (by its own address, $laptop_ip: the router masquerades only onto the underlay) and one Pod on each node ping each other, and each Pod the site's addresses: $(sweep_summary "$sweep"); the other nodes route $laptop_link over WireGuard to $site_gw"
+else
+  result peer-site fail "rc $add_rc ($(tail -1 <<<"$add_out" | cut -c1-120)), wg-quick up rc $up_rc, ListenPort '$listen', addresses '${site_addrs[*]}': $(sweep_summary "$sweep"); $site_gw's row '$site_row'; the site learned '$learned', want '$site_gw_endpoint';$route_detail"
+fi
+if laptop_capture_check "${site_gw_endpoint:-unknown:0}"; then
+  result peer-site-underlay ok "$laptop_figures"
+else
+  result peer-site-underlay fail "$laptop_figures: $(tcpdump -r "$work/laptop-underlay.pcap" -nn "not ($wireguard_message)" 2>/dev/null | head -3 | cut -c1-150)"
+fi
+wgm peer remove site >"$work/site-remove.txt" 2>&1; rm_rc=$?
+released() { ! holds "$site_gw" "$site_key"; }
+wait_for $((resync_s * 3 + 5)) released; held_rc=$?
+sweep=$(peer_sweep site-removed 3 -4 "${site_addrs[@]}")
+if [ $rm_rc = 0 ] && [ $held_rc = 0 ] && none_answered "$sweep"; then
+  result peer-site-remove ok "wgm peer remove site: $site_gw holds its key no more; then $(sweep_summary "$sweep")"
+else
+  result peer-site-remove fail "rc $rm_rc, $site_gw holds the key: $(holds "$site_gw" "$site_key" && echo yes || echo no); $(sweep_summary "$sweep")"
+fi
+laptop_down || echo "e2e: wg-quick down site failed: $(tail -2 "$work/wg-quick-site.txt")"
 capture_check laptop
 
 # --- uninstall, then install again (defects 6 and 7): the cleanup waits for the node's Pods; after it no

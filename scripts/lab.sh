@@ -419,18 +419,20 @@ table ip home-router {
 NFT
 }
 
-# laptop_up CONFIG: `wg-quick up CONFIG` in the laptop's namespace, its output in $work/wg-quick-IFACE.txt (wg-quick
-# names the interface after the file: laptop.conf, laptop). Where the kernel has no WireGuard (the host) wg-quick falls
-# back to WG_QUICK_USERSPACE_IMPLEMENTATION, wireguard-go, which puts itself in the background: its PID, found in the
-# namespace by its command line, goes to laptop_wg_pid (empty on kernel WireGuard), for laptop_down.
+# laptop_up CONFIG [HOST]: `wg-quick up CONFIG` in the laptop's namespace (or PREFIX-HOST's: nat, the router, as a
+# site), its output in $work/wg-quick-IFACE.txt (wg-quick names the interface after the file: laptop.conf, laptop).
+# Where the kernel has no WireGuard (the host) wg-quick falls back to WG_QUICK_USERSPACE_IMPLEMENTATION,
+# wireguard-go, which puts itself in the background: its PID, found in the namespace by its command line, goes to
+# laptop_wg_pid (empty on kernel WireGuard), for laptop_down. One is up at a time.
 laptop_up() {
-  local p=${lab_prefix:-wge} iface pid
+  local ns=${lab_prefix:-wge}-${2:-laptop} iface pid
   iface=$(basename "$1" .conf)
-  ip netns exec "$p-laptop" env WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go wg-quick up "$1" >"$work/wg-quick-$iface.txt" 2>&1 \
+  ip netns exec "$ns" env WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go wg-quick up "$1" >"$work/wg-quick-$iface.txt" 2>&1 \
     || { echo "lab: wg-quick up $1 failed: $(tail -3 "$work/wg-quick-$iface.txt")" >&2; return 1; }
   laptop_conf=$1
+  laptop_ns=$ns
   laptop_wg_pid=""
-  for pid in $(ip netns pids "$p-laptop"); do
+  for pid in $(ip netns pids "$ns"); do
     [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = wireguard-go ] && [ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" = "wireguard-go $iface " ] \
       && laptop_wg_pid=$pid
   done
@@ -439,10 +441,10 @@ laptop_up() {
 # laptop_down: `wg-quick down` of what laptop_up brought up. Its interface gone, wireguard-go ends by itself; one that
 # still runs 5 s later is ended (by its PID).
 laptop_down() {
-  local p=${lab_prefix:-wge} iface rc end=$((SECONDS + 5))
+  local iface rc end=$((SECONDS + 5))
   [ -n "${laptop_conf:-}" ] || return 0
   iface=$(basename "$laptop_conf" .conf)
-  ip netns exec "$p-laptop" wg-quick down "$laptop_conf" >>"$work/wg-quick-$iface.txt" 2>&1; rc=$?
+  ip netns exec "$laptop_ns" wg-quick down "$laptop_conf" >>"$work/wg-quick-$iface.txt" 2>&1; rc=$?
   if [ -n "${laptop_wg_pid:-}" ]; then
     while running "$laptop_wg_pid" && [ $SECONDS -lt $end ]; do sleep 0.1; done
     running "$laptop_wg_pid" && { echo "lab: wireguard-go of $iface still runs 5 s after wg-quick down: ended" >&2; kill "$laptop_wg_pid"; }
@@ -473,6 +475,8 @@ laptop_capture_start() {
 laptop_capture_check() {
   local host=${1%:*} port=${1##*:} pcap="$work/laptop-underlay.pcap" total canary_filter=${2:-}
   host=${host#[}; host=${host%]}
+  # As capture_check: a second for tcpdump to take what its ring holds (stopped at once, it wrote none of 37).
+  sleep 1
   kill -INT "${laptop_capture:-}" 2>/dev/null; wait "${laptop_capture:-}" 2>/dev/null
   total=$(packets "$pcap")
   laptop_wg_out=$(packets "$pcap" "src host $nat_ip and dst host $host and udp dst port $port and ($wireguard_message)")

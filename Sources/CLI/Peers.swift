@@ -147,9 +147,10 @@ public enum Peers {
         throw CLIError("Peer \(name) was not admitted, and is deleted again: \(last)")
     }
 
-    /// The wg-quick file of an admitted Peer: its addresses; its gateway node as the one [Peer], with the
-    /// node's key and endpoint, the Peer's keepalive, and AllowedIPs the cluster's Pod CIDRs (as the gateway's
-    /// agent publishes them) and `serviceCIDRs`. Without `privateKey`, a comment stands in its place.
+    /// The wg-quick file of an admitted Peer: its addresses (and the port of its endpoint, if it has one, to listen
+    /// on); its gateway node as the one [Peer], with the node's key and endpoint, the Peer's keepalive, and
+    /// AllowedIPs the cluster's Pod CIDRs (as the gateway's agent publishes them) and `serviceCIDRs`. Without
+    /// `privateKey`, a comment stands in its place.
     public static func config(_ api: any KubeAPI, name: String, privateKey: WireGuardKey?, serviceCIDRs: [IPPrefix])
         async throws -> String
     {
@@ -204,6 +205,10 @@ public enum Peers {
                 # PrivateKey = (never in the cluster: from the file `wgmesh peer add` wrote, or --private-key-file)
                 """,
             "Address = \(addresses.joined(separator: ", "))",
+        ]
+        // The gateway dials a Peer with an endpoint: it must listen on that port, not on one wg picks.
+        if let port = peer.endpoint.flatMap({ try? Endpoint($0) })?.port { lines.append("ListenPort = \(port)") }
+        lines += [
             "",
             "[Peer]",
             "# node \(gateway)",

@@ -31,6 +31,17 @@ final class PeerCommandTests: XCTestCase {
             XCTAssertTrue(text.contains("\n" + line + "\n"), "\(line) in:\n\(text)")
         }
         XCTAssertEqual(text.components(separatedBy: "[Peer]").count, 2, "one [Peer]: the gateway")
+        XCTAssertFalse(text.contains("ListenPort"), "a laptop without an endpoint listens where wg picks:\n\(text)")
+
+        // A site the gateway dials (an endpoint) listens on its endpoint's port.
+        var site = Peers.Request(name: "site")
+        site.endpoint = "192.0.2.150:51821"
+        site.allowedIPs = ["192.168.77.0/24"]
+        let siteKeys = WireGuardKeyPair.generate()
+        let siteText = try await Peers.add(
+            c.client, site, keys: siteKeys, serviceCIDRs: [], timeout: .seconds(30), progress: { _ in })
+        XCTAssertTrue(siteText.contains("\nListenPort = 51821\n"), siteText)
+        try await Peers.remove(c.client, name: "site")
 
         // Again, without the private key; with another peer's key, refused.
         let again = try await Peers.config(c.client, name: "laptop", privateKey: nil, serviceCIDRs: [])
