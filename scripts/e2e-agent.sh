@@ -394,19 +394,27 @@ fi
 # node routes the Peer's addresses over its WireGuard interface, to the gateway.
 gw_row=$(wgs "$laptop_gw" dump 2>/dev/null | awk -v k="$laptop_key" '$1 == k')
 gw_allowed=$(awk '{print $4}' <<<"$gw_row" | tr ',' '\n' | sed 's|/[0-9]*$||' | sort | paste -sd' ')
-routes_ok=1; route_detail=""
-gw_key=$(annotation "$laptop_gw" public-key)
-for n in "${nodes[@]}"; do
-  [ "$n" = "$laptop_gw" ] && continue
-  gw_ips=$(wgs "$n" allowed-ips 2>/dev/null | awk -v k="$gw_key" '$1 == k' | tr '\t' ' ')
-  for a in "${laptop_addrs[@]}"; do
-    r=$(ip -n "wge-$n" route get "$a" 2>&1 | head -1)
-    grep -q "dev $(ifname "$n")" <<<"$r" || { routes_ok=0; route_detail+=" $n: $r;"; }
-    grep -qF " $a/" <<<"$gw_ips" || { routes_ok=0; route_detail+=" $n: $a not in $laptop_gw's allowed-ips;"; }
+# routed_to_gateway GATEWAY ADDRESS|NETWORK...: every other node routes each over its WireGuard interface (ip route
+# get; a network by its first address) and has it in GATEWAY's allowed-ips (an address with any prefix length, a
+# network as it is); what is not goes to route_detail, and it fails.
+routed_to_gateway() {
+  local gw=$1 gw_key n a ips r want; shift
+  gw_key=$(annotation "$gw" public-key); route_detail=""
+  for n in "${nodes[@]}"; do
+    [ "$n" = "$gw" ] && continue
+    ips=" $(wgs "$n" allowed-ips 2>/dev/null | awk -v k="$gw_key" '$1 == k { $1 = ""; print }') "
+    for a in "$@"; do
+      r=$(ip -n "wge-$n" route get "${a%/*}" 2>&1 | head -1)
+      grep -q "dev $(ifname "$n")" <<<"$r" || route_detail+=" $n: $r;"
+      if [[ $a == */* ]]; then want=" $a "; else want=" $a/"; fi
+      [[ $ips == *"$want"* ]] || route_detail+=" $n: $a not in $gw's allowed-ips;"
+    done
   done
-done
+  [ -z "$route_detail" ]
+}
+routed_to_gateway "$laptop_gw" "${laptop_addrs[@]}"; routes_rc=$?
 if [ -n "$gw_row" ] && [ "$(awk '{print $3}' <<<"$gw_row" | cut -d: -f1)" = "$nat_ip" ] \
-  && [ "$gw_allowed" = "$(printf '%s\n' "${laptop_addrs[@]}" | sort | paste -sd' ')" ] && [ $routes_ok = 1 ]; then
+  && [ "$gw_allowed" = "$(printf '%s\n' "${laptop_addrs[@]}" | sort | paste -sd' ')" ] && [ $routes_rc = 0 ]; then
   result peer-gateway ok "gateway $laptop_gw holds the Peer at $(awk '{print $3}' <<<"$gw_row") (the NAT's address, learned from its handshakes), allowed-ips $(awk '{print $4}' <<<"$gw_row"); the other nodes route its addresses over WireGuard to $laptop_gw"
 else
   result peer-gateway fail "gateway '$laptop_gw' row: '$gw_row';$route_detail"
@@ -523,15 +531,9 @@ wait_for 30 ip netns exec wge-laptop ping -c 1 -W 1 "$(other_pod "$site_gw")"
 sweep=$(peer_sweep site 5 -4 "$laptop_ip" "${site_addrs[@]}")
 site_row=$(wgs "$site_gw" dump 2>/dev/null | awk -v k="$site_key" '$1 == k')
 learned=$(ip netns exec wge-nat wg show site endpoints 2>/dev/null | awk '{print $2}')
-routes_ok=1; route_detail=""
-for n in "${nodes[@]}"; do
-  [ "$n" = "$site_gw" ] && continue
-  wgs "$n" allowed-ips | grep -F "$(annotation "$site_gw" public-key)" | grep -qF " $laptop_link" \
-    || { routes_ok=0; route_detail+=" $n: $laptop_link not in $site_gw's allowed-ips;"; }
-  ip -n "wge-$n" route show "$laptop_link" | grep -q "$(ifname "$n")" || { routes_ok=0; route_detail+=" $n: no route of $laptop_link into the tunnel;"; }
-done
+routed_to_gateway "$site_gw" "$laptop_link"; routes_rc=$?
 if [ $add_rc = 0 ] && [ $up_rc = 0 ] && [ "$listen" = "$site_port" ] && [ ${#site_addrs[@]} = 2 ] && all_answered "$sweep" \
-  && [ "$(awk '{print $3}' <<<"$site_row")" = "$nat_ip:$site_port" ] && [ "$learned" = "$site_gw_endpoint" ] && [ $routes_ok = 1 ]; then
+  && [ "$(awk '{print $3}' <<<"$site_row")" = "$nat_ip:$site_port" ] && [ "$learned" = "$site_gw_endpoint" ] && [ $routes_rc = 0 ]; then
   result peer-site ok "wgm peer add site --endpoint $nat_ip:$site_port --allowed-ip $laptop_link: its file listens on $listen; its gateway $site_gw dialled it (the site's file has no Endpoint; it learned $learned); the laptop behind it (by its own address, $laptop_ip: the router masquerades only onto the underlay) and one Pod on each node ping each other, and each Pod the site's addresses: $(sweep_summary "$sweep"); the other nodes route $laptop_link over WireGuard to $site_gw"
 else
   result peer-site fail "rc $add_rc ($(tail -1 <<<"$add_out" | cut -c1-120)), wg-quick up rc $up_rc, ListenPort '$listen', addresses '${site_addrs[*]}': $(sweep_summary "$sweep"); $site_gw's row '$site_row'; the site learned '$learned', want '$site_gw_endpoint';$route_detail"
